@@ -1,0 +1,92 @@
+//! `GET /api/v1/dns/requests/{id}` and `GET /api/v1/dns/requests`.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use serde::{Deserialize, Serialize};
+
+use crate::api::AppState;
+use crate::api::error::{ApiError, ErrorBody};
+use crate::api::query::{ListQuery, Page};
+use crate::domain::{RecordType, RequestId, RequestStatus};
+use crate::store::{DnsRequest, RequestFilter};
+
+/// Get one request with its status, phase timestamps, attempts and log.
+#[utoipa::path(
+    get,
+    path = "/api/v1/dns/requests/{id}",
+    tag = "requests",
+    params(("id" = String, Path, description = "The request id")),
+    responses(
+        (status = 200, body = DnsRequest),
+        (status = 404, body = ErrorBody),
+        (status = 503, body = ErrorBody),
+    )
+)]
+pub async fn get_request(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<DnsRequest>, ApiError> {
+    let not_found = || ApiError::NotFound(format!("no request with id '{id}'"));
+    let request_id: RequestId = id.parse().map_err(|_| not_found())?;
+    let request = state.store.get(request_id).await?.ok_or_else(not_found)?;
+    Ok(Json(request))
+}
+
+/// Query parameters of `GET /api/v1/dns/requests`.
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ListRequestsParams {
+    /// PENDING, PROCESSING, COMPLETED or FAILED.
+    pub status: Option<String>,
+    pub account_id: Option<String>,
+    /// The owner name (normalised like the body's `domain`).
+    pub domain: Option<String>,
+    pub record_type: Option<String>,
+    /// Page size, 1-500 (default 50).
+    pub limit: Option<String>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+/// A page of requests, newest first.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct RequestPage {
+    pub items: Vec<DnsRequest>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// List requests, newest first, with filters and cursor pagination.
+#[utoipa::path(
+    get,
+    path = "/api/v1/dns/requests",
+    tag = "requests",
+    params(ListRequestsParams),
+    responses(
+        (status = 200, body = RequestPage),
+        (status = 422, body = ErrorBody),
+    )
+)]
+pub async fn list_requests(
+    State(state): State<AppState>,
+    ListQuery(params): ListQuery<ListRequestsParams>,
+) -> Result<Json<RequestPage>, ApiError> {
+    let mut page = Page::default();
+    let status = page.parse::<RequestStatus>("query.status", params.status.as_deref());
+    let record_type = page.parse::<RecordType>("query.record_type", params.record_type.as_deref());
+    let domain = page.domain("query.domain", params.domain.as_deref());
+    let (before, limit) = page.window(params.cursor.as_deref(), params.limit.as_deref());
+    page.finish()?;
+    let filter = RequestFilter {
+        status,
+        account_id: params.account_id,
+        domain,
+        record_type,
+        before,
+        limit,
+    };
+    let items = state.store.list(&filter).await?;
+    let next_cursor = Page::next_cursor(&items, limit, |r| r.seq);
+    Ok(Json(RequestPage { items, next_cursor }))
+}

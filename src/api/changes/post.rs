@@ -1,0 +1,67 @@
+//! `POST /api/v1/dns/create`: validate, record, queue; answer 202 with the request.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+use super::location_of;
+use crate::api::AppState;
+use crate::api::error::{ApiError, ErrorBody};
+use crate::api::json::JsonBody;
+use crate::domain::{ChangeBody, Operation, ValidationError};
+use crate::intake::Submitted;
+use crate::store::DnsRequest;
+
+/// The header that makes a submission safe to retry.
+const IDEMPOTENCY_KEY: &str = "idempotency-key";
+
+/// Submit a DNS record change request.
+///
+/// The request is committed before the answer. With an `Idempotency-Key`, a retry with the
+/// same body returns the original request (200) and a different body is a 409.
+#[utoipa::path(
+    post,
+    path = "/api/v1/dns/create",
+    tag = "requests",
+    request_body = ChangeBody,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe; scoped to the account")),
+    responses(
+        (status = 202, description = "Accepted: PENDING", body = DnsRequest, headers(("Location" = String))),
+        (status = 200, description = "Idempotent replay of an earlier request", body = DnsRequest),
+        (status = 400, description = "Malformed JSON", body = ErrorBody),
+        (status = 409, description = "Idempotency key reused with another body", body = ErrorBody),
+        (status = 413, description = "Body over 64 KiB", body = ErrorBody),
+        (status = 415, description = "Not JSON", body = ErrorBody),
+        (status = 422, description = "Invalid fields", body = ErrorBody),
+        (status = 503, description = "Database unavailable", body = ErrorBody),
+    )
+)]
+pub async fn create(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody<ChangeBody>,
+) -> Result<Response, ApiError> {
+    let key = idempotency_key(&headers)?;
+    let (status, request) = match state.intake.submit(body, Operation::Create, key).await? {
+        Submitted::Created(request) => (StatusCode::ACCEPTED, request),
+        Submitted::Replayed(request) => (StatusCode::OK, request),
+    };
+    let location = location_of(request.id);
+    Ok((status, [(header::LOCATION, location)], Json(request)).into_response())
+}
+
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
+    headers
+        .get(IDEMPOTENCY_KEY)
+        .map(|value| {
+            value.to_str().map_err(|_| {
+                ValidationError::field(
+                    "header.Idempotency-Key",
+                    "must be 1-255 visible ASCII characters",
+                )
+                .into()
+            })
+        })
+        .transpose()
+}

@@ -1,0 +1,131 @@
+//! `ApiError`: every way a request can fail, as a status code and a JSON body.
+//!
+//! Bodies are `{"error": "<code>", "message": "<why>"}`, plus `fields` for validation and
+//! `request_id` for conflicts. Internal causes are logged here and never sent to the client.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+use crate::domain::{FieldError, RequestId, ValidationError};
+use crate::intake::IntakeError;
+use crate::store::StoreError;
+
+/// An error answer of the API.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// 422: the request is well-formed but its values are not acceptable.
+    #[error(transparent)]
+    Invalid(#[from] ValidationError),
+    /// 400: the body is not JSON, or a parameter cannot be read.
+    #[error("{message}")]
+    BadRequest { code: &'static str, message: String },
+    /// 415: the body is not declared as JSON.
+    #[error("the body must be JSON (Content-Type: application/json)")]
+    UnsupportedMediaType,
+    /// 413: the body is over the limit.
+    #[error("the body is larger than {0} bytes")]
+    PayloadTooLarge(usize),
+    /// 404.
+    #[error("{0}")]
+    NotFound(String),
+    /// 405.
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    /// 409: an idempotency key reused with another body.
+    #[error("Idempotency-Key already used for request {0} with a different body")]
+    KeyReused(RequestId),
+    /// 503: the database is unavailable; retry.
+    #[error("the service is temporarily unavailable; retry later")]
+    Unavailable(#[source] StoreError),
+    /// 500: a bug or an unexpected fault.
+    #[error("internal error")]
+    Internal(#[source] anyhow::Error),
+}
+
+/// The JSON body of an error answer.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// A stable code: `validation_failed`, `malformed_json`, `not_found`, `conflict`, …
+    pub error: &'static str,
+    /// What went wrong, for people.
+    pub message: String,
+    /// Each bad field and why (validation errors only).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub fields: Vec<FieldError>,
+    /// The request an idempotency key already names (conflicts only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<RequestId>,
+}
+
+impl ApiError {
+    fn status_and_code(&self) -> (StatusCode, &'static str) {
+        match self {
+            Self::Invalid(_) => (StatusCode::UNPROCESSABLE_ENTITY, "validation_failed"),
+            Self::BadRequest { code, .. } => (StatusCode::BAD_REQUEST, code),
+            Self::UnsupportedMediaType => {
+                (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
+            }
+            Self::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            Self::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            Self::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+            Self::KeyReused(_) => (StatusCode::CONFLICT, "conflict"),
+            Self::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::Unavailable(_) => Self::Unavailable(error),
+            other => Self::Internal(other.into()),
+        }
+    }
+}
+
+impl From<IntakeError> for ApiError {
+    fn from(error: IntakeError) -> Self {
+        match error {
+            IntakeError::Invalid(e) => Self::Invalid(e),
+            IntakeError::KeyReused(id) => Self::KeyReused(id),
+            IntakeError::Store(e) => e.into(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code) = self.status_and_code();
+        match &self {
+            Self::Internal(e) => {
+                tracing::error!(error.message = %e, error.cause_chain = ?e, "internal error");
+            }
+            Self::Unavailable(e) => {
+                tracing::warn!(error.message = %e, "database unavailable; answered 503");
+            }
+            _ => {}
+        }
+        let body = ErrorBody {
+            error: code,
+            message: self.to_string(),
+            request_id: match &self {
+                Self::KeyReused(id) => Some(*id),
+                _ => None,
+            },
+            fields: match self {
+                Self::Invalid(e) => e.fields,
+                _ => Vec::new(),
+            },
+        };
+        let mut response = (status, Json(body)).into_response();
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            response
+                .headers_mut()
+                .insert("retry-after", axum::http::HeaderValue::from_static("1"));
+        }
+        response
+    }
+}

@@ -1,0 +1,89 @@
+//! `JsonBody`: a JSON extractor whose every failure is a clear JSON error.
+//!
+//! axum's own `Json` answers in plain text. We read the body ourselves (within the router's
+//! 64 KiB limit), check the content type, and deserialise with `serde_path_to_error`, so an
+//! unknown field or a wrong type names its path (`resource.config.ttl`).
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Request};
+use axum::http::{StatusCode, header};
+use serde::de::DeserializeOwned;
+
+use super::error::ApiError;
+use crate::domain::ValidationError;
+
+/// The largest body we read.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// A JSON body, deserialised.
+#[derive(Debug)]
+pub struct JsonBody<T>(pub T);
+
+impl<S, T> FromRequest<S> for JsonBody<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        if !is_json(req.headers().get(header::CONTENT_TYPE)) {
+            return Err(ApiError::UnsupportedMediaType);
+        }
+        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
+            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::PayloadTooLarge(MAX_BODY_BYTES)
+            } else {
+                ApiError::BadRequest {
+                    code: "unreadable_body",
+                    message: rejection.body_text(),
+                }
+            }
+        })?;
+        parse(&bytes).map(JsonBody)
+    }
+}
+
+fn is_json(content_type: Option<&axum::http::HeaderValue>) -> bool {
+    let Some(value) = content_type.and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let essence = value.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+    essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json"))
+}
+
+/// Deserialises `bytes`; syntax errors are 400, shape errors name the field and are 422.
+///
+/// # Errors
+/// `ApiError::BadRequest` for malformed JSON, `ApiError::Invalid` for a wrong shape.
+pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
+    let parsed = serde_path_to_error::deserialize(&mut deserializer)
+        .map_err(|e| (e.path().to_string(), e.into_inner()))
+        .and_then(|value| {
+            // Trailing characters after the value make the body malformed too.
+            deserializer.end().map(|()| value).map_err(|e| (".".to_owned(), e))
+        });
+    parsed.map_err(|(path, error)| match error.classify() {
+        serde_json::error::Category::Data => shape_error(&path, &error),
+        _ => ApiError::BadRequest {
+            code: "malformed_json",
+            message: format!("the body is not valid JSON: {error}"),
+        },
+    })
+}
+
+/// Names the field. For an unknown field the path already ends with the field's name.
+fn shape_error(path: &str, error: &serde_json::Error) -> ApiError {
+    let full = error.to_string();
+    let message = full.rsplit_once(" at line ").map_or(full.as_str(), |(m, _)| m);
+    let field = if path == "." { "body" } else { path };
+    let message = match message
+        .strip_prefix("unknown field `")
+        .and_then(|m| m.split_once("`, "))
+    {
+        Some((_, expected)) => format!("unknown field; {expected}"),
+        None => message.to_owned(),
+    };
+    ApiError::Invalid(ValidationError::field(field, message))
+}

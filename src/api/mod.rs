@@ -1,0 +1,121 @@
+//! The HTTP API: routes, shared state, the OpenAPI document and cross-cutting layers.
+//!
+//! Handlers live one concern per file (`changes/post.rs` submits, `changes/get.rs` reads,
+//! `records.rs` lists the ledger, `health.rs` serves probes and metrics). Every answer,
+//! including errors, 404s and 405s, is JSON; every request is counted and timed in `/metrics`.
+
+pub mod changes;
+pub mod error;
+pub mod health;
+pub mod json;
+pub mod query;
+pub mod records;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
+use axum::http::StatusCode;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use metrics_exporter_prometheus::PrometheusHandle;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+use utoipa::OpenApi;
+use utoipa_swagger_ui::SwaggerUi;
+
+use crate::intake::Intake;
+use crate::store::RequestStore;
+use crate::telemetry::HttpRequestServed;
+use error::ApiError;
+
+/// The longest any request may take before it is answered 503.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub intake: Intake,
+    pub store: Arc<dyn RequestStore>,
+    pub metrics: PrometheusHandle,
+}
+
+/// The OpenAPI document served at `/openapi.json`.
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "dnsorch", description = "DNS change-request orchestrator"),
+    paths(
+        changes::post::create,
+        changes::get::get_request,
+        changes::get::list_requests,
+        records::list_records,
+        health::healthz,
+        health::readyz,
+        health::metrics,
+    ),
+    tags(
+        (name = "requests", description = "Submit change requests and follow them"),
+        (name = "records", description = "The ledger of provisioned records"),
+        (name = "operations", description = "Probes and metrics"),
+    )
+)]
+pub struct ApiDoc;
+
+/// The application's router.
+pub fn router(state: AppState) -> Router {
+    let api = Router::new()
+        .route("/api/v1/dns/create", post(changes::post::create))
+        .route("/api/v1/dns/requests", get(changes::get::list_requests))
+        .route("/api/v1/dns/requests/{id}", get(changes::get::get_request))
+        .route("/api/v1/dns/records", get(records::list_records))
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/metrics", get(health::metrics))
+        .with_state(state);
+    Router::new()
+        .merge(SwaggerUi::new("/docs").url("/openapi.json", ApiDoc::openapi()))
+        .merge(api)
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn(track_http))
+        .layer(DefaultBodyLimit::max(json::MAX_BODY_BYTES))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            REQUEST_TIMEOUT,
+        ))
+        .layer(TraceLayer::new_for_http())
+        .layer(CatchPanicLayer::custom(|_| {
+            ApiError::Internal(anyhow::anyhow!("a handler panicked")).into_response()
+        }))
+}
+
+async fn not_found() -> ApiError {
+    ApiError::NotFound("no such endpoint".into())
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed
+}
+
+/// Counts and times every request by method, route template and status.
+async fn track_http(request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = request.method().to_string();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let response = next.run(request).await;
+    HttpRequestServed {
+        method,
+        route,
+        status: response.status().as_u16(),
+        duration: started.elapsed(),
+    }
+    .emit();
+    response
+}
+

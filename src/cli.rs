@@ -1,0 +1,25 @@
+//! The command line: `dnsorch [run | migrate]`, settings from flags or the environment.
+
+use clap::{Parser, Subcommand};
+
+use crate::config::Settings;
+
+/// dnsorch: a DNS change-request orchestrator.
+#[derive(Debug, Parser)]
+#[command(name = "dnsorch", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
+    #[command(flatten)]
+    pub settings: Settings,
+}
+
+/// What to run; `run` when none is given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Subcommand)]
+pub enum Command {
+    /// API, workers and reconciler in one process (the default).
+    Run,
+    /// Apply database migrations and exit.
+    Migrate,
+}

@@ -1,0 +1,157 @@
+//! Settings: environment variables with the original design's names, loaded after `.env` and
+//! `.env.<APP_ENV>`.
+//!
+//! The real environment wins over both files, and `.env.<APP_ENV>` wins over `.env`. Every
+//! setting is also a command-line flag (clap's `env`), and a bad value stops the process at
+//! start with a message naming the variable.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::Context as _;
+
+use crate::queue::retry::RetryPolicy;
+use crate::worker::WorkerConfig;
+
+/// The log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// One JSON object per line.
+    Json,
+    /// Human-readable.
+    Pretty,
+}
+
+/// Everything the service reads from its environment.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Settings {
+    /// `sqlite://…` (embedded) or `postgres://…`.
+    #[arg(long, env = "DATABASE_URL", default_value = "sqlite://dnsorch.db?mode=rwc", hide_env_values = true, global = true)]
+    pub database_url: String,
+
+    /// Where the HTTP API listens.
+    #[arg(long, env = "BIND_ADDR", default_value = "127.0.0.1:8000", global = true)]
+    pub bind_addr: SocketAddr,
+
+    /// `json` (one object per line) or `pretty`.
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "json", global = true)]
+    pub log_format: LogFormat,
+
+    /// A level (`info`) or filter directives (`info,dnsorch=debug`).
+    #[arg(long, env = "LOG_LEVEL", default_value = "info", global = true)]
+    pub log_level: String,
+
+    /// How long the simulated backend works on each request.
+    #[arg(long, env = "SIMULATED_DELAY_SECONDS", default_value = "10", value_parser = seconds, global = true)]
+    pub simulated_delay_seconds: Duration,
+
+    /// The share of simulated attempts that fail (transiently), 0 to 1.
+    #[arg(long, env = "SIMULATED_FAILURE_RATE", default_value = "0", value_parser = rate, global = true)]
+    pub simulated_failure_rate: f64,
+
+    /// Attempts per request before a transient error becomes FAILED.
+    #[arg(long, env = "MAX_ATTEMPTS", default_value = "5", value_parser = clap::value_parser!(u32).range(1..=1000), global = true)]
+    pub max_attempts: u32,
+
+    /// The first retry's backoff; it doubles with each attempt.
+    #[arg(long, env = "RETRY_BASE_SECONDS", default_value = "1", value_parser = seconds, global = true)]
+    pub retry_base_seconds: Duration,
+
+    /// The longest backoff.
+    #[arg(long, env = "RETRY_MAX_SECONDS", default_value = "300", value_parser = seconds, global = true)]
+    pub retry_max_seconds: Duration,
+
+    /// How long a worker's claim holds without renewal (it renews every third of this).
+    #[arg(long, env = "LEASE_SECONDS", default_value = "60", value_parser = positive_seconds, global = true)]
+    pub lease_seconds: Duration,
+
+    /// Requests processed at once by this process's workers (0: no workers).
+    #[arg(long, env = "WORKER_CONCURRENCY", default_value = "16", value_parser = clap::value_parser!(u16), global = true)]
+    pub worker_concurrency: u16,
+
+    /// How often the reconciler looks for expired leases.
+    #[arg(long, env = "RECONCILE_INTERVAL_SECONDS", default_value = "5", value_parser = positive_seconds, global = true)]
+    pub reconcile_interval_seconds: Duration,
+
+    /// How long an idle worker waits on the task channel before sweeping the database.
+    #[arg(long, env = "POLL_INTERVAL_SECONDS", default_value = "1", value_parser = positive_seconds, global = true)]
+    pub poll_interval_seconds: Duration,
+
+    /// How long a request waits for a database connection before it is answered 503.
+    #[arg(long, env = "DB_ACQUIRE_TIMEOUT_SECONDS", default_value = "2", value_parser = positive_seconds, global = true)]
+    pub db_acquire_timeout_seconds: Duration,
+
+    /// How long work in flight may run on after SIGINT/SIGTERM before it is released.
+    #[arg(long, env = "SHUTDOWN_GRACE_SECONDS", default_value = "30", value_parser = seconds, global = true)]
+    pub shutdown_grace_seconds: Duration,
+}
+
+impl Settings {
+    /// The worker's part of the settings.
+    pub fn worker_config(&self) -> WorkerConfig {
+        WorkerConfig {
+            lease: self.lease_seconds,
+            max_attempts: self.max_attempts,
+            retry: RetryPolicy {
+                base: self.retry_base_seconds,
+                max: self.retry_max_seconds.max(self.retry_base_seconds),
+            },
+            poll_interval: self.poll_interval_seconds,
+        }
+    }
+}
+
+/// Loads `.env.<APP_ENV>` and then `.env` from `dir`, neither overriding what is already set,
+/// so the real environment wins, then the profile, then `.env`. Call before any thread starts.
+///
+/// # Errors
+/// `APP_ENV` names a profile whose file is missing or unreadable, or a file does not parse.
+pub fn load_env_files(dir: &Path) -> anyhow::Result<()> {
+    let base = dir.join(".env");
+    let app_env = match std::env::var("APP_ENV") {
+        Ok(value) => Some(value),
+        Err(_) if base.exists() => dotenvy::from_path_iter(&base)
+            .with_context(|| format!("Failed to read {}", base.display()))?
+            .filter_map(Result::ok)
+            .find_map(|(key, value)| (key == "APP_ENV").then_some(value)),
+        Err(_) => None,
+    };
+    if let Some(app_env) = app_env.filter(|v| !v.is_empty()) {
+        if !app_env.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+            anyhow::bail!("APP_ENV '{app_env}' is not a profile name (letters, digits, '-', '_')");
+        }
+        let profile = dir.join(format!(".env.{app_env}"));
+        dotenvy::from_path(&profile).with_context(|| {
+            format!("APP_ENV is '{app_env}' but {} could not be loaded", profile.display())
+        })?;
+    }
+    if base.exists() {
+        dotenvy::from_path(&base).with_context(|| format!("Failed to load {}", base.display()))?;
+    }
+    Ok(())
+}
+
+fn seconds(text: &str) -> Result<Duration, String> {
+    let value: f64 = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("'{text}' is not a number of seconds"))?;
+    Duration::try_from_secs_f64(value)
+        .map_err(|_| format!("'{text}' is not a non-negative, finite number of seconds"))
+}
+
+fn positive_seconds(text: &str) -> Result<Duration, String> {
+    let value = seconds(text)?;
+    if value.is_zero() {
+        return Err("must be greater than 0".into());
+    }
+    Ok(value)
+}
+
+fn rate(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(value) if (0.0..=1.0).contains(&value) => Ok(value),
+        _ => Err(format!("'{text}' is not a number from 0 to 1")),
+    }
+}

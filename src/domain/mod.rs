@@ -1,0 +1,16 @@
+//! The vocabulary of DNS change requests, free of any I/O: names, record data, requests and
+//! their validation. Input becomes these types at the edge and is trusted afterwards.
+
+pub mod body;
+pub mod fqdn;
+pub mod record;
+pub mod request;
+pub mod validation;
+
+pub use body::{ChangeBody, ConfigBody, ContextBody, ResourceBody};
+pub use fqdn::{Fqdn, NameRules};
+pub use record::{RecordData, RecordType};
+pub use request::{
+    ChangeRequest, LogEntry, LogLevel, Operation, RecordConfig, RequestId, RequestStatus,
+};
+pub use validation::{FieldError, ValidationError, validate};

@@ -1,0 +1,221 @@
+//! A DNS change request: its identity, its life-cycle states, and the validated change it asks for.
+
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use super::fqdn::Fqdn;
+use super::record::{RecordData, RecordType};
+
+/// The default TTL when the body gives none, as in the original design.
+pub const DEFAULT_TTL: u32 = 300;
+
+/// The identity of a request (`dns_requests.id`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(transparent)]
+#[schema(value_type = String, format = Uuid)]
+pub struct RequestId(pub Uuid);
+
+impl RequestId {
+    /// A new, time-ordered id.
+    pub fn new() -> Self {
+        Self(Uuid::now_v7())
+    }
+}
+
+impl Default for RequestId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Display for RequestId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl FromStr for RequestId {
+    type Err = uuid::Error;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Uuid::parse_str(s).map(Self)
+    }
+}
+
+/// Where a request is in its life (DESIGN section 4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum RequestStatus {
+    /// Accepted and waiting for a worker (also between retries).
+    Pending,
+    /// Claimed by a worker holding a lease.
+    Processing,
+    /// Applied and recorded in `dns_records`.
+    Completed,
+    /// Given up: a permanent error, or attempts exhausted.
+    Failed,
+}
+
+impl RequestStatus {
+    /// The text stored in `dns_requests.status`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "PENDING",
+            Self::Processing => "PROCESSING",
+            Self::Completed => "COMPLETED",
+            Self::Failed => "FAILED",
+        }
+    }
+
+    /// Whether the request will change no more.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Self::Completed | Self::Failed)
+    }
+}
+
+impl FromStr for RequestStatus {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        [Self::Pending, Self::Processing, Self::Completed, Self::Failed]
+            .into_iter()
+            .find(|v| v.as_str().eq_ignore_ascii_case(s))
+            .ok_or_else(|| format!("'{s}' is not one of PENDING, PROCESSING, COMPLETED, FAILED"))
+    }
+}
+
+/// What a request does to its record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Operation {
+    /// Add the record to its RRset.
+    Create,
+}
+
+impl Operation {
+    /// The text stored in `dns_requests.operation`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Create => "create",
+        }
+    }
+}
+
+impl FromStr for Operation {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "create" => Ok(Self::Create),
+            other => Err(format!("unknown operation '{other}'")),
+        }
+    }
+}
+
+/// The `config` column: TTL, priority and the backend's extra settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct RecordConfig {
+    /// Seconds; the RRset's TTL.
+    pub ttl: u32,
+    /// MX preference or SRV priority.
+    pub priority: Option<u16>,
+    /// Passed to the backend untouched.
+    #[schema(value_type = Object)]
+    pub extra_config: serde_json::Map<String, serde_json::Value>,
+}
+
+/// A change request after validation: everything in it has been checked and normalised.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChangeRequest {
+    pub account_id: String,
+    pub source: String,
+    pub operation: Operation,
+    /// The owner name.
+    pub domain: Fqdn,
+    pub data: RecordData,
+    pub ttl: u32,
+    pub comment: Option<String>,
+    pub extra_config: serde_json::Map<String, serde_json::Value>,
+    /// The client's `Idempotency-Key`, scoped to `account_id`.
+    pub idempotency_key: Option<String>,
+}
+
+impl ChangeRequest {
+    /// The record type.
+    pub fn record_type(&self) -> RecordType {
+        self.data.record_type()
+    }
+
+    /// The `config` column's value.
+    pub fn config(&self) -> RecordConfig {
+        RecordConfig {
+            ttl: self.ttl,
+            priority: self.data.priority(),
+            extra_config: self.extra_config.clone(),
+        }
+    }
+
+    /// A digest of the normalised request (not of the key), so a retried key can be told apart
+    /// from a key reused for another change.
+    pub fn fingerprint(&self) -> String {
+        let canonical = serde_json::json!({
+            "account_id": self.account_id,
+            "source": self.source,
+            "operation": self.operation.as_str(),
+            "record_type": self.record_type().as_str(),
+            "domain": self.domain.as_str(),
+            "target": self.data.target(),
+            "comment": self.comment,
+            "config": self.config(),
+        });
+        let digest = Sha256::digest(canonical.to_string().as_bytes());
+        digest.iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+/// One entry of a request's `log_messages`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct LogEntry {
+    pub at: DateTime<Utc>,
+    pub level: LogLevel,
+    pub message: String,
+}
+
+impl LogEntry {
+    /// An `info` entry stamped now.
+    pub fn info(message: impl Into<String>) -> Self {
+        Self::new(LogLevel::Info, message)
+    }
+
+    /// A `warning` entry stamped now.
+    pub fn warning(message: impl Into<String>) -> Self {
+        Self::new(LogLevel::Warning, message)
+    }
+
+    /// An `error` entry stamped now.
+    pub fn error(message: impl Into<String>) -> Self {
+        Self::new(LogLevel::Error, message)
+    }
+
+    fn new(level: LogLevel, message: impl Into<String>) -> Self {
+        Self {
+            at: Utc::now(),
+            level,
+            message: message.into(),
+        }
+    }
+}
+
+/// The level of a log entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevel {
+    Info,
+    Warning,
+    Error,
+}

@@ -1,0 +1,215 @@
+//! Turning a wire body into a `ChangeRequest`, collecting every problem (DESIGN section 6).
+
+use serde::Serialize;
+
+use super::body::{ChangeBody, ConfigBody};
+use super::fqdn::Fqdn;
+use super::record::{DataError, RecordData, RecordType};
+use super::request::{ChangeRequest, DEFAULT_TTL, Operation};
+
+const MAX_ACCOUNT_ID_CHARS: usize = 128;
+const MAX_SOURCE_CHARS: usize = 64;
+const MAX_COMMENT_CHARS: usize = 1024;
+const MAX_EXTRA_CONFIG_KEYS: usize = 32;
+const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
+
+/// One bad field and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct FieldError {
+    /// The field's path in the body, e.g. `resource.target`.
+    pub field: String,
+    pub message: String,
+}
+
+/// Every problem found in a request; it becomes a 422 (or a dead letter).
+#[derive(Debug, Clone, Default, PartialEq, Eq, thiserror::Error)]
+#[error("validation failed: {}", .fields.iter().map(|f| format!("{}: {}", f.field, f.message)).collect::<Vec<_>>().join("; "))]
+pub struct ValidationError {
+    pub fields: Vec<FieldError>,
+}
+
+impl ValidationError {
+    /// An error about one field.
+    pub fn field(field: impl Into<String>, message: impl Into<String>) -> Self {
+        let mut error = Self::default();
+        error.push(field, message);
+        error
+    }
+
+    fn push(&mut self, field: impl Into<String>, message: impl Into<String>) {
+        self.fields.push(FieldError {
+            field: field.into(),
+            message: message.into(),
+        });
+    }
+}
+
+/// Validates and normalises a body.
+///
+/// # Errors
+/// A `ValidationError` naming every bad field.
+pub fn validate(
+    body: ChangeBody,
+    operation: Operation,
+    idempotency_key: Option<&str>,
+) -> Result<ChangeRequest, ValidationError> {
+    let mut errors = ValidationError::default();
+    let context = body.context.unwrap_or_default();
+    let resource = body.resource.unwrap_or_default();
+    let config = resource.config.unwrap_or_default();
+
+    let account_id = check_account_id(context.account_id, &mut errors);
+    let source = check_source(context.source, &mut errors);
+    let record_type = match resource.record_type {
+        None => required(&mut errors, "resource.record_type"),
+        Some(t) => t
+            .parse::<RecordType>()
+            .map_err(|e| errors.push("resource.record_type", e))
+            .ok(),
+    };
+    let domain = match (resource.domain, record_type) {
+        (None, _) => required(&mut errors, "resource.domain"),
+        (Some(d), t) => check_domain(&d, t, &mut errors),
+    };
+    let data = match (resource.target, record_type) {
+        (None, _) => required(&mut errors, "resource.target"),
+        (Some(target), Some(t)) => check_data(t, &target, config.priority, &mut errors),
+        (Some(_), None) => None,
+    };
+    let ttl = check_ttl(&config, &mut errors);
+    let comment = resource.comment.filter(|c| {
+        let ok = c.chars().count() <= MAX_COMMENT_CHARS;
+        if !ok {
+            errors.push("resource.comment", format!("must be at most {MAX_COMMENT_CHARS} characters"));
+        }
+        ok
+    });
+    let extra_config = config.extra_config.unwrap_or_default();
+    if extra_config.len() > MAX_EXTRA_CONFIG_KEYS {
+        errors.push(
+            "resource.config.extra_config",
+            format!("has {} keys; at most {MAX_EXTRA_CONFIG_KEYS} are allowed", extra_config.len()),
+        );
+    }
+    let idempotency_key = idempotency_key.and_then(|k| check_idempotency_key(k, &mut errors));
+
+    match (account_id, domain, data) {
+        (Some(account_id), Some(domain), Some(data)) if errors.fields.is_empty() => Ok(ChangeRequest {
+            account_id,
+            source,
+            operation,
+            domain,
+            data,
+            ttl,
+            comment,
+            extra_config,
+            idempotency_key,
+        }),
+        _ => Err(errors),
+    }
+}
+
+fn required<T>(errors: &mut ValidationError, field: &str) -> Option<T> {
+    errors.push(field, "is required");
+    None
+}
+
+fn check_account_id(account_id: Option<String>, errors: &mut ValidationError) -> Option<String> {
+    const FIELD: &str = "context.account_id";
+    let account_id = account_id.or_else(|| required(errors, FIELD))?;
+    let problem = if account_id.trim().is_empty() {
+        Some("must not be empty".to_owned())
+    } else if account_id.chars().count() > MAX_ACCOUNT_ID_CHARS {
+        Some(format!("must be at most {MAX_ACCOUNT_ID_CHARS} characters"))
+    } else if account_id.chars().any(char::is_control) {
+        Some("must not contain control characters".to_owned())
+    } else {
+        None
+    };
+    match problem {
+        Some(message) => {
+            errors.push(FIELD, message);
+            None
+        }
+        None => Some(account_id),
+    }
+}
+
+fn check_source(source: Option<String>, errors: &mut ValidationError) -> String {
+    let source = source.unwrap_or_else(|| "api".to_owned());
+    let valid = !source.is_empty()
+        && source.len() <= MAX_SOURCE_CHARS
+        && source
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if !valid {
+        errors.push(
+            "context.source",
+            format!("must be 1-{MAX_SOURCE_CHARS} letters, digits, '-', '_' or '.'"),
+        );
+    }
+    source
+}
+
+fn check_domain(domain: &str, record_type: Option<RecordType>, errors: &mut ValidationError) -> Option<Fqdn> {
+    // Without a valid type we still check the name, with the most permissive rules, so the
+    // client sees every problem at once.
+    let rules = record_type.map_or(RecordType::Txt.owner_rules(), RecordType::owner_rules);
+    let name = Fqdn::parse(domain, rules)
+        .map_err(|e| errors.push("resource.domain", e))
+        .ok()?;
+    if record_type == Some(RecordType::Srv) {
+        let mut labels = name.labels();
+        let service_shaped = matches!((labels.next(), labels.next()), (Some(s), Some(p)) if s.starts_with('_') && p.starts_with('_'));
+        if !service_shaped {
+            errors.push("resource.domain", "an SRV owner name must be _service._proto.name (RFC 2782)");
+            return None;
+        }
+    }
+    Some(name)
+}
+
+fn check_data(
+    record_type: RecordType,
+    target: &str,
+    priority: Option<i64>,
+    errors: &mut ValidationError,
+) -> Option<RecordData> {
+    RecordData::parse(record_type, target, priority)
+        .map_err(|problems| {
+            for problem in problems {
+                match problem {
+                    DataError::Target(m) => errors.push("resource.target", m),
+                    DataError::Priority(m) => errors.push("resource.config.priority", m),
+                }
+            }
+        })
+        .ok()
+}
+
+fn check_ttl(config: &ConfigBody, errors: &mut ValidationError) -> u32 {
+    match config.ttl {
+        None => DEFAULT_TTL,
+        Some(ttl) => match u32::try_from(ttl) {
+            Ok(ttl) if ttl <= i32::MAX as u32 => ttl,
+            _ => {
+                errors.push("resource.config.ttl", format!("{ttl} is out of range 0-2147483647"));
+                DEFAULT_TTL
+            }
+        },
+    }
+}
+
+fn check_idempotency_key(key: &str, errors: &mut ValidationError) -> Option<String> {
+    let valid = !key.is_empty()
+        && key.len() <= MAX_IDEMPOTENCY_KEY_LEN
+        && key.bytes().all(|b| b.is_ascii_graphic());
+    if !valid {
+        errors.push(
+            "header.Idempotency-Key",
+            format!("must be 1-{MAX_IDEMPOTENCY_KEY_LEN} visible ASCII characters"),
+        );
+        return None;
+    }
+    Some(key.to_owned())
+}

@@ -1,0 +1,83 @@
+//! Intake: the one path by which a change request enters dnsorch, whatever carried it.
+//!
+//! HTTP handlers (and the Kafka consumer) call [`Intake::submit`]: validate, record the request
+//! durably as PENDING, then hand its id to the task channel. The row is committed before
+//! `submit` returns, so an accepted request is never lost; a failed enqueue only delays it
+//! (workers sweep the database).
+
+use std::sync::Arc;
+
+use crate::domain::{ChangeBody, Operation, RequestId, ValidationError, validate};
+use crate::queue::TaskChannel;
+use crate::store::{DnsRequest, Inserted, RequestStore, StoreError};
+use crate::telemetry::RequestAccepted;
+
+/// What `submit` did.
+#[derive(Debug)]
+pub enum Submitted {
+    /// A new request.
+    Created(DnsRequest),
+    /// The idempotency key named an earlier request for the same change.
+    Replayed(DnsRequest),
+}
+
+/// Why `submit` refused.
+#[derive(Debug, thiserror::Error)]
+pub enum IntakeError {
+    #[error(transparent)]
+    Invalid(#[from] ValidationError),
+    /// The idempotency key was used before, for another change.
+    #[error("idempotency key already used for request {0} with a different body")]
+    KeyReused(RequestId),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Records change requests and queues them.
+#[derive(Clone)]
+pub struct Intake {
+    store: Arc<dyn RequestStore>,
+    channel: Arc<dyn TaskChannel>,
+}
+
+impl Intake {
+    /// Intake over a store and a channel.
+    pub fn new(store: Arc<dyn RequestStore>, channel: Arc<dyn TaskChannel>) -> Self {
+        Self { store, channel }
+    }
+
+    /// Validates, records and queues one request.
+    ///
+    /// # Errors
+    /// Invalid input, a reused idempotency key, or the database is unavailable.
+    pub async fn submit(
+        &self,
+        body: ChangeBody,
+        operation: Operation,
+        idempotency_key: Option<&str>,
+    ) -> Result<Submitted, IntakeError> {
+        let change = validate(body, operation, idempotency_key)?;
+        let request = match self.store.insert(&change).await? {
+            Inserted::Created(request) => request,
+            Inserted::Existing(request) => return Ok(Submitted::Replayed(request)),
+            Inserted::KeyReused(id) => return Err(IntakeError::KeyReused(id)),
+        };
+        tracing::info!(
+            request_id = %request.id,
+            account_id = %request.account_id,
+            source = %request.source,
+            record_type = request.record_type.as_str(),
+            domain = %request.domain,
+            "request accepted"
+        );
+        RequestAccepted {
+            record_type: request.record_type,
+            source: request.source.clone(),
+        }
+        .emit();
+        if let Err(e) = self.channel.enqueue(request.id).await {
+            tracing::warn!(request_id = %request.id, error.message = %e, "not enqueued; a worker will find it in the database");
+        }
+        Ok(Submitted::Created(request))
+    }
+}

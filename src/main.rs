@@ -1,0 +1,73 @@
+//! The `dnsorch` binary: load the environment, parse the command line, start telemetry and
+//! hand over to the library.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::Parser as _;
+use dnsorch::cli::{Cli, Command};
+use dnsorch::config;
+use dnsorch::startup::{Application, open_store};
+use dnsorch::telemetry;
+use tokio_util::sync::CancellationToken;
+
+fn main() -> ExitCode {
+    // The env files are loaded before the runtime starts any thread.
+    if let Err(e) = config::load_env_files(Path::new(".")) {
+        eprintln!("error: {e:#}");
+        return ExitCode::from(2);
+    }
+    let cli = Cli::parse();
+    if let Err(e) = telemetry::init_logs(cli.settings.log_format, &cli.settings.log_level) {
+        eprintln!("error: {e:#}");
+        return ExitCode::from(2);
+    }
+    let result = tokio::runtime::Runtime::new()
+        .context("Failed to start the async runtime")
+        .and_then(|runtime| runtime.block_on(run(cli)));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error.message = %format!("{e:#}"), error.cause_chain = ?e, "dnsorch stopped with an error");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command.unwrap_or(Command::Run) {
+        Command::Migrate => {
+            open_store(&cli.settings).await?;
+            tracing::info!("migrations applied");
+            Ok(())
+        }
+        Command::Run => {
+            let app = Application::build(cli.settings).await?;
+            let shutdown = CancellationToken::new();
+            tokio::spawn(cancel_on_signal(shutdown.clone()));
+            app.run_until_stopped(shutdown).await
+        }
+    }
+}
+
+/// Cancels `shutdown` on SIGINT or SIGTERM.
+async fn cancel_on_signal(shutdown: CancellationToken) {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = interrupt => tracing::info!("SIGINT received; shutting down"),
+        () = terminate => tracing::info!("SIGTERM received; shutting down"),
+    }
+    shutdown.cancel();
+}

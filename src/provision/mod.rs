@@ -1,0 +1,83 @@
+//! Provisioning backends: what applies a change to the system authoritative for its zone.
+//!
+//! The worker sees only the [`Provisioner`] trait. Each backend lives whole in its own file and
+//! reports errors as [`ProvisionError`], whose variant says what a retry can do. `simulated`
+//! is the original design's stand-in for Ansible and the default.
+
+mod simulated;
+
+use chrono::{DateTime, Utc};
+
+use crate::domain::{Operation, RecordConfig, RecordData, RecordType, RequestId};
+
+pub use simulated::SimulatedProvisioner;
+
+/// A change ready to apply: what the request asks, in domain types.
+#[derive(Debug, Clone)]
+pub struct PlannedChange {
+    pub request_id: RequestId,
+    pub operation: Operation,
+    pub record_type: RecordType,
+    /// The owner name, without the trailing dot.
+    pub domain: String,
+    /// The normalised target as stored.
+    pub target: String,
+    pub config: RecordConfig,
+}
+
+impl PlannedChange {
+    /// The typed record data, parsed again from the stored (already validated) form.
+    ///
+    /// # Errors
+    /// Only if the stored row was changed by hand into something invalid.
+    pub fn record_data(&self) -> Result<RecordData, ProvisionError> {
+        let priority = self.config.priority.map(i64::from);
+        RecordData::parse(self.record_type, &self.target, priority)
+            .map_err(|e| ProvisionError::Rejected(format!("stored record data is invalid: {e:?}")))
+    }
+}
+
+/// What a backend reports after a successful apply.
+#[derive(Debug, Clone)]
+pub struct Applied {
+    pub applied_at: DateTime<Utc>,
+    /// When the change was seen in DNS; `None` when the backend could not verify it.
+    pub verified_at: Option<DateTime<Utc>>,
+    /// Lines for the request's log (verification results, tool output).
+    pub notes: Vec<String>,
+}
+
+/// Why an apply failed, and so what a retry can do.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProvisionError {
+    /// A timeout, SERVFAIL, refused connection: retry with backoff.
+    #[error("transient: {0}")]
+    Transient(String),
+    /// The server or tool said no (NOTAUTH, REFUSED, a failed playbook): do not retry.
+    #[error("rejected: {0}")]
+    Rejected(String),
+    /// An update prerequisite did not hold (YXRRSET, NXRRSET, CNAME exclusivity).
+    #[error("prerequisite failed: {0}")]
+    PrerequisiteFailed(String),
+}
+
+impl ProvisionError {
+    /// Whether a later attempt may succeed.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Self::Transient(_))
+    }
+}
+
+/// Applies a planned change to the system that is authoritative for a zone.
+#[async_trait::async_trait]
+pub trait Provisioner: Send + Sync {
+    /// The backend's name, used in logs and metric labels.
+    fn kind(&self) -> &'static str;
+
+    /// Applies the change. Applying a change that is already in place succeeds, so a retry
+    /// after a crash between apply and commit is safe.
+    ///
+    /// # Errors
+    /// A [`ProvisionError`] saying whether to retry.
+    async fn apply(&self, change: &PlannedChange) -> Result<Applied, ProvisionError>;
+}

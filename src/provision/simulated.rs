@@ -1,0 +1,54 @@
+//! The original design's simulated Ansible run: wait, then succeed (or fail at a set rate).
+
+use std::time::Duration;
+
+use chrono::Utc;
+use rand::Rng;
+
+use super::{Applied, PlannedChange, ProvisionError, Provisioner};
+
+/// Sleeps for `delay`, then succeeds, or fails transiently with probability `failure_rate`.
+#[derive(Debug, Clone)]
+pub struct SimulatedProvisioner {
+    delay: Duration,
+    failure_rate: f64,
+}
+
+impl SimulatedProvisioner {
+    /// A simulated backend. `failure_rate` is clamped to 0..=1.
+    pub fn new(delay: Duration, failure_rate: f64) -> Self {
+        Self {
+            delay,
+            failure_rate: failure_rate.clamp(0.0, 1.0),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Provisioner for SimulatedProvisioner {
+    fn kind(&self) -> &'static str {
+        "simulated"
+    }
+
+    async fn apply(&self, change: &PlannedChange) -> Result<Applied, ProvisionError> {
+        change.record_data()?;
+        if !self.delay.is_zero() {
+            tokio::time::sleep(self.delay).await;
+        }
+        if self.failure_rate > 0.0 && rand::rng().random_bool(self.failure_rate) {
+            return Err(ProvisionError::Transient(
+                "simulated Ansible job failed (SIMULATED_FAILURE_RATE)".into(),
+            ));
+        }
+        // The simulation has nothing to query, so it counts as verified when applied.
+        let now = Utc::now();
+        Ok(Applied {
+            applied_at: now,
+            verified_at: Some(now),
+            notes: vec![format!(
+                "simulated Ansible job finished after {:.3}s",
+                self.delay.as_secs_f64()
+            )],
+        })
+    }
+}

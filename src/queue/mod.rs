@@ -1,0 +1,55 @@
+//! The task channel: it carries request ids from intake to workers, and nothing else.
+//!
+//! The database holds every request's state, so a delivery only says "look at request X": a
+//! duplicate or stale one finds nothing to claim and is acknowledged. A lost one costs only
+//! latency, because idle workers also sweep the database for due requests and the reconciler
+//! re-queues requests whose lease expired. `local.rs` is the in-process channel of the
+//! all-in-one `run`.
+
+mod local;
+pub mod retry;
+
+use std::time::Duration;
+
+use crate::domain::RequestId;
+
+pub use local::LocalChannel;
+
+/// One message from the channel.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub request_id: RequestId,
+}
+
+/// Errors of a task channel. Intake treats them as "enqueue later", never as a lost request.
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    /// The channel is full or closed.
+    #[error("the task channel is unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// Hands request ids from intake to workers.
+#[async_trait::async_trait]
+pub trait TaskChannel: Send + Sync {
+    /// The channel's name, for logs and `/readyz`.
+    fn kind(&self) -> &'static str;
+
+    /// Asks a worker to look at request `id`.
+    ///
+    /// # Errors
+    /// The channel cannot take the id now; the request stays PENDING and is swept up later.
+    async fn enqueue(&self, id: RequestId) -> Result<(), QueueError>;
+
+    /// Waits up to `wait` for the next delivery.
+    ///
+    /// # Errors
+    /// The channel is unreachable.
+    async fn next(&self, wait: Duration) -> Result<Option<Delivery>, QueueError>;
+
+    /// Says the delivery was handled (its outcome committed, or nothing to do).
+    ///
+    /// # Errors
+    /// The channel is unreachable; the delivery may come again, which is harmless.
+    async fn ack(&self, delivery: &Delivery) -> Result<(), QueueError>;
+}

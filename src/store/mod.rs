@@ -1,0 +1,217 @@
+//! Durable state: the `dns_requests` and `dns_records` tables behind one trait.
+//!
+//! The store is the source of truth for a request's life (DESIGN section 4). Every state
+//! change a worker makes is conditional on the lease token it got from its claim, so a worker
+//! whose lease was taken over cannot overwrite the newer outcome (fencing). `sqlite.rs` is the
+//! embedded default; a PostgreSQL implementation plugs in behind the same trait.
+
+mod sqlite;
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use uuid::Uuid;
+
+use crate::domain::{
+    ChangeRequest, LogEntry, Operation, RecordConfig, RecordType, RequestId, RequestStatus,
+};
+
+pub use sqlite::SqliteStore;
+
+/// A request as stored, and as the API shows it.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct DnsRequest {
+    #[serde(rename = "request_id")]
+    pub id: RequestId,
+    pub status: RequestStatus,
+    pub account_id: String,
+    pub source: String,
+    pub operation: Operation,
+    pub record_type: RecordType,
+    pub domain: String,
+    pub target: String,
+    pub comment: Option<String>,
+    pub config: RecordConfig,
+    /// How many times a worker has claimed the request.
+    pub attempts: u32,
+    /// The error of the last failed attempt.
+    pub last_error: Option<String>,
+    pub idempotency_key: Option<String>,
+    pub zone: Option<String>,
+    pub backend: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    /// When the request becomes due again (after a transient failure).
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub applied_at: Option<DateTime<Utc>>,
+    pub verified_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    /// Until when the current worker's claim holds.
+    pub lease_expires_at: Option<DateTime<Utc>>,
+    /// The request's log; only in the single-request view.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_messages: Option<Vec<LogEntry>>,
+    /// The digest of the normalised request, for idempotency checks.
+    #[serde(skip)]
+    pub fingerprint: String,
+    /// The insertion order: the order per owner name and the pagination cursor.
+    #[serde(skip)]
+    pub seq: i64,
+}
+
+/// A row of the provisioned-record ledger.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct DnsRecord {
+    #[schema(value_type = String, format = Uuid)]
+    pub id: Uuid,
+    pub request_id: RequestId,
+    pub account_id: String,
+    pub record_type: RecordType,
+    pub domain: String,
+    pub target: String,
+    pub comment: Option<String>,
+    pub ttl: u32,
+    pub priority: Option<u16>,
+    pub zone: Option<String>,
+    pub provisioned_at: DateTime<Utc>,
+    #[serde(skip)]
+    pub seq: i64,
+}
+
+/// What an insert found.
+#[derive(Debug)]
+pub enum Inserted {
+    /// A new row.
+    Created(DnsRequest),
+    /// The idempotency key was used before for the same change: that request.
+    Existing(DnsRequest),
+    /// The idempotency key was used before for another change.
+    KeyReused(RequestId),
+}
+
+/// A worker's hold on a request: the row as claimed and the fencing token.
+#[derive(Debug, Clone)]
+pub struct Claim {
+    pub request: DnsRequest,
+    /// Every write under this claim is conditional on this token.
+    pub token: Uuid,
+}
+
+/// How an attempt ended.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    /// Applied (and verified): COMPLETED, with the ledger row written in the same transaction.
+    Completed {
+        applied_at: DateTime<Utc>,
+        verified_at: Option<DateTime<Utc>>,
+    },
+    /// A transient error with attempts left: back to PENDING until `retry_in` has passed.
+    Retry { error: String, retry_in: Duration },
+    /// A permanent error, or attempts exhausted.
+    Failed { error: String },
+    /// The worker stopped before it knew the outcome: back to PENDING, due now.
+    Released,
+}
+
+/// Filters for listing requests, newest first.
+#[derive(Debug, Clone, Default)]
+pub struct RequestFilter {
+    pub status: Option<RequestStatus>,
+    pub account_id: Option<String>,
+    pub domain: Option<String>,
+    pub record_type: Option<RecordType>,
+    /// Only rows older than this cursor (a `seq`).
+    pub before: Option<i64>,
+    pub limit: u32,
+}
+
+/// Filters for listing ledger rows, newest first.
+#[derive(Debug, Clone, Default)]
+pub struct RecordFilter {
+    pub account_id: Option<String>,
+    pub domain: Option<String>,
+    pub record_type: Option<RecordType>,
+    pub zone: Option<String>,
+    pub before: Option<i64>,
+    pub limit: u32,
+}
+
+/// Errors of the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database did not answer in time or refused connections: retry later.
+    #[error("the database is unavailable: {0}")]
+    Unavailable(#[source] sqlx::Error),
+    /// Anything else.
+    #[error("database error: {0}")]
+    Other(#[source] sqlx::Error),
+    /// A stored value that does not parse: a bug or a hand-edited row.
+    #[error("corrupt row: {0}")]
+    Corrupt(String),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(error: sqlx::Error) -> Self {
+        match error {
+            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
+                Self::Unavailable(error)
+            }
+            other => Self::Other(other),
+        }
+    }
+}
+
+/// The durable state of requests and records.
+#[async_trait::async_trait]
+pub trait RequestStore: Send + Sync {
+    /// Checks that the database answers.
+    async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Records a validated request as PENDING, or finds the request its idempotency key names.
+    async fn insert(&self, change: &ChangeRequest) -> Result<Inserted, StoreError>;
+
+    /// One request with its log.
+    async fn get(&self, id: RequestId) -> Result<Option<DnsRequest>, StoreError>;
+
+    /// Requests, newest first, without their logs.
+    async fn list(&self, filter: &RequestFilter) -> Result<Vec<DnsRequest>, StoreError>;
+
+    /// Ledger rows, newest first.
+    async fn list_records(&self, filter: &RecordFilter) -> Result<Vec<DnsRecord>, StoreError>;
+
+    /// Claims a request for `lease`: request `id`, or with `None` the oldest due one. Only a
+    /// PENDING, due request with no older unfinished request for the same owner name is
+    /// claimed; anything else gives `None`.
+    async fn claim(
+        &self,
+        id: Option<RequestId>,
+        lease: Duration,
+    ) -> Result<Option<Claim>, StoreError>;
+
+    /// Appends to the log under the claim. `false`: the claim was lost.
+    async fn append_log(&self, claim: &Claim, entries: &[LogEntry]) -> Result<bool, StoreError>;
+
+    /// Extends the lease. `false`: the claim was lost.
+    async fn renew_lease(&self, claim: &Claim, lease: Duration) -> Result<bool, StoreError>;
+
+    /// Writes the attempt's outcome and log under the claim, in one transaction. `false`: the
+    /// claim was lost and nothing was written.
+    async fn finish(
+        &self,
+        claim: &Claim,
+        outcome: &Outcome,
+        entries: &[LogEntry],
+    ) -> Result<bool, StoreError>;
+
+    /// Returns requests whose lease expired to PENDING (or FAILED once `max_attempts` claims
+    /// were made), and gives their ids.
+    async fn release_expired_leases(
+        &self,
+        max_attempts: u32,
+    ) -> Result<Vec<RequestId>, StoreError>;
+
+    /// How many requests are in each status.
+    async fn count_by_status(&self) -> Result<Vec<(RequestStatus, i64)>, StoreError>;
+}

@@ -1,0 +1,123 @@
+//! Logs and metrics.
+//!
+//! Logs are JSON lines by default (one object per event; `request_id` is a field on every
+//! event about a request), or human-readable with `LOG_FORMAT=pretty`. Metrics are kept by the
+//! `metrics` facade and rendered as Prometheus text at `/metrics`; each noteworthy event is a
+//! small struct whose `emit()` bumps its counter with the labels the log line carries.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use tracing_subscriber::EnvFilter;
+
+use crate::config::LogFormat;
+use crate::domain::RecordType;
+
+/// Installs the global log subscriber. Call once, before anything logs.
+///
+/// # Errors
+/// `level` is not a valid filter directive.
+pub fn init_logs(format: LogFormat, level: &str) -> anyhow::Result<()> {
+    let filter = EnvFilter::try_new(level)
+        .map_err(|e| anyhow::anyhow!("LOG_LEVEL '{level}' is not a valid filter: {e}"))?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stdout);
+    match format {
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(false)
+            .try_init(),
+        LogFormat::Pretty => builder.compact().try_init(),
+    }
+    .map_err(|e| anyhow::anyhow!("failed to install the log subscriber: {e}"))
+}
+
+/// The process-wide Prometheus recorder, installed on first use.
+pub fn metrics_handle() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            const SECONDS: &[f64] = &[
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+                15.0, 30.0, 60.0, 120.0,
+            ];
+            PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), SECONDS)
+                .expect("bucket list is not empty")
+                .install_recorder()
+                .expect("no other metrics recorder is installed")
+        })
+        .clone()
+}
+
+/// A request was recorded (HTTP or Kafka).
+pub struct RequestAccepted {
+    pub record_type: RecordType,
+    pub source: String,
+}
+
+impl RequestAccepted {
+    pub fn emit(self) {
+        metrics::counter!("dnsorch_requests_accepted_total",
+            "record_type" => self.record_type.as_str(), "source" => self.source)
+        .increment(1);
+    }
+}
+
+/// A request reached a terminal state.
+pub struct RequestFinished {
+    pub record_type: RecordType,
+    pub source: String,
+    pub completed: bool,
+}
+
+impl RequestFinished {
+    pub fn emit(self) {
+        let name = if self.completed {
+            "dnsorch_requests_completed_total"
+        } else {
+            "dnsorch_requests_failed_total"
+        };
+        metrics::counter!(name, "record_type" => self.record_type.as_str(), "source" => self.source)
+            .increment(1);
+    }
+}
+
+/// One provisioning attempt ended.
+pub struct ProvisioningAttempt {
+    pub backend: &'static str,
+    pub outcome: &'static str,
+    pub duration: Duration,
+}
+
+impl ProvisioningAttempt {
+    pub fn emit(self) {
+        metrics::histogram!("dnsorch_provisioning_duration_seconds",
+            "backend" => self.backend, "outcome" => self.outcome)
+        .record(self.duration.as_secs_f64());
+    }
+}
+
+/// An HTTP request was answered.
+pub struct HttpRequestServed {
+    pub method: String,
+    pub route: String,
+    pub status: u16,
+    pub duration: Duration,
+}
+
+impl HttpRequestServed {
+    pub fn emit(self) {
+        let status = self.status.to_string();
+        metrics::counter!("dnsorch_http_requests_total",
+            "method" => self.method.clone(), "route" => self.route.clone(), "status" => status)
+        .increment(1);
+        metrics::histogram!("dnsorch_http_request_duration_seconds",
+            "method" => self.method, "route" => self.route)
+        .record(self.duration.as_secs_f64());
+    }
+}

@@ -1,0 +1,293 @@
+//! Workers: claim a request, provision it, write the outcome under the claim's token.
+//!
+//! A worker waits on the task channel; when the channel is quiet it sweeps the database for
+//! the oldest due request, which is how retries after backoff, requests whose delivery was
+//! lost, and requests left PENDING by a stopped process are found. While a backend works the
+//! worker renews its lease; if the lease is lost, the attempt is dropped and its outcome is
+//! never written (the token no longer matches).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
+
+use crate::domain::{LogEntry, RequestId, RequestStatus};
+use crate::provision::{Applied, PlannedChange, ProvisionError, Provisioner};
+use crate::queue::TaskChannel;
+use crate::queue::retry::RetryPolicy;
+use crate::store::{Claim, Outcome, RequestStore};
+use crate::telemetry::{ProvisioningAttempt, RequestFinished};
+
+/// The settings a worker needs.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// How long a claim holds before another worker may take the request over.
+    pub lease: Duration,
+    /// Claims per request before a transient error becomes FAILED.
+    pub max_attempts: u32,
+    pub retry: RetryPolicy,
+    /// How long to wait on the channel before sweeping the database.
+    pub poll_interval: Duration,
+}
+
+/// What one step of a worker did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExecutionOutcome {
+    /// A request was claimed and its attempt ended in this status.
+    Processed(RequestId, RequestStatus),
+    /// A request was claimed but the claim was lost before the outcome was written.
+    LostClaim(RequestId),
+    /// Nothing was claimable.
+    Idle,
+}
+
+/// Claims and processes requests.
+#[derive(Clone)]
+pub struct Worker {
+    store: Arc<dyn RequestStore>,
+    channel: Arc<dyn TaskChannel>,
+    provisioner: Arc<dyn Provisioner>,
+    config: WorkerConfig,
+}
+
+impl Worker {
+    /// A worker over these parts.
+    pub fn new(
+        store: Arc<dyn RequestStore>,
+        channel: Arc<dyn TaskChannel>,
+        provisioner: Arc<dyn Provisioner>,
+        config: WorkerConfig,
+    ) -> Self {
+        Self {
+            store,
+            channel,
+            provisioner,
+            config,
+        }
+    }
+
+    /// Claims the oldest due request, if any, and processes it to the end of this attempt.
+    ///
+    /// # Errors
+    /// The store failed.
+    pub async fn try_execute_next(&self) -> anyhow::Result<ExecutionOutcome> {
+        self.execute(None, &CancellationToken::new()).await
+    }
+
+    /// Loops until `shutdown`: waits for deliveries, sweeps when idle. Work in flight when
+    /// `shutdown` fires runs on; when `abort` fires it is released back to PENDING.
+    pub async fn run_until_stopped(self, shutdown: CancellationToken, abort: CancellationToken) {
+        while !shutdown.is_cancelled() {
+            let delivery = tokio::select! {
+                () = shutdown.cancelled() => break,
+                delivery = self.channel.next(self.config.poll_interval) => delivery,
+            };
+            let delivery = match delivery {
+                Ok(delivery) => delivery,
+                Err(e) => {
+                    tracing::warn!(error.message = %e, "task channel unavailable; sweeping the database");
+                    None
+                }
+            };
+            let id = delivery.as_ref().map(|d| d.request_id);
+            let mut result = self.execute(id, &abort).await;
+            if matches!(result, Ok(ExecutionOutcome::Idle)) && id.is_some() {
+                // The delivered request was not claimable (done, leased, or waiting its
+                // turn); something else may be due.
+                result = self.execute(None, &abort).await;
+            }
+            if let Err(e) = &result {
+                tracing::error!(error.message = %e, error.cause_chain = ?e, "worker step failed");
+                tokio::select! {
+                    () = shutdown.cancelled() => {}
+                    () = tokio::time::sleep(self.config.poll_interval) => {}
+                }
+            }
+            if let Some(delivery) = &delivery
+                && let Err(e) = self.channel.ack(delivery).await
+            {
+                tracing::warn!(request_id = %delivery.request_id, error.message = %e, "failed to acknowledge a delivery");
+            }
+        }
+    }
+
+    async fn execute(
+        &self,
+        id: Option<RequestId>,
+        abort: &CancellationToken,
+    ) -> anyhow::Result<ExecutionOutcome> {
+        let claim = self
+            .store
+            .claim(id, self.config.lease)
+            .await
+            .context("Failed to claim a request")?;
+        let Some(claim) = claim else {
+            return Ok(ExecutionOutcome::Idle);
+        };
+        let request_id = claim.request.id;
+        let span = tracing::info_span!("process", request_id = %request_id);
+        self.process(claim, abort).instrument(span).await
+    }
+
+    async fn process(
+        &self,
+        claim: Claim,
+        abort: &CancellationToken,
+    ) -> anyhow::Result<ExecutionOutcome> {
+        let request = &claim.request;
+        let id = request.id;
+        tracing::info!(request_id = %id, attempt = request.attempts, "processing started");
+        let starting = [
+            LogEntry::info(format!(
+                "processing started (attempt {} of {})",
+                request.attempts, self.config.max_attempts
+            )),
+            LogEntry::info(format!(
+                "config: {}",
+                serde_json::to_string(&request.config).unwrap_or_default()
+            )),
+            LogEntry::info(format!(
+                "provisioning started: backend {}",
+                self.provisioner.kind()
+            )),
+        ];
+        if !self.store.append_log(&claim, &starting).await? {
+            return Ok(self.lost(id));
+        }
+        let change = planned_change(&claim);
+        let started = Instant::now();
+        let result = tokio::select! {
+            result = self.provisioner.apply(&change) => Some(result),
+            () = self.hold_lease(&claim) => return Ok(self.lost(id)),
+            () = abort.cancelled() => None,
+        };
+        let Some(result) = result else {
+            let entries = [LogEntry::warning(
+                "the worker stopped before provisioning finished; the request will be retried",
+            )];
+            self.store.finish(&claim, &Outcome::Released, &entries).await?;
+            tracing::warn!(request_id = %id, "released an unfinished request at shutdown");
+            return Ok(ExecutionOutcome::Processed(id, RequestStatus::Pending));
+        };
+        let elapsed = started.elapsed();
+        let (outcome, entries) = self.judge(&claim, result, elapsed);
+        ProvisioningAttempt {
+            backend: self.provisioner.kind(),
+            outcome: outcome_label(&outcome),
+            duration: elapsed,
+        }
+        .emit();
+        if !self.store.finish(&claim, &outcome, &entries).await? {
+            return Ok(self.lost(id));
+        }
+        let status = match outcome {
+            Outcome::Completed { .. } => RequestStatus::Completed,
+            Outcome::Failed { .. } => RequestStatus::Failed,
+            Outcome::Retry { .. } | Outcome::Released => RequestStatus::Pending,
+        };
+        if status.is_terminal() {
+            RequestFinished {
+                record_type: request.record_type,
+                source: request.source.clone(),
+                completed: status == RequestStatus::Completed,
+            }
+            .emit();
+        }
+        tracing::info!(request_id = %id, status = status.as_str(), "attempt finished");
+        Ok(ExecutionOutcome::Processed(id, status))
+    }
+
+    /// Decides the outcome of an attempt and the log lines that explain it.
+    fn judge(
+        &self,
+        claim: &Claim,
+        result: Result<Applied, ProvisionError>,
+        elapsed: Duration,
+    ) -> (Outcome, Vec<LogEntry>) {
+        let attempt = claim.request.attempts;
+        match result {
+            Ok(applied) => {
+                let mut entries: Vec<LogEntry> =
+                    applied.notes.into_iter().map(LogEntry::info).collect();
+                entries.push(LogEntry::info(format!(
+                    "provisioning finished in {:.3}s",
+                    elapsed.as_secs_f64()
+                )));
+                entries.push(LogEntry::info("record provisioned; status COMPLETED"));
+                let outcome = Outcome::Completed {
+                    applied_at: applied.applied_at,
+                    verified_at: applied.verified_at,
+                };
+                (outcome, entries)
+            }
+            Err(error) if error.is_transient() && attempt < self.config.max_attempts => {
+                let retry_in = self.config.retry.delay_after(attempt);
+                let entries = vec![LogEntry::warning(format!(
+                    "attempt {attempt} failed: {error}; retrying in {:.3}s",
+                    retry_in.as_secs_f64()
+                ))];
+                let outcome = Outcome::Retry {
+                    error: error.to_string(),
+                    retry_in,
+                };
+                (outcome, entries)
+            }
+            Err(error) => {
+                let why = if error.is_transient() {
+                    format!("attempt {attempt} failed: {error}; no attempts left; status FAILED")
+                } else {
+                    format!("attempt {attempt} failed: {error}; not retried; status FAILED")
+                };
+                let outcome = Outcome::Failed {
+                    error: error.to_string(),
+                };
+                (outcome, vec![LogEntry::error(why)])
+            }
+        }
+    }
+
+    /// Renews the lease every third of its length; returns only when the lease is lost.
+    async fn hold_lease(&self, claim: &Claim) {
+        let every = self.config.lease / 3;
+        loop {
+            tokio::time::sleep(every).await;
+            match self.store.renew_lease(claim, self.config.lease).await {
+                Ok(true) => {}
+                Ok(false) => return,
+                Err(e) => {
+                    // We keep working: if the database stays away past the lease, the
+                    // outcome write is refused and another worker retries.
+                    tracing::warn!(request_id = %claim.request.id, error.message = %e, "failed to renew a lease");
+                }
+            }
+        }
+    }
+
+    fn lost(&self, id: RequestId) -> ExecutionOutcome {
+        tracing::warn!(request_id = %id, "lease lost to another worker; this attempt's outcome is dropped");
+        ExecutionOutcome::LostClaim(id)
+    }
+}
+
+fn planned_change(claim: &Claim) -> PlannedChange {
+    let request = &claim.request;
+    PlannedChange {
+        request_id: request.id,
+        operation: request.operation,
+        record_type: request.record_type,
+        domain: request.domain.clone(),
+        target: request.target.clone(),
+        config: request.config.clone(),
+    }
+}
+
+fn outcome_label(outcome: &Outcome) -> &'static str {
+    match outcome {
+        Outcome::Completed { .. } => "completed",
+        Outcome::Retry { .. } => "retry",
+        Outcome::Failed { .. } => "failed",
+        Outcome::Released => "released",
+    }
+}
