@@ -27,15 +27,32 @@ pub enum LogFormat {
 #[derive(Debug, Clone, clap::Args)]
 pub struct Settings {
     /// `sqlite://…` (embedded) or `postgres://…`.
-    #[arg(long, env = "DATABASE_URL", default_value = "sqlite://dnsorch.db?mode=rwc", hide_env_values = true, global = true)]
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "sqlite://dnsorch.db?mode=rwc",
+        hide_env_values = true,
+        global = true
+    )]
     pub database_url: String,
 
     /// Where the HTTP API listens.
-    #[arg(long, env = "BIND_ADDR", default_value = "127.0.0.1:8000", global = true)]
+    #[arg(
+        long,
+        env = "BIND_ADDR",
+        default_value = "127.0.0.1:8000",
+        global = true
+    )]
     pub bind_addr: SocketAddr,
 
     /// `json` (one object per line) or `pretty`.
-    #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "json", global = true)]
+    #[arg(
+        long,
+        env = "LOG_FORMAT",
+        value_enum,
+        default_value = "json",
+        global = true
+    )]
     pub log_format: LogFormat,
 
     /// A level (`info`) or filter directives (`info,dnsorch=debug`).
@@ -118,12 +135,18 @@ pub fn load_env_files(dir: &Path) -> anyhow::Result<()> {
         Err(_) => None,
     };
     if let Some(app_env) = app_env.filter(|v| !v.is_empty()) {
-        if !app_env.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+        if !app_env
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
             anyhow::bail!("APP_ENV '{app_env}' is not a profile name (letters, digits, '-', '_')");
         }
         let profile = dir.join(format!(".env.{app_env}"));
         dotenvy::from_path(&profile).with_context(|| {
-            format!("APP_ENV is '{app_env}' but {} could not be loaded", profile.display())
+            format!(
+                "APP_ENV is '{app_env}' but {} could not be loaded",
+                profile.display()
+            )
         })?;
     }
     if base.exists() {

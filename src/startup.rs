@@ -127,7 +127,11 @@ impl Application {
         let abort = CancellationToken::new();
         let mut tasks = JoinSet::new();
         for _ in 0..self.settings.worker_concurrency {
-            tasks.spawn(self.worker.clone().run_until_stopped(shutdown.clone(), abort.clone()));
+            tasks.spawn(
+                self.worker
+                    .clone()
+                    .run_until_stopped(shutdown.clone(), abort.clone()),
+            );
         }
         tasks.spawn(self.reconciler.run_until_stopped(shutdown.clone()));
         tracing::info!(
@@ -142,10 +146,16 @@ impl Application {
             .context("The HTTP server failed")?;
         tracing::info!("no longer accepting requests; waiting for work in flight");
         let grace = self.settings.shutdown_grace_seconds;
-        if tokio::time::timeout(grace, drain(&mut tasks)).await.is_err() {
+        if tokio::time::timeout(grace, drain(&mut tasks))
+            .await
+            .is_err()
+        {
             tracing::warn!("work still running after the grace period; releasing it");
             abort.cancel();
-            if tokio::time::timeout(RELEASE_BOUND, drain(&mut tasks)).await.is_err() {
+            if tokio::time::timeout(RELEASE_BOUND, drain(&mut tasks))
+                .await
+                .is_err()
+            {
                 tasks.abort_all();
             }
         }

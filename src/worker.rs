@@ -167,7 +167,9 @@ impl Worker {
             let entries = [LogEntry::warning(
                 "the worker stopped before provisioning finished; the request will be retried",
             )];
-            self.store.finish(&claim, &Outcome::Released, &entries).await?;
+            self.store
+                .finish(&claim, &Outcome::Released, &entries)
+                .await?;
             tracing::warn!(request_id = %id, "released an unfinished request at shutdown");
             return Ok(ExecutionOutcome::Processed(id, RequestStatus::Pending));
         };

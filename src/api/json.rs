@@ -48,8 +48,14 @@ fn is_json(content_type: Option<&axum::http::HeaderValue>) -> bool {
     let Some(value) = content_type.and_then(|v| v.to_str().ok()) else {
         return false;
     };
-    let essence = value.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
-    essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json"))
+    let essence = value
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"))
 }
 
 /// Deserialises `bytes`; syntax errors are 400, shape errors name the field and are 422.
@@ -62,7 +68,10 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         .map_err(|e| (e.path().to_string(), e.into_inner()))
         .and_then(|value| {
             // Trailing characters after the value make the body malformed too.
-            deserializer.end().map(|()| value).map_err(|e| (".".to_owned(), e))
+            deserializer
+                .end()
+                .map(|()| value)
+                .map_err(|e| (".".to_owned(), e))
         });
     parsed.map_err(|(path, error)| match error.classify() {
         serde_json::error::Category::Data => shape_error(&path, &error),
@@ -76,7 +85,9 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
 /// Names the field. For an unknown field the path already ends with the field's name.
 fn shape_error(path: &str, error: &serde_json::Error) -> ApiError {
     let full = error.to_string();
-    let message = full.rsplit_once(" at line ").map_or(full.as_str(), |(m, _)| m);
+    let message = full
+        .rsplit_once(" at line ")
+        .map_or(full.as_str(), |(m, _)| m);
     let field = if path == "." { "body" } else { path };
     let message = match message
         .strip_prefix("unknown field `")

@@ -118,4 +118,3 @@ async fn track_http(request: Request, next: Next) -> Response {
     .emit();
     response
 }
-

@@ -26,9 +26,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ListQuery<T> {
         Query::<T>::from_request_parts(parts, state)
             .await
             .map(|Query(value)| Self(value))
-            .map_err(|rejection| {
-                ValidationError::field("query", rejection.body_text()).into()
-            })
+            .map_err(|rejection| ValidationError::field("query", rejection.body_text()).into())
     }
 }
 
@@ -69,9 +67,10 @@ impl Page {
         let before = cursor.and_then(|c| match c.parse::<i64>() {
             Ok(seq) if seq > 0 => Some(seq),
             _ => {
-                self.errors
-                    .fields
-                    .push(field_error("query.cursor", "is not a cursor from a previous page".into()));
+                self.errors.fields.push(field_error(
+                    "query.cursor",
+                    "is not a cursor from a previous page".into(),
+                ));
                 None
             }
         });

@@ -44,7 +44,9 @@ impl Fqdn {
         }
         let labels: Vec<&str> = trimmed.split('.').collect();
         if labels.len() < 2 {
-            return Err("must be fully qualified (at least two labels, e.g. www.example.com)".into());
+            return Err(
+                "must be fully qualified (at least two labels, e.g. www.example.com)".into(),
+            );
         }
         let mut ascii = Vec::with_capacity(labels.len());
         for (index, label) in labels.iter().enumerate() {
@@ -132,12 +134,18 @@ fn check_label(label: &str, leftmost: bool, rules: NameRules) -> Result<(), Stri
     {
         return Err(match bad {
             '*' => "wildcard '*' is only allowed as the whole leftmost label".into(),
-            '_' => format!("label '{label}' contains '_', which this record type does not allow here"),
-            _ => format!("label '{label}' contains '{bad}'; only letters, digits and hyphens are allowed"),
+            '_' => {
+                format!("label '{label}' contains '_', which this record type does not allow here")
+            }
+            _ => format!(
+                "label '{label}' contains '{bad}'; only letters, digits and hyphens are allowed"
+            ),
         });
     }
     if label.starts_with('-') || label.ends_with('-') {
-        return Err(format!("label '{label}' must not start or end with a hyphen"));
+        return Err(format!(
+            "label '{label}' must not start or end with a hyphen"
+        ));
     }
     Ok(())
 }
@@ -181,10 +189,21 @@ mod tests {
     fn lengths_and_shapes_are_bounded() {
         let long_label = "a".repeat(64);
         assert!(Fqdn::parse(&format!("{long_label}.example.test"), NameRules::HOST).is_err());
-        let long_name = format!("{}.test", ["a".repeat(63); 4].join("."));
+        let long_name = format!("{}.test", vec!["a".repeat(63); 4].join("."));
         assert!(Fqdn::parse(&long_name, NameRules::HOST).is_err());
-        for bad in ["", ".", "localhost", "a..b.test", "-a.example.test", "a.example.123", "xn--zz-.test"] {
-            assert!(Fqdn::parse(bad, NameRules::HOST).is_err(), "{bad} was accepted");
+        for bad in [
+            "",
+            ".",
+            "localhost",
+            "a..b.test",
+            "-a.example.test",
+            "a.example.123",
+            "xn--zz-.test",
+        ] {
+            assert!(
+                Fqdn::parse(bad, NameRules::HOST).is_err(),
+                "{bad} was accepted"
+            );
         }
     }
 }

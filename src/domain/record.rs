@@ -90,7 +90,10 @@ impl FromStr for RecordType {
             .find(|t| t.as_str().eq_ignore_ascii_case(s.trim()))
             .ok_or_else(|| {
                 let names: Vec<&str> = Self::ALL.iter().map(|t| t.as_str()).collect();
-                format!("unsupported record type '{s}'; supported: {}", names.join(", "))
+                format!(
+                    "unsupported record type '{s}'; supported: {}",
+                    names.join(", ")
+                )
             })
     }
 }
@@ -119,12 +122,24 @@ pub enum RecordData {
     A(Ipv4Addr),
     Aaaa(Ipv6Addr),
     Cname(Fqdn),
-    Mx { preference: u16, exchange: Fqdn },
+    Mx {
+        preference: u16,
+        exchange: Fqdn,
+    },
     Txt(String),
-    Srv { priority: u16, weight: u16, port: u16, target: Fqdn },
+    Srv {
+        priority: u16,
+        weight: u16,
+        port: u16,
+        target: Fqdn,
+    },
     Ns(Fqdn),
     Ptr(Fqdn),
-    Caa { flags: u8, tag: CaaTag, value: String },
+    Caa {
+        flags: u8,
+        tag: CaaTag,
+        value: String,
+    },
 }
 
 /// Where a bad value came from, so the error names the right field.
@@ -218,7 +233,11 @@ impl RecordData {
     }
 }
 
-fn parse_target(record_type: RecordType, target: &str, priority: u16) -> Result<RecordData, String> {
+fn parse_target(
+    record_type: RecordType,
+    target: &str,
+    priority: u16,
+) -> Result<RecordData, String> {
     if target.is_empty() {
         return Err("must not be empty".into());
     }
@@ -298,7 +317,9 @@ fn parse_srv(target: &str, priority: u16) -> Result<RecordData, String> {
 /// RFC 8659 section 4.1.1: CAA <flags> <tag> <value>, e.g. 0 issue "letsencrypt.org"
 /// ```
 fn parse_caa(target: &str) -> Result<RecordData, String> {
-    let shape = || format!("'{target}' is not '<flags> <tag> \"<value>\"', e.g. 0 issue \"letsencrypt.org\"");
+    let shape = || {
+        format!("'{target}' is not '<flags> <tag> \"<value>\"', e.g. 0 issue \"letsencrypt.org\"")
+    };
     let (flags, rest) = target.trim().split_once(' ').ok_or_else(shape)?;
     let (tag, value) = rest.trim_start().split_once(' ').ok_or_else(shape)?;
     let flags: u8 = flags
@@ -318,7 +339,11 @@ fn parse_caa(target: &str) -> Result<RecordData, String> {
     if value.contains('"') || value.chars().any(char::is_control) {
         return Err("value must not contain quotes or control characters".into());
     }
-    if tag == CaaTag::Iodef && !(value.starts_with("mailto:") || value.starts_with("https://") || value.starts_with("http://")) {
+    if tag == CaaTag::Iodef
+        && !(value.starts_with("mailto:")
+            || value.starts_with("https://")
+            || value.starts_with("http://"))
+    {
         return Err("iodef value must be a mailto:, http:// or https:// URL".into());
     }
     Ok(RecordData::Caa {
@@ -336,12 +361,16 @@ mod tests {
     fn record_types_are_case_insensitive_and_unknown_ones_list_the_supported() {
         assert_eq!("aaaa".parse::<RecordType>(), Ok(RecordType::Aaaa));
         let err = "SPF".parse::<RecordType>().unwrap_err();
-        assert!(err.contains("A, AAAA, CNAME, MX, TXT, SRV, NS, PTR, CAA"), "{err}");
+        assert!(
+            err.contains("A, AAAA, CNAME, MX, TXT, SRV, NS, PTR, CAA"),
+            "{err}"
+        );
     }
 
     #[test]
     fn targets_are_normalised() {
-        let srv = RecordData::parse(RecordType::Srv, "10  5060 SIP.Example.Test.", Some(5)).unwrap();
+        let srv =
+            RecordData::parse(RecordType::Srv, "10  5060 SIP.Example.Test.", Some(5)).unwrap();
         assert_eq!(srv.target(), "10 5060 sip.example.test");
         assert_eq!(srv.priority(), Some(5));
         let caa = RecordData::parse(RecordType::Caa, "0 ISSUE \"letsencrypt.org\"", None).unwrap();

@@ -82,10 +82,15 @@ impl FromStr for RequestStatus {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        [Self::Pending, Self::Processing, Self::Completed, Self::Failed]
-            .into_iter()
-            .find(|v| v.as_str().eq_ignore_ascii_case(s))
-            .ok_or_else(|| format!("'{s}' is not one of PENDING, PROCESSING, COMPLETED, FAILED"))
+        [
+            Self::Pending,
+            Self::Processing,
+            Self::Completed,
+            Self::Failed,
+        ]
+        .into_iter()
+        .find(|v| v.as_str().eq_ignore_ascii_case(s))
+        .ok_or_else(|| format!("'{s}' is not one of PENDING, PROCESSING, COMPLETED, FAILED"))
     }
 }
 

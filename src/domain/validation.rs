@@ -80,7 +80,10 @@ pub fn validate(
     let comment = resource.comment.filter(|c| {
         let ok = c.chars().count() <= MAX_COMMENT_CHARS;
         if !ok {
-            errors.push("resource.comment", format!("must be at most {MAX_COMMENT_CHARS} characters"));
+            errors.push(
+                "resource.comment",
+                format!("must be at most {MAX_COMMENT_CHARS} characters"),
+            );
         }
         ok
     });
@@ -88,23 +91,28 @@ pub fn validate(
     if extra_config.len() > MAX_EXTRA_CONFIG_KEYS {
         errors.push(
             "resource.config.extra_config",
-            format!("has {} keys; at most {MAX_EXTRA_CONFIG_KEYS} are allowed", extra_config.len()),
+            format!(
+                "has {} keys; at most {MAX_EXTRA_CONFIG_KEYS} are allowed",
+                extra_config.len()
+            ),
         );
     }
     let idempotency_key = idempotency_key.and_then(|k| check_idempotency_key(k, &mut errors));
 
     match (account_id, domain, data) {
-        (Some(account_id), Some(domain), Some(data)) if errors.fields.is_empty() => Ok(ChangeRequest {
-            account_id,
-            source,
-            operation,
-            domain,
-            data,
-            ttl,
-            comment,
-            extra_config,
-            idempotency_key,
-        }),
+        (Some(account_id), Some(domain), Some(data)) if errors.fields.is_empty() => {
+            Ok(ChangeRequest {
+                account_id,
+                source,
+                operation,
+                domain,
+                data,
+                ttl,
+                comment,
+                extra_config,
+                idempotency_key,
+            })
+        }
         _ => Err(errors),
     }
 }
@@ -151,7 +159,11 @@ fn check_source(source: Option<String>, errors: &mut ValidationError) -> String 
     source
 }
 
-fn check_domain(domain: &str, record_type: Option<RecordType>, errors: &mut ValidationError) -> Option<Fqdn> {
+fn check_domain(
+    domain: &str,
+    record_type: Option<RecordType>,
+    errors: &mut ValidationError,
+) -> Option<Fqdn> {
     // Without a valid type we still check the name, with the most permissive rules, so the
     // client sees every problem at once.
     let rules = record_type.map_or(RecordType::Txt.owner_rules(), RecordType::owner_rules);
@@ -162,7 +174,10 @@ fn check_domain(domain: &str, record_type: Option<RecordType>, errors: &mut Vali
         let mut labels = name.labels();
         let service_shaped = matches!((labels.next(), labels.next()), (Some(s), Some(p)) if s.starts_with('_') && p.starts_with('_'));
         if !service_shaped {
-            errors.push("resource.domain", "an SRV owner name must be _service._proto.name (RFC 2782)");
+            errors.push(
+                "resource.domain",
+                "an SRV owner name must be _service._proto.name (RFC 2782)",
+            );
             return None;
         }
     }
@@ -193,7 +208,10 @@ fn check_ttl(config: &ConfigBody, errors: &mut ValidationError) -> u32 {
         Some(ttl) => match u32::try_from(ttl) {
             Ok(ttl) if ttl <= i32::MAX as u32 => ttl,
             _ => {
-                errors.push("resource.config.ttl", format!("{ttl} is out of range 0-2147483647"));
+                errors.push(
+                    "resource.config.ttl",
+                    format!("{ttl} is out of range 0-2147483647"),
+                );
                 DEFAULT_TTL
             }
         },

@@ -51,10 +51,8 @@ impl TaskChannel for LocalChannel {
     }
 
     async fn next(&self, wait: Duration) -> Result<Option<Delivery>, QueueError> {
-        let received = tokio::time::timeout(wait, async {
-            self.receiver.lock().await.recv().await
-        })
-        .await;
+        let received =
+            tokio::time::timeout(wait, async { self.receiver.lock().await.recv().await }).await;
         Ok(received
             .ok()
             .flatten()

@@ -16,10 +16,7 @@ impl RetryPolicy {
     /// The wait after attempt number `attempt` (1 for the first) failed.
     pub fn delay_after(&self, attempt: u32) -> Duration {
         let exponent = attempt.saturating_sub(1).min(30);
-        let full = self
-            .base
-            .saturating_mul(1 << exponent)
-            .min(self.max);
+        let full = self.base.saturating_mul(1 << exponent).min(self.max);
         let half = full / 2;
         half + half.mul_f64(rand::rng().random::<f64>())
     }
@@ -36,10 +33,19 @@ mod tests {
             max: Duration::from_secs(10),
         };
         let first = policy.delay_after(1);
-        assert!(first >= Duration::from_secs(1) && first <= Duration::from_secs(2), "{first:?}");
+        assert!(
+            first >= Duration::from_secs(1) && first <= Duration::from_secs(2),
+            "{first:?}"
+        );
         let third = policy.delay_after(3);
-        assert!(third >= Duration::from_secs(4) && third <= Duration::from_secs(8), "{third:?}");
+        assert!(
+            third >= Duration::from_secs(4) && third <= Duration::from_secs(8),
+            "{third:?}"
+        );
         let late = policy.delay_after(40);
-        assert!(late >= Duration::from_secs(5) && late <= Duration::from_secs(10), "{late:?}");
+        assert!(
+            late >= Duration::from_secs(5) && late <= Duration::from_secs(10),
+            "{late:?}"
+        );
     }
 }

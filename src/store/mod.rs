@@ -207,10 +207,8 @@ pub trait RequestStore: Send + Sync {
 
     /// Returns requests whose lease expired to PENDING (or FAILED once `max_attempts` claims
     /// were made), and gives their ids.
-    async fn release_expired_leases(
-        &self,
-        max_attempts: u32,
-    ) -> Result<Vec<RequestId>, StoreError>;
+    async fn release_expired_leases(&self, max_attempts: u32)
+    -> Result<Vec<RequestId>, StoreError>;
 
     /// How many requests are in each status.
     async fn count_by_status(&self) -> Result<Vec<(RequestStatus, i64)>, StoreError>;

@@ -105,7 +105,14 @@ impl RequestStore for SqliteStore {
                  domain, target, comment, config, status, log_messages, idempotency_key, \
                  fingerprint, next_attempt_at, enqueued_at, created_at, updated_at) \
                  values (?, ?, ?, ?, ?, ?, ?, ?, ?, 'PENDING', json_array(json(?)), ?, ?, ",
-                now!(), ", ", now!(), ", ", now!(), ", ", now!(), ") \
+                now!(),
+                ", ",
+                now!(),
+                ", ",
+                now!(),
+                ", ",
+                now!(),
+                ") \
                  on conflict (account_id, idempotency_key) where idempotency_key is not null \
                  do nothing returning {}, log_messages"
             ),
@@ -156,18 +163,24 @@ impl RequestStore for SqliteStore {
             query.push(" and status = ").push_bind(status.as_str());
         }
         if let Some(account_id) = &filter.account_id {
-            query.push(" and account_id = ").push_bind(account_id.clone());
+            query
+                .push(" and account_id = ")
+                .push_bind(account_id.clone());
         }
         if let Some(domain) = &filter.domain {
             query.push(" and domain = ").push_bind(domain.clone());
         }
         if let Some(record_type) = filter.record_type {
-            query.push(" and record_type = ").push_bind(record_type.as_str());
+            query
+                .push(" and record_type = ")
+                .push_bind(record_type.as_str());
         }
         if let Some(before) = filter.before {
             query.push(" and seq < ").push_bind(before);
         }
-        query.push(" order by seq desc limit ").push_bind(i64::from(filter.limit));
+        query
+            .push(" order by seq desc limit ")
+            .push_bind(i64::from(filter.limit));
         let rows = query.build().fetch_all(&self.reader).await?;
         rows.iter().map(|r| request_from_row(r, false)).collect()
     }
@@ -178,13 +191,17 @@ impl RequestStore for SqliteStore {
              priority, zone, provisioned_at from dns_records where 1 = 1",
         );
         if let Some(account_id) = &filter.account_id {
-            query.push(" and account_id = ").push_bind(account_id.clone());
+            query
+                .push(" and account_id = ")
+                .push_bind(account_id.clone());
         }
         if let Some(domain) = &filter.domain {
             query.push(" and domain = ").push_bind(domain.clone());
         }
         if let Some(record_type) = filter.record_type {
-            query.push(" and record_type = ").push_bind(record_type.as_str());
+            query
+                .push(" and record_type = ")
+                .push_bind(record_type.as_str());
         }
         if let Some(zone) = &filter.zone {
             query.push(" and zone = ").push_bind(zone.clone());
@@ -192,7 +209,9 @@ impl RequestStore for SqliteStore {
         if let Some(before) = filter.before {
             query.push(" and seq < ").push_bind(before);
         }
-        query.push(" order by seq desc limit ").push_bind(i64::from(filter.limit));
+        query
+            .push(" order by seq desc limit ")
+            .push_bind(i64::from(filter.limit));
         let rows = query.build().fetch_all(&self.reader).await?;
         rows.iter().map(record_from_row).collect()
     }
@@ -212,9 +231,9 @@ impl RequestStore for SqliteStore {
         );
         let target = match id {
             Some(_) => format!("select r.id from dns_requests r where r.id = ? and {CLAIMABLE}"),
-            None => format!(
-                "select r.id from dns_requests r where {CLAIMABLE} order by r.seq limit 1"
-            ),
+            None => {
+                format!("select r.id from dns_requests r where {CLAIMABLE} order by r.seq limit 1")
+            }
         };
         let sql = format!(
             concat!(
@@ -389,7 +408,13 @@ async fn write_ledger_row(
     sqlx::query(concat!(
         "insert into dns_records (id, request_id, account_id, record_type, domain, target, \
          comment, ttl, priority, zone, provisioned_at, created_at, updated_at) \
-         values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ", now!(), ", ", now!(), ", ", now!(), ")"
+         values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ",
+        now!(),
+        ", ",
+        now!(),
+        ", ",
+        now!(),
+        ")"
     ))
     .bind(Uuid::now_v7().to_string())
     .bind(request.id.to_string())
@@ -404,7 +429,8 @@ async fn write_ledger_row(
     .execute(&mut **tx)
     .await?;
     sqlx::query(concat!(
-        "update dns_records set ttl = ?, updated_at = ", now!(),
+        "update dns_records set ttl = ?, updated_at = ",
+        now!(),
         " where domain = ? and record_type = ? and ttl != ?"
     ))
     .bind(i64::from(request.config.ttl))

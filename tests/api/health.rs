@@ -1,0 +1,80 @@
+//! Probes, metrics and the API description.
+
+use reqwest::StatusCode;
+use serde_json::Value;
+
+use crate::helpers::*;
+
+#[tokio::test]
+async fn healthz_and_readyz_answer_200_when_the_database_answers() {
+    // Arrange
+    let app = spawn_app().await;
+
+    // Act
+    let health = app.get("/healthz").await;
+    let ready = app.get("/readyz").await;
+
+    // Assert
+    assert_eq!(health.status(), StatusCode::OK);
+    assert_eq!(ready.status(), StatusCode::OK);
+    let ready: Value = ready.json().await.unwrap();
+    assert_eq!(ready["status"], "ready");
+    assert_eq!(ready["database"], "ok");
+}
+
+#[tokio::test]
+async fn metrics_count_requests_provisioning_queue_depth_and_http() {
+    // Arrange
+    let app = spawn_app().await;
+    app.create(&change("AAAA", "metrics.example.test", "2001:db8::1"))
+        .await;
+    app.run_queued_tasks().await;
+    app.create(&change("AAAA", "metrics2.example.test", "2001:db8::2"))
+        .await;
+
+    // Act
+    let response = app.get("/metrics").await;
+
+    // Assert
+    assert_eq!(response.status(), StatusCode::OK);
+    let text = response.text().await.unwrap();
+    for line in [
+        r#"dnsorch_requests_accepted_total{record_type="AAAA",source="api"}"#,
+        r#"dnsorch_requests_completed_total{record_type="AAAA",source="api"}"#,
+        r#"dnsorch_provisioning_duration_seconds_bucket{backend="simulated",outcome="completed""#,
+        r#"dnsorch_http_requests_total{method="POST",route="/api/v1/dns/create",status="202"}"#,
+        r#"dnsorch_http_request_duration_seconds_bucket{method="POST",route="/api/v1/dns/create""#,
+        "dnsorch_queue_depth 1",
+        r#"dnsorch_requests{status="COMPLETED"} 1"#,
+    ] {
+        assert!(text.contains(line), "no {line} in:\n{text}");
+    }
+}
+
+#[tokio::test]
+async fn the_openapi_document_and_the_docs_page_are_served() {
+    // Arrange
+    let app = spawn_app().await;
+
+    // Act
+    let spec: Value = app.get("/openapi.json").await.json().await.unwrap();
+    let docs = app.get("/docs/").await;
+
+    // Assert
+    for path in [
+        "/api/v1/dns/create",
+        "/api/v1/dns/requests",
+        "/api/v1/dns/requests/{id}",
+        "/api/v1/dns/records",
+        "/healthz",
+        "/readyz",
+        "/metrics",
+    ] {
+        assert!(
+            spec["paths"].get(path).is_some(),
+            "{path} missing from the OpenAPI document"
+        );
+    }
+    assert_eq!(docs.status(), StatusCode::OK);
+    assert!(docs.text().await.unwrap().contains("swagger"));
+}
