@@ -154,10 +154,15 @@ pub enum StoreError {
 
 impl From<sqlx::Error> for StoreError {
     fn from(error: sqlx::Error) -> Self {
+        // SQLite's SQLITE_BUSY (5), SQLITE_LOCKED (6) and SQLITE_BUSY_SNAPSHOT (517) mean
+        // "try again", never "your request is wrong": the client gets a 503, not a 500.
+        let busy = matches!(&error, sqlx::Error::Database(e)
+            if matches!(e.code().as_deref(), Some("5" | "6" | "517")));
         match error {
             sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
                 Self::Unavailable(error)
             }
+            _ if busy => Self::Unavailable(error),
             other => Self::Other(other),
         }
     }
