@@ -127,6 +127,25 @@ pub struct RequestFilter {
     pub limit: u32,
 }
 
+impl RequestFilter {
+    /// The equality conditions as (column, value) pairs.
+    pub fn conditions(&self) -> Vec<(&'static str, String)> {
+        let optional = [
+            ("status", self.status.map(|s| s.as_str().to_owned())),
+            ("account_id", self.account_id.clone()),
+            ("domain", self.domain.clone()),
+            (
+                "record_type",
+                self.record_type.map(|t| t.as_str().to_owned()),
+            ),
+        ];
+        optional
+            .into_iter()
+            .filter_map(|(column, value)| value.map(|v| (column, v)))
+            .collect()
+    }
+}
+
 /// Filters for listing ledger rows, newest first.
 #[derive(Debug, Clone, Default)]
 pub struct RecordFilter {
@@ -136,6 +155,25 @@ pub struct RecordFilter {
     pub zone: Option<String>,
     pub before: Option<i64>,
     pub limit: u32,
+}
+
+impl RecordFilter {
+    /// The equality conditions as (column, value) pairs.
+    pub fn conditions(&self) -> Vec<(&'static str, String)> {
+        let optional = [
+            ("account_id", self.account_id.clone()),
+            ("domain", self.domain.clone()),
+            (
+                "record_type",
+                self.record_type.map(|t| t.as_str().to_owned()),
+            ),
+            ("zone", self.zone.clone()),
+        ];
+        optional
+            .into_iter()
+            .filter_map(|(column, value)| value.map(|v| (column, v)))
+            .collect()
+    }
 }
 
 /// Errors of the store.

@@ -156,62 +156,16 @@ impl RequestStore for SqliteStore {
     }
 
     async fn list(&self, filter: &RequestFilter) -> Result<Vec<DnsRequest>, StoreError> {
-        let mut query = QueryBuilder::<Sqlite>::new(format!(
-            "select {REQUEST_COLUMNS} from dns_requests where 1 = 1"
-        ));
-        if let Some(status) = filter.status {
-            query.push(" and status = ").push_bind(status.as_str());
-        }
-        if let Some(account_id) = &filter.account_id {
-            query
-                .push(" and account_id = ")
-                .push_bind(account_id.clone());
-        }
-        if let Some(domain) = &filter.domain {
-            query.push(" and domain = ").push_bind(domain.clone());
-        }
-        if let Some(record_type) = filter.record_type {
-            query
-                .push(" and record_type = ")
-                .push_bind(record_type.as_str());
-        }
-        if let Some(before) = filter.before {
-            query.push(" and seq < ").push_bind(before);
-        }
-        query
-            .push(" order by seq desc limit ")
-            .push_bind(i64::from(filter.limit));
+        let select = format!("select {REQUEST_COLUMNS} from dns_requests");
+        let mut query = page_query(select, filter.conditions(), filter.before, filter.limit);
         let rows = query.build().fetch_all(&self.reader).await?;
         rows.iter().map(|r| request_from_row(r, false)).collect()
     }
 
     async fn list_records(&self, filter: &RecordFilter) -> Result<Vec<DnsRecord>, StoreError> {
-        let mut query = QueryBuilder::<Sqlite>::new(
-            "select seq, id, request_id, account_id, record_type, domain, target, comment, ttl, \
-             priority, zone, provisioned_at from dns_records where 1 = 1",
-        );
-        if let Some(account_id) = &filter.account_id {
-            query
-                .push(" and account_id = ")
-                .push_bind(account_id.clone());
-        }
-        if let Some(domain) = &filter.domain {
-            query.push(" and domain = ").push_bind(domain.clone());
-        }
-        if let Some(record_type) = filter.record_type {
-            query
-                .push(" and record_type = ")
-                .push_bind(record_type.as_str());
-        }
-        if let Some(zone) = &filter.zone {
-            query.push(" and zone = ").push_bind(zone.clone());
-        }
-        if let Some(before) = filter.before {
-            query.push(" and seq < ").push_bind(before);
-        }
-        query
-            .push(" order by seq desc limit ")
-            .push_bind(i64::from(filter.limit));
+        let select = "select seq, id, request_id, account_id, record_type, domain, target, \
+                      comment, ttl, priority, zone, provisioned_at from dns_records";
+        let mut query = page_query(select, filter.conditions(), filter.before, filter.limit);
         let rows = query.build().fetch_all(&self.reader).await?;
         rows.iter().map(record_from_row).collect()
     }
@@ -440,6 +394,27 @@ async fn write_ledger_row(
     .execute(&mut **tx)
     .await?;
     Ok(())
+}
+
+/// `<select> where <column = value>... and seq < <before> order by seq desc limit <limit>`.
+fn page_query(
+    select: impl Into<String>,
+    conditions: Vec<(&'static str, String)>,
+    before: Option<i64>,
+    limit: u32,
+) -> QueryBuilder<Sqlite> {
+    let mut query = QueryBuilder::new(select);
+    query.push(" where 1 = 1");
+    for (column, value) in conditions {
+        query.push(format!(" and {column} = ")).push_bind(value);
+    }
+    if let Some(before) = before {
+        query.push(" and seq < ").push_bind(before);
+    }
+    query
+        .push(" order by seq desc limit ")
+        .push_bind(i64::from(limit));
+    query
 }
 
 /// `json_insert(log_messages, '$[#]', json(?), ...)`: SQLite applies the edits left to right,
