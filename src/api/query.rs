@@ -6,6 +6,7 @@
 use std::str::FromStr;
 
 use axum::extract::{FromRequestParts, Query};
+use axum::http::Uri;
 use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
 
@@ -22,9 +23,17 @@ pub struct ListQuery<T>(pub T);
 impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ListQuery<T> {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        Query::<T>::from_request_parts(parts, state)
-            .await
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        // An empty parameter (`?status=`, as an HTML form sends) means "no filter".
+        let query = parts.uri.query().unwrap_or_default();
+        let given: Vec<&str> = query
+            .split('&')
+            .filter(|pair| pair.split_once('=').is_some_and(|(_, v)| !v.is_empty()))
+            .collect();
+        let uri: Uri = format!("/?{}", given.join("&"))
+            .parse()
+            .map_err(|_| ValidationError::field("query", "is not a valid query string"))?;
+        Query::<T>::try_from_uri(&uri)
             .map(|Query(value)| Self(value))
             .map_err(|rejection| ValidationError::field("query", rejection.body_text()).into())
     }
