@@ -80,7 +80,7 @@ impl ApiError {
 impl From<StoreError> for ApiError {
     fn from(error: StoreError) -> Self {
         match error {
-            StoreError::Unavailable(_) => Self::Unavailable(error),
+            StoreError::Unavailable(_) | StoreError::WriteFailed(_) => Self::Unavailable(error),
             other => Self::Internal(other.into()),
         }
     }

@@ -182,6 +182,9 @@ pub enum StoreError {
     /// The database did not answer in time or refused connections: retry later.
     #[error("the database is unavailable: {0}")]
     Unavailable(#[source] sqlx::Error),
+    /// A write could not be committed (disk trouble, or the writer is overloaded): retry later.
+    #[error("the write was not committed: {0}")]
+    WriteFailed(String),
     /// Anything else.
     #[error("database error: {0}")]
     Other(#[source] sqlx::Error),

@@ -1,0 +1,593 @@
+//! The embedded store: one SQLite file in WAL mode with `synchronous=FULL`.
+//!
+//! All writes go to one connection owned by the writer task (`writer.rs`), which commits
+//! whatever writes are waiting in one transaction (group commit), so writers queue in the
+//! process instead of meeting "database is locked" and share the cost of each flush to disk.
+//! Reads use their own pool and, in WAL mode, never wait for the writer. A busy timeout covers
+//! other processes that open the same file.
+
+mod writer;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use futures::FutureExt as _;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+    SqliteRow, SqliteSynchronous,
+};
+use sqlx::{AssertSqlSafe, ConnectOptions as _, QueryBuilder, Row, Sqlite};
+use uuid::Uuid;
+
+use super::{
+    Claim, DnsRecord, DnsRequest, Inserted, Outcome, RecordFilter, RequestFilter, RequestStore,
+    StoreError,
+};
+use crate::domain::{ChangeRequest, LogEntry, RequestId, RequestStatus};
+use writer::Writer;
+
+/// The database's clock, as RFC 3339 text with milliseconds.
+macro_rules! now {
+    () => {
+        "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')"
+    };
+}
+
+const REQUEST_COLUMNS: &str = "seq, id, account_id, source, operation, record_type, domain, \
+     target, comment, config, status, idempotency_key, fingerprint, attempts, last_error, zone, \
+     backend, next_attempt_at, started_at, applied_at, verified_at, finished_at, \
+     lease_expires_at, created_at, updated_at";
+
+/// How long a write waits for another process holding the file's lock.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The SQLite implementation of [`RequestStore`].
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    /// The one write connection, behind the group-commit task.
+    writer: Writer,
+    reader: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens (creating if the URL says `mode=rwc`) the database and applies migrations.
+    ///
+    /// # Errors
+    /// The URL does not parse, the file cannot be opened, or a migration fails.
+    pub async fn open(url: &str, acquire_timeout: Duration) -> anyhow::Result<Self> {
+        let options = SqliteConnectOptions::from_str(url)?
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(BUSY_TIMEOUT)
+            .foreign_keys(true);
+        let mut connection = options.connect().await?;
+        sqlx::migrate!("migrations/sqlite")
+            .run(&mut connection)
+            .await?;
+        let writer = Writer::start(connection, acquire_timeout);
+        let reader = SqlitePoolOptions::new()
+            .max_connections(4)
+            .acquire_timeout(acquire_timeout)
+            .connect_with(options)
+            .await?;
+        Ok(Self { writer, reader })
+    }
+}
+
+#[async_trait::async_trait]
+impl RequestStore for SqliteStore {
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("select 1").execute(&self.reader).await?;
+        Ok(())
+    }
+
+    async fn insert(&self, change: &ChangeRequest) -> Result<Inserted, StoreError> {
+        let change = change.clone();
+        self.writer
+            .write(move |c| async move { insert_request(c, &change).await }.boxed())
+            .await
+    }
+
+    async fn get(&self, id: RequestId) -> Result<Option<DnsRequest>, StoreError> {
+        let sql = format!("select {REQUEST_COLUMNS}, log_messages from dns_requests where id = ?");
+        let row = sqlx::query(AssertSqlSafe(sql))
+            .bind(id.to_string())
+            .fetch_optional(&self.reader)
+            .await?;
+        row.map(|r| request_from_row(&r, true)).transpose()
+    }
+
+    async fn list(&self, filter: &RequestFilter) -> Result<Vec<DnsRequest>, StoreError> {
+        let select = format!("select {REQUEST_COLUMNS} from dns_requests");
+        let mut query = page_query(select, filter.conditions(), filter.before, filter.limit);
+        let rows = query.build().fetch_all(&self.reader).await?;
+        rows.iter().map(|r| request_from_row(r, false)).collect()
+    }
+
+    async fn list_records(&self, filter: &RecordFilter) -> Result<Vec<DnsRecord>, StoreError> {
+        let select = "select seq, id, request_id, account_id, record_type, domain, target, \
+                      comment, ttl, priority, zone, provisioned_at from dns_records";
+        let mut query = page_query(select, filter.conditions(), filter.before, filter.limit);
+        let rows = query.build().fetch_all(&self.reader).await?;
+        rows.iter().map(record_from_row).collect()
+    }
+
+    async fn claim(
+        &self,
+        id: Option<RequestId>,
+        lease: Duration,
+    ) -> Result<Option<Claim>, StoreError> {
+        self.writer
+            .write(move |c| async move { claim_request(c, id, lease).await }.boxed())
+            .await
+    }
+
+    async fn append_log(&self, claim: &Claim, entries: &[LogEntry]) -> Result<bool, StoreError> {
+        let (claim, entries) = (claim.clone(), entries.to_vec());
+        self.writer
+            .write(move |c| async move { append_log(c, &claim, &entries).await }.boxed())
+            .await
+    }
+
+    async fn renew_lease(&self, claim: &Claim, lease: Duration) -> Result<bool, StoreError> {
+        let claim = claim.clone();
+        self.writer
+            .write(move |c| async move { renew_lease(c, &claim, lease).await }.boxed())
+            .await
+    }
+
+    async fn finish(
+        &self,
+        claim: &Claim,
+        outcome: &Outcome,
+        entries: &[LogEntry],
+    ) -> Result<bool, StoreError> {
+        let (claim, outcome, entries) = (claim.clone(), outcome.clone(), entries.to_vec());
+        self.writer
+            .write(move |c| async move { finish(c, &claim, &outcome, &entries).await }.boxed())
+            .await
+    }
+
+    async fn release_expired_leases(
+        &self,
+        max_attempts: u32,
+    ) -> Result<Vec<RequestId>, StoreError> {
+        self.writer
+            .write(move |c| async move { release_expired_leases(c, max_attempts).await }.boxed())
+            .await
+    }
+
+    async fn count_by_status(&self) -> Result<Vec<(RequestStatus, i64)>, StoreError> {
+        let rows = sqlx::query("select status, count(*) as n from dns_requests group by status")
+            .fetch_all(&self.reader)
+            .await?;
+        rows.iter()
+            .map(|row| {
+                let status: String = row.try_get("status")?;
+                Ok((parse(&status)?, row.try_get("n")?))
+            })
+            .collect()
+    }
+}
+
+/// Inserts a PENDING request, or finds the one its idempotency key names.
+async fn insert_request(
+    connection: &mut SqliteConnection,
+    change: &ChangeRequest,
+) -> Result<Inserted, StoreError> {
+    let accepted = LogEntry::info(format!(
+        "request accepted from {}: {} {} {} {}",
+        change.source,
+        change.operation.as_str(),
+        change.record_type(),
+        change.domain,
+        change.data.target()
+    ));
+    let sql = format!(
+        concat!(
+            "insert into dns_requests (id, account_id, source, operation, record_type, \
+             domain, target, comment, config, status, log_messages, idempotency_key, \
+             fingerprint, next_attempt_at, enqueued_at, created_at, updated_at) \
+             values (?, ?, ?, ?, ?, ?, ?, ?, ?, 'PENDING', json_array(json(?)), ?, ?, ",
+            now!(),
+            ", ",
+            now!(),
+            ", ",
+            now!(),
+            ", ",
+            now!(),
+            ") \
+             on conflict (account_id, idempotency_key) where idempotency_key is not null \
+             do nothing returning {}, log_messages"
+        ),
+        REQUEST_COLUMNS
+    );
+    let row = sqlx::query(AssertSqlSafe(sql))
+        .bind(RequestId::new().to_string())
+        .bind(&change.account_id)
+        .bind(&change.source)
+        .bind(change.operation.as_str())
+        .bind(change.record_type().as_str())
+        .bind(change.domain.as_str())
+        .bind(change.data.target())
+        .bind(&change.comment)
+        .bind(to_json(&change.config()))
+        .bind(to_json(&accepted))
+        .bind(&change.idempotency_key)
+        .bind(change.fingerprint())
+        .fetch_optional(&mut *connection)
+        .await?;
+    if let Some(row) = row {
+        return Ok(Inserted::Created(request_from_row(&row, true)?));
+    }
+    // The insert did nothing, so the key is taken: the unique index decided.
+    let key = change.idempotency_key.as_deref().unwrap_or_default();
+    let existing = find_by_key(connection, &change.account_id, key).await?;
+    Ok(if existing.fingerprint == change.fingerprint() {
+        Inserted::Existing(existing)
+    } else {
+        Inserted::KeyReused(existing.id)
+    })
+}
+
+async fn find_by_key(
+    connection: &mut SqliteConnection,
+    account_id: &str,
+    key: &str,
+) -> Result<DnsRequest, StoreError> {
+    let sql = format!(
+        "select {REQUEST_COLUMNS}, log_messages from dns_requests \
+         where account_id = ? and idempotency_key = ?"
+    );
+    let row = sqlx::query(AssertSqlSafe(sql))
+        .bind(account_id)
+        .bind(key)
+        .fetch_one(&mut *connection)
+        .await?;
+    request_from_row(&row, true)
+}
+
+/// Claims request `id`, or the oldest due one, if it is claimable.
+async fn claim_request(
+    connection: &mut SqliteConnection,
+    id: Option<RequestId>,
+    lease: Duration,
+) -> Result<Option<Claim>, StoreError> {
+    // A request is claimable when it is PENDING, due, and no older request for the same
+    // owner name is unfinished (DESIGN section 4, item 7).
+    const CLAIMABLE: &str = concat!(
+        "r.status = 'PENDING' and r.next_attempt_at <= ",
+        now!(),
+        " and not exists (select 1 from dns_requests o where o.domain = r.domain \
+         and o.seq < r.seq and o.status in ('PENDING', 'PROCESSING'))"
+    );
+    let target = match id {
+        Some(_) => format!("select r.id from dns_requests r where r.id = ? and {CLAIMABLE}"),
+        None => {
+            format!("select r.id from dns_requests r where {CLAIMABLE} order by r.seq limit 1")
+        }
+    };
+    let sql = format!(
+        concat!(
+            "update dns_requests set status = 'PROCESSING', lease_token = ?, \
+             lease_expires_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now', ?), \
+             attempts = attempts + 1, started_at = coalesce(started_at, ",
+            now!(),
+            "), updated_at = ",
+            now!(),
+            " where id = ({}) returning {}, log_messages"
+        ),
+        target, REQUEST_COLUMNS
+    );
+    let token = Uuid::new_v4();
+    let mut query = sqlx::query(AssertSqlSafe(sql))
+        .bind(token.to_string())
+        .bind(sqlite_offset(lease));
+    if let Some(id) = id {
+        query = query.bind(id.to_string());
+    }
+    let row = query.fetch_optional(&mut *connection).await?;
+    row.map(|row| {
+        Ok(Claim {
+            request: request_from_row(&row, true)?,
+            token,
+        })
+    })
+    .transpose()
+}
+
+async fn append_log(
+    connection: &mut SqliteConnection,
+    claim: &Claim,
+    entries: &[LogEntry],
+) -> Result<bool, StoreError> {
+    let sql = format!(
+        concat!(
+            "update dns_requests set log_messages = {}, updated_at = ",
+            now!(),
+            " where id = ? and lease_token = ?"
+        ),
+        append_log_expr(entries.len())
+    );
+    let mut query = sqlx::query(AssertSqlSafe(sql));
+    for entry in entries {
+        query = query.bind(to_json(entry));
+    }
+    let done = query
+        .bind(claim.request.id.to_string())
+        .bind(claim.token.to_string())
+        .execute(&mut *connection)
+        .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+async fn renew_lease(
+    connection: &mut SqliteConnection,
+    claim: &Claim,
+    lease: Duration,
+) -> Result<bool, StoreError> {
+    let done = sqlx::query(
+        "update dns_requests \
+         set lease_expires_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now', ?) \
+         where id = ? and lease_token = ? and status = 'PROCESSING'",
+    )
+    .bind(sqlite_offset(lease))
+    .bind(claim.request.id.to_string())
+    .bind(claim.token.to_string())
+    .execute(&mut *connection)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Writes an attempt's outcome under the claim's token; the writer's savepoint makes the
+/// status change and the ledger row one unit.
+async fn finish(
+    connection: &mut SqliteConnection,
+    claim: &Claim,
+    outcome: &Outcome,
+    entries: &[LogEntry],
+) -> Result<bool, StoreError> {
+    let log = append_log_expr(entries.len());
+    let (state, error, delay, applied_at, verified_at) = match outcome {
+        Outcome::Completed {
+            applied_at,
+            verified_at,
+        } => ("COMPLETED", None, None, Some(*applied_at), *verified_at),
+        Outcome::Retry { error, retry_in } => {
+            ("PENDING", Some(error.as_str()), Some(*retry_in), None, None)
+        }
+        Outcome::Failed { error } => ("FAILED", Some(error.as_str()), None, None, None),
+        Outcome::Released => ("PENDING", None, Some(Duration::ZERO), None, None),
+    };
+    let sql = format!(
+        concat!(
+            "update dns_requests set status = ?, log_messages = {}, \
+             last_error = coalesce(?, last_error), lease_token = null, lease_expires_at = null, \
+             next_attempt_at = coalesce(strftime('%Y-%m-%dT%H:%M:%fZ', 'now', ?), next_attempt_at), \
+             enqueued_at = case when ? is null then enqueued_at else null end, \
+             applied_at = coalesce(?, applied_at), verified_at = coalesce(?, verified_at), \
+             finished_at = case when ? in ('COMPLETED', 'FAILED') then ",
+            now!(),
+            " end, updated_at = ",
+            now!(),
+            " where id = ? and lease_token = ?"
+        ),
+        log
+    );
+    let mut query = sqlx::query(AssertSqlSafe(sql)).bind(state);
+    for entry in entries {
+        query = query.bind(to_json(entry));
+    }
+    let offset = delay.map(sqlite_offset);
+    let done = query
+        .bind(error)
+        .bind(offset.clone())
+        .bind(offset)
+        .bind(applied_at.map(rfc3339))
+        .bind(verified_at.map(rfc3339))
+        .bind(state)
+        .bind(claim.request.id.to_string())
+        .bind(claim.token.to_string())
+        .execute(&mut *connection)
+        .await?;
+    if done.rows_affected() != 1 {
+        return Ok(false);
+    }
+    if matches!(outcome, Outcome::Completed { .. }) {
+        write_ledger_row(connection, &claim.request).await?;
+    }
+    Ok(true)
+}
+
+/// Returns expired leases to PENDING, or FAILED once the attempts are used up.
+async fn release_expired_leases(
+    connection: &mut SqliteConnection,
+    max_attempts: u32,
+) -> Result<Vec<RequestId>, StoreError> {
+    let rows = sqlx::query(concat!(
+            "update dns_requests set \
+             status = case when attempts >= ?1 then 'FAILED' else 'PENDING' end, \
+             last_error = 'lease expired: the worker stopped without reporting an outcome', \
+             lease_token = null, lease_expires_at = null, enqueued_at = null, \
+             next_attempt_at = ", now!(), ", \
+             finished_at = case when attempts >= ?1 then ", now!(), " end, \
+             log_messages = json_insert(log_messages, '$[#]', json_object('at', ", now!(), ", \
+               'level', case when attempts >= ?1 then 'error' else 'warning' end, \
+               'message', case when attempts >= ?1 \
+                 then 'lease expired after attempt ' || attempts || ' of ' || ?1 || '; giving up' \
+                 else 'lease expired after attempt ' || attempts || '; the worker stopped without reporting, so another will retry' end)), \
+             updated_at = ", now!(), " \
+             where status = 'PROCESSING' and lease_expires_at < ", now!(), " returning id"
+        ))
+        .bind(i64::from(max_attempts))
+        .fetch_all(&mut *connection)
+        .await?;
+    rows.iter()
+        .map(|row| parse_id(row.try_get("id")?))
+        .collect()
+}
+
+/// Writes the ledger row for a completed request, and brings the TTL of the other rows of the
+/// same RRset in line: TTL belongs to the RRset, and the latest change sets it.
+async fn write_ledger_row(
+    connection: &mut SqliteConnection,
+    request: &DnsRequest,
+) -> Result<(), StoreError> {
+    sqlx::query(concat!(
+        "insert into dns_records (id, request_id, account_id, record_type, domain, target, \
+         comment, ttl, priority, zone, provisioned_at, created_at, updated_at) \
+         values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ",
+        now!(),
+        ", ",
+        now!(),
+        ", ",
+        now!(),
+        ")"
+    ))
+    .bind(Uuid::now_v7().to_string())
+    .bind(request.id.to_string())
+    .bind(&request.account_id)
+    .bind(request.record_type.as_str())
+    .bind(&request.domain)
+    .bind(&request.target)
+    .bind(&request.comment)
+    .bind(i64::from(request.config.ttl))
+    .bind(request.config.priority.map(i64::from))
+    .bind(&request.zone)
+    .execute(&mut *connection)
+    .await?;
+    sqlx::query(concat!(
+        "update dns_records set ttl = ?, updated_at = ",
+        now!(),
+        " where domain = ? and record_type = ? and ttl != ?"
+    ))
+    .bind(i64::from(request.config.ttl))
+    .bind(&request.domain)
+    .bind(request.record_type.as_str())
+    .bind(i64::from(request.config.ttl))
+    .execute(&mut *connection)
+    .await?;
+    Ok(())
+}
+
+/// `<select> where <column = value>... and seq < <before> order by seq desc limit <limit>`.
+fn page_query(
+    select: impl Into<String>,
+    conditions: Vec<(&'static str, String)>,
+    before: Option<i64>,
+    limit: u32,
+) -> QueryBuilder<Sqlite> {
+    let mut query = QueryBuilder::new(select);
+    query.push(" where 1 = 1");
+    for (column, value) in conditions {
+        query.push(format!(" and {column} = ")).push_bind(value);
+    }
+    if let Some(before) = before {
+        query.push(" and seq < ").push_bind(before);
+    }
+    query
+        .push(" order by seq desc limit ")
+        .push_bind(i64::from(limit));
+    query
+}
+
+/// `json_insert(log_messages, '$[#]', json(?), ...)`: SQLite applies the edits left to right,
+/// so each `$[#]` appends after the previous one.
+fn append_log_expr(entries: usize) -> String {
+    let mut expr = String::from("json_insert(log_messages");
+    for _ in 0..entries {
+        expr.push_str(", '$[#]', json(?)");
+    }
+    expr.push(')');
+    expr
+}
+
+/// A strftime modifier: `+12.500 seconds`.
+fn sqlite_offset(duration: Duration) -> String {
+    format!("+{:.3} seconds", duration.as_secs_f64())
+}
+
+fn rfc3339(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+fn to_json<T: serde::Serialize>(value: &T) -> String {
+    serde_json::to_string(value).expect("plain data serialises")
+}
+
+fn parse<T: FromStr>(text: &str) -> Result<T, StoreError> {
+    text.parse()
+        .map_err(|_| StoreError::Corrupt(format!("unexpected value '{text}'")))
+}
+
+fn parse_id(text: String) -> Result<RequestId, StoreError> {
+    parse(&text)
+}
+
+fn parse_json<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, StoreError> {
+    serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("bad JSON column: {e}")))
+}
+
+fn request_from_row(row: &SqliteRow, with_log: bool) -> Result<DnsRequest, StoreError> {
+    let status: String = row.try_get("status")?;
+    let operation: String = row.try_get("operation")?;
+    let record_type: String = row.try_get("record_type")?;
+    let config: String = row.try_get("config")?;
+    let attempts: i64 = row.try_get("attempts")?;
+    let log_messages = if with_log {
+        let log: String = row.try_get("log_messages")?;
+        Some(parse_json(&log)?)
+    } else {
+        None
+    };
+    Ok(DnsRequest {
+        seq: row.try_get("seq")?,
+        id: parse_id(row.try_get("id")?)?,
+        status: parse(&status)?,
+        account_id: row.try_get("account_id")?,
+        source: row.try_get("source")?,
+        operation: parse(&operation)?,
+        record_type: parse(&record_type)?,
+        domain: row.try_get("domain")?,
+        target: row.try_get("target")?,
+        comment: row.try_get("comment")?,
+        config: parse_json(&config)?,
+        attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
+        last_error: row.try_get("last_error")?,
+        idempotency_key: row.try_get("idempotency_key")?,
+        fingerprint: row.try_get("fingerprint")?,
+        zone: row.try_get("zone")?,
+        backend: row.try_get("backend")?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+        next_attempt_at: row.try_get("next_attempt_at")?,
+        started_at: row.try_get("started_at")?,
+        applied_at: row.try_get("applied_at")?,
+        verified_at: row.try_get("verified_at")?,
+        finished_at: row.try_get("finished_at")?,
+        lease_expires_at: row.try_get("lease_expires_at")?,
+        log_messages,
+    })
+}
+
+fn record_from_row(row: &SqliteRow) -> Result<DnsRecord, StoreError> {
+    let id: String = row.try_get("id")?;
+    let record_type: String = row.try_get("record_type")?;
+    let ttl: i64 = row.try_get("ttl")?;
+    let priority: Option<i64> = row.try_get("priority")?;
+    Ok(DnsRecord {
+        seq: row.try_get("seq")?,
+        id: parse(&id)?,
+        request_id: parse_id(row.try_get("request_id")?)?,
+        account_id: row.try_get("account_id")?,
+        record_type: parse(&record_type)?,
+        domain: row.try_get("domain")?,
+        target: row.try_get("target")?,
+        comment: row.try_get("comment")?,
+        ttl: u32::try_from(ttl).unwrap_or_default(),
+        priority: priority.and_then(|p| u16::try_from(p).ok()),
+        zone: row.try_get("zone")?,
+        provisioned_at: row.try_get("provisioned_at")?,
+    })
+}
