@@ -17,7 +17,7 @@ use crate::domain::{LogEntry, RequestId, RequestStatus};
 use crate::provision::{Applied, PlannedChange, ProvisionError, Provisioner};
 use crate::queue::TaskChannel;
 use crate::queue::retry::RetryPolicy;
-use crate::store::{Claim, Outcome, RequestStore};
+use crate::store::{Claim, OpeningLog, Outcome, RequestStore};
 use crate::telemetry::{ProvisioningAttempt, RequestFinished};
 
 /// The settings a worker needs.
@@ -120,7 +120,7 @@ impl Worker {
     ) -> anyhow::Result<ExecutionOutcome> {
         let claim = self
             .store
-            .claim(id, self.config.lease)
+            .claim(id, self.config.lease, self.opening_log())
             .await
             .context("Failed to claim a request")?;
         let Some(claim) = claim else {
@@ -139,23 +139,6 @@ impl Worker {
         let request = &claim.request;
         let id = request.id;
         tracing::info!(request_id = %id, attempt = request.attempts, "processing started");
-        let starting = [
-            LogEntry::info(format!(
-                "processing started (attempt {} of {})",
-                request.attempts, self.config.max_attempts
-            )),
-            LogEntry::info(format!(
-                "config: {}",
-                serde_json::to_string(&request.config).unwrap_or_default()
-            )),
-            LogEntry::info(format!(
-                "provisioning started: backend {}",
-                self.provisioner.kind()
-            )),
-        ];
-        if !self.store.append_log(&claim, &starting).await? {
-            return Ok(self.lost(id));
-        }
         let change = planned_change(&claim);
         let started = Instant::now();
         let result = tokio::select! {
@@ -199,6 +182,25 @@ impl Worker {
         }
         tracing::info!(request_id = %id, status = status.as_str(), "attempt finished");
         Ok(ExecutionOutcome::Processed(id, status))
+    }
+
+    /// The log lines written with each claim: attempt, config, backend.
+    fn opening_log(&self) -> OpeningLog {
+        let max_attempts = self.config.max_attempts;
+        let backend = self.provisioner.kind();
+        Arc::new(move |request| {
+            vec![
+                LogEntry::info(format!(
+                    "processing started (attempt {} of {max_attempts})",
+                    request.attempts
+                )),
+                LogEntry::info(format!(
+                    "config: {}",
+                    serde_json::to_string(&request.config).unwrap_or_default()
+                )),
+                LogEntry::info(format!("provisioning started: backend {backend}")),
+            ]
+        })
     }
 
     /// Decides the outcome of an attempt and the log lines that explain it.

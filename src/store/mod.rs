@@ -7,6 +7,7 @@
 
 mod sqlite;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -97,6 +98,15 @@ pub struct Claim {
     pub request: DnsRequest,
     /// Every write under this claim is conditional on this token.
     pub token: Uuid,
+}
+
+/// The log lines a claim writes in the same unit as the claim itself (so starting an attempt
+/// costs one commit), made from the claimed row.
+pub type OpeningLog = Arc<dyn Fn(&DnsRequest) -> Vec<LogEntry> + Send + Sync>;
+
+/// An opening log that writes nothing.
+pub fn no_opening_log() -> OpeningLog {
+    Arc::new(|_| Vec::new())
 }
 
 /// How an attempt ended.
@@ -229,11 +239,12 @@ pub trait RequestStore: Send + Sync {
 
     /// Claims a request for `lease`: request `id`, or with `None` the oldest due one. Only a
     /// PENDING, due request with no older unfinished request for the same owner name is
-    /// claimed; anything else gives `None`.
+    /// claimed; anything else gives `None`. The `opening` lines are appended with the claim.
     async fn claim(
         &self,
         id: Option<RequestId>,
         lease: Duration,
+        opening: OpeningLog,
     ) -> Result<Option<Claim>, StoreError>;
 
     /// Appends to the log under the claim. `false`: the claim was lost.

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use dnsorch::domain::{RequestId, RequestStatus};
-use dnsorch::store::{Outcome, RecordFilter};
+use dnsorch::store::{Outcome, RecordFilter, no_opening_log};
 use dnsorch::worker::ExecutionOutcome;
 use serde_json::{Value, json};
 
@@ -176,7 +176,7 @@ async fn a_request_whose_worker_died_is_claimed_again_after_the_lease_expires() 
     let request_id: RequestId = id.parse().unwrap();
     let dead = app
         .store
-        .claim(Some(request_id), Duration::from_millis(1))
+        .claim(Some(request_id), Duration::from_millis(1), no_opening_log())
         .await
         .unwrap()
         .expect("the request is claimable");
@@ -215,7 +215,11 @@ async fn the_background_reconciler_recovers_an_expired_lease_by_itself() {
         .await;
     first
         .store
-        .claim(Some(id.parse().unwrap()), Duration::from_millis(300))
+        .claim(
+            Some(id.parse().unwrap()),
+            Duration::from_millis(300),
+            no_opening_log(),
+        )
         .await
         .unwrap()
         .expect("claimable");
@@ -240,7 +244,11 @@ async fn a_lease_that_expires_after_the_last_attempt_fails_the_request() {
         .create(&a_record("www.example.test", "192.0.2.16"))
         .await;
     app.store
-        .claim(Some(id.parse().unwrap()), Duration::from_millis(1))
+        .claim(
+            Some(id.parse().unwrap()),
+            Duration::from_millis(1),
+            no_opening_log(),
+        )
         .await
         .unwrap()
         .expect("claimable");
@@ -272,7 +280,7 @@ async fn a_stale_workers_late_outcome_is_refused_by_the_fencing_token() {
         .unwrap();
     let stale = app
         .store
-        .claim(Some(id), Duration::from_millis(1))
+        .claim(Some(id), Duration::from_millis(1), no_opening_log())
         .await
         .unwrap()
         .unwrap();
@@ -280,7 +288,7 @@ async fn a_stale_workers_late_outcome_is_refused_by_the_fencing_token() {
     app.store.release_expired_leases(5).await.unwrap();
     let fresh = app
         .store
-        .claim(Some(id), Duration::from_secs(30))
+        .claim(Some(id), Duration::from_secs(30), no_opening_log())
         .await
         .unwrap()
         .unwrap();
@@ -333,20 +341,39 @@ async fn a_request_waits_while_an_older_request_for_the_same_name_is_unfinished(
     let lease = Duration::from_secs(30);
 
     // Act
-    let a = app.store.claim(None, lease).await.unwrap().unwrap();
-    let b = app.store.claim(None, lease).await.unwrap().unwrap();
+    let a = app
+        .store
+        .claim(None, lease, no_opening_log())
+        .await
+        .unwrap()
+        .unwrap();
+    let b = app
+        .store
+        .claim(None, lease, no_opening_log())
+        .await
+        .unwrap()
+        .unwrap();
     let blocked = app
         .store
-        .claim(Some(second.parse().unwrap()), lease)
+        .claim(Some(second.parse().unwrap()), lease, no_opening_log())
         .await
         .unwrap();
-    let nothing = app.store.claim(None, lease).await.unwrap();
+    let nothing = app
+        .store
+        .claim(None, lease, no_opening_log())
+        .await
+        .unwrap();
     let done = Outcome::Completed {
         applied_at: chrono::Utc::now(),
         verified_at: None,
     };
     app.store.finish(&a, &done, &[]).await.unwrap();
-    let c = app.store.claim(None, lease).await.unwrap().unwrap();
+    let c = app
+        .store
+        .claim(None, lease, no_opening_log())
+        .await
+        .unwrap()
+        .unwrap();
 
     // Assert
     assert_eq!(a.request.id.to_string(), first);

@@ -21,8 +21,8 @@ use sqlx::{AssertSqlSafe, ConnectOptions as _, QueryBuilder, Row, Sqlite};
 use uuid::Uuid;
 
 use super::{
-    Claim, DnsRecord, DnsRequest, Inserted, Outcome, RecordFilter, RequestFilter, RequestStore,
-    StoreError,
+    Claim, DnsRecord, DnsRequest, Inserted, OpeningLog, Outcome, RecordFilter, RequestFilter,
+    RequestStore, StoreError,
 };
 use crate::domain::{ChangeRequest, LogEntry, RequestId, RequestStatus};
 use writer::Writer;
@@ -117,9 +117,19 @@ impl RequestStore for SqliteStore {
         &self,
         id: Option<RequestId>,
         lease: Duration,
+        opening: OpeningLog,
     ) -> Result<Option<Claim>, StoreError> {
         self.writer
-            .write(move |c| async move { claim_request(c, id, lease).await }.boxed())
+            .write(move |c| {
+                async move {
+                    let Some(claim) = claim_request(c, id, lease).await? else {
+                        return Ok(None);
+                    };
+                    append_log(c, &claim, &opening(&claim.request)).await?;
+                    Ok(Some(claim))
+                }
+                .boxed()
+            })
             .await
     }
 
