@@ -47,7 +47,7 @@ impl FromStr for RequestId {
     }
 }
 
-/// Where a request is in its life (DESIGN section 4).
+/// Where a request is in its life (see ARCHITECTURE.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum RequestStatus {

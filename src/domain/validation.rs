@@ -1,4 +1,4 @@
-//! Turning a wire body into a `ChangeRequest`, collecting every problem (DESIGN section 6).
+//! Turning a wire body into a `ChangeRequest`, collecting every problem.
 
 use serde::Serialize;
 

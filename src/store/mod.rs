@@ -1,9 +1,10 @@
 //! Durable state: the `dns_requests` and `dns_records` tables behind one trait.
 //!
-//! The store is the source of truth for a request's life (DESIGN section 4). Every state
+//! The store is the source of truth for a request's life (see ARCHITECTURE.md). Every state
 //! change a worker makes is conditional on the lease token it got from its claim, so a worker
-//! whose lease was taken over cannot overwrite the newer outcome (fencing). `sqlite.rs` is the
-//! embedded default; a PostgreSQL implementation plugs in behind the same trait.
+//! whose lease was taken over cannot overwrite the newer outcome (fencing). `sqlite/` is the
+//! embedded default (with group commit in `sqlite/writer.rs`); a PostgreSQL implementation
+//! plugs in behind the same trait.
 
 mod sqlite;
 

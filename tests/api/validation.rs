@@ -1,4 +1,4 @@
-//! Validation of `POST /api/v1/dns/create` (DESIGN section 6): what is accepted is stored in
+//! Validation of `POST /api/v1/dns/create`: what is accepted is stored in
 //! normal form; every rejection is a 422 naming each bad field, and nothing is stored.
 
 use reqwest::StatusCode;

@@ -265,7 +265,7 @@ async fn claim_request(
     lease: Duration,
 ) -> Result<Option<Claim>, StoreError> {
     // A request is claimable when it is PENDING, due, and no older request for the same
-    // owner name is unfinished (DESIGN section 4, item 7).
+    // owner name is unfinished.
     const CLAIMABLE: &str = concat!(
         "r.status = 'PENDING' and r.next_attempt_at <= ",
         now!(),
