@@ -40,11 +40,10 @@ create unique index dns_requests_idempotency
 -- Order per owner name: is there an older unfinished request for this name?
 create index dns_requests_unfinished_by_name
     on dns_requests (domain, seq) where status in ('PENDING', 'PROCESSING');
--- The oldest due request.
-create index dns_requests_pending on dns_requests (seq) where status = 'PENDING';
 -- Expired leases.
 create index dns_requests_leases on dns_requests (lease_expires_at) where status = 'PROCESSING';
 create index dns_requests_by_account on dns_requests (account_id, seq);
+-- Lists by status, and the oldest due request (status = 'PENDING' order by seq).
 create index dns_requests_by_status on dns_requests (status, seq);
 create index dns_requests_by_domain on dns_requests (domain, seq);
 
