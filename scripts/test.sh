@@ -2,13 +2,17 @@
 # The README's test command, and what CI runs (.ci/run): installs what is missing, then
 # runs `cargo fmt --check`, `cargo clippy --all-targets -D warnings` and the whole test suite.
 #
-# Every test starts what it needs itself (the app on port 0 with a temporary SQLite file), so
-# nothing is left running when this script ends. Extra arguments go to the test runner,
-# e.g. `scripts/test.sh lifecycle` runs only the tests whose names contain "lifecycle".
+# It starts a throwaway PostgreSQL on 127.0.0.1 (a free port; each test makes its own
+# database in it) and stops it by PID when the script ends, also when the tests fail. Tests
+# of the app use a temporary SQLite file each. Extra arguments go to the test runner, e.g.
+# `scripts/test.sh lifecycle` runs only the tests whose names contain "lifecycle".
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 log() { printf '\n==> %s\n' "$*"; }
+
+# shellcheck source=scripts/lib/postgres.sh
+. scripts/lib/postgres.sh
 
 install_missing() {
     # A C compiler for the bundled SQLite; cargo and rustup components come with the toolchain.
@@ -25,12 +29,31 @@ install_missing() {
 }
 
 install_missing
+postgres_install
+
+work="$(mktemp -d -t dnsorch-test.XXXXXX)"
+cleanup() {
+    postgres_stop
+    rm -rf "$work"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+free_port() {
+    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
 
 log "cargo fmt --check"
 cargo fmt --all -- --check
 
 log "cargo clippy --all-targets -- -D warnings"
 cargo clippy --all-targets --locked -- -D warnings
+
+log "starting PostgreSQL"
+postgres_start "$work/postgres" "$(free_port)"
+export TEST_POSTGRES_URL="$POSTGRES_URL"
+echo "PostgreSQL (pid $POSTGRES_PID) at $TEST_POSTGRES_URL"
 
 log "tests"
 if cargo nextest --version >/dev/null 2>&1; then

@@ -16,7 +16,7 @@ use crate::intake::Intake;
 use crate::provision::{Provisioner, SimulatedProvisioner};
 use crate::queue::{LocalChannel, TaskChannel};
 use crate::reconciler::Reconciler;
-use crate::store::{RequestStore, SqliteStore};
+use crate::store::{PostgresStore, RequestStore, SqliteStore};
 use crate::telemetry;
 use crate::worker::Worker;
 
@@ -36,9 +36,12 @@ pub async fn open_store(settings: &Settings) -> anyhow::Result<Arc<dyn RequestSt
         return Ok(Arc::new(store));
     }
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        anyhow::bail!("DATABASE_URL: PostgreSQL is not supported by this build yet; use sqlite://");
+        let store = PostgresStore::open(url, settings.db_acquire_timeout_seconds)
+            .await
+            .context("Failed to open the PostgreSQL database named by DATABASE_URL")?;
+        return Ok(Arc::new(store));
     }
-    anyhow::bail!("DATABASE_URL must start with sqlite:// (or postgres:// once supported)")
+    anyhow::bail!("DATABASE_URL must start with sqlite://, postgres:// or postgresql://")
 }
 
 /// The all-in-one process: API, workers and reconciler.

@@ -197,6 +197,18 @@ impl LogEntry {
         Self::new(LogLevel::Info, message)
     }
 
+    /// The first entry of every request: where it came from and what it asks.
+    pub fn accepted(change: &ChangeRequest) -> Self {
+        Self::info(format!(
+            "request accepted from {}: {} {} {} {}",
+            change.source,
+            change.operation.as_str(),
+            change.record_type(),
+            change.domain,
+            change.data.target()
+        ))
+    }
+
     /// A `warning` entry stamped now.
     pub fn warning(message: impl Into<String>) -> Self {
         Self::new(LogLevel::Warning, message)

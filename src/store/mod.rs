@@ -6,6 +6,7 @@
 //! embedded default (with group commit in `sqlite/writer.rs`); a PostgreSQL implementation
 //! plugs in behind the same trait.
 
+mod postgres;
 mod sqlite;
 
 use std::sync::Arc;
@@ -19,6 +20,7 @@ use crate::domain::{
     ChangeRequest, LogEntry, Operation, RecordConfig, RecordType, RequestId, RequestStatus,
 };
 
+pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
 /// A request as stored, and as the API shows it.
@@ -124,6 +126,55 @@ pub enum Outcome {
     Failed { error: String },
     /// The worker stopped before it knew the outcome: back to PENDING, due now.
     Released,
+}
+
+/// The columns an [`Outcome`] writes.
+#[derive(Debug, Clone, Copy)]
+pub struct OutcomeColumns<'a> {
+    pub status: &'static str,
+    pub last_error: Option<&'a str>,
+    /// Due again after this long (PENDING outcomes only).
+    pub retry_in: Option<Duration>,
+    pub applied_at: Option<DateTime<Utc>>,
+    pub verified_at: Option<DateTime<Utc>>,
+}
+
+impl Outcome {
+    /// The columns this outcome writes.
+    pub fn columns(&self) -> OutcomeColumns<'_> {
+        let none = OutcomeColumns {
+            status: "PENDING",
+            last_error: None,
+            retry_in: None,
+            applied_at: None,
+            verified_at: None,
+        };
+        match self {
+            Self::Completed {
+                applied_at,
+                verified_at,
+            } => OutcomeColumns {
+                status: "COMPLETED",
+                applied_at: Some(*applied_at),
+                verified_at: *verified_at,
+                ..none
+            },
+            Self::Retry { error, retry_in } => OutcomeColumns {
+                last_error: Some(error),
+                retry_in: Some(*retry_in),
+                ..none
+            },
+            Self::Failed { error } => OutcomeColumns {
+                status: "FAILED",
+                last_error: Some(error),
+                ..none
+            },
+            Self::Released => OutcomeColumns {
+                retry_in: Some(Duration::ZERO),
+                ..none
+            },
+        }
+    }
 }
 
 /// Filters for listing requests, newest first.

@@ -21,8 +21,8 @@ use sqlx::{AssertSqlSafe, ConnectOptions as _, QueryBuilder, Row, Sqlite};
 use uuid::Uuid;
 
 use super::{
-    Claim, DnsRecord, DnsRequest, Inserted, OpeningLog, Outcome, RecordFilter, RequestFilter,
-    RequestStore, StoreError,
+    Claim, DnsRecord, DnsRequest, Inserted, OpeningLog, Outcome, OutcomeColumns, RecordFilter,
+    RequestFilter, RequestStore, StoreError,
 };
 use crate::domain::{ChangeRequest, LogEntry, RequestId, RequestStatus};
 use writer::Writer;
@@ -186,14 +186,7 @@ async fn insert_request(
     connection: &mut SqliteConnection,
     change: &ChangeRequest,
 ) -> Result<Inserted, StoreError> {
-    let accepted = LogEntry::info(format!(
-        "request accepted from {}: {} {} {} {}",
-        change.source,
-        change.operation.as_str(),
-        change.record_type(),
-        change.domain,
-        change.data.target()
-    ));
+    let accepted = LogEntry::accepted(change);
     let sql = format!(
         concat!(
             "insert into dns_requests (id, account_id, source, operation, record_type, \
@@ -359,17 +352,13 @@ async fn finish(
     entries: &[LogEntry],
 ) -> Result<bool, StoreError> {
     let log = append_log_expr(entries.len());
-    let (state, error, delay, applied_at, verified_at) = match outcome {
-        Outcome::Completed {
-            applied_at,
-            verified_at,
-        } => ("COMPLETED", None, None, Some(*applied_at), *verified_at),
-        Outcome::Retry { error, retry_in } => {
-            ("PENDING", Some(error.as_str()), Some(*retry_in), None, None)
-        }
-        Outcome::Failed { error } => ("FAILED", Some(error.as_str()), None, None, None),
-        Outcome::Released => ("PENDING", None, Some(Duration::ZERO), None, None),
-    };
+    let OutcomeColumns {
+        status: state,
+        last_error: error,
+        retry_in: delay,
+        applied_at,
+        verified_at,
+    } = outcome.columns();
     let sql = format!(
         concat!(
             "update dns_requests set status = ?, log_messages = {}, \

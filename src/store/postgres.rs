@@ -1,0 +1,421 @@
+//! The production store: PostgreSQL, shared by any number of API and worker processes.
+//!
+//! Claims pick the row with `for update skip locked`, so concurrent workers never claim the
+//! same request and never wait on each other's rows. Each write is one statement or one
+//! transaction, conditional on the lease token where a claim is involved. Migrations take
+//! sqlx's advisory lock, so several processes may start at once.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+use sqlx::types::Json;
+use sqlx::{AssertSqlSafe, Postgres, QueryBuilder, Row};
+use uuid::Uuid;
+
+use super::{
+    Claim, DnsRecord, DnsRequest, Inserted, OpeningLog, Outcome, OutcomeColumns, RecordFilter,
+    RequestFilter, RequestStore, StoreError,
+};
+use crate::domain::{ChangeRequest, LogEntry, RequestId, RequestStatus};
+
+const REQUEST_COLUMNS: &str = "seq, id, account_id, source, operation, record_type, domain, \
+     target, comment, config, status, idempotency_key, fingerprint, attempts, last_error, zone, \
+     backend, next_attempt_at, started_at, applied_at, verified_at, finished_at, \
+     lease_expires_at, created_at, updated_at";
+
+/// A claimable request: PENDING, due, and no older request for its owner name unfinished.
+const CLAIMABLE: &str = "r.status = 'PENDING' and r.next_attempt_at <= now() \
+     and not exists (select 1 from dns_requests o where o.domain = r.domain \
+     and o.seq < r.seq and o.status in ('PENDING', 'PROCESSING'))";
+
+/// The PostgreSQL implementation of [`RequestStore`].
+#[derive(Debug, Clone)]
+pub struct PostgresStore {
+    pool: PgPool,
+}
+
+impl PostgresStore {
+    /// Connects and applies migrations.
+    ///
+    /// # Errors
+    /// The URL does not parse, the server cannot be reached, or a migration fails.
+    pub async fn open(url: &str, acquire_timeout: Duration) -> anyhow::Result<Self> {
+        let options: PgConnectOptions = url.parse()?;
+        let pool = PgPoolOptions::new()
+            .max_connections(16)
+            .acquire_timeout(acquire_timeout)
+            .connect_with(options)
+            .await?;
+        sqlx::migrate!("migrations/postgres").run(&pool).await?;
+        Ok(Self { pool })
+    }
+}
+
+#[async_trait::async_trait]
+impl RequestStore for PostgresStore {
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("select 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn insert(&self, change: &ChangeRequest) -> Result<Inserted, StoreError> {
+        let accepted = LogEntry::accepted(change);
+        let sql = format!(
+            "insert into dns_requests (id, account_id, source, operation, record_type, domain, \
+             target, comment, config, status, log_messages, idempotency_key, fingerprint, \
+             next_attempt_at, enqueued_at, created_at, updated_at) \
+             values ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'PENDING', $10, $11, $12, \
+             now(), now(), now(), now()) \
+             on conflict (account_id, idempotency_key) where idempotency_key is not null \
+             do nothing returning {REQUEST_COLUMNS}, log_messages"
+        );
+        let row = sqlx::query(AssertSqlSafe(sql))
+            .bind(RequestId::new().0)
+            .bind(&change.account_id)
+            .bind(&change.source)
+            .bind(change.operation.as_str())
+            .bind(change.record_type().as_str())
+            .bind(change.domain.as_str())
+            .bind(change.data.target())
+            .bind(&change.comment)
+            .bind(Json(change.config()))
+            .bind(Json([accepted]))
+            .bind(&change.idempotency_key)
+            .bind(change.fingerprint())
+            .fetch_optional(&self.pool)
+            .await?;
+        if let Some(row) = row {
+            return Ok(Inserted::Created(request_from_row(&row, true)?));
+        }
+        // The insert did nothing, so the key is taken: the unique index decided.
+        let sql = format!(
+            "select {REQUEST_COLUMNS}, log_messages from dns_requests \
+             where account_id = $1 and idempotency_key = $2"
+        );
+        let row = sqlx::query(AssertSqlSafe(sql))
+            .bind(&change.account_id)
+            .bind(&change.idempotency_key)
+            .fetch_one(&self.pool)
+            .await?;
+        let existing = request_from_row(&row, true)?;
+        Ok(if existing.fingerprint == change.fingerprint() {
+            Inserted::Existing(existing)
+        } else {
+            Inserted::KeyReused(existing.id)
+        })
+    }
+
+    async fn get(&self, id: RequestId) -> Result<Option<DnsRequest>, StoreError> {
+        let sql = format!("select {REQUEST_COLUMNS}, log_messages from dns_requests where id = $1");
+        let row = sqlx::query(AssertSqlSafe(sql))
+            .bind(id.0)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| request_from_row(&r, true)).transpose()
+    }
+
+    async fn list(&self, filter: &RequestFilter) -> Result<Vec<DnsRequest>, StoreError> {
+        let select = format!("select {REQUEST_COLUMNS} from dns_requests");
+        let mut query = page_query(select, filter.conditions(), filter.before, filter.limit);
+        let rows = query.build().fetch_all(&self.pool).await?;
+        rows.iter().map(|r| request_from_row(r, false)).collect()
+    }
+
+    async fn list_records(&self, filter: &RecordFilter) -> Result<Vec<DnsRecord>, StoreError> {
+        let select = "select seq, id, request_id, account_id, record_type, domain, target, \
+                      comment, ttl, priority, zone, provisioned_at from dns_records";
+        let mut query = page_query(select, filter.conditions(), filter.before, filter.limit);
+        let rows = query.build().fetch_all(&self.pool).await?;
+        rows.iter().map(record_from_row).collect()
+    }
+
+    async fn claim(
+        &self,
+        id: Option<RequestId>,
+        lease: Duration,
+        opening: OpeningLog,
+    ) -> Result<Option<Claim>, StoreError> {
+        let target = match id {
+            Some(_) => format!(
+                "select r.id from dns_requests r where r.id = $3 and {CLAIMABLE} \
+                 for update skip locked"
+            ),
+            None => format!(
+                "select r.id from dns_requests r where {CLAIMABLE} \
+                 order by r.seq limit 1 for update skip locked"
+            ),
+        };
+        let sql = format!(
+            "update dns_requests set status = 'PROCESSING', lease_token = $1, \
+             lease_expires_at = now() + make_interval(secs => $2), attempts = attempts + 1, \
+             started_at = coalesce(started_at, now()), updated_at = now() \
+             where id = ({target}) returning {REQUEST_COLUMNS}, log_messages"
+        );
+        let token = Uuid::new_v4();
+        let mut tx = self.pool.begin().await?;
+        let mut query = sqlx::query(AssertSqlSafe(sql))
+            .bind(token)
+            .bind(lease.as_secs_f64());
+        if let Some(id) = id {
+            query = query.bind(id.0);
+        }
+        let Some(row) = query.fetch_optional(&mut *tx).await? else {
+            return Ok(None);
+        };
+        let claim = Claim {
+            request: request_from_row(&row, true)?,
+            token,
+        };
+        append_log_on(&mut *tx, &claim, &opening(&claim.request)).await?;
+        tx.commit().await?;
+        Ok(Some(claim))
+    }
+
+    async fn append_log(&self, claim: &Claim, entries: &[LogEntry]) -> Result<bool, StoreError> {
+        append_log_on(&self.pool, claim, entries).await
+    }
+
+    async fn renew_lease(&self, claim: &Claim, lease: Duration) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "update dns_requests set lease_expires_at = now() + make_interval(secs => $1) \
+             where id = $2 and lease_token = $3 and status = 'PROCESSING'",
+        )
+        .bind(lease.as_secs_f64())
+        .bind(claim.request.id.0)
+        .bind(claim.token)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn finish(
+        &self,
+        claim: &Claim,
+        outcome: &Outcome,
+        entries: &[LogEntry],
+    ) -> Result<bool, StoreError> {
+        let OutcomeColumns {
+            status: state,
+            last_error: error,
+            retry_in: delay,
+            applied_at,
+            verified_at,
+        } = outcome.columns();
+        let mut tx = self.pool.begin().await?;
+        let done = sqlx::query(
+            "update dns_requests set status = $1, log_messages = log_messages || $2, \
+             last_error = coalesce($3, last_error), lease_token = null, lease_expires_at = null, \
+             next_attempt_at = coalesce(now() + make_interval(secs => $4), next_attempt_at), \
+             enqueued_at = case when $4::float8 is null then enqueued_at end, \
+             applied_at = coalesce($5, applied_at), verified_at = coalesce($6, verified_at), \
+             finished_at = case when $1 in ('COMPLETED', 'FAILED') then now() end, \
+             updated_at = now() \
+             where id = $7 and lease_token = $8",
+        )
+        .bind(state)
+        .bind(Json(entries))
+        .bind(error)
+        .bind(delay.map(|d| d.as_secs_f64()))
+        .bind(applied_at)
+        .bind(verified_at)
+        .bind(claim.request.id.0)
+        .bind(claim.token)
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() != 1 {
+            return Ok(false);
+        }
+        if matches!(outcome, Outcome::Completed { .. }) {
+            write_ledger_row(&mut tx, &claim.request).await?;
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn release_expired_leases(
+        &self,
+        max_attempts: u32,
+    ) -> Result<Vec<RequestId>, StoreError> {
+        let rows = sqlx::query(
+            "update dns_requests set \
+             status = case when attempts >= $1 then 'FAILED' else 'PENDING' end, \
+             last_error = 'lease expired: the worker stopped without reporting an outcome', \
+             lease_token = null, lease_expires_at = null, enqueued_at = null, \
+             next_attempt_at = now(), \
+             finished_at = case when attempts >= $1 then now() end, \
+             log_messages = log_messages || jsonb_build_array(jsonb_build_object( \
+               'at', now(), \
+               'level', case when attempts >= $1 then 'error' else 'warning' end, \
+               'message', case when attempts >= $1 \
+                 then 'lease expired after attempt ' || attempts || ' of ' || $1 || '; giving up' \
+                 else 'lease expired after attempt ' || attempts || '; the worker stopped without reporting, so another will retry' end)), \
+             updated_at = now() \
+             where id in (select id from dns_requests where status = 'PROCESSING' \
+               and lease_expires_at < now() for update skip locked) \
+             returning id",
+        )
+        .bind(i32::try_from(max_attempts).unwrap_or(i32::MAX))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| Ok(RequestId(row.try_get("id")?)))
+            .collect()
+    }
+
+    async fn count_by_status(&self) -> Result<Vec<(RequestStatus, i64)>, StoreError> {
+        let rows = sqlx::query("select status, count(*) as n from dns_requests group by status")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|row| {
+                let status: String = row.try_get("status")?;
+                Ok((parse(&status)?, row.try_get("n")?))
+            })
+            .collect()
+    }
+}
+
+async fn append_log_on<'e, E>(
+    executor: E,
+    claim: &Claim,
+    entries: &[LogEntry],
+) -> Result<bool, StoreError>
+where
+    E: sqlx::Executor<'e, Database = Postgres>,
+{
+    let done = sqlx::query(
+        "update dns_requests set log_messages = log_messages || $1, updated_at = now() \
+         where id = $2 and lease_token = $3",
+    )
+    .bind(Json(entries))
+    .bind(claim.request.id.0)
+    .bind(claim.token)
+    .execute(executor)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Writes the ledger row for a completed request, and brings the TTL of the other rows of the
+/// same RRset in line: TTL belongs to the RRset, and the latest change sets it.
+async fn write_ledger_row(
+    tx: &mut sqlx::Transaction<'_, Postgres>,
+    request: &DnsRequest,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "insert into dns_records (id, request_id, account_id, record_type, domain, target, \
+         comment, ttl, priority, zone, provisioned_at, created_at, updated_at) \
+         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, now(), now(), now())",
+    )
+    .bind(Uuid::now_v7())
+    .bind(request.id.0)
+    .bind(&request.account_id)
+    .bind(request.record_type.as_str())
+    .bind(&request.domain)
+    .bind(&request.target)
+    .bind(&request.comment)
+    .bind(i64::from(request.config.ttl))
+    .bind(request.config.priority.map(i32::from))
+    .bind(&request.zone)
+    .execute(&mut **tx)
+    .await?;
+    sqlx::query(
+        "update dns_records set ttl = $1, updated_at = now() \
+         where domain = $2 and record_type = $3 and ttl != $1",
+    )
+    .bind(i64::from(request.config.ttl))
+    .bind(&request.domain)
+    .bind(request.record_type.as_str())
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// `<select> where <column = value>... and seq < <before> order by seq desc limit <limit>`.
+fn page_query(
+    select: impl Into<String>,
+    conditions: Vec<(&'static str, String)>,
+    before: Option<i64>,
+    limit: u32,
+) -> QueryBuilder<Postgres> {
+    let mut query = QueryBuilder::new(select);
+    query.push(" where true");
+    for (column, value) in conditions {
+        query.push(format!(" and {column} = ")).push_bind(value);
+    }
+    if let Some(before) = before {
+        query.push(" and seq < ").push_bind(before);
+    }
+    query
+        .push(" order by seq desc limit ")
+        .push_bind(i64::from(limit));
+    query
+}
+
+fn parse<T: std::str::FromStr>(text: &str) -> Result<T, StoreError> {
+    text.parse()
+        .map_err(|_| StoreError::Corrupt(format!("unexpected value '{text}'")))
+}
+
+fn request_from_row(row: &PgRow, with_log: bool) -> Result<DnsRequest, StoreError> {
+    let status: String = row.try_get("status")?;
+    let operation: String = row.try_get("operation")?;
+    let record_type: String = row.try_get("record_type")?;
+    let Json(config) = row.try_get("config")?;
+    let attempts: i32 = row.try_get("attempts")?;
+    let log_messages = if with_log {
+        let Json(log): Json<Vec<LogEntry>> = row.try_get("log_messages")?;
+        Some(log)
+    } else {
+        None
+    };
+    Ok(DnsRequest {
+        seq: row.try_get("seq")?,
+        id: RequestId(row.try_get("id")?),
+        status: parse(&status)?,
+        account_id: row.try_get("account_id")?,
+        source: row.try_get("source")?,
+        operation: parse(&operation)?,
+        record_type: parse(&record_type)?,
+        domain: row.try_get("domain")?,
+        target: row.try_get("target")?,
+        comment: row.try_get("comment")?,
+        config,
+        attempts: u32::try_from(attempts).unwrap_or_default(),
+        last_error: row.try_get("last_error")?,
+        idempotency_key: row.try_get("idempotency_key")?,
+        fingerprint: row.try_get("fingerprint")?,
+        zone: row.try_get("zone")?,
+        backend: row.try_get("backend")?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+        next_attempt_at: row.try_get("next_attempt_at")?,
+        started_at: row.try_get("started_at")?,
+        applied_at: row.try_get("applied_at")?,
+        verified_at: row.try_get("verified_at")?,
+        finished_at: row.try_get("finished_at")?,
+        lease_expires_at: row.try_get("lease_expires_at")?,
+        log_messages,
+    })
+}
+
+fn record_from_row(row: &PgRow) -> Result<DnsRecord, StoreError> {
+    let record_type: String = row.try_get("record_type")?;
+    let ttl: i64 = row.try_get("ttl")?;
+    let priority: Option<i32> = row.try_get("priority")?;
+    let provisioned_at: DateTime<Utc> = row.try_get("provisioned_at")?;
+    Ok(DnsRecord {
+        seq: row.try_get("seq")?,
+        id: row.try_get("id")?,
+        request_id: RequestId(row.try_get("request_id")?),
+        account_id: row.try_get("account_id")?,
+        record_type: parse(&record_type)?,
+        domain: row.try_get("domain")?,
+        target: row.try_get("target")?,
+        comment: row.try_get("comment")?,
+        ttl: u32::try_from(ttl).unwrap_or_default(),
+        priority: priority.and_then(|p| u16::try_from(p).ok()),
+        zone: row.try_get("zone")?,
+        provisioned_at,
+    })
+}

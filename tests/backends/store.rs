@@ -1,0 +1,450 @@
+//! The `RequestStore` contract, checked against every implementation: the embedded SQLite
+//! store and a real PostgreSQL (started by `scripts/test.sh`, which exports
+//! `TEST_POSTGRES_URL`; each test makes its own database in it).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use dnsorch::domain::{
+    ChangeBody, ChangeRequest, LogEntry, Operation, RequestId, RequestStatus, validate,
+};
+use dnsorch::store::{
+    Claim, Inserted, OpeningLog, Outcome, PostgresStore, RecordFilter, RequestFilter, RequestStore,
+    SqliteStore, no_opening_log,
+};
+use serde_json::json;
+use tempfile::TempDir;
+
+const LEASE: Duration = Duration::from_secs(30);
+
+/// A store and what keeps its database alive.
+struct TestStore {
+    store: Arc<dyn RequestStore>,
+    _dir: Option<TempDir>,
+}
+
+async fn sqlite_store() -> TestStore {
+    let dir = TempDir::new().unwrap();
+    let url = format!("sqlite://{}/store.db?mode=rwc", dir.path().display());
+    let store = SqliteStore::open(&url, Duration::from_secs(2))
+        .await
+        .unwrap();
+    TestStore {
+        store: Arc::new(store),
+        _dir: Some(dir),
+    }
+}
+
+async fn postgres_store() -> TestStore {
+    let admin_url = std::env::var("TEST_POSTGRES_URL")
+        .expect("TEST_POSTGRES_URL is not set: run the tests with scripts/test.sh");
+    let name = format!("t_{}", uuid::Uuid::new_v4().simple());
+    let admin = sqlx::PgPool::connect(&admin_url).await.unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!("create database {name}")))
+        .execute(&admin)
+        .await
+        .unwrap();
+    admin.close().await;
+    let (base, _) = admin_url.rsplit_once('/').unwrap();
+    let store = PostgresStore::open(&format!("{base}/{name}"), Duration::from_secs(2))
+        .await
+        .unwrap();
+    TestStore {
+        store: Arc::new(store),
+        _dir: None,
+    }
+}
+
+/// Runs every check against each store.
+macro_rules! store_battery {
+    ($($check:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test] async fn $check() { super::$check(super::sqlite_store().await).await; })*
+        }
+        mod postgres {
+            $(#[tokio::test] async fn $check() { super::$check(super::postgres_store().await).await; })*
+        }
+    };
+}
+
+store_battery!(
+    an_inserted_request_is_pending_with_its_first_log_line,
+    an_idempotency_key_replays_its_change_and_refuses_another,
+    concurrent_inserts_with_one_key_create_one_row,
+    claims_take_the_oldest_first_and_wait_for_older_requests_for_the_name,
+    a_claim_by_id_takes_only_a_claimable_request,
+    concurrent_claims_never_take_the_same_request,
+    writes_under_a_lost_claim_are_refused,
+    a_retry_is_not_claimable_before_its_backoff,
+    completion_writes_the_ledger_row_and_the_rrset_ttl,
+    expired_leases_are_released_or_failed_when_attempts_are_used_up,
+    lists_filter_and_page_newest_first,
+    requests_are_counted_by_status,
+);
+
+fn change_for(domain: &str, target: &str, key: Option<&str>) -> ChangeRequest {
+    let body: ChangeBody = serde_json::from_value(json!({
+        "context": {"account_id": "acct-1"},
+        "resource": {"record_type": "A", "domain": domain, "target": target}
+    }))
+    .unwrap();
+    validate(body, Operation::Create, key).unwrap()
+}
+
+async fn insert(store: &dyn RequestStore, domain: &str) -> RequestId {
+    match store
+        .insert(&change_for(domain, "192.0.2.1", None))
+        .await
+        .unwrap()
+    {
+        Inserted::Created(request) => request.id,
+        other => panic!("expected a new request, got {other:?}"),
+    }
+}
+
+async fn claim(store: &dyn RequestStore, id: Option<RequestId>) -> Option<Claim> {
+    store.claim(id, LEASE, no_opening_log()).await.unwrap()
+}
+
+fn completed() -> Outcome {
+    Outcome::Completed {
+        applied_at: chrono::Utc::now(),
+        verified_at: Some(chrono::Utc::now()),
+    }
+}
+
+async fn an_inserted_request_is_pending_with_its_first_log_line(t: TestStore) {
+    let id = insert(&*t.store, "www.example.test").await;
+    let request = t.store.get(id).await.unwrap().unwrap();
+    assert_eq!(request.status, RequestStatus::Pending);
+    assert_eq!(request.attempts, 0);
+    assert_eq!(request.domain, "www.example.test");
+    assert_eq!(request.config.ttl, 300);
+    let log = request.log_messages.unwrap();
+    assert_eq!(log.len(), 1);
+    assert!(log[0].message.starts_with("request accepted from api"));
+    assert!(t.store.get(RequestId::new()).await.unwrap().is_none());
+}
+
+async fn an_idempotency_key_replays_its_change_and_refuses_another(t: TestStore) {
+    let first = t
+        .store
+        .insert(&change_for("www.example.test", "192.0.2.1", Some("k")))
+        .await
+        .unwrap();
+    let Inserted::Created(first) = first else {
+        panic!("{first:?}")
+    };
+    let again = t
+        .store
+        .insert(&change_for("WWW.example.test.", "192.0.2.1", Some("k")))
+        .await
+        .unwrap();
+    assert!(
+        matches!(again, Inserted::Existing(ref r) if r.id == first.id),
+        "{again:?}"
+    );
+    let other = t
+        .store
+        .insert(&change_for("www.example.test", "192.0.2.2", Some("k")))
+        .await
+        .unwrap();
+    assert!(
+        matches!(other, Inserted::KeyReused(id) if id == first.id),
+        "{other:?}"
+    );
+    let mut another_account = change_for("www.example.test", "192.0.2.2", Some("k"));
+    another_account.account_id = "acct-2".into();
+    assert!(matches!(
+        t.store.insert(&another_account).await.unwrap(),
+        Inserted::Created(_)
+    ));
+}
+
+async fn concurrent_inserts_with_one_key_create_one_row(t: TestStore) {
+    let change = change_for("www.example.test", "192.0.2.1", Some("same"));
+    let inserts = (0..16).map(|_| t.store.insert(&change));
+    let results = futures::future::join_all(inserts).await;
+    let created = results
+        .iter()
+        .filter(|r| matches!(r, Ok(Inserted::Created(_))))
+        .count();
+    assert_eq!(created, 1, "{results:?}");
+    assert!(
+        results
+            .iter()
+            .all(|r| matches!(r, Ok(Inserted::Created(_) | Inserted::Existing(_))))
+    );
+}
+
+async fn claims_take_the_oldest_first_and_wait_for_older_requests_for_the_name(t: TestStore) {
+    let a1 = insert(&*t.store, "a.example.test").await;
+    let a2 = insert(&*t.store, "a.example.test").await;
+    let b1 = insert(&*t.store, "b.example.test").await;
+
+    let first = claim(&*t.store, None).await.unwrap();
+    let second = claim(&*t.store, None).await.unwrap();
+    assert_eq!((first.request.id, second.request.id), (a1, b1));
+    assert_eq!(first.request.status, RequestStatus::Processing);
+    assert_eq!(first.request.attempts, 1);
+    assert!(
+        claim(&*t.store, None).await.is_none(),
+        "a2 must wait for a1"
+    );
+
+    assert!(t.store.finish(&first, &completed(), &[]).await.unwrap());
+    assert_eq!(claim(&*t.store, None).await.unwrap().request.id, a2);
+}
+
+async fn a_claim_by_id_takes_only_a_claimable_request(t: TestStore) {
+    let id = insert(&*t.store, "www.example.test").await;
+    let opening: OpeningLog = Arc::new(|r| vec![LogEntry::info(format!("attempt {}", r.attempts))]);
+    let claimed = t
+        .store
+        .claim(Some(id), LEASE, opening)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(claimed.request.id, id);
+    assert!(
+        claim(&*t.store, Some(id)).await.is_none(),
+        "already PROCESSING"
+    );
+    t.store.finish(&claimed, &completed(), &[]).await.unwrap();
+    assert!(
+        claim(&*t.store, Some(id)).await.is_none(),
+        "already COMPLETED"
+    );
+    let log = t
+        .store
+        .get(id)
+        .await
+        .unwrap()
+        .unwrap()
+        .log_messages
+        .unwrap();
+    assert_eq!(
+        log[1].message, "attempt 1",
+        "the opening log is written with the claim"
+    );
+}
+
+async fn concurrent_claims_never_take_the_same_request(t: TestStore) {
+    for i in 0..24 {
+        insert(&*t.store, &format!("h{i}.example.test")).await;
+    }
+    let workers = (0..6).map(|_| {
+        let store = t.store.clone();
+        tokio::spawn(async move {
+            let mut mine = Vec::new();
+            while let Some(c) = store.claim(None, LEASE, no_opening_log()).await.unwrap() {
+                mine.push(c.request.id);
+            }
+            mine
+        })
+    });
+    let mut all: Vec<RequestId> = Vec::new();
+    for worker in futures::future::join_all(workers).await {
+        all.extend(worker.unwrap());
+    }
+    let total = all.len();
+    all.sort_by_key(|id| id.0);
+    all.dedup();
+    assert_eq!((total, all.len()), (24, 24));
+}
+
+async fn writes_under_a_lost_claim_are_refused(t: TestStore) {
+    let id = insert(&*t.store, "www.example.test").await;
+    let stale = t
+        .store
+        .claim(Some(id), Duration::from_millis(1), no_opening_log())
+        .await
+        .unwrap()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    assert_eq!(t.store.release_expired_leases(5).await.unwrap(), [id]);
+    let fresh = claim(&*t.store, Some(id)).await.unwrap();
+
+    assert!(
+        !t.store
+            .append_log(&stale, &[LogEntry::info("late")])
+            .await
+            .unwrap()
+    );
+    assert!(!t.store.renew_lease(&stale, LEASE).await.unwrap());
+    assert!(!t.store.finish(&stale, &completed(), &[]).await.unwrap());
+    assert!(t.store.renew_lease(&fresh, LEASE).await.unwrap());
+    assert!(
+        t.store
+            .finish(&fresh, &completed(), &[LogEntry::info("done")])
+            .await
+            .unwrap()
+    );
+
+    let request = t.store.get(id).await.unwrap().unwrap();
+    assert_eq!(request.status, RequestStatus::Completed);
+    assert_eq!(request.attempts, 2);
+    let log: Vec<String> = request
+        .log_messages
+        .unwrap()
+        .into_iter()
+        .map(|e| e.message)
+        .collect();
+    assert!(!log.contains(&"late".to_owned()));
+    assert_eq!(log.last().unwrap(), "done");
+    let records = t
+        .store
+        .list_records(&RecordFilter {
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(records.len(), 1);
+}
+
+async fn a_retry_is_not_claimable_before_its_backoff(t: TestStore) {
+    let id = insert(&*t.store, "www.example.test").await;
+    let first = claim(&*t.store, None).await.unwrap();
+    let retry = Outcome::Retry {
+        error: "SERVFAIL".into(),
+        retry_in: Duration::from_secs(60),
+    };
+    assert!(t.store.finish(&first, &retry, &[]).await.unwrap());
+    let waiting = t.store.get(id).await.unwrap().unwrap();
+    assert_eq!(waiting.status, RequestStatus::Pending);
+    assert_eq!(waiting.last_error.as_deref(), Some("SERVFAIL"));
+    assert!(claim(&*t.store, None).await.is_none());
+    assert!(claim(&*t.store, Some(id)).await.is_none());
+
+    let other = insert(&*t.store, "other.example.test").await;
+    let second = claim(&*t.store, Some(other)).await.unwrap();
+    let now = Outcome::Retry {
+        error: "timeout".into(),
+        retry_in: Duration::ZERO,
+    };
+    t.store.finish(&second, &now, &[]).await.unwrap();
+    assert_eq!(claim(&*t.store, None).await.unwrap().request.attempts, 2);
+}
+
+async fn completion_writes_the_ledger_row_and_the_rrset_ttl(t: TestStore) {
+    let mut first = change_for("www.example.test", "192.0.2.1", None);
+    first.ttl = 600;
+    let mut second = change_for("www.example.test", "192.0.2.2", None);
+    second.ttl = 60;
+    t.store.insert(&first).await.unwrap();
+    t.store.insert(&second).await.unwrap();
+    for _ in 0..2 {
+        let c = claim(&*t.store, None).await.unwrap();
+        assert!(t.store.finish(&c, &completed(), &[]).await.unwrap());
+    }
+    let records = t
+        .store
+        .list_records(&RecordFilter {
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut rows: Vec<(String, u32)> = records.iter().map(|r| (r.target.clone(), r.ttl)).collect();
+    rows.sort();
+    assert_eq!(
+        rows,
+        [("192.0.2.1".to_owned(), 60), ("192.0.2.2".to_owned(), 60)]
+    );
+    let request = t.store.get(records[0].request_id).await.unwrap().unwrap();
+    assert!(
+        request.finished_at.is_some()
+            && request.applied_at.is_some()
+            && request.verified_at.is_some()
+    );
+}
+
+async fn expired_leases_are_released_or_failed_when_attempts_are_used_up(t: TestStore) {
+    let id = insert(&*t.store, "www.example.test").await;
+    t.store
+        .claim(Some(id), Duration::from_millis(1), no_opening_log())
+        .await
+        .unwrap()
+        .unwrap();
+    let live = insert(&*t.store, "live.example.test").await;
+    claim(&*t.store, Some(live)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(30)).await;
+
+    assert_eq!(t.store.release_expired_leases(2).await.unwrap(), [id]);
+    let released = t.store.get(id).await.unwrap().unwrap();
+    assert_eq!(released.status, RequestStatus::Pending);
+    assert!(
+        released
+            .log_messages
+            .unwrap()
+            .last()
+            .unwrap()
+            .message
+            .contains("lease expired after attempt 1")
+    );
+
+    t.store
+        .claim(Some(id), Duration::from_millis(1), no_opening_log())
+        .await
+        .unwrap()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    assert_eq!(t.store.release_expired_leases(2).await.unwrap(), [id]);
+    let failed = t.store.get(id).await.unwrap().unwrap();
+    assert_eq!(failed.status, RequestStatus::Failed);
+    assert!(failed.finished_at.is_some());
+    assert_eq!(
+        t.store.get(live).await.unwrap().unwrap().status,
+        RequestStatus::Processing
+    );
+}
+
+async fn lists_filter_and_page_newest_first(t: TestStore) {
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        ids.push(insert(&*t.store, &format!("h{i}.example.test")).await);
+    }
+    let done = claim(&*t.store, None).await.unwrap();
+    t.store.finish(&done, &completed(), &[]).await.unwrap();
+
+    let page = |before, status| RequestFilter {
+        limit: 2,
+        before,
+        status,
+        ..Default::default()
+    };
+    let first = t.store.list(&page(None, None)).await.unwrap();
+    let second = t.store.list(&page(Some(first[1].seq), None)).await.unwrap();
+    assert_eq!(
+        [first[0].id, first[1].id, second[0].id, second[1].id],
+        [ids[4], ids[3], ids[2], ids[1]]
+    );
+    assert!(first[0].log_messages.is_none(), "lists leave logs out");
+    let completed = t
+        .store
+        .list(&page(None, Some(RequestStatus::Completed)))
+        .await
+        .unwrap();
+    assert_eq!(completed.len(), 1);
+    assert_eq!(completed[0].id, ids[0]);
+    let by_domain = RequestFilter {
+        limit: 10,
+        domain: Some("h3.example.test".into()),
+        ..Default::default()
+    };
+    assert_eq!(t.store.list(&by_domain).await.unwrap()[0].id, ids[3]);
+}
+
+async fn requests_are_counted_by_status(t: TestStore) {
+    for i in 0..3 {
+        insert(&*t.store, &format!("h{i}.example.test")).await;
+    }
+    claim(&*t.store, None).await.unwrap();
+    let mut counts = t.store.count_by_status().await.unwrap();
+    counts.sort_by_key(|(s, _)| s.as_str());
+    assert_eq!(
+        counts,
+        [(RequestStatus::Pending, 2), (RequestStatus::Processing, 1)]
+    );
+}
