@@ -1,4 +1,5 @@
-//! The command line: `dnsorch [run | migrate]`, settings from flags or the environment.
+//! The command line: `dnsorch [run | serve | worker | migrate]`, settings from flags or the
+//! environment.
 
 use clap::{Parser, Subcommand};
 
@@ -18,8 +19,16 @@ pub struct Cli {
 /// What to run; `run` when none is given.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Subcommand)]
 pub enum Command {
-    /// API, workers and reconciler in one process (the default).
+    /// API, workers and reconciler in one process (the default); applies migrations.
     Run,
+    /// The HTTP API (and the reconciler) only; needs PostgreSQL.
+    Serve,
+    /// Task workers (and the reconciler) only; needs PostgreSQL.
+    Worker {
+        /// Requests processed at once (default: WORKER_CONCURRENCY).
+        #[arg(long)]
+        concurrency: Option<u16>,
+    },
     /// Apply database migrations and exit.
     Migrate,
 }

@@ -36,6 +36,19 @@ pub struct Settings {
     )]
     pub database_url: String,
 
+    /// Redis URL of the task channel (`redis://host:port/db`); unset: the in-process channel
+    /// in `run`, the database alone in `serve` and `worker`.
+    #[arg(long, env = "CELERY_BROKER_URL", hide_env_values = true, global = true)]
+    pub celery_broker_url: Option<String>,
+
+    /// Another name for `CELERY_BROKER_URL`, used when that is unset.
+    #[arg(long, env = "REDIS_URL", hide_env_values = true, global = true)]
+    pub redis_url: Option<String>,
+
+    /// The Redis stream that carries task ids.
+    #[arg(long, env = "TASK_STREAM", default_value = "dns_tasks", global = true)]
+    pub task_stream: String,
+
     /// Where the HTTP API listens.
     #[arg(
         long,
@@ -91,6 +104,15 @@ pub struct Settings {
     #[arg(long, env = "RECONCILE_INTERVAL_SECONDS", default_value = "5", value_parser = positive_seconds, global = true)]
     pub reconcile_interval_seconds: Duration,
 
+    /// How long a PENDING request may sit after it was queued before the reconciler queues it
+    /// again (its delivery may have been lost).
+    #[arg(long, env = "REQUEUE_AFTER_SECONDS", default_value = "30", value_parser = positive_seconds, global = true)]
+    pub requeue_after_seconds: Duration,
+
+    /// How long `serve` and `worker` wait at start for the database and its schema.
+    #[arg(long, env = "SCHEMA_WAIT_SECONDS", default_value = "60", value_parser = seconds, global = true)]
+    pub schema_wait_seconds: Duration,
+
     /// How long an idle worker waits on the task channel before sweeping the database.
     #[arg(long, env = "POLL_INTERVAL_SECONDS", default_value = "1", value_parser = positive_seconds, global = true)]
     pub poll_interval_seconds: Duration,
@@ -105,6 +127,19 @@ pub struct Settings {
 }
 
 impl Settings {
+    /// The task channel's Redis URL: `CELERY_BROKER_URL`, else `REDIS_URL`.
+    pub fn broker_url(&self) -> Option<&str> {
+        self.celery_broker_url
+            .as_deref()
+            .or(self.redis_url.as_deref())
+            .filter(|url| !url.is_empty())
+    }
+
+    /// Whether `DATABASE_URL` names SQLite.
+    pub fn uses_sqlite(&self) -> bool {
+        self.database_url.starts_with("sqlite:")
+    }
+
     /// The worker's part of the settings.
     pub fn worker_config(&self) -> WorkerConfig {
         WorkerConfig {

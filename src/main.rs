@@ -8,7 +8,7 @@ use anyhow::Context as _;
 use clap::Parser as _;
 use dnsorch::cli::{Cli, Command};
 use dnsorch::config;
-use dnsorch::startup::{Application, open_store};
+use dnsorch::startup::{Application, Role, open_store};
 use dnsorch::telemetry;
 use tokio_util::sync::CancellationToken;
 
@@ -36,19 +36,22 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    match cli.command.unwrap_or(Command::Run) {
+    let role = match cli.command.unwrap_or(Command::Run) {
         Command::Migrate => {
-            open_store(&cli.settings).await?;
+            open_store(&cli.settings, true).await?;
             tracing::info!("migrations applied");
-            Ok(())
+            return Ok(());
         }
-        Command::Run => {
-            let app = Application::build(cli.settings).await?;
-            let shutdown = CancellationToken::new();
-            tokio::spawn(cancel_on_signal(shutdown.clone()));
-            app.run_until_stopped(shutdown).await
+        Command::Run => Role::Run,
+        Command::Serve => Role::Serve,
+        Command::Worker { concurrency } => {
+            Role::Worker(concurrency.unwrap_or(cli.settings.worker_concurrency))
         }
-    }
+    };
+    let app = Application::build_for(cli.settings, role).await?;
+    let shutdown = CancellationToken::new();
+    tokio::spawn(cancel_on_signal(shutdown.clone()));
+    app.run_until_stopped(shutdown).await
 }
 
 /// Cancels `shutdown` on SIGINT or SIGTERM.

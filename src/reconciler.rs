@@ -2,8 +2,10 @@
 //!
 //! Every `RECONCILE_INTERVAL_SECONDS` it returns requests whose lease expired to PENDING (or
 //! FAILED once their attempts are used up, so a request that kills its worker cannot loop
-//! forever) and hands them to the task channel. The update is conditional, so any number of
-//! processes may run it at once.
+//! forever), then queues due PENDING requests that were never queued (a retry whose backoff
+//! ended, a released request) or were queued longer than `REQUEUE_AFTER_SECONDS` ago (their
+//! delivery may be lost), stamping `enqueued_at` so a backlog is not queued twice. The updates
+//! are conditional and take disjoint rows, so any number of processes may run it at once.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,7 +22,11 @@ pub struct Reconciler {
     channel: Arc<dyn TaskChannel>,
     max_attempts: u32,
     interval: Duration,
+    requeue_after: Duration,
 }
+
+/// The most requests one pass queues again.
+const REQUEUE_BATCH: u32 = 1000;
 
 impl Reconciler {
     /// A reconciler over these parts.
@@ -29,16 +35,18 @@ impl Reconciler {
         channel: Arc<dyn TaskChannel>,
         max_attempts: u32,
         interval: Duration,
+        requeue_after: Duration,
     ) -> Self {
         Self {
             store,
             channel,
             max_attempts,
             interval,
+            requeue_after,
         }
     }
 
-    /// One pass. Returns how many requests were released.
+    /// One pass. Returns how many requests had an expired lease.
     ///
     /// # Errors
     /// The store failed.
@@ -46,8 +54,19 @@ impl Reconciler {
         let released = self.store.release_expired_leases(self.max_attempts).await?;
         for id in &released {
             tracing::warn!(request_id = %id, "lease expired; request released for another attempt");
-            if let Err(e) = self.channel.enqueue(*id).await {
-                tracing::debug!(request_id = %id, error.message = %e, "not enqueued; the database sweep will find it");
+        }
+        // While the channel is down we stamp nothing: idle workers sweep the database, and the
+        // requests are queued at the first pass after the channel is back.
+        if self.channel.ping().await.is_ok() {
+            let due = self
+                .store
+                .requeue_due(self.requeue_after, REQUEUE_BATCH)
+                .await?;
+            for id in due {
+                if let Err(e) = self.channel.enqueue(id).await {
+                    tracing::debug!(request_id = %id, error.message = %e, "not queued; the database sweep will find it");
+                    break;
+                }
             }
         }
         Ok(released.len())

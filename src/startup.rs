@@ -1,5 +1,5 @@
 //! Wiring: builds the store, channel, provisioner, intake, workers, reconciler and router from
-//! `Settings`, and runs them until a shutdown token fires.
+//! `Settings` for a role (`run`, `serve`, `worker`), and runs them until a shutdown token fires.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -14,39 +14,96 @@ use crate::api::{self, AppState};
 use crate::config::Settings;
 use crate::intake::Intake;
 use crate::provision::{Provisioner, SimulatedProvisioner};
-use crate::queue::{LocalChannel, TaskChannel};
+use crate::queue::{DatabaseOnly, LocalChannel, RedisChannel, TaskChannel};
 use crate::reconciler::Reconciler;
-use crate::store::{PostgresStore, RequestStore, SqliteStore};
+use crate::store::{PostgresStore, RequestStore, Schema, SqliteStore};
 use crate::telemetry;
 use crate::worker::Worker;
 
 /// How long released work gets to write "released" after the grace period.
 const RELEASE_BOUND: Duration = Duration::from_secs(5);
 
-/// Opens the database named by `DATABASE_URL` and applies its migrations.
+/// What a process does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// API, workers and reconciler; applies migrations.
+    Run,
+    /// API and reconciler.
+    Serve,
+    /// Workers and reconciler, with this many workers.
+    Worker(u16),
+}
+
+impl Role {
+    fn serves_http(self) -> bool {
+        matches!(self, Self::Run | Self::Serve)
+    }
+
+    fn workers(self, settings: &Settings) -> u16 {
+        match self {
+            Self::Run => settings.worker_concurrency,
+            Self::Serve => 0,
+            Self::Worker(n) => n,
+        }
+    }
+}
+
+/// Opens the database named by `DATABASE_URL`: with `migrate`, applies its migrations;
+/// otherwise waits (bounded) until another process has.
 ///
 /// # Errors
 /// The URL names an unsupported database, or the database cannot be opened or migrated.
-pub async fn open_store(settings: &Settings) -> anyhow::Result<Arc<dyn RequestStore>> {
+pub async fn open_store(
+    settings: &Settings,
+    migrate: bool,
+) -> anyhow::Result<Arc<dyn RequestStore>> {
     let url = settings.database_url.as_str();
-    if url.starts_with("sqlite:") {
+    if settings.uses_sqlite() {
         let store = SqliteStore::open(url, settings.db_acquire_timeout_seconds)
             .await
             .context("Failed to open the SQLite database named by DATABASE_URL")?;
         return Ok(Arc::new(store));
     }
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        let store = PostgresStore::open(url, settings.db_acquire_timeout_seconds)
-            .await
-            .context("Failed to open the PostgreSQL database named by DATABASE_URL")?;
+        let schema = if migrate {
+            Schema::Migrate
+        } else {
+            Schema::Await
+        };
+        let store = PostgresStore::open(
+            url,
+            settings.db_acquire_timeout_seconds,
+            schema,
+            settings.schema_wait_seconds,
+        )
+        .await
+        .context("Failed to open the PostgreSQL database named by DATABASE_URL")?;
         return Ok(Arc::new(store));
     }
     anyhow::bail!("DATABASE_URL must start with sqlite://, postgres:// or postgresql://")
 }
 
-/// The all-in-one process: API, workers and reconciler.
+/// The task channel: Redis when `CELERY_BROKER_URL` (or `REDIS_URL`) is set, else the
+/// in-process channel for `run`, else the database alone.
+///
+/// # Errors
+/// The broker URL does not parse.
+pub fn open_channel(settings: &Settings, role: Role) -> anyhow::Result<Arc<dyn TaskChannel>> {
+    if let Some(url) = settings.broker_url() {
+        let channel = RedisChannel::new(url, &settings.task_stream, settings.lease_seconds)
+            .context("CELERY_BROKER_URL (or REDIS_URL) is not a valid Redis URL")?;
+        return Ok(Arc::new(channel));
+    }
+    Ok(match role {
+        Role::Run => Arc::new(LocalChannel::new()),
+        Role::Serve | Role::Worker(_) => Arc::new(DatabaseOnly),
+    })
+}
+
+/// A dnsorch process.
 pub struct Application {
-    listener: TcpListener,
+    role: Role,
+    listener: Option<TcpListener>,
     state: AppState,
     worker: Worker,
     reconciler: Reconciler,
@@ -54,13 +111,29 @@ pub struct Application {
 }
 
 impl Application {
-    /// Opens the database (migrating it), binds the listener and wires the parts.
+    /// The all-in-one process (`run`).
     ///
     /// # Errors
-    /// The database cannot be opened or the address cannot be bound.
+    /// As [`Application::build_for`].
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
-        let store = open_store(&settings).await?;
-        let channel: Arc<dyn TaskChannel> = Arc::new(LocalChannel::new());
+        Self::build_for(settings, Role::Run).await
+    }
+
+    /// Opens the database (migrating it for `run`), binds the listener if the role serves
+    /// HTTP, and wires the parts.
+    ///
+    /// # Errors
+    /// `serve` or `worker` on SQLite, or the database cannot be opened, or the address
+    /// cannot be bound.
+    pub async fn build_for(settings: Settings, role: Role) -> anyhow::Result<Self> {
+        if role != Role::Run && settings.uses_sqlite() {
+            anyhow::bail!(
+                "DATABASE_URL is SQLite, which only the all-in-one `dnsorch run` can use: \
+                 separate serve and worker processes must share a PostgreSQL database"
+            );
+        }
+        let channel = open_channel(&settings, role)?;
+        let store = open_store(&settings, role == Role::Run).await?;
         let provisioner: Arc<dyn Provisioner> = Arc::new(SimulatedProvisioner::new(
             settings.simulated_delay_seconds,
             settings.simulated_failure_rate,
@@ -76,16 +149,24 @@ impl Application {
             channel.clone(),
             settings.max_attempts,
             settings.reconcile_interval_seconds,
+            settings.requeue_after_seconds,
         );
-        let listener = TcpListener::bind(settings.bind_addr)
-            .await
-            .with_context(|| format!("Failed to bind BIND_ADDR {}", settings.bind_addr))?;
+        let listener = if role.serves_http() {
+            let listener = TcpListener::bind(settings.bind_addr)
+                .await
+                .with_context(|| format!("Failed to bind BIND_ADDR {}", settings.bind_addr))?;
+            Some(listener)
+        } else {
+            None
+        };
         let state = AppState {
-            intake: Intake::new(store.clone(), channel),
+            intake: Intake::new(store.clone(), channel.clone()),
             store,
+            channel,
             metrics: telemetry::metrics_handle(),
         };
         Ok(Self {
+            role,
             listener,
             state,
             worker,
@@ -94,16 +175,14 @@ impl Application {
         })
     }
 
-    /// The bound port (useful with port 0).
+    /// The bound port (useful with port 0); 0 for a role without HTTP.
     pub fn port(&self) -> u16 {
-        self.local_addr().port()
+        self.local_addr().map_or(0, |a| a.port())
     }
 
-    /// The bound address.
-    pub fn local_addr(&self) -> SocketAddr {
-        self.listener
-            .local_addr()
-            .expect("a bound listener has an address")
+    /// The bound address, if the role serves HTTP.
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.listener.as_ref().and_then(|l| l.local_addr().ok())
     }
 
     /// A worker over this application's parts, for driving work by hand (tests).
@@ -121,7 +200,7 @@ impl Application {
         self.state.store.clone()
     }
 
-    /// Serves until `shutdown` fires, then stops accepting, lets work in flight finish within
+    /// Runs until `shutdown` fires, then stops accepting, lets work in flight finish within
     /// `SHUTDOWN_GRACE_SECONDS`, releases what is still running, and returns.
     ///
     /// # Errors
@@ -129,7 +208,8 @@ impl Application {
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let abort = CancellationToken::new();
         let mut tasks = JoinSet::new();
-        for _ in 0..self.settings.worker_concurrency {
+        let workers = self.role.workers(&self.settings);
+        for _ in 0..workers {
             tasks.spawn(
                 self.worker
                     .clone()
@@ -138,16 +218,23 @@ impl Application {
         }
         tasks.spawn(self.reconciler.run_until_stopped(shutdown.clone()));
         tracing::info!(
-            address = %self.listener.local_addr()?,
-            workers = self.settings.worker_concurrency,
+            role = ?self.role,
+            address = ?self.listener.as_ref().and_then(|l| l.local_addr().ok()),
+            workers,
+            task_channel = self.state.channel.kind(),
             "dnsorch is serving"
         );
-        let router = api::router(self.state);
-        axum::serve(self.listener, router.into_make_service())
-            .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-            .await
-            .context("The HTTP server failed")?;
-        tracing::info!("no longer accepting requests; waiting for work in flight");
+        match self.listener {
+            Some(listener) => {
+                let router = api::router(self.state);
+                axum::serve(listener, router.into_make_service())
+                    .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+                    .await
+                    .context("The HTTP server failed")?;
+                tracing::info!("no longer accepting requests; waiting for work in flight");
+            }
+            None => shutdown.cancelled().await,
+        }
         let grace = self.settings.shutdown_grace_seconds;
         if tokio::time::timeout(grace, drain(&mut tasks))
             .await

@@ -84,11 +84,11 @@ impl Worker {
                 () = shutdown.cancelled() => break,
                 delivery = self.channel.next(self.config.poll_interval) => delivery,
             };
-            let delivery = match delivery {
-                Ok(delivery) => delivery,
+            let (delivery, channel_down) = match delivery {
+                Ok(delivery) => (delivery, false),
                 Err(e) => {
-                    tracing::warn!(error.message = %e, "task channel unavailable; sweeping the database");
-                    None
+                    tracing::debug!(error.message = %e, "task channel unavailable; sweeping the database");
+                    (None, true)
                 }
             };
             let id = delivery.as_ref().map(|d| d.request_id);
@@ -100,6 +100,9 @@ impl Worker {
             }
             if let Err(e) = &result {
                 tracing::error!(error.message = %e, error.cause_chain = ?e, "worker step failed");
+            }
+            // A failed step or an idle sweep while the channel is down would otherwise spin.
+            if result.is_err() || (channel_down && matches!(result, Ok(ExecutionOutcome::Idle))) {
                 tokio::select! {
                     () = shutdown.cancelled() => {}
                     () = tokio::time::sleep(self.config.poll_interval) => {}

@@ -22,6 +22,9 @@ pub struct Health {
     /// `ok` or why not (readiness only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub database: Option<String>,
+    /// The task channel's kind and `ok` or why not (readiness only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub task_channel: Option<String>,
 }
 
 /// The process is up.
@@ -30,10 +33,12 @@ pub async fn healthz() -> Json<Health> {
     Json(Health {
         status: "ok",
         database: None,
+        task_channel: None,
     })
 }
 
-/// The process can take requests: 200 when the database answers, 503 otherwise.
+/// The process can take requests: 200 when the database answers (`degraded` in the body when
+/// the task channel does not: intake goes on and workers sweep the database), 503 otherwise.
 #[utoipa::path(
     get,
     path = "/readyz",
@@ -41,22 +46,38 @@ pub async fn healthz() -> Json<Health> {
     responses((status = 200, body = Health), (status = 503, body = Health))
 )]
 pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
-    let database = match tokio::time::timeout(READY_TIMEOUT, state.store.ping()).await {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => Err(e.to_string()),
-        Err(_) => Err(format!("no answer within {}s", READY_TIMEOUT.as_secs())),
+    let (database, channel) = tokio::join!(
+        within(READY_TIMEOUT, async {
+            state.store.ping().await.map_err(|e| e.to_string())
+        }),
+        within(READY_TIMEOUT, async {
+            state.channel.ping().await.map_err(|e| e.to_string())
+        }),
+    );
+    let kind = state.channel.kind();
+    let (code, status) = match (&database, &channel) {
+        (Err(_), _) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+        (Ok(()), Err(_)) => (StatusCode::OK, "degraded"),
+        (Ok(()), Ok(())) => (StatusCode::OK, "ready"),
     };
-    let (code, status, database) = match database {
-        Ok(()) => (StatusCode::OK, "ready", "ok".to_owned()),
-        Err(why) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable", why),
-    };
+    let describe = |r: Result<(), String>| r.map_or_else(|why| why, |()| "ok".to_owned());
     (
         code,
         Json(Health {
             status,
-            database: Some(database),
+            database: Some(describe(database)),
+            task_channel: Some(format!("{kind}: {}", describe(channel))),
         }),
     )
+}
+
+async fn within(
+    bound: Duration,
+    check: impl Future<Output = Result<(), String>>,
+) -> Result<(), String> {
+    tokio::time::timeout(bound, check)
+        .await
+        .unwrap_or_else(|_| Err(format!("no answer within {}s", bound.as_secs())))
 }
 
 /// Prometheus metrics. Request counts by status and the queue depth are read from the

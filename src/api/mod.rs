@@ -28,6 +28,7 @@ use utoipa::OpenApi;
 use utoipa_swagger_ui::SwaggerUi;
 
 use crate::intake::Intake;
+use crate::queue::TaskChannel;
 use crate::store::RequestStore;
 use crate::telemetry::HttpRequestServed;
 use error::ApiError;
@@ -40,6 +41,7 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct AppState {
     pub intake: Intake,
     pub store: Arc<dyn RequestStore>,
+    pub channel: Arc<dyn TaskChannel>,
     pub metrics: PrometheusHandle,
 }
 

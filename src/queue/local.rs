@@ -1,4 +1,5 @@
-//! The in-process task channel of `dnsorch run`: a bounded channel shared by the workers.
+//! The task channels that need no server: the in-process channel of `dnsorch run` (a bounded
+//! channel shared by the workers), and `DatabaseOnly` for separate processes without Redis.
 //!
 //! Nothing here is durable, and nothing needs to be: a request id lost with the process is
 //! still PENDING in the database, where the workers' sweep finds it at the next start.
@@ -53,14 +54,47 @@ impl TaskChannel for LocalChannel {
     async fn next(&self, wait: Duration) -> Result<Option<Delivery>, QueueError> {
         let received =
             tokio::time::timeout(wait, async { self.receiver.lock().await.recv().await }).await;
-        Ok(received
-            .ok()
-            .flatten()
-            .map(|request_id| Delivery { request_id }))
+        Ok(received.ok().flatten().map(|request_id| Delivery {
+            request_id,
+            entry_id: None,
+        }))
     }
 
     async fn ack(&self, _delivery: &Delivery) -> Result<(), QueueError> {
         // An in-memory delivery is gone once received; there is nothing to acknowledge.
+        Ok(())
+    }
+
+    async fn ping(&self) -> Result<(), QueueError> {
+        Ok(())
+    }
+}
+
+/// No channel at all: separate `serve` and `worker` processes without Redis. Enqueueing does
+/// nothing and workers find due requests by sweeping the shared database.
+#[derive(Debug, Default)]
+pub struct DatabaseOnly;
+
+#[async_trait::async_trait]
+impl TaskChannel for DatabaseOnly {
+    fn kind(&self) -> &'static str {
+        "database"
+    }
+
+    async fn enqueue(&self, _id: RequestId) -> Result<(), QueueError> {
+        Ok(())
+    }
+
+    async fn next(&self, wait: Duration) -> Result<Option<Delivery>, QueueError> {
+        tokio::time::sleep(wait).await;
+        Ok(None)
+    }
+
+    async fn ack(&self, _delivery: &Delivery) -> Result<(), QueueError> {
+        Ok(())
+    }
+
+    async fn ping(&self) -> Result<(), QueueError> {
         Ok(())
     }
 }

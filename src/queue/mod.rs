@@ -3,22 +3,27 @@
 //! The database holds every request's state, so a delivery only says "look at request X": a
 //! duplicate or stale one finds nothing to claim and is acknowledged. A lost one costs only
 //! latency, because idle workers also sweep the database for due requests and the reconciler
-//! re-queues requests whose lease expired. `local.rs` is the in-process channel of the
-//! all-in-one `run`.
+//! re-queues requests whose lease expired or whose delivery went missing. `local.rs` holds the
+//! in-process channel of the all-in-one `run` and the database-only stand-in for separate
+//! processes without Redis; `redis.rs` is the Redis Streams channel.
 
 mod local;
+mod redis;
 pub mod retry;
 
 use std::time::Duration;
 
 use crate::domain::RequestId;
 
-pub use local::LocalChannel;
+pub use local::{DatabaseOnly, LocalChannel};
+pub use redis::RedisChannel;
 
 /// One message from the channel.
 #[derive(Debug, Clone)]
 pub struct Delivery {
     pub request_id: RequestId,
+    /// The channel's own id for the message, where it needs one to acknowledge it.
+    pub entry_id: Option<String>,
 }
 
 /// Errors of a task channel. Intake treats them as "enqueue later", never as a lost request.
@@ -52,4 +57,10 @@ pub trait TaskChannel: Send + Sync {
     /// # Errors
     /// The channel is unreachable; the delivery may come again, which is harmless.
     async fn ack(&self, delivery: &Delivery) -> Result<(), QueueError>;
+
+    /// Checks that the channel answers (for `/readyz`).
+    ///
+    /// # Errors
+    /// The channel is unreachable.
+    async fn ping(&self) -> Result<(), QueueError>;
 }

@@ -20,7 +20,7 @@ use crate::domain::{
     ChangeRequest, LogEntry, Operation, RecordConfig, RecordType, RequestId, RequestStatus,
 };
 
-pub use postgres::PostgresStore;
+pub use postgres::{PostgresStore, Schema};
 pub use sqlite::SqliteStore;
 
 /// A request as stored, and as the API shows it.
@@ -318,6 +318,15 @@ pub trait RequestStore: Send + Sync {
     /// were made), and gives their ids.
     async fn release_expired_leases(&self, max_attempts: u32)
     -> Result<Vec<RequestId>, StoreError>;
+
+    /// Stamps `enqueued_at` on up to `limit` due PENDING requests that were never queued or
+    /// were queued longer than `older_than` ago (their delivery may be lost), oldest first,
+    /// and gives their ids to queue again. Concurrent callers get disjoint sets.
+    async fn requeue_due(
+        &self,
+        older_than: Duration,
+        limit: u32,
+    ) -> Result<Vec<RequestId>, StoreError>;
 
     /// How many requests are in each status.
     async fn count_by_status(&self) -> Result<Vec<(RequestStatus, i64)>, StoreError>;

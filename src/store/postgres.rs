@@ -5,7 +5,7 @@
 //! transaction, conditional on the lease token where a claim is involved. Migrations take
 //! sqlx's advisory lock, so several processes may start at once.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
@@ -35,20 +35,84 @@ pub struct PostgresStore {
     pool: PgPool,
 }
 
+/// What `open` does about the schema.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Schema {
+    /// Apply pending migrations (`run`, `migrate`).
+    Migrate,
+    /// Wait until the schema is at least this binary's version; a newer one is fine
+    /// (`serve`, `worker` during a rolling deploy).
+    Await,
+}
+
 impl PostgresStore {
-    /// Connects and applies migrations.
+    /// Connects, waiting up to `wait` for the server, then migrates or waits for the schema.
+    /// The pool reconnects by itself later, so the process outlives database restarts.
     ///
     /// # Errors
-    /// The URL does not parse, the server cannot be reached, or a migration fails.
-    pub async fn open(url: &str, acquire_timeout: Duration) -> anyhow::Result<Self> {
+    /// The URL does not parse, the server or schema is not there within `wait`, or a
+    /// migration fails.
+    pub async fn open(
+        url: &str,
+        acquire_timeout: Duration,
+        schema: Schema,
+        wait: Duration,
+    ) -> anyhow::Result<Self> {
         let options: PgConnectOptions = url.parse()?;
         let pool = PgPoolOptions::new()
             .max_connections(16)
             .acquire_timeout(acquire_timeout)
-            .connect_with(options)
-            .await?;
-        sqlx::migrate!("migrations/postgres").run(&pool).await?;
-        Ok(Self { pool })
+            .connect_lazy_with(options);
+        let store = Self { pool };
+        let deadline = Instant::now() + wait;
+        let mut pause = Duration::from_millis(200);
+        loop {
+            let ready = match schema {
+                Schema::Migrate => store.migrate().await,
+                Schema::Await => store.check_schema().await,
+            };
+            match ready {
+                Ok(()) => return Ok(store),
+                Err(e) if Instant::now() + pause < deadline => {
+                    tracing::info!(error.message = %format!("{e:#}"), retry_in_ms = pause.as_millis() as u64, "waiting for PostgreSQL");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(5));
+                }
+                Err(e) => {
+                    return Err(
+                        e.context(format!("PostgreSQL not ready within {}s", wait.as_secs()))
+                    );
+                }
+            }
+        }
+    }
+
+    async fn migrate(&self) -> anyhow::Result<()> {
+        let mut migrator = sqlx::migrate!("migrations/postgres");
+        // A newer binary may have applied migrations this one does not know: tolerate them.
+        migrator.set_ignore_missing(true);
+        migrator.run(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn check_schema(&self) -> anyhow::Result<()> {
+        let expected = sqlx::migrate!("migrations/postgres")
+            .iter()
+            .map(|m| m.version)
+            .max()
+            .unwrap_or_default();
+        let applied: Option<i64> =
+            sqlx::query_scalar("select max(version) from _sqlx_migrations where success")
+                .fetch_one(&self.pool)
+                .await
+                .map_err(|e| anyhow::anyhow!("no schema yet (run `dnsorch migrate`): {e}"))?;
+        match applied {
+            Some(version) if version >= expected => Ok(()),
+            other => anyhow::bail!(
+                "the schema is at version {} and this binary needs {expected}; run `dnsorch migrate`",
+                other.unwrap_or_default()
+            ),
+        }
     }
 }
 
@@ -256,6 +320,28 @@ impl RequestStore for PostgresStore {
              returning id",
         )
         .bind(i32::try_from(max_attempts).unwrap_or(i32::MAX))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| Ok(RequestId(row.try_get("id")?)))
+            .collect()
+    }
+
+    async fn requeue_due(
+        &self,
+        older_than: Duration,
+        limit: u32,
+    ) -> Result<Vec<RequestId>, StoreError> {
+        let rows = sqlx::query(
+            "update dns_requests set enqueued_at = now() \
+             where id in (select id from dns_requests where status = 'PENDING' \
+               and next_attempt_at <= now() \
+               and (enqueued_at is null or enqueued_at < now() - make_interval(secs => $1)) \
+               order by seq limit $2 for update skip locked) \
+             returning id",
+        )
+        .bind(older_than.as_secs_f64())
+        .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await?;
         rows.iter()

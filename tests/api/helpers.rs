@@ -34,6 +34,9 @@ pub(crate) struct TestApp {
 pub(crate) fn test_settings(dir: &TempDir) -> Settings {
     Settings {
         database_url: format!("sqlite://{}/dnsorch.db?mode=rwc", dir.path().display()),
+        celery_broker_url: None,
+        redis_url: None,
+        task_stream: "dns_tasks".into(),
         bind_addr: "127.0.0.1:0".parse().unwrap(),
         log_format: LogFormat::Json,
         log_level: "warn".into(),
@@ -45,6 +48,8 @@ pub(crate) fn test_settings(dir: &TempDir) -> Settings {
         lease_seconds: Duration::from_secs(30),
         worker_concurrency: 0,
         reconcile_interval_seconds: Duration::from_millis(100),
+        requeue_after_seconds: Duration::from_secs(30),
+        schema_wait_seconds: Duration::from_secs(10),
         poll_interval_seconds: Duration::from_millis(50),
         db_acquire_timeout_seconds: Duration::from_secs(2),
         shutdown_grace_seconds: Duration::from_secs(5),

@@ -10,7 +10,7 @@ use dnsorch::domain::{
 };
 use dnsorch::store::{
     Claim, Inserted, OpeningLog, Outcome, PostgresStore, RecordFilter, RequestFilter, RequestStore,
-    SqliteStore, no_opening_log,
+    Schema, SqliteStore, no_opening_log,
 };
 use serde_json::json;
 use tempfile::TempDir;
@@ -46,9 +46,15 @@ async fn postgres_store() -> TestStore {
         .unwrap();
     admin.close().await;
     let (base, _) = admin_url.rsplit_once('/').unwrap();
-    let store = PostgresStore::open(&format!("{base}/{name}"), Duration::from_secs(2))
-        .await
-        .unwrap();
+    let url = format!("{base}/{name}");
+    let store = PostgresStore::open(
+        &url,
+        Duration::from_secs(2),
+        Schema::Migrate,
+        Duration::ZERO,
+    )
+    .await
+    .unwrap();
     TestStore {
         store: Arc::new(store),
         _dir: None,
@@ -80,6 +86,7 @@ store_battery!(
     expired_leases_are_released_or_failed_when_attempts_are_used_up,
     lists_filter_and_page_newest_first,
     requests_are_counted_by_status,
+    due_requests_are_requeued_once_per_bound,
 );
 
 fn change_for(domain: &str, target: &str, key: Option<&str>) -> ChangeRequest {
@@ -447,4 +454,60 @@ async fn requests_are_counted_by_status(t: TestStore) {
         counts,
         [(RequestStatus::Pending, 2), (RequestStatus::Processing, 1)]
     );
+}
+
+async fn due_requests_are_requeued_once_per_bound(t: TestStore) {
+    // Inserted requests count as queued when they are accepted.
+    let fresh = insert(&*t.store, "fresh.example.test").await;
+    assert!(
+        t.store
+            .requeue_due(Duration::from_secs(30), 100)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // A retry whose backoff ended was never queued again: it is queued at the next pass.
+    let c = claim(&*t.store, Some(fresh)).await.unwrap();
+    let retry = Outcome::Retry {
+        error: "SERVFAIL".into(),
+        retry_in: Duration::ZERO,
+    };
+    t.store.finish(&c, &retry, &[]).await.unwrap();
+    assert_eq!(
+        t.store
+            .requeue_due(Duration::from_secs(30), 100)
+            .await
+            .unwrap(),
+        [fresh]
+    );
+    assert!(
+        t.store
+            .requeue_due(Duration::from_secs(30), 100)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // A delivery that went missing: queued again once the bound has passed.
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    let older = t
+        .store
+        .requeue_due(Duration::from_millis(10), 100)
+        .await
+        .unwrap();
+    assert_eq!(older, [fresh]);
+    // Concurrent passes share the backlog without queueing a request twice.
+    for i in 0..20 {
+        insert(&*t.store, &format!("h{i}.example.test")).await;
+    }
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    let passes = (0..4).map(|_| t.store.requeue_due(Duration::from_millis(10), 7));
+    let mut all: Vec<RequestId> = futures::future::join_all(passes)
+        .await
+        .into_iter()
+        .flat_map(Result::unwrap)
+        .collect();
+    let total = all.len();
+    all.sort_by_key(|id| id.0);
+    all.dedup();
+    assert_eq!((total, all.len()), (21, 21));
 }

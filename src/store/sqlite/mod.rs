@@ -168,6 +168,37 @@ impl RequestStore for SqliteStore {
             .await
     }
 
+    async fn requeue_due(
+        &self,
+        older_than: Duration,
+        limit: u32,
+    ) -> Result<Vec<RequestId>, StoreError> {
+        self.writer
+            .write(move |c| {
+                async move {
+                    let rows = sqlx::query(concat!(
+                        "update dns_requests set enqueued_at = ",
+                        now!(),
+                        " where id in (select id from dns_requests where status = 'PENDING' \
+                         and next_attempt_at <= ",
+                        now!(),
+                        " and (enqueued_at is null or enqueued_at < \
+                         strftime('%Y-%m-%dT%H:%M:%fZ', 'now', ?)) order by seq limit ?) \
+                         returning id"
+                    ))
+                    .bind(format!("-{:.3} seconds", older_than.as_secs_f64()))
+                    .bind(i64::from(limit))
+                    .fetch_all(&mut *c)
+                    .await?;
+                    rows.iter()
+                        .map(|row| parse_id(row.try_get("id")?))
+                        .collect()
+                }
+                .boxed()
+            })
+            .await
+    }
+
     async fn count_by_status(&self) -> Result<Vec<(RequestStatus, i64)>, StoreError> {
         let rows = sqlx::query("select status, count(*) as n from dns_requests group by status")
             .fetch_all(&self.reader)
