@@ -1,2 +1,2 @@
-mod store;
 mod queue;
+mod store;

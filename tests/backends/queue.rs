@@ -28,7 +28,10 @@ async fn an_enqueued_id_is_delivered_once_and_acknowledged() {
     let producer = channel(&stream, Duration::from_secs(60));
     let consumer = channel(&stream, Duration::from_secs(60));
     let id = RequestId::new();
-    assert!(consumer.next(WAIT).await.unwrap().is_none(), "a new stream is empty");
+    assert!(
+        consumer.next(WAIT).await.unwrap().is_none(),
+        "a new stream is empty"
+    );
 
     // Act
     producer.enqueue(id).await.unwrap();
@@ -39,7 +42,10 @@ async fn an_enqueued_id_is_delivered_once_and_acknowledged() {
     assert_eq!(delivery.request_id, id);
     assert!(consumer.next(WAIT).await.unwrap().is_none());
     let other = channel(&stream, Duration::ZERO);
-    assert!(other.next(WAIT).await.unwrap().is_none(), "an acknowledged entry is not taken over");
+    assert!(
+        other.next(WAIT).await.unwrap().is_none(),
+        "an acknowledged entry is not taken over"
+    );
 }
 
 #[tokio::test]
@@ -98,7 +104,8 @@ async fn an_unreachable_redis_is_an_error_not_a_hang() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     drop(listener);
-    let down = RedisChannel::new(&format!("redis://127.0.0.1:{port}/0"), "x", Duration::ZERO).unwrap();
+    let down =
+        RedisChannel::new(&format!("redis://127.0.0.1:{port}/0"), "x", Duration::ZERO).unwrap();
 
     // Act
     let started = std::time::Instant::now();
@@ -108,5 +115,9 @@ async fn an_unreachable_redis_is_an_error_not_a_hang() {
 
     // Assert
     assert!(enqueued.is_err() && pinged.is_err() && read.is_err());
-    assert!(started.elapsed() < Duration::from_secs(10), "took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        started.elapsed()
+    );
 }

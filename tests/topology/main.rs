@@ -1,0 +1,420 @@
+//! The production topology with real processes: `dnsorch migrate`, `serve` and `worker`
+//! against a real PostgreSQL and Redis, and the faults they must survive: a worker killed
+//! with SIGKILL, Redis stopped, PostgreSQL stopped.
+
+mod servers;
+
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use servers::{
+    Dnsorch, PrivatePostgres, PrivateRedis, free_port, shared_postgres_database, shared_redis_url,
+};
+use sqlx::PgPool;
+use tempfile::TempDir;
+
+/// A topology: the settings every process gets, and the API's address.
+struct Topology {
+    dir: TempDir,
+    env: Vec<(&'static str, String)>,
+    api: String,
+    client: reqwest::Client,
+    db: PgPool,
+}
+
+impl Topology {
+    async fn new(database_url: String, broker_url: Option<String>) -> Self {
+        let port = free_port();
+        let mut env = vec![
+            ("DATABASE_URL", database_url.clone()),
+            (
+                "TASK_STREAM",
+                format!("tasks_{}", uuid::Uuid::new_v4().simple()),
+            ),
+            ("BIND_ADDR", format!("127.0.0.1:{port}")),
+            ("SIMULATED_DELAY_SECONDS", "0".into()),
+            ("LOG_LEVEL", "info".into()),
+            ("LEASE_SECONDS", "3".into()),
+            ("RECONCILE_INTERVAL_SECONDS", "0.2".into()),
+            ("POLL_INTERVAL_SECONDS", "0.2".into()),
+            ("RETRY_BASE_SECONDS", "0.1".into()),
+            ("RETRY_MAX_SECONDS", "0.5".into()),
+            ("REQUEUE_AFTER_SECONDS", "2".into()),
+            ("SCHEMA_WAIT_SECONDS", "30".into()),
+            ("DB_ACQUIRE_TIMEOUT_SECONDS", "1".into()),
+        ];
+        if let Some(url) = broker_url {
+            env.push(("CELERY_BROKER_URL", url));
+        }
+        let dir = TempDir::new().unwrap();
+        assert!(
+            Dnsorch::run_to_end(dir.path(), &["migrate"], &env),
+            "migrate failed"
+        );
+        let db = PgPool::connect(&database_url).await.unwrap();
+        Self {
+            dir,
+            env,
+            api: format!("http://127.0.0.1:{port}"),
+            client: reqwest::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .build()
+                .unwrap(),
+            db,
+        }
+    }
+
+    fn with(&self, key: &'static str, value: &str) -> Vec<(&'static str, String)> {
+        let mut env: Vec<_> = self
+            .env
+            .iter()
+            .filter(|(k, _)| *k != key)
+            .cloned()
+            .collect();
+        env.push((key, value.to_owned()));
+        env
+    }
+
+    async fn serve(&self) -> Dnsorch {
+        let process = Dnsorch::spawn(self.dir.path(), &["serve"], &self.env);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let ready = self
+                .client
+                .get(format!("{}/healthz", self.api))
+                .send()
+                .await;
+            if ready.is_ok_and(|r| r.status().is_success()) {
+                return process;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "serve not up: {}",
+                std::fs::read_to_string(&process.log).unwrap_or_default()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn worker(&self, env: &[(&'static str, String)], concurrency: u16) -> Dnsorch {
+        let concurrency = concurrency.to_string();
+        Dnsorch::spawn(
+            self.dir.path(),
+            &["worker", "--concurrency", &concurrency],
+            env,
+        )
+    }
+
+    async fn post(&self, domain: &str) -> reqwest::Result<reqwest::Response> {
+        let body = json!({
+            "context": {"account_id": "acct-1"},
+            "resource": {"record_type": "A", "domain": domain, "target": "192.0.2.80"}
+        });
+        self.client
+            .post(format!("{}/api/v1/dns/create", self.api))
+            .json(&body)
+            .send()
+            .await
+    }
+
+    async fn post_accepted(&self, domain: &str) -> String {
+        let response = self.post(domain).await.unwrap();
+        assert_eq!(response.status(), StatusCode::ACCEPTED);
+        let body: Value = response.json().await.unwrap();
+        body["request_id"].as_str().unwrap().to_owned()
+    }
+
+    async fn count(&self, sql: &'static str) -> i64 {
+        sqlx::query_scalar(sql).fetch_one(&self.db).await.unwrap()
+    }
+
+    async fn wait_for_completed(&self, expected: i64, bound: Duration) {
+        let deadline = Instant::now() + bound;
+        loop {
+            let done = self
+                .count("select count(*) from dns_requests where status = 'COMPLETED'")
+                .await;
+            if done == expected {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{done} of {expected} COMPLETED after {bound:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn readyz(&self) -> (StatusCode, Value) {
+        let response = self
+            .client
+            .get(format!("{}/readyz", self.api))
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        (status, response.json().await.unwrap())
+    }
+}
+
+#[tokio::test]
+async fn two_worker_processes_complete_1000_requests_with_one_attempt_each() {
+    // Arrange
+    let topology = Topology::new(shared_postgres_database().await, Some(shared_redis_url())).await;
+    let _api = topology.serve().await;
+    let _a = topology.worker(&topology.env, 8);
+    let _b = topology.worker(&topology.env, 8);
+
+    // Act: 1,000 requests, 32 at a time.
+    let domains: Vec<String> = (0..1000).map(|i| format!("h{i}.example.test")).collect();
+    for chunk in domains.chunks(32) {
+        let posts = chunk.iter().map(|d| topology.post_accepted(d));
+        futures::future::join_all(posts).await;
+    }
+    topology
+        .wait_for_completed(1000, Duration::from_secs(120))
+        .await;
+
+    // Assert
+    assert_eq!(
+        topology
+            .count("select count(*) from dns_requests where attempts <> 1")
+            .await,
+        0
+    );
+    let one_provisioning_each = topology
+        .count(
+            "select count(*) from dns_requests where (select count(*) from jsonb_array_elements(log_messages) e \
+             where e->>'message' like 'provisioning started%') = 1",
+        )
+        .await;
+    assert_eq!(one_provisioning_each, 1000);
+    assert_eq!(
+        topology.count("select count(*) from dns_records").await,
+        1000
+    );
+    assert_eq!(
+        topology
+            .count("select count(distinct request_id) from dns_records")
+            .await,
+        1000
+    );
+}
+
+#[tokio::test]
+async fn a_worker_killed_while_holding_claims_is_taken_over_after_its_lease() {
+    // Arrange: a slow worker claims five requests.
+    let topology = Topology::new(shared_postgres_database().await, Some(shared_redis_url())).await;
+    let _api = topology.serve().await;
+    let mut doomed = topology.worker(&topology.with("SIMULATED_DELAY_SECONDS", "60"), 5);
+    for i in 0..5 {
+        topology.post_accepted(&format!("k{i}.example.test")).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while topology
+        .count("select count(*) from dns_requests where status = 'PROCESSING'")
+        .await
+        < 5
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the first worker never claimed all five"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // Act: SIGKILL, then a healthy worker.
+    doomed.kill_hard();
+    let _healthy = topology.worker(&topology.env, 4);
+    topology
+        .wait_for_completed(5, Duration::from_secs(60))
+        .await;
+
+    // Assert
+    assert_eq!(
+        topology
+            .count("select count(*) from dns_requests where status <> 'COMPLETED'")
+            .await,
+        0
+    );
+    assert_eq!(
+        topology
+            .count("select count(*) from dns_requests where attempts <> 2")
+            .await,
+        0
+    );
+    assert_eq!(topology.count("select count(*) from dns_records").await, 5);
+    assert_eq!(
+        topology
+            .count("select count(distinct request_id) from dns_records")
+            .await,
+        5
+    );
+}
+
+#[tokio::test]
+async fn requests_accepted_while_redis_is_down_all_complete_once_it_is_back() {
+    // Arrange
+    let mut redis = PrivateRedis::start();
+    let topology = Topology::new(shared_postgres_database().await, Some(redis.url())).await;
+    let _api = topology.serve().await;
+    let _worker = topology.worker(&topology.env, 4);
+    topology.post_accepted("before.example.test").await;
+    topology
+        .wait_for_completed(1, Duration::from_secs(30))
+        .await;
+
+    // Act: Redis goes away while clients keep submitting.
+    redis.stop();
+    let mut accepted = Vec::new();
+    for i in 0..20 {
+        accepted.push(topology.post_accepted(&format!("d{i}.example.test")).await);
+    }
+    let (status, degraded) = topology.readyz().await;
+    redis.start_again();
+
+    // Assert: accepted while down, reported as degraded, and all done with Redis back,
+    // without restarting any dnsorch process.
+    assert_eq!(accepted.len(), 20);
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(degraded["status"], "degraded", "{degraded}");
+    topology
+        .wait_for_completed(21, Duration::from_secs(60))
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while topology.readyz().await.1["status"] != "ready" {
+        assert!(Instant::now() < deadline, "readiness never recovered");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(topology.count("select count(*) from dns_records").await, 21);
+}
+
+#[tokio::test]
+async fn with_postgresql_down_the_api_answers_503_fast_and_recovers_by_itself() {
+    // Arrange
+    let mut postgres = PrivatePostgres::start();
+    let topology = Topology::new(postgres.database().await, Some(shared_redis_url())).await;
+    let _api = topology.serve().await;
+    let _worker = topology.worker(&topology.env, 4);
+    let before = topology.post_accepted("before.example.test").await;
+    topology.db.close().await;
+
+    // Act
+    postgres.stop();
+    let started = Instant::now();
+    let refused = topology.post("during.example.test").await.unwrap();
+    let took = started.elapsed();
+    let refused_status = refused.status();
+    let refused_body: Value = refused.json().await.unwrap();
+    let (ready_status, _) = topology.readyz().await;
+    postgres.start_again();
+
+    // Assert: a quick JSON 503 while down; then intake and the accepted request recover.
+    assert_eq!(refused_status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(refused_body["error"], "unavailable");
+    assert!(took < Duration::from_secs(2), "the 503 took {took:?}");
+    assert_eq!(ready_status, StatusCode::SERVICE_UNAVAILABLE);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let after = loop {
+        match topology.post("after.example.test").await {
+            Ok(r) if r.status() == StatusCode::ACCEPTED => break r.json::<Value>().await.unwrap(),
+            _ => {}
+        }
+        assert!(Instant::now() < deadline, "the API never recovered");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(after["request_id"].is_string());
+    assert_eq!(topology.readyz().await.0, StatusCode::OK);
+    let db = PgPool::connect(&topology.env[0].1).await.unwrap();
+    let reopened = Topology { db, ..topology };
+    reopened
+        .wait_for_completed(2, Duration::from_secs(60))
+        .await;
+    let status: String = sqlx::query_scalar("select status from dns_requests where id = $1::uuid")
+        .bind(&before)
+        .fetch_one(&reopened.db)
+        .await
+        .unwrap();
+    assert_eq!(status, "COMPLETED");
+}
+
+#[tokio::test]
+async fn serve_and_worker_without_redis_share_work_through_postgresql() {
+    // Arrange
+    let topology = Topology::new(shared_postgres_database().await, None).await;
+    let _api = topology.serve().await;
+    let _worker = topology.worker(&topology.env, 4);
+
+    // Act
+    for i in 0..10 {
+        topology.post_accepted(&format!("n{i}.example.test")).await;
+    }
+
+    // Assert
+    topology
+        .wait_for_completed(10, Duration::from_secs(30))
+        .await;
+    let (_, ready) = topology.readyz().await;
+    assert_eq!(ready["task_channel"], "database: ok");
+}
+
+#[tokio::test]
+async fn serve_waits_for_the_schema_and_starts_once_migrate_has_run() {
+    // Arrange: a database with no schema yet.
+    let database_url = shared_postgres_database().await;
+    let dir = TempDir::new().unwrap();
+    let port = free_port();
+    let env = vec![
+        ("DATABASE_URL", database_url),
+        ("BIND_ADDR", format!("127.0.0.1:{port}")),
+        ("SCHEMA_WAIT_SECONDS", "30".into()),
+    ];
+    let _api = Dnsorch::spawn(dir.path(), &["serve"], &env);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let client = reqwest::Client::new();
+    let early = client
+        .get(format!("http://127.0.0.1:{port}/healthz"))
+        .send()
+        .await;
+
+    // Act: three migrations at once, as several processes starting together would.
+    let migrations = (0..3).map(|_| {
+        let (dir, env) = (dir.path().to_owned(), env.clone());
+        std::thread::spawn(move || Dnsorch::run_to_end(&dir, &["migrate"], &env))
+    });
+    let migrated: Vec<bool> = migrations.map(|m| m.join().unwrap()).collect();
+
+    // Assert
+    assert!(
+        early.is_err(),
+        "serve must not listen before the schema exists"
+    );
+    assert_eq!(migrated, [true, true, true]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !client
+        .get(format!("http://127.0.0.1:{port}/readyz"))
+        .send()
+        .await
+        .is_ok_and(|r| r.status().is_success())
+    {
+        assert!(Instant::now() < deadline, "serve never became ready");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[test]
+fn serve_and_worker_refuse_a_sqlite_database() {
+    let dir = TempDir::new().unwrap();
+    let env = [("DATABASE_URL", "sqlite://x.db?mode=rwc".to_owned())];
+    for role in ["serve", "worker"] {
+        let mut process = Dnsorch::spawn(dir.path(), &[role], &env);
+        let status = process.wait();
+        let log = std::fs::read_to_string(&process.log).unwrap();
+        assert!(!status.success(), "{role} started on SQLite");
+        assert!(
+            log.contains("only the all-in-one `dnsorch run`"),
+            "{role}: {log}"
+        );
+    }
+}
