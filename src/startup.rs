@@ -206,6 +206,7 @@ impl Application {
     /// # Errors
     /// The server failed.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let address = self.local_addr().map(|a| a.to_string()).unwrap_or_default();
         let abort = CancellationToken::new();
         let mut tasks = JoinSet::new();
         let workers = self.role.workers(&self.settings);
@@ -219,7 +220,7 @@ impl Application {
         tasks.spawn(self.reconciler.run_until_stopped(shutdown.clone()));
         tracing::info!(
             role = ?self.role,
-            address = ?self.listener.as_ref().and_then(|l| l.local_addr().ok()),
+            address = %address,
             workers,
             task_channel = self.state.channel.kind(),
             "dnsorch is serving"

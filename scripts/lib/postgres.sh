@@ -1,7 +1,8 @@
 # Sourced by scripts/test.sh: a throwaway PostgreSQL 15 on 127.0.0.1, stopped by PID.
 #
 #   postgres_start DIR PORT   starts it with its data, socket and log under DIR and sets
-#                             POSTGRES_PID and POSTGRES_URL (postgres://postgres@127.0.0.1:PORT/postgres)
+#                             POSTGRES_PID and POSTGRES_URL (postgres://postgres@127.0.0.1:PORT/postgres);
+#                             fsync is off unless POSTGRES_DURABLE=1 (scripts/bench.sh)
 #   postgres_stop             fast shutdown of the postmaster we started
 
 PGBIN="${PGBIN:-/usr/lib/postgresql/15/bin}"
@@ -27,9 +28,14 @@ postgres_start() {
     fi
     "${as[@]}" "$PGBIN/initdb" -D "$dir/data" -U postgres --auth=trust --no-locale -N >"$dir/initdb.log" 2>&1 \
         || { cat "$dir/initdb.log"; return 1; }
-    # fsync off: a throwaway test cluster, where crash safety does not matter.
+    # fsync off: a throwaway test cluster, where crash safety does not matter. POSTGRES_DURABLE=1
+    # keeps the server's defaults (fsync, synchronous_commit, full_page_writes on): real commits.
+    local durability=(-c fsync=off -c synchronous_commit=off -c full_page_writes=off)
+    if [ "${POSTGRES_DURABLE:-}" = 1 ]; then
+        durability=()
+    fi
     "${as[@]}" "$PGBIN/postgres" -D "$dir/data" -c listen_addresses=127.0.0.1 -p "$port" -k "$dir" \
-        -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=400 \
+        "${durability[@]}" -c max_connections=400 \
         >"$dir/postgres.log" 2>&1 &
     POSTGRES_PID=$!
     until "$PGBIN/pg_isready" -q -h 127.0.0.1 -p "$port"; do
