@@ -418,3 +418,28 @@ fn serve_and_worker_refuse_a_sqlite_database() {
         );
     }
 }
+
+#[tokio::test]
+async fn serve_worker_and_migrate_run_on_a_schema_newer_than_theirs() {
+    // Arrange: a later release has applied a migration this binary does not know.
+    let topology = Topology::new(shared_postgres_database().await, Some(shared_redis_url())).await;
+    sqlx::query(
+        "insert into _sqlx_migrations (version, description, success, checksum, execution_time) \
+         values (99991231000000, 'from a newer release', true, '\\x00', 0)",
+    )
+    .execute(&topology.db)
+    .await
+    .unwrap();
+
+    // Act
+    let migrated = Dnsorch::run_to_end(topology.dir.path(), &["migrate"], &topology.env);
+    let _api = topology.serve().await;
+    let _worker = topology.worker(&topology.env, 2);
+    topology.post_accepted("newer.example.test").await;
+
+    // Assert
+    assert!(migrated, "migrate must accept migrations it does not know");
+    topology
+        .wait_for_completed(1, Duration::from_secs(30))
+        .await;
+}
