@@ -238,6 +238,39 @@ impl RecordFilter {
     }
 }
 
+/// `<select> where <column = value>... and seq < <before> order by seq desc limit <limit>`:
+/// the one paging query of both stores.
+fn page_query<DB>(
+    select: impl Into<String>,
+    conditions: Vec<(&'static str, String)>,
+    before: Option<i64>,
+    limit: u32,
+) -> sqlx::QueryBuilder<DB>
+where
+    DB: sqlx::Database,
+    String: for<'q> sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    i64: for<'q> sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+{
+    let mut query = sqlx::QueryBuilder::new(select);
+    query.push(" where 1 = 1");
+    for (column, value) in conditions {
+        query.push(format!(" and {column} = ")).push_bind(value);
+    }
+    if let Some(before) = before {
+        query.push(" and seq < ").push_bind(before);
+    }
+    query
+        .push(" order by seq desc limit ")
+        .push_bind(i64::from(limit));
+    query
+}
+
+/// Parses a text column into a closed vocabulary (status, record type, operation).
+fn parse_column<T: std::str::FromStr>(text: &str) -> Result<T, StoreError> {
+    text.parse()
+        .map_err(|_| StoreError::Corrupt(format!("unexpected value '{text}'")))
+}
+
 /// Errors of the store.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

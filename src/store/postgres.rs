@@ -10,12 +10,12 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::types::Json;
-use sqlx::{AssertSqlSafe, Postgres, QueryBuilder, Row};
+use sqlx::{AssertSqlSafe, Postgres, Row};
 use uuid::Uuid;
 
 use super::{
     Claim, DnsRecord, DnsRequest, Inserted, OpeningLog, Outcome, OutcomeColumns, RecordFilter,
-    RequestFilter, RequestStore, StoreError,
+    RequestFilter, RequestStore, StoreError, page_query, parse_column,
 };
 use crate::domain::{ChangeRequest, LogEntry, RequestId, RequestStatus};
 
@@ -181,7 +181,8 @@ impl RequestStore for PostgresStore {
 
     async fn list(&self, filter: &RequestFilter) -> Result<Vec<DnsRequest>, StoreError> {
         let select = format!("select {REQUEST_COLUMNS} from dns_requests");
-        let mut query = page_query(select, filter.conditions(), filter.before, filter.limit);
+        let mut query =
+            page_query::<Postgres>(select, filter.conditions(), filter.before, filter.limit);
         let rows = query.build().fetch_all(&self.pool).await?;
         rows.iter().map(|r| request_from_row(r, false)).collect()
     }
@@ -189,7 +190,8 @@ impl RequestStore for PostgresStore {
     async fn list_records(&self, filter: &RecordFilter) -> Result<Vec<DnsRecord>, StoreError> {
         let select = "select seq, id, request_id, account_id, record_type, domain, target, \
                       comment, ttl, priority, zone, provisioned_at from dns_records";
-        let mut query = page_query(select, filter.conditions(), filter.before, filter.limit);
+        let mut query =
+            page_query::<Postgres>(select, filter.conditions(), filter.before, filter.limit);
         let rows = query.build().fetch_all(&self.pool).await?;
         rows.iter().map(record_from_row).collect()
     }
@@ -356,7 +358,7 @@ impl RequestStore for PostgresStore {
         rows.iter()
             .map(|row| {
                 let status: String = row.try_get("status")?;
-                Ok((parse(&status)?, row.try_get("n")?))
+                Ok((parse_column(&status)?, row.try_get("n")?))
             })
             .collect()
     }
@@ -417,32 +419,6 @@ async fn write_ledger_row(
     Ok(())
 }
 
-/// `<select> where <column = value>... and seq < <before> order by seq desc limit <limit>`.
-fn page_query(
-    select: impl Into<String>,
-    conditions: Vec<(&'static str, String)>,
-    before: Option<i64>,
-    limit: u32,
-) -> QueryBuilder<Postgres> {
-    let mut query = QueryBuilder::new(select);
-    query.push(" where true");
-    for (column, value) in conditions {
-        query.push(format!(" and {column} = ")).push_bind(value);
-    }
-    if let Some(before) = before {
-        query.push(" and seq < ").push_bind(before);
-    }
-    query
-        .push(" order by seq desc limit ")
-        .push_bind(i64::from(limit));
-    query
-}
-
-fn parse<T: std::str::FromStr>(text: &str) -> Result<T, StoreError> {
-    text.parse()
-        .map_err(|_| StoreError::Corrupt(format!("unexpected value '{text}'")))
-}
-
 fn request_from_row(row: &PgRow, with_log: bool) -> Result<DnsRequest, StoreError> {
     let status: String = row.try_get("status")?;
     let operation: String = row.try_get("operation")?;
@@ -458,11 +434,11 @@ fn request_from_row(row: &PgRow, with_log: bool) -> Result<DnsRequest, StoreErro
     Ok(DnsRequest {
         seq: row.try_get("seq")?,
         id: RequestId(row.try_get("id")?),
-        status: parse(&status)?,
+        status: parse_column(&status)?,
         account_id: row.try_get("account_id")?,
         source: row.try_get("source")?,
-        operation: parse(&operation)?,
-        record_type: parse(&record_type)?,
+        operation: parse_column(&operation)?,
+        record_type: parse_column(&record_type)?,
         domain: row.try_get("domain")?,
         target: row.try_get("target")?,
         comment: row.try_get("comment")?,
@@ -495,7 +471,7 @@ fn record_from_row(row: &PgRow) -> Result<DnsRecord, StoreError> {
         id: row.try_get("id")?,
         request_id: RequestId(row.try_get("request_id")?),
         account_id: row.try_get("account_id")?,
-        record_type: parse(&record_type)?,
+        record_type: parse_column(&record_type)?,
         domain: row.try_get("domain")?,
         target: row.try_get("target")?,
         comment: row.try_get("comment")?,

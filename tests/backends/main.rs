@@ -1,2 +1,4 @@
 mod queue;
 mod store;
+#[path = "../support/postgres.rs"]
+mod support;

@@ -36,17 +36,7 @@ async fn sqlite_store() -> TestStore {
 }
 
 async fn postgres_store() -> TestStore {
-    let admin_url = std::env::var("TEST_POSTGRES_URL")
-        .expect("TEST_POSTGRES_URL is not set: run the tests with scripts/test.sh");
-    let name = format!("t_{}", uuid::Uuid::new_v4().simple());
-    let admin = sqlx::PgPool::connect(&admin_url).await.unwrap();
-    sqlx::query(sqlx::AssertSqlSafe(format!("create database {name}")))
-        .execute(&admin)
-        .await
-        .unwrap();
-    admin.close().await;
-    let (base, _) = admin_url.rsplit_once('/').unwrap();
-    let url = format!("{base}/{name}");
+    let url = crate::support::shared_postgres_database().await;
     let store = PostgresStore::open(
         &url,
         Duration::from_secs(2),

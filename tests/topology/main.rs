@@ -3,6 +3,8 @@
 //! with SIGKILL, Redis stopped, PostgreSQL stopped.
 
 mod servers;
+#[path = "../support/postgres.rs"]
+mod support;
 
 use std::time::{Duration, Instant};
 

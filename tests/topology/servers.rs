@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
+pub(crate) use crate::support::{create_database, shared_postgres_database};
+
 const PGBIN: &str = "/usr/lib/postgresql/15/bin";
 
 /// A free TCP port on loopback (it could be taken again before use, which is unlikely).
@@ -37,25 +39,6 @@ fn stop_child(child: &mut Child, signal: &str) {
         .args([signal, &child.id().to_string()])
         .status();
     let _ = child.wait();
-}
-
-/// Makes a new database in the shared PostgreSQL and returns its URL.
-pub(crate) async fn shared_postgres_database() -> String {
-    let admin_url = std::env::var("TEST_POSTGRES_URL")
-        .expect("TEST_POSTGRES_URL is not set: run the tests with scripts/test.sh");
-    create_database(&admin_url).await
-}
-
-async fn create_database(admin_url: &str) -> String {
-    let name = format!("t_{}", uuid::Uuid::new_v4().simple());
-    let admin = sqlx::PgPool::connect(admin_url).await.unwrap();
-    sqlx::query(sqlx::AssertSqlSafe(format!("create database {name}")))
-        .execute(&admin)
-        .await
-        .unwrap();
-    admin.close().await;
-    let (base, _) = admin_url.rsplit_once('/').unwrap();
-    format!("{base}/{name}")
 }
 
 /// The shared Redis.

@@ -17,12 +17,12 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
     SqliteRow, SqliteSynchronous,
 };
-use sqlx::{AssertSqlSafe, ConnectOptions as _, QueryBuilder, Row, Sqlite};
+use sqlx::{AssertSqlSafe, ConnectOptions as _, Row, Sqlite};
 use uuid::Uuid;
 
 use super::{
     Claim, DnsRecord, DnsRequest, Inserted, OpeningLog, Outcome, OutcomeColumns, RecordFilter,
-    RequestFilter, RequestStore, StoreError,
+    RequestFilter, RequestStore, StoreError, page_query, parse_column,
 };
 use crate::domain::{ChangeRequest, LogEntry, RequestId, RequestStatus};
 use writer::Writer;
@@ -100,7 +100,8 @@ impl RequestStore for SqliteStore {
 
     async fn list(&self, filter: &RequestFilter) -> Result<Vec<DnsRequest>, StoreError> {
         let select = format!("select {REQUEST_COLUMNS} from dns_requests");
-        let mut query = page_query(select, filter.conditions(), filter.before, filter.limit);
+        let mut query =
+            page_query::<Sqlite>(select, filter.conditions(), filter.before, filter.limit);
         let rows = query.build().fetch_all(&self.reader).await?;
         rows.iter().map(|r| request_from_row(r, false)).collect()
     }
@@ -108,7 +109,8 @@ impl RequestStore for SqliteStore {
     async fn list_records(&self, filter: &RecordFilter) -> Result<Vec<DnsRecord>, StoreError> {
         let select = "select seq, id, request_id, account_id, record_type, domain, target, \
                       comment, ttl, priority, zone, provisioned_at from dns_records";
-        let mut query = page_query(select, filter.conditions(), filter.before, filter.limit);
+        let mut query =
+            page_query::<Sqlite>(select, filter.conditions(), filter.before, filter.limit);
         let rows = query.build().fetch_all(&self.reader).await?;
         rows.iter().map(record_from_row).collect()
     }
@@ -206,7 +208,7 @@ impl RequestStore for SqliteStore {
         rows.iter()
             .map(|row| {
                 let status: String = row.try_get("status")?;
-                Ok((parse(&status)?, row.try_get("n")?))
+                Ok((parse_column(&status)?, row.try_get("n")?))
             })
             .collect()
     }
@@ -501,27 +503,6 @@ async fn write_ledger_row(
     Ok(())
 }
 
-/// `<select> where <column = value>... and seq < <before> order by seq desc limit <limit>`.
-fn page_query(
-    select: impl Into<String>,
-    conditions: Vec<(&'static str, String)>,
-    before: Option<i64>,
-    limit: u32,
-) -> QueryBuilder<Sqlite> {
-    let mut query = QueryBuilder::new(select);
-    query.push(" where 1 = 1");
-    for (column, value) in conditions {
-        query.push(format!(" and {column} = ")).push_bind(value);
-    }
-    if let Some(before) = before {
-        query.push(" and seq < ").push_bind(before);
-    }
-    query
-        .push(" order by seq desc limit ")
-        .push_bind(i64::from(limit));
-    query
-}
-
 /// `json_insert(log_messages, '$[#]', json(?), ...)`: SQLite applies the edits left to right,
 /// so each `$[#]` appends after the previous one.
 fn append_log_expr(entries: usize) -> String {
@@ -546,13 +527,8 @@ fn to_json<T: serde::Serialize>(value: &T) -> String {
     serde_json::to_string(value).expect("plain data serialises")
 }
 
-fn parse<T: FromStr>(text: &str) -> Result<T, StoreError> {
-    text.parse()
-        .map_err(|_| StoreError::Corrupt(format!("unexpected value '{text}'")))
-}
-
 fn parse_id(text: String) -> Result<RequestId, StoreError> {
-    parse(&text)
+    parse_column(&text)
 }
 
 fn parse_json<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, StoreError> {
@@ -574,11 +550,11 @@ fn request_from_row(row: &SqliteRow, with_log: bool) -> Result<DnsRequest, Store
     Ok(DnsRequest {
         seq: row.try_get("seq")?,
         id: parse_id(row.try_get("id")?)?,
-        status: parse(&status)?,
+        status: parse_column(&status)?,
         account_id: row.try_get("account_id")?,
         source: row.try_get("source")?,
-        operation: parse(&operation)?,
-        record_type: parse(&record_type)?,
+        operation: parse_column(&operation)?,
+        record_type: parse_column(&record_type)?,
         domain: row.try_get("domain")?,
         target: row.try_get("target")?,
         comment: row.try_get("comment")?,
@@ -608,10 +584,10 @@ fn record_from_row(row: &SqliteRow) -> Result<DnsRecord, StoreError> {
     let priority: Option<i64> = row.try_get("priority")?;
     Ok(DnsRecord {
         seq: row.try_get("seq")?,
-        id: parse(&id)?,
+        id: parse_column(&id)?,
         request_id: parse_id(row.try_get("request_id")?)?,
         account_id: row.try_get("account_id")?,
-        record_type: parse(&record_type)?,
+        record_type: parse_column(&record_type)?,
         domain: row.try_get("domain")?,
         target: row.try_get("target")?,
         comment: row.try_get("comment")?,
