@@ -485,12 +485,13 @@ async fn due_requests_are_requeued_once_per_bound(t: TestStore) {
         .await
         .unwrap();
     assert_eq!(older, [fresh]);
-    // Concurrent passes share the backlog without queueing a request twice.
+    // Concurrent passes share the backlog without queueing a request twice. The bound must
+    // be longer than the passes take: a stamp older than the bound is stale by definition.
     for i in 0..20 {
         insert(&*t.store, &format!("h{i}.example.test")).await;
     }
-    tokio::time::sleep(Duration::from_millis(30)).await;
-    let passes = (0..4).map(|_| t.store.requeue_due(Duration::from_millis(10), 7));
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let passes = (0..4).map(|_| t.store.requeue_due(Duration::from_secs(1), 7));
     let mut all: Vec<RequestId> = futures::future::join_all(passes)
         .await
         .into_iter()
