@@ -1,40 +1,92 @@
 #!/usr/bin/env bash
-# Throughput benchmark for dnsorch (release build, embedded SQLite, simulated backend with
-# no delay).
+# Throughput benchmark for dnsorch (release build, simulated backend with no delay), in two
+# topologies, SQLite first.
 #
+# SQLite: `dnsorch run` (API and workers in one process, embedded SQLite).
 #   1. POST throughput: wrk against POST /api/v1/dns/create at 16 and 64 connections.
 #   2. End to end: a fresh database, BENCH_REQUESTS submissions as fast as possible, then the
 #      time until all are COMPLETED (the dnsorch_requests{status="COMPLETED"} gauge).
 #
+# PostgreSQL + Redis: a throwaway PostgreSQL 15 with fsync, synchronous_commit and
+# full_page_writes ON (POSTGRES_DURABLE=1, so every commit is a real WAL flush) and a Redis,
+# both under the temp dir on free ports; `dnsorch migrate` into a fresh database per phase,
+# one `dnsorch serve`, `dnsorch worker` processes. A CHECKPOINT before every measured run.
+#   3. POST throughput, intake only: wrk as in 1 against `serve` with no worker running (each
+#      accepted request is one INSERT and one XADD).
+#   4. pgbench: scripts/bench/insert.sql, the INSERT dnsorch runs per accepted request, with
+#      16 and then 64 clients (-j 2 -M prepared, BENCH_DURATION each) on the same server, in a
+#      database of its own with dnsorch's schema, empty at the start like the one of 3. The
+#      table shows dnsorch's POST rate as a percentage of pgbench's tps.
+#   5. End to end as in 2 against `serve`, with 1 and then 2 `dnsorch worker --concurrency N`
+#      processes (a fresh database each).
+#
 # Settings (environment):
+#   BENCH_TOPOLOGY      sqlite, postgres or all (default all)
 #   BENCH_PORT          port to listen on (default 18080; the next free one if 18080 is taken)
-#   BENCH_DURATION      wrk duration per POST run (default 10s)
+#   BENCH_DURATION      wrk and pgbench duration per run (default 10s; pgbench needs whole
+#                       seconds: 10, 10s, 2m)
 #   BENCH_REQUESTS      end-to-end request count (default 10000)
-#   WORKER_CONCURRENCY  dnsorch workers (default 16)
+#   WORKER_CONCURRENCY  workers of `dnsorch run`, and --concurrency of each `dnsorch worker`
+#                       (default 16)
 #   BENCH_E2E_TIMEOUT   seconds to wait for all COMPLETED (default 600)
 #
-# Exits non-zero if any answer was not 2xx (or a socket error / timeout happened).
+# Exits non-zero if any answer was not 2xx (or a socket error, a timeout or a failed pgbench
+# transaction happened).
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 lua="$root/scripts/bench/post.lua"
 e2e="$root/scripts/bench/e2e.py"
+sql="$root/scripts/bench/insert.sql"
 bin="$root/target/release/dnsorch"
 
 duration="${BENCH_DURATION:-10s}"
 requests="${BENCH_REQUESTS:-10000}"
 workers="${WORKER_CONCURRENCY:-16}"
 e2e_timeout="${BENCH_E2E_TIMEOUT:-600}"
+topology="${BENCH_TOPOLOGY:-all}"
 
 log() { printf '==> %s\n' "$*" >&2; }
 
-# --- 1. wrk ----------------------------------------------------------------------------
+case "$topology" in
+  sqlite) want_sqlite=1 want_pg=0 ;;
+  postgres) want_sqlite=0 want_pg=1 ;;
+  all) want_sqlite=1 want_pg=1 ;;
+  *) log "BENCH_TOPOLOGY must be sqlite, postgres or all, not '$topology'"; exit 2 ;;
+esac
+
+# pgbench -T takes whole seconds; wrk's duration syntax is N[s|m|h].
+pg_seconds=""
+if [ "$want_pg" = 1 ]; then
+  if [[ "$duration" =~ ^([0-9]+)([smh]?)$ ]]; then
+    pg_seconds="${BASH_REMATCH[1]}"
+    case "${BASH_REMATCH[2]}" in
+      m) pg_seconds=$((pg_seconds * 60)) ;;
+      h) pg_seconds=$((pg_seconds * 3600)) ;;
+    esac
+  fi
+  if [ -z "$pg_seconds" ] || [ "$pg_seconds" -lt 1 ]; then
+    log "BENCH_DURATION '$duration' is not a whole number of seconds, minutes or hours (10, 10s, 2m)"
+    exit 2
+  fi
+fi
+
+# shellcheck source=scripts/lib/postgres.sh
+. "$root/scripts/lib/postgres.sh"
+# shellcheck source=scripts/lib/redis.sh
+. "$root/scripts/lib/redis.sh"
+
+# --- 1. tools ----------------------------------------------------------------------------
 if ! command -v wrk >/dev/null 2>&1; then
   log "installing wrk"
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"
   $sudo apt-get update -qq >/dev/null
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq wrk >/dev/null
+fi
+if [ "$want_pg" = 1 ]; then
+  postgres_install >&2 # postgresql-15, which brings pgbench
+  redis_install >&2
 fi
 
 # --- 2. build --------------------------------------------------------------------------
@@ -54,6 +106,9 @@ finally:
     s.close()
 PY
 }
+free_port() {
+  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
 if [ -n "${BENCH_PORT:-}" ]; then
   port="$BENCH_PORT"
   port_free "$port" || { log "port $port (BENCH_PORT) is in use"; exit 1; }
@@ -66,35 +121,61 @@ else
 fi
 base="http://127.0.0.1:$port"
 
-# --- server lifecycle ------------------------------------------------------------------
+# --- process lifecycle -------------------------------------------------------------------
 dir="$(mktemp -d -t dnsorch-bench.XXXXXX)"
-pid=""
+pids=() # the dnsorch processes running now
+logs=() # their logs
 run=0
 
+# SIGTERM to every dnsorch process we started, then up to 15 s each for a graceful stop.
 stop_server() {
-  [ -n "$pid" ] || return 0
-  if kill -0 "$pid" 2>/dev/null; then
-    kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 1 150); do # up to 15 s for a graceful stop
-      kill -0 "$pid" 2>/dev/null || break
+  local p
+  for p in "${pids[@]}"; do
+    kill -TERM "$p" 2>/dev/null || true
+  done
+  for p in "${pids[@]}"; do
+    for _ in $(seq 1 150); do
+      kill -0 "$p" 2>/dev/null || break
       sleep 0.1
     done
-    if kill -0 "$pid" 2>/dev/null; then
-      log "dnsorch (pid $pid) did not stop within 15 s; killing it"
-      kill -KILL "$pid" 2>/dev/null || true
+    if kill -0 "$p" 2>/dev/null; then
+      log "dnsorch (pid $p) did not stop within 15 s; killing it"
+      kill -KILL "$p" 2>/dev/null || true
     fi
-  fi
-  wait "$pid" 2>/dev/null || true
-  pid=""
+    wait "$p" 2>/dev/null || true
+  done
+  pids=()
+}
+
+# With LOG_LEVEL=warn, anything a dnsorch process logged is a warning or an error: say so.
+report_logs() {
+  local f
+  for f in "${logs[@]}"; do
+    if [ -s "$f" ]; then
+      log "$(basename "$f"): $(wc -l <"$f") warning/error lines; the last 3:"
+      tail -n 3 "$f" >&2 || true
+    fi
+  done
 }
 
 cleanup() {
   local rc=$?
   stop_server
-  if [ "$rc" -ne 0 ] && [ "$run" -gt 0 ] && [ -s "$dir/dnsorch-$run.log" ]; then
-    log "last lines of the dnsorch log:"
-    tail -n 20 "$dir/dnsorch-$run.log" >&2 || true
+  if [ "$rc" -ne 0 ]; then
+    local f
+    for f in "${logs[@]}"; do
+      if [ -s "$f" ]; then
+        log "last lines of $(basename "$f"):"
+        tail -n 20 "$f" >&2 || true
+      fi
+    done
+    if [ -n "${POSTGRES_PID:-}" ] && [ -s "$dir/postgres/postgres.log" ]; then
+      log "last lines of the PostgreSQL log:"
+      tail -n 10 "$dir/postgres/postgres.log" >&2 || true
+    fi
   fi
+  redis_stop
+  postgres_stop
   rm -rf "$dir"
   exit "$rc"
 }
@@ -102,6 +183,30 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
+# Until GET /readyz answers 200; fails if one of our dnsorch processes exits first.
+wait_ready() {
+  local deadline=$((SECONDS + 30))
+  until [ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "$base/readyz" || true)" = 200 ]; do
+    check_alive
+    if [ "$SECONDS" -ge "$deadline" ]; then
+      log "dnsorch not ready within 30 s"
+      exit 1
+    fi
+    sleep 0.1
+  done
+}
+
+check_alive() {
+  local p
+  for p in "${pids[@]}"; do
+    if ! kill -0 "$p" 2>/dev/null; then
+      log "dnsorch (pid $p) exited"
+      exit 1
+    fi
+  done
+}
+
+# `dnsorch run` on a fresh SQLite database.
 start_server() {
   stop_server
   run=$((run + 1))
@@ -116,32 +221,23 @@ start_server() {
       WORKER_CONCURRENCY="$workers"
     exec "$bin" run
   ) >"$dir/dnsorch-$run.log" 2>&1 &
-  pid=$!
-  local deadline=$((SECONDS + 30))
-  until [ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "$base/readyz" || true)" = 200 ]; do
-    if ! kill -0 "$pid" 2>/dev/null; then
-      log "dnsorch exited during start"
-      exit 1
-    fi
-    if [ "$SECONDS" -ge "$deadline" ]; then
-      log "dnsorch not ready within 30 s"
-      exit 1
-    fi
-    sleep 0.1
-  done
-  log "dnsorch ready on $base (pid $pid, database $db/bench.db, $workers workers)"
+  pids=("$!")
+  logs=("$dir/dnsorch-$run.log")
+  wait_ready
+  log "dnsorch ready on $base (pid ${pids[0]}, database $db/bench.db, $workers workers)"
 }
 
 field() { # field NAME LINE
   sed -n "s/.*[[:space:]]$1=\([^[:space:]]*\).*/\1/p" <<<" $2"
 }
 
-rows=()
 failed=0
+row=""
+rps=""
 
-# --- 4. POST throughput ----------------------------------------------------------------
-start_server
-for c in 16 64; do
+# wrk_post C LABEL: one wrk run against $base; sets row and rps.
+wrk_post() {
+  local c="$1" label="$2" out line wrk_non2xx non2xx sock
   log "wrk POST /api/v1/dns/create, -t2 -c$c -d$duration"
   out="$(wrk -t2 -c"$c" -d"$duration" --latency -s "$lua" "$base/api/v1/dns/create")"
   printf '%s\n' "$out"
@@ -155,36 +251,212 @@ for c in 16 64; do
   sock="$(field socket_errors "$line")"
   [ "$non2xx" = 0 ] && [ "${wrk_non2xx:-0}" = 0 ] || failed=1
   [ "$sock" = 0 ] || failed=1
-  rows+=("| POST c=$c | $(field requests "$line") | $(field rps "$line") | $(field p50_ms "$line") | $(field p99_ms "$line") | $non2xx | $sock |")
-done
+  rps="$(field rps "$line")"
+  row="| $label | $(field requests "$line") | $rps | $(field p50_ms "$line") | $(field p99_ms "$line") | $non2xx | $sock |"
+}
 
-# --- 5. end to end ---------------------------------------------------------------------
-start_server # a fresh, empty database
-log "end to end: $requests requests, 32 client threads, then wait for all COMPLETED"
-set +e
-line="$(python3 "$e2e" --port "$port" --requests "$requests" --threads 32 --timeout "$e2e_timeout" | grep '^E2E ')"
-e2e_rc=$?
-set -e
-if [ -z "$line" ]; then
-  log "the end-to-end run printed no E2E line"
-  exit 1
+# e2e_run LABEL: BENCH_REQUESTS submissions to $base, then until all are COMPLETED; sets row.
+e2e_run() {
+  local label="$1" line e2e_rc
+  log "end to end: $requests requests, 32 client threads, then wait for all COMPLETED"
+  set +e
+  line="$(python3 "$e2e" --port "$port" --requests "$requests" --threads 32 --timeout "$e2e_timeout" | grep '^E2E ')"
+  e2e_rc=$?
+  set -e
+  if [ -z "$line" ]; then
+    log "the end-to-end run printed no E2E line"
+    exit 1
+  fi
+  printf '%s\n' "$line"
+  [ "$e2e_rc" -eq 0 ] || failed=1
+  [ "$(field timed_out "$line")" = 0 ] || label="$label (TIMED OUT)"
+  row="| $label | $(field completed "$line") | $(field completions_per_s "$line") completions/s (submit $(field submit_rps "$line")/s) | - | - | $(field non2xx "$line") | $(field errors "$line") |"
+}
+
+# ===================================== SQLite ==========================================
+rows=()
+if [ "$want_sqlite" = 1 ]; then
+  # --- 4. POST throughput --------------------------------------------------------------
+  start_server
+  for c in 16 64; do
+    wrk_post "$c" "POST c=$c"
+    rows+=("$row")
+  done
+
+  # --- 5. end to end -------------------------------------------------------------------
+  start_server # a fresh, empty database
+  e2e_run "end-to-end $requests"
+  rows+=("$row")
+  report_logs
+  stop_server
 fi
-printf '%s\n' "$line"
-[ "$e2e_rc" -eq 0 ] || failed=1
-e2e_label="end-to-end $requests"
-[ "$(field timed_out "$line")" = 0 ] || e2e_label="$e2e_label (TIMED OUT)"
-rows+=("| $e2e_label | $(field completed "$line") | $(field completions_per_s "$line") completions/s (submit $(field submit_rps "$line")/s) | - | - | $(field non2xx "$line") | $(field errors "$line") |")
 
-stop_server
+# ================================ PostgreSQL + Redis ====================================
+pg_rows=()
+pg_note=""
+if [ "$want_pg" = 1 ]; then
+  pg_port="$(free_port)"
+  log "starting PostgreSQL 15 (fsync on) on 127.0.0.1:$pg_port"
+  POSTGRES_DURABLE=1 postgres_start "$dir/postgres" "$pg_port" >&2 || { log "PostgreSQL did not start"; exit 1; }
+  redis_port="$(free_port)"
+  log "starting Redis on 127.0.0.1:$redis_port"
+  redis_start "$dir/redis" "$redis_port" >&2 || { log "Redis did not start"; exit 1; }
 
-# --- 6. table --------------------------------------------------------------------------
-echo
-echo "dnsorch $(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo '?'), $(nproc) CPUs, WORKER_CONCURRENCY=$workers, wrk -t2 -d$duration"
-echo "| scenario | requests | req/s | p50 ms | p99 ms | non-2xx | socket errors |"
-echo "|---|---|---|---|---|---|---|"
-printf '%s\n' "${rows[@]}"
+  psql_() { "$PGBIN/psql" -h 127.0.0.1 -p "$pg_port" -U postgres -v ON_ERROR_STOP=1 -qAt "$@"; }
+  [ "$(psql_ -d postgres -c 'show fsync')" = on ] || { log "PostgreSQL runs with fsync off"; exit 1; }
+  [ "$(psql_ -d postgres -c 'show synchronous_commit')" = on ] || { log "PostgreSQL runs with synchronous_commit off"; exit 1; }
+
+  # In a subshell: the environment of a dnsorch process on database (and stream) $1.
+  pg_env() {
+    export DATABASE_URL="postgres://postgres@127.0.0.1:$pg_port/$1" \
+      CELERY_BROKER_URL="$REDIS_URL" \
+      TASK_STREAM="$1" \
+      BIND_ADDR="127.0.0.1:$port" \
+      SIMULATED_DELAY_SECONDS=0 \
+      LOG_LEVEL=warn \
+      WORKER_CONCURRENCY="$workers"
+  }
+
+  # pg_database DB: a new database with dnsorch's schema (`dnsorch migrate`).
+  pg_database() {
+    psql_ -d postgres -c "create database $1" >/dev/null
+    if ! (cd "$dir" && pg_env "$1" && exec "$bin" migrate) >"$dir/migrate-$1.log" 2>&1; then
+      log "dnsorch migrate failed:"
+      cat "$dir/migrate-$1.log" >&2
+      exit 1
+    fi
+  }
+
+  # pg_spawn DB NAME ARGS...: `dnsorch ARGS` on DB in the background, logging to NAME.log.
+  pg_spawn() {
+    local db="$1" name="$2"
+    shift 2
+    (cd "$dir" && pg_env "$db" && exec "$bin" "$@") >"$dir/$name.log" 2>&1 &
+    pids+=("$!")
+    logs+=("$dir/$name.log")
+  }
+
+  # wait_workers N: until N worker processes read the task stream. Each has one connection
+  # for its blocking XREADGROUP, and only the processes of this phase are connected (Redis 7
+  # lists a blocked reader as a consumer only once it has read an entry, so XINFO CONSUMERS
+  # cannot tell).
+  wait_workers() {
+    local deadline=$((SECONDS + 30)) n
+    while :; do
+      n="$(redis-cli -h 127.0.0.1 -p "$redis_port" client list 2>/dev/null | grep -c ' cmd=xreadgroup ' || true)"
+      [ "${n:-0}" -ge "$1" ] && break
+      check_alive
+      if [ "$SECONDS" -ge "$deadline" ]; then
+        log "$1 worker processes not reading the task stream within 30 s (${n:-0} are)"
+        exit 1
+      fi
+      sleep 0.1
+    done
+  }
+
+  checkpoint() { psql_ -d postgres -c checkpoint >/dev/null; }
+
+  # --- 6. POST throughput, intake only -------------------------------------------------
+  pg_database bench_post
+  logs=()
+  pg_spawn bench_post serve serve
+  wait_ready
+  log "dnsorch serve ready on $base (pid ${pids[0]}, database bench_post, no workers)"
+  post_rps=()
+  for c in 16 64; do
+    checkpoint
+    wrk_post "$c" "POST c=$c (serve, intake only, no workers)"
+    pg_rows+=("$row")
+    post_rps+=("$rps")
+  done
+  serve_conns="$(psql_ -d postgres -c "select count(*) from pg_stat_activity where datname = 'bench_post'")"
+  report_logs
+  stop_server
+
+  # --- 7. pgbench ----------------------------------------------------------------------
+  pg_database bench_pgbench
+  mkdir -p "$dir/pgbench"
+  pg_tps=()
+  for c in 16 64; do
+    checkpoint
+    log "pgbench -n -f insert.sql -c $c -j 2 -T $pg_seconds -M prepared"
+    set +e
+    out="$("$PGBIN/pgbench" -h 127.0.0.1 -p "$pg_port" -U postgres -n -f "$sql" -c "$c" -j 2 \
+      -T "$pg_seconds" -M prepared -l --log-prefix="$dir/pgbench/c$c" bench_pgbench 2>&1)"
+    pg_rc=$?
+    set -e
+    printf '%s\n' "$out"
+    # "tps = N (without initial connection time)": connection set-up excluded.
+    tps="$(sed -n 's/^tps = \([0-9.]*\).*/\1/p' <<<"$out" | head -n 1)"
+    [ -z "$tps" ] || tps="$(awk -v t="$tps" 'BEGIN { printf "%.1f", t }')"
+    txns="$(sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' <<<"$out")"
+    pg_failed="$(sed -n 's/^number of failed transactions: \([0-9]*\).*/\1/p' <<<"$out")"
+    if [ -z "$tps" ] || [ -z "$txns" ]; then
+      log "pgbench printed no tps line (exit status $pg_rc)"
+      exit 1
+    fi
+    [ "$pg_rc" -eq 0 ] && [ "${pg_failed:-0}" = 0 ] || failed=1
+    # Per-transaction log (-l): the third field is the latency in microseconds.
+    read -r p50 p99 < <(cat "$dir/pgbench/c$c".* | awk '{ print $3 }' | sort -n | awk '
+      { v[NR] = $1 }
+      function pct(p,  i) { i = int(p * NR); if (i < p * NR) i++; if (i < 1) i = 1; return v[i] / 1000 }
+      END { if (NR) printf "%.3f %.3f\n", pct(0.50), pct(0.99); else print "- -" }')
+    pg_rows+=("| pgbench INSERT c=$c (-j 2 -M prepared) | $txns | $tps | $p50 | $p99 | - | ${pg_failed:-?} failed |")
+    pg_tps+=("$tps")
+  done
+  rm -rf "$dir/pgbench"
+  for i in 0 1; do
+    c=$((16 * (i * 3 + 1)))
+    ratio="$(awk -v a="${post_rps[$i]}" -v b="${pg_tps[$i]}" 'BEGIN { if (b > 0) printf "%.1f%%", 100 * a / b; else print "-" }')"
+    pg_rows+=("| dnsorch intake / pgbench INSERT, c=$c | - | $ratio | - | - | - | - |")
+  done
+
+  # --- 8. end to end, 1 and 2 worker processes -----------------------------------------
+  for n in 1 2; do
+    db="bench_e2e_$n"
+    pg_database "$db"
+    logs=()
+    for w in $(seq 1 "$n"); do
+      pg_spawn "$db" "worker-$n-$w" worker --concurrency "$workers"
+    done
+    pg_spawn "$db" "serve-e2e-$n" serve
+    wait_ready
+    wait_workers "$n"
+    log "dnsorch serve ready on $base, $n worker process(es) with --concurrency $workers (database $db)"
+    checkpoint
+    if [ "$n" = 1 ]; then
+      label="end-to-end $requests, 1 worker process (--concurrency $workers)"
+    else
+      label="end-to-end $requests, $n worker processes (--concurrency $workers each)"
+    fi
+    e2e_run "$label"
+    pg_rows+=("$row")
+    report_logs
+    stop_server
+  done
+
+  pg_note="PostgreSQL $(psql_ -d postgres -c 'show server_version' | cut -d' ' -f1) (fsync=on, synchronous_commit=on), $(redis-server --version | sed -n 's/.*v=\([^ ]*\).*/Redis \1/p'); serve held $serve_conns PostgreSQL connections after POST c=64"
+fi
+
+# --- 9. tables ---------------------------------------------------------------------------
+rev="$(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo '?')"
+if [ "$want_sqlite" = 1 ]; then
+  echo
+  echo "SQLite (dnsorch run): dnsorch $rev, $(nproc) CPUs, WORKER_CONCURRENCY=$workers, wrk -t2 -d$duration"
+  echo "| scenario | requests | req/s | p50 ms | p99 ms | non-2xx | socket errors |"
+  echo "|---|---|---|---|---|---|---|"
+  printf '%s\n' "${rows[@]}"
+fi
+if [ "$want_pg" = 1 ]; then
+  echo
+  echo "PostgreSQL + Redis (dnsorch serve / worker): dnsorch $rev, $(nproc) CPUs, wrk -t2 -d$duration, pgbench -T $pg_seconds"
+  echo "$pg_note"
+  echo "| scenario | requests | req/s | p50 ms | p99 ms | non-2xx | errors |"
+  echo "|---|---|---|---|---|---|---|"
+  printf '%s\n' "${pg_rows[@]}"
+fi
 
 if [ "$failed" -ne 0 ]; then
-  log "FAILED: non-2xx answers, socket errors or a timeout (see above)"
+  log "FAILED: non-2xx answers, socket errors, failed pgbench transactions or a timeout (see above)"
   exit 1
 fi
