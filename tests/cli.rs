@@ -131,17 +131,19 @@ async fn run_serves_completes_a_request_and_exits_zero_on_sigterm() {
 
     // Arrange: the binary on port 0, with a short simulated delay.
     let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_dnsorch"))
-        .arg("run")
-        .current_dir(dir.path())
-        .env_remove("DATABASE_URL")
-        .env_remove("APP_ENV")
-        .env("BIND_ADDR", "127.0.0.1:0")
-        .env("SIMULATED_DELAY_SECONDS", "0.3")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut child = KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_dnsorch"))
+            .arg("run")
+            .current_dir(dir.path())
+            .env_remove("DATABASE_URL")
+            .env_remove("APP_ENV")
+            .env("BIND_ADDR", "127.0.0.1:0")
+            .env("SIMULATED_DELAY_SECONDS", "0.3")
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut lines = BufReader::new(child.0.stdout.take().unwrap()).lines();
     let address = loop {
         let line: serde_json::Value =
             serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
@@ -167,10 +169,10 @@ async fn run_serves_completes_a_request_and_exits_zero_on_sigterm() {
         .unwrap();
     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     let killed = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
+        .args(["-TERM", &child.0.id().to_string()])
         .status()
         .unwrap();
-    let status = child.wait().unwrap();
+    let status = child.0.wait().unwrap();
 
     // Assert: a clean exit, and the request in flight was finished, not dropped.
     assert!(killed.success());
@@ -185,4 +187,16 @@ async fn run_serves_completes_a_request_and_exits_zero_on_sigterm() {
         .unwrap()
         .unwrap();
     assert_eq!(request.status, dnsorch::domain::RequestStatus::Completed);
+}
+
+/// Kills the child if the test ends (or panics) while it still runs, so nothing leaks.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
 }
