@@ -10,7 +10,7 @@ use axum::http::{StatusCode, header};
 use serde::de::DeserializeOwned;
 
 use super::error::ApiError;
-use crate::domain::ValidationError;
+use crate::domain::body::{JsonError, from_json};
 
 /// The largest body we read.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -63,38 +63,11 @@ fn is_json(content_type: Option<&axum::http::HeaderValue>) -> bool {
 /// # Errors
 /// `ApiError::BadRequest` for malformed JSON, `ApiError::Invalid` for a wrong shape.
 pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
-    let parsed = serde_path_to_error::deserialize(&mut deserializer)
-        .map_err(|e| (e.path().to_string(), e.into_inner()))
-        .and_then(|value| {
-            // Trailing characters after the value make the body malformed too.
-            deserializer
-                .end()
-                .map(|()| value)
-                .map_err(|e| (".".to_owned(), e))
-        });
-    parsed.map_err(|(path, error)| match error.classify() {
-        serde_json::error::Category::Data => shape_error(&path, &error),
-        _ => ApiError::BadRequest {
+    from_json(bytes).map_err(|error| match error {
+        JsonError::Malformed(message) => ApiError::BadRequest {
             code: "malformed_json",
-            message: format!("the body is not valid JSON: {error}"),
+            message,
         },
+        JsonError::Invalid(fields) => ApiError::Invalid(fields),
     })
-}
-
-/// Names the field. For an unknown field the path already ends with the field's name.
-fn shape_error(path: &str, error: &serde_json::Error) -> ApiError {
-    let full = error.to_string();
-    let message = full
-        .rsplit_once(" at line ")
-        .map_or(full.as_str(), |(m, _)| m);
-    let field = if path == "." { "body" } else { path };
-    let message = match message
-        .strip_prefix("unknown field `")
-        .and_then(|m| m.split_once("`, "))
-    {
-        Some((_, expected)) => format!("unknown field; {expected}"),
-        None => message.to_owned(),
-    };
-    ApiError::Invalid(ValidationError::field(field, message))
 }

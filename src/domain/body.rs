@@ -4,7 +4,10 @@
 //! missing are `Option`s here, so one 422 can name all of them; unknown fields are refused by
 //! serde, with their path.
 
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+
+use super::validation::ValidationError;
 
 /// `POST /api/v1/dns/create` body.
 #[derive(Debug, Clone, Default, Deserialize, Serialize, utoipa::ToSchema)]
@@ -61,4 +64,53 @@ pub struct ConfigBody {
     /// Up to 32 keys, passed to the backend untouched.
     #[schema(value_type = Object)]
     pub extra_config: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+/// Why a JSON document could not become a body.
+#[derive(Debug, thiserror::Error)]
+pub enum JsonError {
+    /// Not JSON at all (or trailing characters after it).
+    #[error("{0}")]
+    Malformed(String),
+    /// JSON of the wrong shape: an unknown field, a wrong type; names the field's path.
+    #[error(transparent)]
+    Invalid(ValidationError),
+}
+
+/// Deserialises a JSON document, naming the field at fault when its shape is wrong.
+///
+/// # Errors
+/// `Malformed` for anything that is not one JSON value, `Invalid` for a wrong shape.
+pub fn from_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, JsonError> {
+    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
+    let parsed = serde_path_to_error::deserialize(&mut deserializer)
+        .map_err(|e| (e.path().to_string(), e.into_inner()))
+        .and_then(|value| {
+            // Trailing characters after the value make the document malformed too.
+            deserializer
+                .end()
+                .map(|()| value)
+                .map_err(|e| (".".to_owned(), e))
+        });
+    parsed.map_err(|(path, error)| match error.classify() {
+        serde_json::error::Category::Data => JsonError::Invalid(shape_error(&path, &error)),
+        _ => JsonError::Malformed(format!("not valid JSON: {error}")),
+    })
+}
+
+/// Names the field. For an unknown field the path already ends with the field's name.
+fn shape_error(path: &str, error: &serde_json::Error) -> ValidationError {
+    let full = error.to_string();
+    let message = full
+        .rsplit_once(" at line ")
+        .map_or(full.as_str(), |(m, _)| m);
+    let field = if path == "." { "body" } else { path };
+    let message = match message
+        .strip_prefix("unknown field `")
+        .and_then(|m| m.split_once("`, "))
+    {
+        Some((_, expected)) => format!("unknown field; {expected}"),
+        None => message.to_owned(),
+    };
+    ValidationError::field(field, message)
 }
