@@ -5,6 +5,8 @@
 //! `submit` returns, so an accepted request is never lost; a failed enqueue only delays it
 //! (workers sweep the database).
 
+pub mod message;
+
 use std::sync::Arc;
 
 use crate::domain::{ChangeBody, Operation, RequestId, ValidationError, validate};
@@ -57,7 +59,47 @@ impl Intake {
         idempotency_key: Option<&str>,
     ) -> Result<Submitted, IntakeError> {
         let change = validate(body, operation, idempotency_key)?;
-        let request = match self.store.insert(&change).await? {
+        let inserted = self.store.insert(&change).await?;
+        self.settle(inserted).await
+    }
+
+    /// Validates a batch, records the valid requests in one transaction and queues them. The
+    /// answers are in the order of `items`.
+    ///
+    /// # Errors
+    /// The database is unavailable: nothing of the batch was recorded.
+    pub async fn submit_batch(
+        &self,
+        items: Vec<(ChangeBody, Operation, String)>,
+    ) -> Result<Vec<Result<Submitted, IntakeError>>, StoreError> {
+        let mut answers: Vec<Option<Result<Submitted, IntakeError>>> = Vec::new();
+        let mut valid = Vec::new();
+        for (body, operation, key) in items {
+            match validate(body, operation, Some(&key)) {
+                Ok(change) => {
+                    valid.push(change);
+                    answers.push(None);
+                }
+                Err(e) => answers.push(Some(Err(e.into()))),
+            }
+        }
+        let mut inserted = self.store.insert_many(&valid).await?.into_iter();
+        let mut settled = Vec::with_capacity(answers.len());
+        for answer in answers {
+            settled.push(match answer {
+                Some(answer) => answer,
+                None => {
+                    let one = inserted.next().expect("one answer per valid change");
+                    self.settle(one).await
+                }
+            });
+        }
+        Ok(settled)
+    }
+
+    /// What an insert means for the caller; a new request is logged, counted and queued.
+    async fn settle(&self, inserted: Inserted) -> Result<Submitted, IntakeError> {
+        let request = match inserted {
             Inserted::Created(request) => request,
             Inserted::Existing(request) => return Ok(Submitted::Replayed(request)),
             Inserted::KeyReused(id) => return Err(IntakeError::KeyReused(id)),

@@ -313,6 +313,10 @@ pub trait RequestStore: Send + Sync {
     /// Records a validated request as PENDING, or finds the request its idempotency key names.
     async fn insert(&self, change: &ChangeRequest) -> Result<Inserted, StoreError>;
 
+    /// Records several requests in one transaction (all or none), answering for each as
+    /// `insert` would; used by batch intake.
+    async fn insert_many(&self, changes: &[ChangeRequest]) -> Result<Vec<Inserted>, StoreError>;
+
     /// One request with its log.
     async fn get(&self, id: RequestId) -> Result<Option<DnsRequest>, StoreError>;
 

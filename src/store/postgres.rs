@@ -8,7 +8,7 @@
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow};
 use sqlx::types::Json;
 use sqlx::{AssertSqlSafe, Postgres, Row};
 use uuid::Uuid;
@@ -124,50 +124,18 @@ impl RequestStore for PostgresStore {
     }
 
     async fn insert(&self, change: &ChangeRequest) -> Result<Inserted, StoreError> {
-        let accepted = LogEntry::accepted(change);
-        let sql = format!(
-            "insert into dns_requests (id, account_id, source, operation, record_type, domain, \
-             target, comment, config, status, log_messages, idempotency_key, fingerprint, \
-             next_attempt_at, enqueued_at, created_at, updated_at) \
-             values ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'PENDING', $10, $11, $12, \
-             now(), now(), now(), now()) \
-             on conflict (account_id, idempotency_key) where idempotency_key is not null \
-             do nothing returning {REQUEST_COLUMNS}, log_messages"
-        );
-        let row = sqlx::query(AssertSqlSafe(sql))
-            .bind(RequestId::new().0)
-            .bind(&change.account_id)
-            .bind(&change.source)
-            .bind(change.operation.as_str())
-            .bind(change.record_type().as_str())
-            .bind(change.domain.as_str())
-            .bind(change.data.target())
-            .bind(&change.comment)
-            .bind(Json(change.config()))
-            .bind(Json([accepted]))
-            .bind(&change.idempotency_key)
-            .bind(change.fingerprint())
-            .fetch_optional(&self.pool)
-            .await?;
-        if let Some(row) = row {
-            return Ok(Inserted::Created(request_from_row(&row, true)?));
+        let mut connection = self.pool.acquire().await?;
+        insert_request(&mut connection, change).await
+    }
+
+    async fn insert_many(&self, changes: &[ChangeRequest]) -> Result<Vec<Inserted>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let mut inserted = Vec::with_capacity(changes.len());
+        for change in changes {
+            inserted.push(insert_request(&mut tx, change).await?);
         }
-        // The insert did nothing, so the key is taken: the unique index decided.
-        let sql = format!(
-            "select {REQUEST_COLUMNS}, log_messages from dns_requests \
-             where account_id = $1 and idempotency_key = $2"
-        );
-        let row = sqlx::query(AssertSqlSafe(sql))
-            .bind(&change.account_id)
-            .bind(&change.idempotency_key)
-            .fetch_one(&self.pool)
-            .await?;
-        let existing = request_from_row(&row, true)?;
-        Ok(if existing.fingerprint == change.fingerprint() {
-            Inserted::Existing(existing)
-        } else {
-            Inserted::KeyReused(existing.id)
-        })
+        tx.commit().await?;
+        Ok(inserted)
     }
 
     async fn get(&self, id: RequestId) -> Result<Option<DnsRequest>, StoreError> {
@@ -362,6 +330,57 @@ impl RequestStore for PostgresStore {
             })
             .collect()
     }
+}
+
+/// Inserts a PENDING request, or finds the one its idempotency key names.
+async fn insert_request(
+    connection: &mut PgConnection,
+    change: &ChangeRequest,
+) -> Result<Inserted, StoreError> {
+    let accepted = LogEntry::accepted(change);
+    let sql = format!(
+        "insert into dns_requests (id, account_id, source, operation, record_type, domain, \
+         target, comment, config, status, log_messages, idempotency_key, fingerprint, \
+         next_attempt_at, enqueued_at, created_at, updated_at) \
+         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'PENDING', $10, $11, $12, \
+         now(), now(), now(), now()) \
+         on conflict (account_id, idempotency_key) where idempotency_key is not null \
+         do nothing returning {REQUEST_COLUMNS}, log_messages"
+    );
+    let row = sqlx::query(AssertSqlSafe(sql))
+        .bind(RequestId::new().0)
+        .bind(&change.account_id)
+        .bind(&change.source)
+        .bind(change.operation.as_str())
+        .bind(change.record_type().as_str())
+        .bind(change.domain.as_str())
+        .bind(change.data.target())
+        .bind(&change.comment)
+        .bind(Json(change.config()))
+        .bind(Json([accepted]))
+        .bind(&change.idempotency_key)
+        .bind(change.fingerprint())
+        .fetch_optional(&mut *connection)
+        .await?;
+    if let Some(row) = row {
+        return Ok(Inserted::Created(request_from_row(&row, true)?));
+    }
+    // The insert did nothing, so the key is taken: the unique index decided.
+    let sql = format!(
+        "select {REQUEST_COLUMNS}, log_messages from dns_requests \
+         where account_id = $1 and idempotency_key = $2"
+    );
+    let row = sqlx::query(AssertSqlSafe(sql))
+        .bind(&change.account_id)
+        .bind(&change.idempotency_key)
+        .fetch_one(&mut *connection)
+        .await?;
+    let existing = request_from_row(&row, true)?;
+    Ok(if existing.fingerprint == change.fingerprint() {
+        Inserted::Existing(existing)
+    } else {
+        Inserted::KeyReused(existing.id)
+    })
 }
 
 async fn append_log_on<'e, E>(

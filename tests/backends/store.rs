@@ -77,6 +77,7 @@ store_battery!(
     lists_filter_and_page_newest_first,
     requests_are_counted_by_status,
     due_requests_are_requeued_once_per_bound,
+    a_batch_is_recorded_in_one_go_and_answers_in_order,
 );
 
 fn change_for(domain: &str, target: &str, key: Option<&str>) -> ChangeRequest {
@@ -501,4 +502,50 @@ async fn due_requests_are_requeued_once_per_bound(t: TestStore) {
     all.sort_by_key(|id| id.0);
     all.dedup();
     assert_eq!((total, all.len()), (21, 21));
+}
+
+async fn a_batch_is_recorded_in_one_go_and_answers_in_order(t: TestStore) {
+    let earlier = t
+        .store
+        .insert(&change_for("a.example.test", "192.0.2.1", Some("k1")))
+        .await
+        .unwrap();
+    let Inserted::Created(earlier) = earlier else {
+        panic!("{earlier:?}")
+    };
+    let batch = [
+        change_for("b.example.test", "192.0.2.2", Some("k2")),
+        change_for("a.example.test", "192.0.2.1", Some("k1")),
+        change_for("c.example.test", "192.0.2.3", Some("k1")),
+        change_for("b.example.test", "192.0.2.2", Some("k2")),
+    ];
+
+    let answers = t.store.insert_many(&batch).await.unwrap();
+
+    assert_eq!(answers.len(), 4);
+    let Inserted::Created(new) = &answers[0] else {
+        panic!("{answers:?}")
+    };
+    assert!(
+        matches!(&answers[1], Inserted::Existing(r) if r.id == earlier.id),
+        "{answers:?}"
+    );
+    assert!(
+        matches!(&answers[2], Inserted::KeyReused(id) if *id == earlier.id),
+        "{answers:?}"
+    );
+    assert!(
+        matches!(&answers[3], Inserted::Existing(r) if r.id == new.id),
+        "a repeat within the batch"
+    );
+    assert!(t.store.insert_many(&[]).await.unwrap().is_empty());
+    let all = t
+        .store
+        .list(&RequestFilter {
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 2);
 }

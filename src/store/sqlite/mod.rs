@@ -89,6 +89,22 @@ impl RequestStore for SqliteStore {
             .await
     }
 
+    async fn insert_many(&self, changes: &[ChangeRequest]) -> Result<Vec<Inserted>, StoreError> {
+        let changes = changes.to_vec();
+        self.writer
+            .write(move |c| {
+                async move {
+                    let mut inserted = Vec::with_capacity(changes.len());
+                    for change in &changes {
+                        inserted.push(insert_request(c, change).await?);
+                    }
+                    Ok(inserted)
+                }
+                .boxed()
+            })
+            .await
+    }
+
     async fn get(&self, id: RequestId) -> Result<Option<DnsRequest>, StoreError> {
         let sql = format!("select {REQUEST_COLUMNS}, log_messages from dns_requests where id = ?");
         let row = sqlx::query(AssertSqlSafe(sql))

@@ -1,0 +1,175 @@
+//! Kafka messages to change requests: pure functions, no I/O.
+//!
+//! A message body has the HTTP body's shape plus an optional top-level `"action"` (`create`
+//! by default). The consumer always sets `context.source = "kafka"`. The idempotency key is
+//! the message's `idempotency-key` header, else `kafka:<topic>:<partition>:<offset>` (never the
+//! record key: producers use it for partitioning, and distinct changes share it), so a
+//! redelivered message records nothing new.
+
+use serde_json::Value;
+
+use crate::domain::body::{JsonError, from_json};
+use crate::domain::{ChangeBody, Operation, ValidationError};
+
+/// Where a message came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageOrigin {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+}
+
+/// A message decoded into what intake takes.
+#[derive(Debug, Clone)]
+pub struct DecodedMessage {
+    pub operation: Operation,
+    pub body: ChangeBody,
+    pub idempotency_key: String,
+}
+
+/// Why a message goes to the dead-letter topic.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DeadLetterReason {
+    /// The payload is missing or not JSON.
+    #[error("malformed: {0}")]
+    Malformed(String),
+    /// The payload does not match the schema, or fails validation.
+    #[error("{0}")]
+    Invalid(ValidationError),
+    /// The idempotency key was used before for another change.
+    #[error("idempotency key already used for request {0} with a different body")]
+    KeyReused(String),
+}
+
+impl DeadLetterReason {
+    /// A short code for the `dnsorch-error-kind` header and metric labels.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Malformed(_) => "malformed",
+            Self::Invalid(_) => "invalid",
+            Self::KeyReused(_) => "key_reused",
+        }
+    }
+}
+
+/// The idempotency key of a message.
+pub fn idempotency_key(header: Option<&[u8]>, origin: &MessageOrigin) -> String {
+    header
+        .and_then(|h| std::str::from_utf8(h).ok())
+        .map(str::trim)
+        .filter(|k| !k.is_empty())
+        .map_or_else(
+            || {
+                format!(
+                    "kafka:{}:{}:{}",
+                    origin.topic, origin.partition, origin.offset
+                )
+            },
+            str::to_owned,
+        )
+}
+
+/// Decodes a message payload.
+///
+/// # Errors
+/// Why the message belongs in the dead-letter topic.
+pub fn decode(
+    payload: Option<&[u8]>,
+    key_header: Option<&[u8]>,
+    origin: &MessageOrigin,
+) -> Result<DecodedMessage, DeadLetterReason> {
+    let payload = payload.ok_or_else(|| DeadLetterReason::Malformed("empty message".into()))?;
+    let mut document: Value = from_json(payload).map_err(|e| match e {
+        JsonError::Malformed(m) => DeadLetterReason::Malformed(m),
+        JsonError::Invalid(fields) => DeadLetterReason::Invalid(fields),
+    })?;
+    let Value::Object(fields) = &mut document else {
+        return Err(DeadLetterReason::Invalid(ValidationError::field(
+            "body",
+            "must be a JSON object",
+        )));
+    };
+    let operation = match fields.remove("action") {
+        None => Operation::Create,
+        Some(Value::String(action)) => action.parse().map_err(|_| {
+            DeadLetterReason::Invalid(ValidationError::field(
+                "action",
+                format!("'{action}' is not a supported action (create)"),
+            ))
+        })?,
+        Some(_) => {
+            return Err(DeadLetterReason::Invalid(ValidationError::field(
+                "action",
+                "must be a string",
+            )));
+        }
+    };
+    let mut body: ChangeBody = from_json(document.to_string().as_bytes()).map_err(|e| match e {
+        JsonError::Malformed(m) => DeadLetterReason::Malformed(m),
+        JsonError::Invalid(fields) => DeadLetterReason::Invalid(fields),
+    })?;
+    body.context.get_or_insert_with(Default::default).source = Some("kafka".into());
+    Ok(DecodedMessage {
+        operation,
+        body,
+        idempotency_key: idempotency_key(key_header, origin),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn origin() -> MessageOrigin {
+        MessageOrigin {
+            topic: "dns_requests".into(),
+            partition: 2,
+            offset: 41,
+        }
+    }
+
+    const VALID: &str = r#"{"context": {"account_id": "a", "source": "api"},
+        "resource": {"record_type": "A", "domain": "www.example.test", "target": "192.0.2.1"}}"#;
+
+    #[test]
+    fn a_message_becomes_a_create_from_kafka_keyed_by_its_position() {
+        let decoded = decode(Some(VALID.as_bytes()), None, &origin()).unwrap();
+        assert_eq!(decoded.operation, Operation::Create);
+        assert_eq!(
+            decoded.body.context.unwrap().source.as_deref(),
+            Some("kafka")
+        );
+        assert_eq!(decoded.idempotency_key, "kafka:dns_requests:2:41");
+    }
+
+    #[test]
+    fn the_idempotency_key_header_wins_over_the_position() {
+        let decoded = decode(Some(VALID.as_bytes()), Some(b"order-7"), &origin()).unwrap();
+        assert_eq!(decoded.idempotency_key, "order-7");
+    }
+
+    #[test]
+    fn an_explicit_create_action_is_accepted_and_others_are_refused() {
+        let create = VALID.replacen('{', r#"{"action": "create", "#, 1);
+        assert!(decode(Some(create.as_bytes()), None, &origin()).is_ok());
+        let unknown = VALID.replacen('{', r#"{"action": "upsert", "#, 1);
+        let err = decode(Some(unknown.as_bytes()), None, &origin()).unwrap_err();
+        assert_eq!(err.kind(), "invalid");
+        assert!(err.to_string().contains("action"), "{err}");
+    }
+
+    #[test]
+    fn bad_payloads_are_dead_letters_saying_why() {
+        let cases: [(Option<&[u8]>, &str); 5] = [
+            (None, "malformed"),
+            (Some(b"not json"), "malformed"),
+            (Some(b"[1, 2]"), "invalid"),
+            (Some(br#"{"resource": {"colour": "red"}}"#), "invalid"),
+            (Some(br#"{"action": 7}"#), "invalid"),
+        ];
+        for (payload, kind) in cases {
+            let err = decode(payload, None, &origin()).unwrap_err();
+            assert_eq!(err.kind(), kind, "{payload:?}: {err}");
+        }
+    }
+}
