@@ -2,8 +2,8 @@
 # The README's test command, and what CI runs (.ci/run): installs what is missing, then
 # runs `cargo fmt --check`, `cargo clippy --all-targets -D warnings` and the whole test suite.
 #
-# It starts a throwaway PostgreSQL and Redis on 127.0.0.1 (free ports; each test makes its
-# own database and stream in them) and stops them by PID when the script ends, also when the
+# It starts a throwaway PostgreSQL, Redis and Kafka-protocol broker (tansu) on 127.0.0.1 (free
+# ports; each test makes its own database, stream and topic in them) and stops them by PID when the script ends, also when the
 # tests fail; tests that stop or restart a server start private instances of their own. Tests
 # of the app use a temporary SQLite file each. Extra arguments go to the test runner, e.g.
 # `scripts/test.sh lifecycle` runs only the tests whose names contain "lifecycle".
@@ -16,12 +16,17 @@ log() { printf '\n==> %s\n' "$*"; }
 . scripts/lib/postgres.sh
 # shellcheck source=scripts/lib/redis.sh
 . scripts/lib/redis.sh
+# shellcheck source=scripts/lib/tansu.sh
+. scripts/lib/tansu.sh
 
 install_missing() {
     # A C compiler for the bundled SQLite; cargo and rustup components come with the toolchain.
     if ! command -v cc >/dev/null 2>&1; then
         log "installing a C compiler"
         apt-get update -qq && apt-get install -y -qq build-essential >/dev/null
+    fi
+    if ! command -v ss >/dev/null 2>&1; then
+        apt-get update -qq && apt-get install -y -qq iproute2 >/dev/null
     fi
     for component in rustfmt clippy; do
         if ! cargo "${component/rustfmt/fmt}" --version >/dev/null 2>&1; then
@@ -34,9 +39,13 @@ install_missing() {
 install_missing
 postgres_install
 redis_install
+# The Kafka-protocol broker for the Kafka tests: built once into TOOLS_DIR (about 17 minutes on
+# 2 cores), before anything else builds, so the two builds do not share the cores.
+tansu_install
 
 work="$(mktemp -d -t dnsorch-test.XXXXXX)"
 cleanup() {
+    tansu_stop
     redis_stop
     postgres_stop
     rm -rf "$work"
@@ -64,6 +73,25 @@ log "starting Redis"
 redis_start "$work/redis" "$(free_port)"
 export TEST_REDIS_URL="$REDIS_URL"
 echo "Redis (pid $REDIS_PID) at $TEST_REDIS_URL"
+
+log "starting tansu (Kafka protocol)"
+tansu_port="$(free_port)"
+tansu_start "$work/tansu" "$tansu_port"
+# Wait for the port; the tests themselves wait for metadata with rdkafka (Debian's kcat is
+# too old to talk to tansu).
+for _ in $(seq 1 100); do
+    if ! kill -0 "$TANSU_PID" 2>/dev/null; then
+        echo "tansu exited:"; cat "$work/tansu/tansu.log"; exit 1
+    fi
+    (exec 3<>"/dev/tcp/127.0.0.1/$tansu_port") 2>/dev/null && break
+    sleep 0.1
+done
+# tansu exits 0 with a port already in use: make sure the listener is ours.
+if ! ss -Hltnp "sport = :$tansu_port" | grep -q "pid=$TANSU_PID,"; then
+    echo "port $tansu_port is not held by tansu (pid $TANSU_PID)"; cat "$work/tansu/tansu.log"; exit 1
+fi
+export TEST_KAFKA_URL="$KAFKA_URL" TEST_TANSU="$TANSU"
+echo "tansu (pid $TANSU_PID) at $TEST_KAFKA_URL"
 
 log "tests"
 if cargo nextest --version >/dev/null 2>&1; then

@@ -1,4 +1,4 @@
-//! The command line: `dnsorch [run | serve | worker | migrate]`, settings from flags or the
+//! The command line: `dnsorch [run | serve | worker | consume | migrate]`, settings from flags or the
 //! environment.
 
 use clap::{Parser, Subcommand};
@@ -29,6 +29,8 @@ pub enum Command {
         #[arg(long)]
         concurrency: Option<u16>,
     },
+    /// Kafka intake only (KAFKA_BROKER_URL), with /healthz, /readyz and /metrics on BIND_ADDR.
+    Consume,
     /// Apply database migrations and exit.
     Migrate,
 }

@@ -49,6 +49,28 @@ pub struct Settings {
     #[arg(long, env = "TASK_STREAM", default_value = "dns_tasks", global = true)]
     pub task_stream: String,
 
+    /// Kafka bootstrap servers (`host:port,...`); unset: no Kafka intake.
+    #[arg(long, env = "KAFKA_BROKER_URL", global = true)]
+    pub kafka_broker_url: Option<String>,
+
+    /// The intake topic; dead letters go to `<topic>.dlq`.
+    #[arg(
+        long,
+        env = "KAFKA_DNS_TOPIC",
+        default_value = "dns_requests",
+        global = true
+    )]
+    pub kafka_dns_topic: String,
+
+    /// The consumer group of the intake.
+    #[arg(long, env = "KAFKA_GROUP_ID", default_value = "dnsorch", global = true)]
+    pub kafka_group_id: String,
+
+    /// Forward mode: the consumer posts each message to this create URL
+    /// (`http://api:8000/api/v1/dns/create`) instead of writing to the database itself.
+    #[arg(long, env = "API_URL", global = true)]
+    pub api_url: Option<String>,
+
     /// Where the HTTP API listens.
     #[arg(
         long,

@@ -32,19 +32,25 @@ pub enum Role {
     Serve,
     /// Workers and reconciler, with this many workers.
     Worker(u16),
+    /// Kafka intake, with the operations endpoints.
+    Consume,
 }
 
 impl Role {
     fn serves_http(self) -> bool {
-        matches!(self, Self::Run | Self::Serve)
+        matches!(self, Self::Run | Self::Serve | Self::Consume)
     }
 
     fn workers(self, settings: &Settings) -> u16 {
         match self {
             Self::Run => settings.worker_concurrency,
-            Self::Serve => 0,
+            Self::Serve | Self::Consume => 0,
             Self::Worker(n) => n,
         }
+    }
+
+    fn consumes_kafka(self) -> bool {
+        matches!(self, Self::Run | Self::Consume)
     }
 }
 
@@ -96,13 +102,15 @@ pub fn open_channel(settings: &Settings, role: Role) -> anyhow::Result<Arc<dyn T
     }
     Ok(match role {
         Role::Run => Arc::new(LocalChannel::new()),
-        Role::Serve | Role::Worker(_) => Arc::new(DatabaseOnly),
+        Role::Serve | Role::Worker(_) | Role::Consume => Arc::new(DatabaseOnly),
     })
 }
 
 /// A dnsorch process.
 pub struct Application {
     role: Role,
+    #[cfg(feature = "kafka")]
+    kafka: Option<crate::intake::kafka::KafkaIntake>,
     listener: Option<TcpListener>,
     state: AppState,
     worker: Worker,
@@ -126,6 +134,9 @@ impl Application {
     /// `serve` or `worker` on SQLite, or the database cannot be opened, or the address
     /// cannot be bound.
     pub async fn build_for(settings: Settings, role: Role) -> anyhow::Result<Self> {
+        if role == Role::Consume && settings.kafka_broker_url.is_none() {
+            anyhow::bail!("`dnsorch consume` needs KAFKA_BROKER_URL");
+        }
         if role != Role::Run && settings.uses_sqlite() {
             anyhow::bail!(
                 "DATABASE_URL is SQLite, which only the all-in-one `dnsorch run` can use: \
@@ -159,14 +170,21 @@ impl Application {
         } else {
             None
         };
+        let intake = Intake::new(store.clone(), channel.clone());
+        #[cfg(feature = "kafka")]
+        let kafka = kafka_intake(&settings, role, &intake)?;
         let state = AppState {
-            intake: Intake::new(store.clone(), channel.clone()),
+            intake,
             store,
             channel,
             metrics: telemetry::metrics_handle(),
+            #[cfg(feature = "kafka")]
+            kafka: kafka.as_ref().map(|k| k.health()),
         };
         Ok(Self {
             role,
+            #[cfg(feature = "kafka")]
+            kafka,
             listener,
             state,
             worker,
@@ -217,7 +235,13 @@ impl Application {
                     .run_until_stopped(shutdown.clone(), abort.clone()),
             );
         }
-        tasks.spawn(self.reconciler.run_until_stopped(shutdown.clone()));
+        if self.role != Role::Consume {
+            tasks.spawn(self.reconciler.run_until_stopped(shutdown.clone()));
+        }
+        #[cfg(feature = "kafka")]
+        if let Some(kafka) = self.kafka {
+            tasks.spawn(kafka.run_until_stopped(shutdown.clone()));
+        }
         tracing::info!(
             role = ?self.role,
             address = %address,
@@ -227,7 +251,11 @@ impl Application {
         );
         match self.listener {
             Some(listener) => {
-                let router = api::router(self.state);
+                let router = if self.role == Role::Consume {
+                    api::operations_router(self.state)
+                } else {
+                    api::router(self.state)
+                };
                 axum::serve(listener, router.into_make_service())
                     .with_graceful_shutdown(shutdown.clone().cancelled_owned())
                     .await
@@ -253,6 +281,31 @@ impl Application {
         tracing::info!("stopped");
         Ok(())
     }
+}
+
+/// The Kafka intake, for roles that consume when `KAFKA_BROKER_URL` is set.
+#[cfg(feature = "kafka")]
+fn kafka_intake(
+    settings: &Settings,
+    role: Role,
+    intake: &Intake,
+) -> anyhow::Result<Option<crate::intake::kafka::KafkaIntake>> {
+    let Some(brokers) = settings
+        .kafka_broker_url
+        .clone()
+        .filter(|_| role.consumes_kafka())
+    else {
+        return Ok(None);
+    };
+    let config = crate::intake::kafka::KafkaConfig {
+        brokers,
+        topic: settings.kafka_dns_topic.clone(),
+        group_id: settings.kafka_group_id.clone(),
+        api_url: settings.api_url.clone(),
+    };
+    let kafka = crate::intake::kafka::KafkaIntake::new(&config, intake.clone())
+        .context("KAFKA_BROKER_URL: could not set up the Kafka consumer")?;
+    Ok(Some(kafka))
 }
 
 async fn drain(tasks: &mut JoinSet<()>) {

@@ -25,6 +25,9 @@ pub struct Health {
     /// The task channel's kind and `ok` or why not (readiness only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub task_channel: Option<String>,
+    /// `ok` or the Kafka client's last error, where this process consumes (readiness only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kafka: Option<String>,
 }
 
 /// The process is up.
@@ -34,6 +37,7 @@ pub async fn healthz() -> Json<Health> {
         status: "ok",
         database: None,
         task_channel: None,
+        kafka: None,
     })
 }
 
@@ -55,9 +59,11 @@ pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
         }),
     );
     let kind = state.channel.kind();
+    let kafka = kafka_health(&state);
     let (code, status) = match (&database, &channel) {
         (Err(_), _) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
         (Ok(()), Err(_)) => (StatusCode::OK, "degraded"),
+        (Ok(()), Ok(())) if matches!(kafka, Some(Err(_))) => (StatusCode::OK, "degraded"),
         (Ok(()), Ok(())) => (StatusCode::OK, "ready"),
     };
     let describe = |r: Result<(), String>| r.map_or_else(|why| why, |()| "ok".to_owned());
@@ -67,8 +73,25 @@ pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
             status,
             database: Some(describe(database)),
             task_channel: Some(format!("{kind}: {}", describe(channel))),
+            kafka: kafka.map(describe),
         }),
     )
+}
+
+/// The Kafka intake's state, where this process consumes.
+fn kafka_health(state: &AppState) -> Option<Result<(), String>> {
+    #[cfg(feature = "kafka")]
+    {
+        state
+            .kafka
+            .as_ref()
+            .map(crate::intake::kafka::KafkaHealth::check)
+    }
+    #[cfg(not(feature = "kafka"))]
+    {
+        let _ = state;
+        None
+    }
 }
 
 async fn within(

@@ -42,6 +42,9 @@ pub struct AppState {
     pub intake: Intake,
     pub store: Arc<dyn RequestStore>,
     pub channel: Arc<dyn TaskChannel>,
+    /// The Kafka intake's health, in processes that consume.
+    #[cfg(feature = "kafka")]
+    pub kafka: Option<crate::intake::kafka::KafkaHealth>,
     pub metrics: PrometheusHandle,
 }
 
@@ -92,6 +95,17 @@ pub fn router(state: AppState) -> Router {
         .layer(CatchPanicLayer::custom(|_| {
             ApiError::Internal(anyhow::anyhow!("a handler panicked")).into_response()
         }))
+}
+
+/// The operations endpoints alone (`/healthz`, `/readyz`, `/metrics`), for `dnsorch consume`.
+pub fn operations_router(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/metrics", get(health::metrics))
+        .with_state(state)
+        .fallback(not_found)
+        .layer(middleware::from_fn(track_http))
 }
 
 async fn not_found() -> ApiError {

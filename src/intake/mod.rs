@@ -5,6 +5,8 @@
 //! `submit` returns, so an accepted request is never lost; a failed enqueue only delays it
 //! (workers sweep the database).
 
+#[cfg(feature = "kafka")]
+pub mod kafka;
 pub mod message;
 
 use std::sync::Arc;

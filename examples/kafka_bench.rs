@@ -1,0 +1,95 @@
+//! Helper for `scripts/bench.sh`: produces benchmark messages, and measures the broker's own
+//! consume rate with a plain consumer (same client library as dnsorch) that reads a topic and
+//! discards it.
+//!
+//! ```text
+//! kafka_bench produce BROKERS TOPIC COUNT   # COUNT valid create messages, distinct domains
+//! kafka_bench drain BROKERS TOPIC COUNT     # time to read COUNT messages from the start
+//! ```
+
+use std::time::{Duration, Instant};
+
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    let [_, command, brokers, topic, count] = args.as_slice() else {
+        anyhow::bail!("usage: kafka_bench produce|drain BROKERS TOPIC COUNT");
+    };
+    let count: usize = count.parse()?;
+    match command.as_str() {
+        "produce" => produce(brokers, topic, count).await,
+        "drain" => drain(brokers, topic, count).await,
+        other => anyhow::bail!("unknown command {other}"),
+    }
+}
+
+async fn produce(brokers: &str, topic: &str, count: usize) -> anyhow::Result<()> {
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("linger.ms", "20")
+        .set("message.timeout.ms", "60000")
+        .create()?;
+    let started = Instant::now();
+    let mut pending = Vec::with_capacity(1000);
+    for i in 0..count {
+        let payload = format!(
+            r#"{{"context":{{"account_id":"bench"}},"resource":{{"record_type":"A","domain":"k{i}.bench.example.test","target":"192.0.2.{}"}}}}"#,
+            i % 254 + 1
+        );
+        let key = format!("k{}", i % 64);
+        let producer = producer.clone();
+        let topic = topic.to_owned();
+        pending.push(tokio::spawn(async move {
+            producer
+                .send(
+                    FutureRecord::to(&topic).payload(&payload).key(&key),
+                    Duration::from_secs(60),
+                )
+                .await
+                .map(|_| ())
+                .map_err(|(e, _)| e)
+        }));
+        if pending.len() == 1000 {
+            for send in pending.drain(..) {
+                send.await??;
+            }
+        }
+    }
+    for send in pending {
+        send.await??;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    println!(
+        "PRODUCED messages={count} seconds={seconds:.3} rate={:.1}",
+        count as f64 / seconds
+    );
+    Ok(())
+}
+
+async fn drain(brokers: &str, topic: &str, count: usize) -> anyhow::Result<()> {
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", format!("bench-drain-{}", std::process::id()))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()?;
+    consumer.subscribe(&[topic])?;
+    let mut seen = 0;
+    let mut started = None;
+    while seen < count {
+        let message = tokio::time::timeout(Duration::from_secs(60), consumer.recv()).await??;
+        started.get_or_insert_with(Instant::now);
+        let _ = message;
+        seen += 1;
+    }
+    let seconds = started.map_or(0.0, |s| s.elapsed().as_secs_f64());
+    println!(
+        "DRAINED messages={seen} seconds={seconds:.3} rate={:.1}",
+        seen as f64 / seconds
+    );
+    Ok(())
+}

@@ -1,0 +1,472 @@
+//! Kafka intake: a consumer group on `KAFKA_DNS_TOPIC` turning messages into requests.
+//!
+//! Delivery is at-least-once and the effect exactly-once. Offsets are stored only after the
+//! batch they belong to is committed to the database (`enable.auto.offset.store=false`; the
+//! stored offsets are committed in the background and once more at shutdown), and every
+//! message carries an idempotency key, so a redelivered message records nothing new. A message
+//! that cannot become a request goes to `<topic>.dlq` with headers saying why and where it came
+//! from, and its offset is then stored: one bad message never blocks a partition.
+//!
+//! Messages are taken in batches (up to `BATCH_MAX` or `BATCH_WAIT`), across partitions, and
+//! a batch is recorded in one database transaction. In forward mode (`API_URL`) each message
+//! is posted to the API instead, with its idempotency key as the `Idempotency-Key` header.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, StreamConsumer};
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{ClientContext, Offset};
+use tokio_util::sync::CancellationToken;
+
+use super::message::{DeadLetterReason, DecodedMessage, MessageOrigin, decode};
+use super::{Intake, IntakeError, Submitted};
+
+/// The most messages recorded in one transaction.
+const BATCH_MAX: usize = 500;
+/// How long a batch waits for more messages once it has one.
+const BATCH_WAIT: Duration = Duration::from_millis(20);
+/// The longest pause between retries of a batch the database or the API refused.
+const MAX_BACKOFF: Duration = Duration::from_secs(10);
+/// The message header that carries an idempotency key.
+const IDEMPOTENCY_HEADER: &str = "idempotency-key";
+
+/// Settings of the Kafka intake.
+#[derive(Debug, Clone)]
+pub struct KafkaConfig {
+    pub brokers: String,
+    pub topic: String,
+    pub group_id: String,
+    /// Forward mode: the API's create URL.
+    pub api_url: Option<String>,
+}
+
+/// The consumer's view of the broker, for `/readyz`: the last client error, cleared when a
+/// message arrives.
+#[derive(Debug, Clone, Default)]
+pub struct KafkaHealth(Arc<Mutex<Option<String>>>);
+
+impl KafkaHealth {
+    /// `Ok` while the broker is reachable as far as we know, else the last error.
+    ///
+    /// # Errors
+    /// The last error the client reported.
+    pub fn check(&self) -> Result<(), String> {
+        match self.0.lock().expect("not poisoned").clone() {
+            None => Ok(()),
+            Some(error) => Err(error),
+        }
+    }
+
+    fn set(&self, error: Option<String>) {
+        *self.0.lock().expect("not poisoned") = error;
+    }
+}
+
+/// Reports client errors (broker down, all brokers unreachable) to the log and `/readyz`.
+struct IntakeContext {
+    health: KafkaHealth,
+}
+
+impl ClientContext for IntakeContext {
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        tracing::warn!(error.message = %error, reason, "Kafka client error; retrying");
+        self.health.set(Some(format!("{error}: {reason}")));
+    }
+}
+
+impl ConsumerContext for IntakeContext {}
+
+/// Where decoded messages go.
+enum Sink {
+    /// Recorded through the service layer, a batch per transaction.
+    Direct(Intake),
+    /// Posted to the API.
+    Forward {
+        client: reqwest::Client,
+        url: String,
+    },
+}
+
+/// The Kafka intake loop.
+pub struct KafkaIntake {
+    consumer: Arc<StreamConsumer<IntakeContext>>,
+    producer: FutureProducer,
+    topic: String,
+    sink: Sink,
+    health: KafkaHealth,
+}
+
+/// What happened to one message.
+enum Fate {
+    Recorded,
+    Duplicate,
+    Dead(DeadLetterReason),
+}
+
+impl KafkaIntake {
+    /// Builds the consumer and the dead-letter producer; nothing is contacted yet.
+    ///
+    /// # Errors
+    /// The client configuration is refused.
+    pub fn new(config: &KafkaConfig, intake: Intake) -> anyhow::Result<Self> {
+        let health = KafkaHealth::default();
+        let consumer: StreamConsumer<IntakeContext> = ClientConfig::new()
+            .set("bootstrap.servers", &config.brokers)
+            .set("group.id", &config.group_id)
+            .set("enable.auto.commit", "true")
+            .set("auto.commit.interval.ms", "1000")
+            // We store an offset only after its message is recorded or dead-lettered.
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("session.timeout.ms", "6000")
+            .create_with_context(IntakeContext {
+                health: health.clone(),
+            })?;
+        consumer.subscribe(&[&config.topic])?;
+        let producer: FutureProducer = ClientConfig::new()
+            .set("bootstrap.servers", &config.brokers)
+            .set("message.timeout.ms", "10000")
+            .create()?;
+        let sink = match &config.api_url {
+            Some(url) => Sink::Forward {
+                client: reqwest::Client::builder()
+                    .timeout(Duration::from_secs(10))
+                    .build()?,
+                url: url.clone(),
+            },
+            None => Sink::Direct(intake),
+        };
+        Ok(Self {
+            consumer: Arc::new(consumer),
+            producer,
+            topic: config.topic.clone(),
+            sink,
+            health,
+        })
+    }
+
+    /// The health handle for `/readyz`.
+    pub fn health(&self) -> KafkaHealth {
+        self.health.clone()
+    }
+
+    /// Consumes until `shutdown`; the batch in hand is finished first (or left unstored, to
+    /// be delivered again), and the stored offsets are committed at the end.
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) {
+        tokio::spawn(report_lag(self.consumer.clone(), shutdown.clone()));
+        loop {
+            let batch = tokio::select! {
+                () = shutdown.cancelled() => break,
+                batch = self.next_batch() => batch,
+            };
+            if !self.process(&batch, &shutdown).await {
+                break;
+            }
+        }
+        if let Err(e) = self.consumer.commit_consumer_state(CommitMode::Sync) {
+            tracing::debug!(error.message = %e, "no final offset commit");
+        }
+        tracing::info!("Kafka intake stopped");
+    }
+
+    /// Waits for a message, then takes what else arrives within `BATCH_WAIT`.
+    async fn next_batch(&self) -> Vec<OwnedMessage> {
+        let mut batch = Vec::new();
+        loop {
+            match self.consumer.recv().await {
+                Ok(message) => {
+                    batch.push(message.detach());
+                    break;
+                }
+                Err(e) => {
+                    tracing::warn!(error.message = %e, "Kafka receive failed; retrying");
+                    self.health.set(Some(e.to_string()));
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
+        self.health.set(None);
+        let deadline = tokio::time::Instant::now() + BATCH_WAIT;
+        while batch.len() < BATCH_MAX {
+            match tokio::time::timeout_at(deadline, self.consumer.recv()).await {
+                Ok(Ok(message)) => batch.push(message.detach()),
+                _ => break,
+            }
+        }
+        batch
+    }
+
+    /// Records a batch, dead-letters what cannot be recorded, then stores the offsets.
+    /// Returns `false` if `shutdown` came first (nothing of the batch is stored then).
+    async fn process(&self, batch: &[OwnedMessage], shutdown: &CancellationToken) -> bool {
+        metrics::counter!("dnsorch_kafka_messages_consumed_total").increment(batch.len() as u64);
+        let decoded: Vec<Result<DecodedMessage, DeadLetterReason>> = batch
+            .iter()
+            .map(|m| {
+                let origin = origin_of(m);
+                decode(m.payload(), idempotency_header(m), &origin)
+            })
+            .collect();
+        let Some(fates) = self.record(decoded, shutdown).await else {
+            return false;
+        };
+        for (message, fate) in batch.iter().zip(fates) {
+            match fate {
+                Fate::Recorded => {
+                    metrics::counter!("dnsorch_kafka_requests_recorded_total").increment(1);
+                }
+                Fate::Duplicate => {
+                    tracing::info!(
+                        offset = message.offset(),
+                        partition = message.partition(),
+                        "message already recorded; skipped"
+                    );
+                }
+                Fate::Dead(reason) => {
+                    if !self.dead_letter(message, &reason, shutdown).await {
+                        return false;
+                    }
+                }
+            }
+            if let Err(e) =
+                self.consumer
+                    .store_offset(message.topic(), message.partition(), message.offset())
+            {
+                // The partition was revoked meanwhile: its new owner gets the message again,
+                // and its idempotency key makes that harmless.
+                tracing::debug!(error.message = %e, "offset not stored");
+            }
+        }
+        true
+    }
+
+    /// Records the decoded messages, retrying while the database or the API is unavailable.
+    async fn record(
+        &self,
+        decoded: Vec<Result<DecodedMessage, DeadLetterReason>>,
+        shutdown: &CancellationToken,
+    ) -> Option<Vec<Fate>> {
+        match &self.sink {
+            Sink::Direct(intake) => record_direct(intake, decoded, shutdown).await,
+            Sink::Forward { client, url } => {
+                let mut fates = Vec::with_capacity(decoded.len());
+                for message in decoded {
+                    fates.push(match message {
+                        Err(reason) => Fate::Dead(reason),
+                        Ok(message) => forward(client, url, &message, shutdown).await?,
+                    });
+                }
+                Some(fates)
+            }
+        }
+    }
+
+    /// Produces the message to `<topic>.dlq` with the reason in its headers; retries until
+    /// the broker takes it. Returns `false` if `shutdown` came first.
+    async fn dead_letter(
+        &self,
+        message: &OwnedMessage,
+        reason: &DeadLetterReason,
+        shutdown: &CancellationToken,
+    ) -> bool {
+        let dlq = format!("{}.dlq", self.topic);
+        let error = reason.to_string();
+        let partition = message.partition().to_string();
+        let offset = message.offset().to_string();
+        let headers = OwnedHeaders::new()
+            .insert(Header {
+                key: "dnsorch-error",
+                value: Some(error.as_str()),
+            })
+            .insert(Header {
+                key: "dnsorch-error-kind",
+                value: Some(reason.kind()),
+            })
+            .insert(Header {
+                key: "dnsorch-original-topic",
+                value: Some(message.topic()),
+            })
+            .insert(Header {
+                key: "dnsorch-original-partition",
+                value: Some(partition.as_str()),
+            })
+            .insert(Header {
+                key: "dnsorch-original-offset",
+                value: Some(offset.as_str()),
+            });
+        let payload = message.payload().unwrap_or_default();
+        let key = message.key().unwrap_or_default();
+        loop {
+            let record = FutureRecord::to(&dlq)
+                .payload(payload)
+                .key(key)
+                .headers(headers.clone());
+            match self.producer.send(record, Duration::from_secs(5)).await {
+                Ok(_) => {
+                    tracing::warn!(topic = message.topic(), partition = message.partition(), offset = message.offset(), reason = %error, "message dead-lettered");
+                    metrics::counter!("dnsorch_kafka_dead_letters_total", "kind" => reason.kind())
+                        .increment(1);
+                    return true;
+                }
+                Err((e, _)) => {
+                    tracing::warn!(error.message = %e, "could not produce a dead letter; retrying");
+                    tokio::select! {
+                        () = shutdown.cancelled() => return false,
+                        () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Records decoded messages through the service layer, one transaction per batch, retrying
+/// the batch while the database is unavailable. `None`: shutdown came first.
+async fn record_direct(
+    intake: &Intake,
+    decoded: Vec<Result<DecodedMessage, DeadLetterReason>>,
+    shutdown: &CancellationToken,
+) -> Option<Vec<Fate>> {
+    let items: Vec<_> = decoded
+        .iter()
+        .filter_map(|d| d.as_ref().ok())
+        .map(|d| (d.body.clone(), d.operation, d.idempotency_key.clone()))
+        .collect();
+    let mut pause = Duration::from_millis(200);
+    let mut answers = loop {
+        match intake.submit_batch(items.clone()).await {
+            Ok(answers) => break answers.into_iter(),
+            Err(e) => {
+                tracing::warn!(error.message = %e, "could not record a Kafka batch; retrying");
+                tokio::select! {
+                    () = shutdown.cancelled() => return None,
+                    () = tokio::time::sleep(pause) => {}
+                }
+                pause = (pause * 2).min(MAX_BACKOFF);
+            }
+        }
+    };
+    Some(
+        decoded
+            .into_iter()
+            .map(|d| match d {
+                Err(reason) => Fate::Dead(reason),
+                Ok(_) => match answers.next().expect("one answer per item") {
+                    Ok(Submitted::Created(_)) => Fate::Recorded,
+                    Ok(Submitted::Replayed(_)) => Fate::Duplicate,
+                    Err(IntakeError::Invalid(fields)) => {
+                        Fate::Dead(DeadLetterReason::Invalid(fields))
+                    }
+                    Err(IntakeError::KeyReused(id)) => {
+                        Fate::Dead(DeadLetterReason::KeyReused(id.to_string()))
+                    }
+                    Err(IntakeError::Store(e)) => {
+                        Fate::Dead(DeadLetterReason::Malformed(format!("not recorded: {e}")))
+                    }
+                },
+            })
+            .collect(),
+    )
+}
+
+/// Posts one message to the API, retrying while it is unreachable or answers 5xx. A 4xx
+/// answer makes the message a dead letter with the API's error. `None`: shutdown came first.
+async fn forward(
+    client: &reqwest::Client,
+    url: &str,
+    message: &DecodedMessage,
+    shutdown: &CancellationToken,
+) -> Option<Fate> {
+    let mut pause = Duration::from_millis(200);
+    loop {
+        let sent = client
+            .post(url)
+            .header("Idempotency-Key", &message.idempotency_key)
+            .json(&message.body)
+            .send()
+            .await;
+        match sent {
+            Ok(response) if response.status().is_success() => {
+                return Some(if response.status() == reqwest::StatusCode::ACCEPTED {
+                    Fate::Recorded
+                } else {
+                    Fate::Duplicate
+                });
+            }
+            Ok(response) if response.status().is_client_error() => {
+                let status = response.status();
+                let body = response.text().await.unwrap_or_default();
+                let reason = format!("the API answered {status}: {body}");
+                return Some(Fate::Dead(if status == reqwest::StatusCode::CONFLICT {
+                    DeadLetterReason::KeyReused(reason)
+                } else {
+                    DeadLetterReason::Invalid(crate::domain::ValidationError::field("body", reason))
+                }));
+            }
+            Ok(response) => {
+                tracing::warn!(status = %response.status(), "the API is failing; retrying");
+            }
+            Err(e) => tracing::warn!(error.message = %e, "the API is unreachable; retrying"),
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return None,
+            () = tokio::time::sleep(pause) => {}
+        }
+        pause = (pause * 2).min(MAX_BACKOFF);
+    }
+}
+
+/// Sets `dnsorch_kafka_consumer_lag{partition}` every few seconds: the high watermark minus
+/// the consumer's position, for each assigned partition.
+async fn report_lag(consumer: Arc<StreamConsumer<IntakeContext>>, shutdown: CancellationToken) {
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(Duration::from_secs(5)) => {}
+        }
+        let consumer = consumer.clone();
+        let lags = tokio::task::spawn_blocking(move || {
+            let Ok(positions) = consumer.position() else {
+                return Vec::new();
+            };
+            positions
+                .elements()
+                .iter()
+                .filter_map(|p| {
+                    let (_, high) = consumer
+                        .fetch_watermarks(p.topic(), p.partition(), Duration::from_secs(1))
+                        .ok()?;
+                    let Offset::Offset(position) = p.offset() else {
+                        return None;
+                    };
+                    Some((p.partition(), (high - position).max(0)))
+                })
+                .collect::<Vec<_>>()
+        })
+        .await
+        .unwrap_or_default();
+        for (partition, lag) in lags {
+            metrics::gauge!("dnsorch_kafka_consumer_lag", "partition" => partition.to_string())
+                .set(lag as f64);
+        }
+    }
+}
+
+fn origin_of(message: &OwnedMessage) -> MessageOrigin {
+    MessageOrigin {
+        topic: message.topic().to_owned(),
+        partition: message.partition(),
+        offset: message.offset(),
+    }
+}
+
+fn idempotency_header(message: &OwnedMessage) -> Option<&[u8]> {
+    let headers = message.headers()?;
+    headers
+        .iter()
+        .find(|h| h.key.eq_ignore_ascii_case(IDEMPOTENCY_HEADER))
+        .and_then(|h| h.value)
+}

@@ -1,0 +1,444 @@
+//! Kafka intake against a real Kafka-protocol broker (tansu, started by `scripts/test.sh`,
+//! which exports `TEST_KAFKA_URL` and `TEST_TANSU`). Each test uses a topic and a group of its
+//! own.
+
+#![cfg(feature = "kafka")]
+
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use dnsorch::config::{LogFormat, Settings};
+use dnsorch::domain::RequestStatus;
+use dnsorch::startup::Application;
+use dnsorch::store::{RequestFilter, RequestStore, SqliteStore};
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use serde_json::json;
+use tempfile::TempDir;
+use tokio_util::sync::CancellationToken;
+
+fn broker() -> String {
+    std::env::var("TEST_KAFKA_URL")
+        .expect("TEST_KAFKA_URL is not set: run the tests with scripts/test.sh")
+}
+
+/// A fresh topic with `partitions` partitions, and its dead-letter topic.
+fn create_topic(partitions: u32) -> String {
+    let topic = format!("dns_requests_{}", uuid::Uuid::new_v4().simple());
+    let tansu = std::env::var("TEST_TANSU")
+        .expect("TEST_TANSU is not set: run the tests with scripts/test.sh");
+    for (name, n) in [(topic.clone(), partitions), (format!("{topic}.dlq"), 1)] {
+        let status = Command::new(&tansu)
+            .args(["topic", "create", &name, "--partitions", &n.to_string()])
+            .args(["--broker", &format!("tcp://{}", broker())])
+            .stdout(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success(), "could not create topic {name}");
+    }
+    topic
+}
+
+fn producer() -> FutureProducer {
+    ClientConfig::new()
+        .set("bootstrap.servers", broker())
+        .set("message.timeout.ms", "10000")
+        .create()
+        .unwrap()
+}
+
+async fn produce(
+    producer: &FutureProducer,
+    topic: &str,
+    payload: &str,
+    idempotency_key: Option<&str>,
+) {
+    let mut record = FutureRecord::to(topic)
+        .payload(payload)
+        .key("same-partition-key");
+    if let Some(key) = idempotency_key {
+        record = record.headers(OwnedHeaders::new().insert(Header {
+            key: "idempotency-key",
+            value: Some(key),
+        }));
+    }
+    producer
+        .send(record, Duration::from_secs(10))
+        .await
+        .map_err(|(e, _)| e)
+        .unwrap();
+}
+
+fn a_record(domain: &str) -> String {
+    json!({
+        "context": {"account_id": "acct-k"},
+        "resource": {"record_type": "A", "domain": domain, "target": "192.0.2.90"}
+    })
+    .to_string()
+}
+
+fn settings(dir: &TempDir, topic: &str) -> Settings {
+    Settings {
+        database_url: format!("sqlite://{}/dnsorch.db?mode=rwc", dir.path().display()),
+        celery_broker_url: None,
+        redis_url: None,
+        task_stream: "dns_tasks".into(),
+        kafka_broker_url: Some(broker()),
+        kafka_dns_topic: topic.to_owned(),
+        kafka_group_id: format!("group_{}", uuid::Uuid::new_v4().simple()),
+        api_url: None,
+        bind_addr: "127.0.0.1:0".parse().unwrap(),
+        log_format: LogFormat::Json,
+        log_level: "warn".into(),
+        simulated_delay_seconds: Duration::ZERO,
+        simulated_failure_rate: 0.0,
+        max_attempts: 5,
+        retry_base_seconds: Duration::ZERO,
+        retry_max_seconds: Duration::ZERO,
+        lease_seconds: Duration::from_secs(30),
+        worker_concurrency: 2,
+        reconcile_interval_seconds: Duration::from_millis(200),
+        requeue_after_seconds: Duration::from_secs(30),
+        schema_wait_seconds: Duration::from_secs(10),
+        poll_interval_seconds: Duration::from_millis(100),
+        db_acquire_timeout_seconds: Duration::from_secs(2),
+        shutdown_grace_seconds: Duration::from_secs(5),
+    }
+}
+
+/// The all-in-one app consuming `topic`, in this process.
+struct App {
+    store: Arc<dyn RequestStore>,
+    shutdown: CancellationToken,
+}
+
+async fn spawn_app(settings: Settings) -> App {
+    let app = Application::build(settings).await.unwrap();
+    let store = app.store();
+    let shutdown = CancellationToken::new();
+    tokio::spawn(app.run_until_stopped(shutdown.clone()));
+    App { store, shutdown }
+}
+
+impl Drop for App {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+async fn requests(store: &dyn RequestStore) -> Vec<dnsorch::store::DnsRequest> {
+    store
+        .list(&RequestFilter {
+            limit: 500,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+}
+
+async fn wait_for(what: &str, bound: Duration, mut done: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + bound;
+    while !done().await {
+        assert!(
+            Instant::now() < deadline,
+            "{what} did not happen within {bound:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Reads `n` messages from the dead-letter topic: (payload, headers as key=value pairs). The
+/// reading blocks, so it runs off the test's runtime, where the app runs.
+async fn read_dead_letters(topic: &str, n: usize) -> Vec<(String, Vec<(String, String)>)> {
+    let topic = topic.to_owned();
+    tokio::task::spawn_blocking(move || read_dead_letters_blocking(&topic, n))
+        .await
+        .unwrap()
+}
+
+fn read_dead_letters_blocking(topic: &str, n: usize) -> Vec<(String, Vec<(String, String)>)> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", broker())
+        .set(
+            "group.id",
+            format!("dlq_reader_{}", uuid::Uuid::new_v4().simple()),
+        )
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .unwrap();
+    consumer.subscribe(&[&format!("{topic}.dlq")]).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut letters = Vec::new();
+    while letters.len() < n && Instant::now() < deadline {
+        if let Some(Ok(message)) = consumer.poll(Duration::from_millis(200)) {
+            let payload =
+                String::from_utf8_lossy(message.payload().unwrap_or_default()).into_owned();
+            let headers = message
+                .headers()
+                .map(|h| {
+                    h.iter()
+                        .map(|h| {
+                            (
+                                h.key.to_owned(),
+                                String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned(),
+                            )
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            letters.push((payload, headers));
+        }
+    }
+    letters
+}
+
+fn header<'a>(headers: &'a [(String, String)], key: &str) -> &'a str {
+    headers
+        .iter()
+        .find(|(k, _)| k == key)
+        .map_or("", |(_, v)| v.as_str())
+}
+
+#[tokio::test]
+async fn valid_messages_become_kafka_requests_that_complete() {
+    // Arrange
+    let topic = create_topic(2);
+    let dir = TempDir::new().unwrap();
+    let app = spawn_app(settings(&dir, &topic)).await;
+    let producer = producer();
+
+    // Act
+    for i in 0..5 {
+        produce(
+            &producer,
+            &topic,
+            &a_record(&format!("k{i}.example.test")),
+            None,
+        )
+        .await;
+    }
+
+    // Assert
+    wait_for(
+        "five completed requests",
+        Duration::from_secs(60),
+        async || {
+            let all = requests(&*app.store).await;
+            all.len() == 5 && all.iter().all(|r| r.status == RequestStatus::Completed)
+        },
+    )
+    .await;
+    let all = requests(&*app.store).await;
+    assert!(all.iter().all(|r| r.source == "kafka"));
+    assert!(all.iter().all(|r| {
+        r.idempotency_key
+            .as_deref()
+            .is_some_and(|k| k.starts_with(&format!("kafka:{topic}:")))
+    }));
+}
+
+#[tokio::test]
+async fn malformed_and_invalid_messages_go_to_the_dead_letter_topic_and_are_not_stored() {
+    // Arrange
+    let topic = create_topic(1);
+    let dir = TempDir::new().unwrap();
+    let app = spawn_app(settings(&dir, &topic)).await;
+    let producer = producer();
+    let invalid = json!({"context": {"account_id": "acct-k"},
+        "resource": {"record_type": "A", "domain": "bad..name", "target": "300.0.0.1"}});
+    let unknown_action = a_record("x.example.test").replacen('{', r#"{"action": "rename", "#, 1);
+
+    // Act: three bad messages between two good ones.
+    produce(&producer, &topic, &a_record("first.example.test"), None).await;
+    produce(&producer, &topic, "this is not json", None).await;
+    produce(&producer, &topic, &invalid.to_string(), None).await;
+    produce(&producer, &topic, &unknown_action, None).await;
+    produce(&producer, &topic, &a_record("last.example.test"), None).await;
+
+    // Assert
+    let letters = read_dead_letters(&topic, 3).await;
+    assert_eq!(letters.len(), 3, "{letters:?}");
+    assert_eq!(letters[0].0, "this is not json");
+    assert_eq!(header(&letters[0].1, "dnsorch-error-kind"), "malformed");
+    assert_eq!(header(&letters[1].1, "dnsorch-error-kind"), "invalid");
+    assert!(
+        header(&letters[1].1, "dnsorch-error").contains("resource.domain"),
+        "{:?}",
+        letters[1]
+    );
+    assert!(
+        header(&letters[1].1, "dnsorch-error").contains("resource.target"),
+        "{:?}",
+        letters[1]
+    );
+    assert!(
+        header(&letters[2].1, "dnsorch-error").contains("action"),
+        "{:?}",
+        letters[2]
+    );
+    assert_eq!(header(&letters[0].1, "dnsorch-original-topic"), topic);
+    assert_eq!(header(&letters[0].1, "dnsorch-original-partition"), "0");
+    assert_eq!(header(&letters[0].1, "dnsorch-original-offset"), "1");
+    wait_for(
+        "the two good messages",
+        Duration::from_secs(30),
+        async || requests(&*app.store).await.len() == 2,
+    )
+    .await;
+    let domains: Vec<String> = requests(&*app.store)
+        .await
+        .into_iter()
+        .map(|r| r.domain)
+        .collect();
+    assert_eq!(domains, ["last.example.test", "first.example.test"]);
+}
+
+#[tokio::test]
+async fn the_same_message_twice_records_one_request_and_a_reused_key_is_a_dead_letter() {
+    // Arrange
+    let topic = create_topic(1);
+    let dir = TempDir::new().unwrap();
+    let app = spawn_app(settings(&dir, &topic)).await;
+    let producer = producer();
+
+    // Act
+    produce(
+        &producer,
+        &topic,
+        &a_record("once.example.test"),
+        Some("change-1"),
+    )
+    .await;
+    produce(
+        &producer,
+        &topic,
+        &a_record("once.example.test"),
+        Some("change-1"),
+    )
+    .await;
+    produce(
+        &producer,
+        &topic,
+        &a_record("other.example.test"),
+        Some("change-1"),
+    )
+    .await;
+    produce(&producer, &topic, &a_record("after.example.test"), None).await;
+
+    // Assert
+    let letters = read_dead_letters(&topic, 1).await;
+    assert_eq!(letters.len(), 1);
+    assert_eq!(header(&letters[0].1, "dnsorch-error-kind"), "key_reused");
+    wait_for("the later message", Duration::from_secs(30), async || {
+        requests(&*app.store).await.len() == 2
+    })
+    .await;
+    let all = requests(&*app.store).await;
+    assert_eq!(
+        all.iter()
+            .filter(|r| r.domain == "once.example.test")
+            .count(),
+        1
+    );
+}
+
+/// `dnsorch run` as a process consuming `topic` into a SQLite file in `dir`.
+fn spawn_run(dir: &TempDir, topic: &str, group: &str) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_dnsorch"))
+        .arg("run")
+        .current_dir(dir.path())
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env(
+            "DATABASE_URL",
+            format!("sqlite://{}/dnsorch.db?mode=rwc", dir.path().display()),
+        )
+        .env("BIND_ADDR", "127.0.0.1:0")
+        .env("KAFKA_BROKER_URL", broker())
+        .env("KAFKA_DNS_TOPIC", topic)
+        .env("KAFKA_GROUP_ID", group)
+        .env("WORKER_CONCURRENCY", "0")
+        .env("LOG_LEVEL", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+async fn produce_many(producer: &FutureProducer, topic: &str, range: std::ops::Range<u32>) {
+    let sends = range.map(|i| {
+        let record = a_record(&format!("m{i}.example.test"));
+        async move {
+            let key = format!("key-{}", i % 7);
+            producer
+                .send(
+                    FutureRecord::to(topic).payload(&record).key(&key),
+                    Duration::from_secs(10),
+                )
+                .await
+                .map_err(|(e, _)| e)
+                .unwrap();
+        }
+    });
+    futures::future::join_all(sends).await;
+}
+
+async fn recorded(store: &SqliteStore) -> i64 {
+    store
+        .count_by_status()
+        .await
+        .unwrap()
+        .iter()
+        .map(|(_, n)| n)
+        .sum()
+}
+
+#[tokio::test]
+async fn a_consumer_killed_mid_stream_records_every_message_exactly_once() {
+    // Arrange: the database exists before the consumer starts; 1,000 messages on three
+    // partitions are waiting.
+    let topic = create_topic(3);
+    let group = format!("group_{}", uuid::Uuid::new_v4().simple());
+    let dir = TempDir::new().unwrap();
+    let url = format!("sqlite://{}/dnsorch.db?mode=rwc", dir.path().display());
+    let store = SqliteStore::open(&url, Duration::from_secs(2))
+        .await
+        .unwrap();
+    let producer = producer();
+    produce_many(&producer, &topic, 0..1000).await;
+
+    // Act: kill -9 the consumer as soon as it has recorded something, produce 1,000 more,
+    // and start it again.
+    let mut first = spawn_run(&dir, &topic, &group);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while recorded(&store).await == 0 {
+        assert!(Instant::now() < deadline, "the consumer recorded nothing");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    Command::new("kill")
+        .args(["-KILL", &first.id().to_string()])
+        .status()
+        .unwrap();
+    first.wait().unwrap();
+    let before_restart = recorded(&store).await;
+    produce_many(&producer, &topic, 1000..2000).await;
+    let mut second = spawn_run(&dir, &topic, &group);
+
+    // Assert: every message exactly once (a redelivered one finds its idempotency key).
+    wait_for("all 2,000 recorded", Duration::from_secs(120), async || {
+        recorded(&store).await >= 2000
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let _ = Command::new("kill")
+        .args(["-TERM", &second.id().to_string()])
+        .status();
+    second.wait().unwrap();
+    assert_eq!(
+        recorded(&store).await,
+        2000,
+        "{before_restart} were recorded before the kill"
+    );
+}
