@@ -5,7 +5,7 @@
 #   tansu_start DIR PORT   starts it with the sqlite:// engine in DIR (the memory:// engine cannot
 #                          fetch from the middle of a batch) and sets TANSU_PID and KAFKA_URL
 #                          (127.0.0.1:PORT); readiness is checked by the caller with a metadata call
-#   tansu_stop             SIGTERM to the broker we started
+#   tansu_stop             SIGTERM to the broker we started (SIGKILL if it lingers)
 
 TOOLS_DIR="${TOOLS_DIR:-$HOME/.cache/dnsorch-tools}"
 TANSU="$TOOLS_DIR/bin/tansu"
@@ -41,6 +41,12 @@ tansu_start() {
 tansu_stop() {
     [ -n "${TANSU_PID:-}" ] || return 0
     kill -TERM "$TANSU_PID" 2>/dev/null || true
+    # tansu may not exit on SIGTERM while clients are still connected: SIGKILL after 5 s.
+    for _ in $(seq 1 50); do
+        kill -0 "$TANSU_PID" 2>/dev/null || break
+        sleep 0.1
+    done
+    kill -KILL "$TANSU_PID" 2>/dev/null || true
     wait "$TANSU_PID" 2>/dev/null || true
     TANSU_PID=""
 }

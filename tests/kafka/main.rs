@@ -442,3 +442,61 @@ async fn a_consumer_killed_mid_stream_records_every_message_exactly_once() {
         "{before_restart} were recorded before the kill"
     );
 }
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test]
+async fn forward_mode_with_the_api_down_then_up_loses_nothing() {
+    // Arrange: a consumer forwarding to an API that is not there yet.
+    let topic = create_topic(1);
+    let api_port = free_port();
+    let consumer_dir = TempDir::new().unwrap();
+    let mut forwarding = settings(&consumer_dir, &topic);
+    forwarding.api_url = Some(format!("http://127.0.0.1:{api_port}/api/v1/dns/create"));
+    forwarding.worker_concurrency = 0;
+    let consumer = spawn_app(forwarding).await;
+    let producer = producer();
+    for i in 0..5 {
+        produce(
+            &producer,
+            &topic,
+            &a_record(&format!("f{i}.example.test")),
+            None,
+        )
+        .await;
+    }
+    produce(&producer, &topic, &a_record("bad..name"), None).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    // Act: the API comes up.
+    let api_dir = TempDir::new().unwrap();
+    let mut api_settings = settings(&api_dir, "unused");
+    api_settings.kafka_broker_url = None;
+    api_settings.bind_addr = format!("127.0.0.1:{api_port}").parse().unwrap();
+    let api = spawn_app(api_settings).await;
+
+    // Assert: every message reached the API once, the invalid one is a dead letter with the
+    // API's answer, and the consumer wrote nothing to its own database.
+    wait_for(
+        "five forwarded requests",
+        Duration::from_secs(60),
+        async || requests(&*api.store).await.len() == 5,
+    )
+    .await;
+    let letters = read_dead_letters(&topic, 1).await;
+    assert_eq!(letters.len(), 1);
+    assert!(
+        header(&letters[0].1, "dnsorch-error").contains("422"),
+        "{:?}",
+        letters[0]
+    );
+    let forwarded = requests(&*api.store).await;
+    assert!(forwarded.iter().all(|r| r.source == "kafka"));
+    assert!(requests(&*consumer.store).await.is_empty());
+}
