@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Throughput benchmark for dnsorch (release build, simulated backend with no delay), in two
-# topologies, SQLite first.
+# topologies, SQLite first, then the Kafka intake.
 #
 # SQLite: `dnsorch run` (API and workers in one process, embedded SQLite).
 #   1. POST throughput: wrk against POST /api/v1/dns/create at 16 and 64 connections.
@@ -20,8 +20,24 @@
 #   5. End to end as in 2 against `serve`, with 1 and then 2 `dnsorch worker --concurrency N`
 #      processes (a fresh database each).
 #
+# Kafka intake: a throwaway tansu broker (Kafka protocol, sqlite storage) under the temp dir on
+# a free port, one topic with 3 partitions (and its .dlq), filled once by examples/kafka_bench.
+#   6. produce: BENCH_KAFKA_MESSAGES valid create messages (`kafka_bench produce`, rdkafka).
+#   7. plain consumer: `kafka_bench drain`, an rdkafka consumer in a fresh group that reads the
+#      topic from the start and discards it: the broker's own consume rate with dnsorch's client
+#      library.
+#   8. dnsorch: `dnsorch consume` on a fresh migrated database on the durable PostgreSQL of the
+#      PostgreSQL topology (with its Redis: each recorded request is also XADDed to the task
+#      stream; started here if that topology did not run), then `dnsorch run` on a fresh SQLite
+#      database with WORKER_CONCURRENCY=0; each in a fresh consumer group, timed from the
+#      process start until dnsorch_kafka_requests_recorded_total (/metrics, polled every 0.2 s)
+#      reaches BENCH_KAFKA_MESSAGES. The table gives each rate from the process start and, as
+#      "steady", from the first message on (the plain consumer's own timing; for dnsorch, from
+#      the first poll that saw a recorded message), and dnsorch's rate as a percentage of the
+#      plain consumer's.
+#
 # Settings (environment):
-#   BENCH_TOPOLOGY      sqlite, postgres or all (default all)
+#   BENCH_TOPOLOGY      sqlite, postgres, kafka or all (default all: in that order)
 #   BENCH_PORT          port to listen on (default 18080; the next free one if 18080 is taken)
 #   BENCH_DURATION      wrk and pgbench duration per run (default 10s; pgbench needs whole
 #                       seconds: 10, 10s, 2m)
@@ -29,9 +45,13 @@
 #   WORKER_CONCURRENCY  workers of `dnsorch run`, and --concurrency of each `dnsorch worker`
 #                       (default 16)
 #   BENCH_E2E_TIMEOUT   seconds to wait for all COMPLETED (default 600)
+#   BENCH_KAFKA_MESSAGES  messages produced to the Kafka topic (default 100000)
+#   BENCH_KAFKA_TIMEOUT   seconds allowed to each produce, drain and dnsorch intake run
+#                         (default 600)
 #
-# Exits non-zero if any answer was not 2xx (or a socket error, a timeout or a failed pgbench
-# transaction happened).
+# Exits non-zero if any answer was not 2xx (or a socket error, a timeout, a failed pgbench
+# transaction, a dead-lettered Kafka message or a PENDING count other than the messages
+# produced happened).
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -45,15 +65,23 @@ requests="${BENCH_REQUESTS:-10000}"
 workers="${WORKER_CONCURRENCY:-16}"
 e2e_timeout="${BENCH_E2E_TIMEOUT:-600}"
 topology="${BENCH_TOPOLOGY:-all}"
+kafka_messages="${BENCH_KAFKA_MESSAGES:-100000}"
+kafka_timeout="${BENCH_KAFKA_TIMEOUT:-600}"
 
 log() { printf '==> %s\n' "$*" >&2; }
 
 case "$topology" in
-  sqlite) want_sqlite=1 want_pg=0 ;;
-  postgres) want_sqlite=0 want_pg=1 ;;
-  all) want_sqlite=1 want_pg=1 ;;
-  *) log "BENCH_TOPOLOGY must be sqlite, postgres or all, not '$topology'"; exit 2 ;;
+  sqlite) want_sqlite=1 want_pg=0 want_kafka=0 ;;
+  postgres) want_sqlite=0 want_pg=1 want_kafka=0 ;;
+  kafka) want_sqlite=0 want_pg=0 want_kafka=1 ;;
+  all) want_sqlite=1 want_pg=1 want_kafka=1 ;;
+  *) log "BENCH_TOPOLOGY must be sqlite, postgres, kafka or all, not '$topology'"; exit 2 ;;
 esac
+if [ "$want_kafka" = 1 ]; then
+  for v in "$kafka_messages" "$kafka_timeout"; do
+    [[ "$v" =~ ^[1-9][0-9]*$ ]] || { log "BENCH_KAFKA_MESSAGES and BENCH_KAFKA_TIMEOUT must be positive integers"; exit 2; }
+  done
+fi
 
 # pgbench -T takes whole seconds; wrk's duration syntax is N[s|m|h].
 pg_seconds=""
@@ -75,23 +103,30 @@ fi
 . "$root/scripts/lib/postgres.sh"
 # shellcheck source=scripts/lib/redis.sh
 . "$root/scripts/lib/redis.sh"
+# shellcheck source=scripts/lib/tansu.sh
+. "$root/scripts/lib/tansu.sh"
 
 # --- 1. tools ----------------------------------------------------------------------------
-if ! command -v wrk >/dev/null 2>&1; then
+if { [ "$want_sqlite" = 1 ] || [ "$want_pg" = 1 ]; } && ! command -v wrk >/dev/null 2>&1; then
   log "installing wrk"
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"
   $sudo apt-get update -qq >/dev/null
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq wrk >/dev/null
 fi
-if [ "$want_pg" = 1 ]; then
+if [ "$want_pg" = 1 ] || [ "$want_kafka" = 1 ]; then
   postgres_install >&2 # postgresql-15, which brings pgbench
   redis_install >&2
 fi
+if [ "$want_kafka" = 1 ]; then
+  tansu_install >&2
+fi
 
 # --- 2. build --------------------------------------------------------------------------
-log "cargo build --release"
-(cd "$root" && cargo build --release --quiet --bin dnsorch)
+build=(--bin dnsorch)
+[ "$want_kafka" = 0 ] || build+=(--example kafka_bench)
+log "cargo build --release ${build[*]}"
+(cd "$root" && cargo build --release --quiet "${build[@]}")
 
 # --- port --------------------------------------------------------------------------------
 port_free() {
@@ -126,6 +161,8 @@ dir="$(mktemp -d -t dnsorch-bench.XXXXXX)"
 pids=() # the dnsorch processes running now
 logs=() # their logs
 run=0
+kbench_pid="" # a kafka_bench process running now
+pg_dir=""     # the data directory of the PostgreSQL we started, once started
 
 # SIGTERM to every dnsorch process we started, then up to 15 s each for a graceful stop.
 stop_server() {
@@ -160,6 +197,10 @@ report_logs() {
 
 cleanup() {
   local rc=$?
+  if [ -n "$kbench_pid" ]; then
+    kill -TERM "$kbench_pid" 2>/dev/null || true
+    wait "$kbench_pid" 2>/dev/null || true
+  fi
   stop_server
   if [ "$rc" -ne 0 ]; then
     local f
@@ -169,11 +210,16 @@ cleanup() {
         tail -n 20 "$f" >&2 || true
       fi
     done
-    if [ -n "${POSTGRES_PID:-}" ] && [ -s "$dir/postgres/postgres.log" ]; then
+    if [ -n "${POSTGRES_PID:-}" ] && [ -s "$pg_dir/postgres.log" ]; then
       log "last lines of the PostgreSQL log:"
-      tail -n 10 "$dir/postgres/postgres.log" >&2 || true
+      tail -n 10 "$pg_dir/postgres.log" >&2 || true
+    fi
+    if [ -n "${TANSU_PID:-}" ] && [ -s "$dir/tansu/tansu.log" ]; then
+      log "last lines of the tansu log:"
+      sed 's/\x1b\[[0-9;]*m//g' "$dir/tansu/tansu.log" | tail -n 20 >&2 || true
     fi
   fi
+  tansu_stop
   redis_stop
   postgres_stop
   rm -rf "$dir"
@@ -214,6 +260,7 @@ start_server() {
   mkdir -p "$db"
   (
     cd "$db"
+    unset KAFKA_BROKER_URL # no Kafka intake unless a phase asks for it
     export DATABASE_URL="sqlite://$db/bench.db?mode=rwc" \
       BIND_ADDR="127.0.0.1:$port" \
       SIMULATED_DELAY_SECONDS=0 \
@@ -292,69 +339,82 @@ if [ "$want_sqlite" = 1 ]; then
 fi
 
 # ================================ PostgreSQL + Redis ====================================
+# ======================== PostgreSQL + Redis helpers (also for Kafka) ===================
+# pg_up: the durable PostgreSQL and the Redis, started under the temp dir on free ports unless
+# they are running already (the PostgreSQL topology leaves them running for the Kafka one).
+pg_up() {
+  if [ -z "${POSTGRES_PID:-}" ]; then
+    pg_port="$(free_port)"
+    pg_dir="$dir/postgres-$pg_port"
+    log "starting PostgreSQL 15 (fsync on) on 127.0.0.1:$pg_port"
+    POSTGRES_DURABLE=1 postgres_start "$pg_dir" "$pg_port" >&2 || { log "PostgreSQL did not start"; exit 1; }
+    [ "$(psql_ -d postgres -c 'show fsync')" = on ] || { log "PostgreSQL runs with fsync off"; exit 1; }
+    [ "$(psql_ -d postgres -c 'show synchronous_commit')" = on ] || { log "PostgreSQL runs with synchronous_commit off"; exit 1; }
+  fi
+  if [ -z "${REDIS_PID:-}" ]; then
+    redis_port="$(free_port)"
+    log "starting Redis on 127.0.0.1:$redis_port"
+    redis_start "$dir/redis-$redis_port" "$redis_port" >&2 || { log "Redis did not start"; exit 1; }
+  fi
+}
+
+psql_() { "$PGBIN/psql" -h 127.0.0.1 -p "$pg_port" -U postgres -v ON_ERROR_STOP=1 -qAt "$@"; }
+
+# In a subshell: the environment of a dnsorch process on database (and stream) $1.
+pg_env() {
+  unset KAFKA_BROKER_URL # no Kafka intake unless a phase asks for it
+  export DATABASE_URL="postgres://postgres@127.0.0.1:$pg_port/$1" \
+    CELERY_BROKER_URL="$REDIS_URL" \
+    TASK_STREAM="$1" \
+    BIND_ADDR="127.0.0.1:$port" \
+    SIMULATED_DELAY_SECONDS=0 \
+    LOG_LEVEL=warn \
+    WORKER_CONCURRENCY="$workers"
+}
+
+# pg_database DB: a new database with dnsorch's schema (`dnsorch migrate`).
+pg_database() {
+  psql_ -d postgres -c "create database $1" >/dev/null
+  if ! (cd "$dir" && pg_env "$1" && exec "$bin" migrate) >"$dir/migrate-$1.log" 2>&1; then
+    log "dnsorch migrate failed:"
+    cat "$dir/migrate-$1.log" >&2
+    exit 1
+  fi
+}
+
+# pg_spawn DB NAME ARGS...: `dnsorch ARGS` on DB in the background, logging to NAME.log.
+pg_spawn() {
+  local db="$1" name="$2"
+  shift 2
+  (cd "$dir" && pg_env "$db" && exec "$bin" "$@") >"$dir/$name.log" 2>&1 &
+  pids+=("$!")
+  logs+=("$dir/$name.log")
+}
+
+# wait_workers N: until N worker processes read the task stream. Each has one connection
+# for its blocking XREADGROUP, and only the processes of this phase are connected (Redis 7
+# lists a blocked reader as a consumer only once it has read an entry, so XINFO CONSUMERS
+# cannot tell).
+wait_workers() {
+  local deadline=$((SECONDS + 30)) n
+  while :; do
+    n="$(redis-cli -h 127.0.0.1 -p "$redis_port" client list 2>/dev/null | grep -c ' cmd=xreadgroup ' || true)"
+    [ "${n:-0}" -ge "$1" ] && break
+    check_alive
+    if [ "$SECONDS" -ge "$deadline" ]; then
+      log "$1 worker processes not reading the task stream within 30 s (${n:-0} are)"
+      exit 1
+    fi
+    sleep 0.1
+  done
+}
+
+checkpoint() { psql_ -d postgres -c checkpoint >/dev/null; }
+
 pg_rows=()
 pg_note=""
 if [ "$want_pg" = 1 ]; then
-  pg_port="$(free_port)"
-  log "starting PostgreSQL 15 (fsync on) on 127.0.0.1:$pg_port"
-  POSTGRES_DURABLE=1 postgres_start "$dir/postgres" "$pg_port" >&2 || { log "PostgreSQL did not start"; exit 1; }
-  redis_port="$(free_port)"
-  log "starting Redis on 127.0.0.1:$redis_port"
-  redis_start "$dir/redis" "$redis_port" >&2 || { log "Redis did not start"; exit 1; }
-
-  psql_() { "$PGBIN/psql" -h 127.0.0.1 -p "$pg_port" -U postgres -v ON_ERROR_STOP=1 -qAt "$@"; }
-  [ "$(psql_ -d postgres -c 'show fsync')" = on ] || { log "PostgreSQL runs with fsync off"; exit 1; }
-  [ "$(psql_ -d postgres -c 'show synchronous_commit')" = on ] || { log "PostgreSQL runs with synchronous_commit off"; exit 1; }
-
-  # In a subshell: the environment of a dnsorch process on database (and stream) $1.
-  pg_env() {
-    export DATABASE_URL="postgres://postgres@127.0.0.1:$pg_port/$1" \
-      CELERY_BROKER_URL="$REDIS_URL" \
-      TASK_STREAM="$1" \
-      BIND_ADDR="127.0.0.1:$port" \
-      SIMULATED_DELAY_SECONDS=0 \
-      LOG_LEVEL=warn \
-      WORKER_CONCURRENCY="$workers"
-  }
-
-  # pg_database DB: a new database with dnsorch's schema (`dnsorch migrate`).
-  pg_database() {
-    psql_ -d postgres -c "create database $1" >/dev/null
-    if ! (cd "$dir" && pg_env "$1" && exec "$bin" migrate) >"$dir/migrate-$1.log" 2>&1; then
-      log "dnsorch migrate failed:"
-      cat "$dir/migrate-$1.log" >&2
-      exit 1
-    fi
-  }
-
-  # pg_spawn DB NAME ARGS...: `dnsorch ARGS` on DB in the background, logging to NAME.log.
-  pg_spawn() {
-    local db="$1" name="$2"
-    shift 2
-    (cd "$dir" && pg_env "$db" && exec "$bin" "$@") >"$dir/$name.log" 2>&1 &
-    pids+=("$!")
-    logs+=("$dir/$name.log")
-  }
-
-  # wait_workers N: until N worker processes read the task stream. Each has one connection
-  # for its blocking XREADGROUP, and only the processes of this phase are connected (Redis 7
-  # lists a blocked reader as a consumer only once it has read an entry, so XINFO CONSUMERS
-  # cannot tell).
-  wait_workers() {
-    local deadline=$((SECONDS + 30)) n
-    while :; do
-      n="$(redis-cli -h 127.0.0.1 -p "$redis_port" client list 2>/dev/null | grep -c ' cmd=xreadgroup ' || true)"
-      [ "${n:-0}" -ge "$1" ] && break
-      check_alive
-      if [ "$SECONDS" -ge "$deadline" ]; then
-        log "$1 worker processes not reading the task stream within 30 s (${n:-0} are)"
-        exit 1
-      fi
-      sleep 0.1
-    done
-  }
-
-  checkpoint() { psql_ -d postgres -c checkpoint >/dev/null; }
+  pg_up
 
   # --- 6. POST throughput, intake only -------------------------------------------------
   pg_database bench_post
@@ -438,6 +498,197 @@ if [ "$want_pg" = 1 ]; then
   pg_note="PostgreSQL $(psql_ -d postgres -c 'show server_version' | cut -d' ' -f1) (fsync=on, synchronous_commit=on), $(redis-server --version | sed -n 's/.*v=\([^ ]*\).*/Redis \1/p'); serve held $serve_conns PostgreSQL connections after POST c=64"
 fi
 
+# ===================================== Kafka intake ======================================
+# The broker can die under load (tansu 0.6.0 has panicked in its storage service): fail at
+# once rather than at the timeout. The EXIT trap prints the end of its log.
+check_tansu() {
+  if ! kill -0 "$TANSU_PID" 2>/dev/null; then
+    log "tansu (pid $TANSU_PID) exited"
+    exit 1
+  fi
+}
+
+# kbench_run PREFIX ARGS...: `kafka_bench ARGS` (bounded by BENCH_KAFKA_TIMEOUT); sets kb_line
+# (its output line starting with PREFIX) and kb_seconds (its time from the process start).
+kbench_run() {
+  local prefix="$1" t0 t1 rc=0 deadline=$((SECONDS + kafka_timeout))
+  shift
+  t0="${EPOCHREALTIME/,/.}"
+  "$kbench" "$@" >"$dir/kbench.out" 2>"$dir/kbench.err" &
+  kbench_pid=$!
+  while kill -0 "$kbench_pid" 2>/dev/null; do
+    if [ "$SECONDS" -ge "$deadline" ]; then
+      log "kafka_bench $1 did not finish within $kafka_timeout s"
+      exit 1 # the EXIT trap stops it
+    fi
+    check_tansu
+    sleep 0.05
+  done
+  wait "$kbench_pid" || rc=$?
+  t1="${EPOCHREALTIME/,/.}"
+  kbench_pid=""
+  kb_line="$(grep "^$prefix " "$dir/kbench.out" || true)"
+  if [ "$rc" -ne 0 ] || [ -z "$kb_line" ]; then
+    log "kafka_bench $1 failed (exit status $rc):"
+    cat "$dir/kbench.out" "$dir/kbench.err" >&2
+    exit 1
+  fi
+  printf '%s\n' "$kb_line"
+  kb_seconds="$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", b - a }')"
+}
+
+# kafka_wait T0 LABEL: polls /metrics every 0.2 s until the dnsorch process started at T0
+# (EPOCHREALTIME) has recorded or dead-lettered all BENCH_KAFKA_MESSAGES; then checks the
+# PENDING count in its database. Appends a row to k_rows; sets k_rate (from T0) and k_steady
+# (from the first poll that saw a recorded message).
+kafka_wait() {
+  local t0="$1" label="$2" deadline=$((SECONDS + kafka_timeout)) m now recorded dead
+  local first="" first_n=0 seconds pending warnings=0 f
+  while :; do
+    m="$(curl -s --max-time 1 "$base/metrics" || true)"
+    now="${EPOCHREALTIME/,/.}"
+    recorded="$(awk '$1 == "dnsorch_kafka_requests_recorded_total" { printf "%d", $2 }' <<<"$m")"
+    dead="$(awk '$1 ~ /^dnsorch_kafka_dead_letters_total/ { s += $2 } END { printf "%d", s }' <<<"$m")"
+    recorded="${recorded:-0}"
+    if [ -z "$first" ] && [ "$recorded" -gt 0 ]; then
+      first="$now" first_n="$recorded"
+    fi
+    [ $((recorded + dead)) -lt "$kafka_messages" ] || break
+    check_alive
+    check_tansu
+    if [ "$SECONDS" -ge "$deadline" ]; then
+      log "$label: $recorded of $kafka_messages messages recorded within $kafka_timeout s"
+      label="$label (TIMED OUT)"
+      failed=1
+      break
+    fi
+    sleep 0.2
+  done
+  seconds="$(awk -v a="$t0" -v b="$now" 'BEGIN { printf "%.3f", b - a }')"
+  k_rate="$(awk -v n="$recorded" -v s="$seconds" 'BEGIN { printf "%.1f", (s > 0) ? n / s : 0 }')"
+  k_steady="$(awk -v n="$recorded" -v n0="$first_n" -v a="${first:-0}" -v b="$now" \
+    'BEGIN { if (a > 0 && b > a) printf "%.1f", (n - n0) / (b - a); else print "-" }')"
+  # dnsorch_requests{status="PENDING"} is read from the database at each scrape.
+  pending="$(curl -s --max-time 10 "$base/metrics" | awk '$1 == "dnsorch_requests{status=\"PENDING\"}" { printf "%d", $2 }' || true)"
+  if [ "${pending:-x}" != "$kafka_messages" ]; then
+    log "$label: the database holds ${pending:-?} PENDING requests, not $kafka_messages"
+    failed=1
+  fi
+  if [ "$dead" != 0 ]; then
+    log "$label: $dead messages dead-lettered"
+    failed=1
+  fi
+  for f in "${logs[@]}"; do
+    [ ! -s "$f" ] || warnings=$((warnings + $(wc -l <"$f")))
+  done
+  log "$label: $recorded recorded in $seconds s ($k_rate/s; steady $k_steady/s)"
+  k_rows+=("| $label | $recorded | $seconds | $k_rate | $k_steady | $dead | ${pending:-?} | $warnings |")
+}
+
+k_rows=()
+k_note=""
+if [ "$want_kafka" = 1 ]; then
+  kbench="$root/target/release/examples/kafka_bench"
+  k_topic="dns_requests_bench"
+
+  # --- 10. broker and topic -----------------------------------------------------------
+  tansu_port="$(free_port)"
+  log "starting tansu on 127.0.0.1:$tansu_port (sqlite storage under the temp dir)"
+  tansu_start "$dir/tansu" "$tansu_port"
+  deadline=$((SECONDS + 30))
+  until (exec 3<>"/dev/tcp/127.0.0.1/$tansu_port") 2>/dev/null; do
+    if ! kill -0 "$TANSU_PID" 2>/dev/null; then
+      log "tansu exited:"
+      cat "$dir/tansu/tansu.log" >&2
+      exit 1
+    fi
+    [ "$SECONDS" -lt "$deadline" ] || { log "tansu not listening within 30 s"; exit 1; }
+    sleep 0.1
+  done
+  # tansu exits 0 with the port already in use: make sure the listener is ours.
+  if ! ss -Hltnp "sport = :$tansu_port" | grep -q "pid=$TANSU_PID,"; then
+    log "port $tansu_port is not held by tansu (pid $TANSU_PID)"
+    exit 1
+  fi
+  for spec in "$k_topic:3" "$k_topic.dlq:1"; do
+    if ! "$TANSU" topic create "${spec%:*}" --partitions "${spec##*:}" --broker "tcp://$KAFKA_URL" \
+      >"$dir/topic.log" 2>&1; then
+      log "could not create topic ${spec%:*}:"
+      cat "$dir/topic.log" >&2
+      exit 1
+    fi
+  done
+  log "tansu (pid $TANSU_PID) at $KAFKA_URL, topic $k_topic (3 partitions) and $k_topic.dlq (1)"
+
+  # --- 11. produce ----------------------------------------------------------------------
+  log "kafka_bench produce: $kafka_messages messages"
+  kbench_run PRODUCED produce "$KAFKA_URL" "$k_topic" "$kafka_messages"
+  k_rows+=("| produce (kafka_bench, rdkafka, linger.ms=20) | $(field messages "$kb_line") | $(field seconds "$kb_line") | $(field rate "$kb_line") | - | - | - | - |")
+
+  # --- 12. plain consumer -----------------------------------------------------------------
+  log "kafka_bench drain: a plain rdkafka consumer reads all $kafka_messages messages"
+  kbench_run DRAINED drain "$KAFKA_URL" "$k_topic" "$kafka_messages"
+  plain_rate="$(awk -v n="$kafka_messages" -v s="$kb_seconds" 'BEGIN { printf "%.1f", n / s }')"
+  plain_steady="$(field rate "$kb_line")"
+  k_rows+=("| plain consumer (kafka_bench drain, rdkafka, fresh group) | $(field messages "$kb_line") | $kb_seconds | $plain_rate | $plain_steady | - | - | - |")
+
+  # --- 13. dnsorch consume, PostgreSQL ----------------------------------------------------
+  pg_up
+  pg_database bench_kafka
+  checkpoint
+  logs=()
+  log "dnsorch consume on a fresh PostgreSQL database (bench_kafka), Redis task stream"
+  t0="${EPOCHREALTIME/,/.}"
+  (
+    cd "$dir" && pg_env bench_kafka &&
+      export KAFKA_BROKER_URL="$KAFKA_URL" KAFKA_DNS_TOPIC="$k_topic" KAFKA_GROUP_ID=dnsorch-bench-pg &&
+      exec "$bin" consume
+  ) >"$dir/consume-pg.log" 2>&1 &
+  pids+=("$!")
+  logs+=("$dir/consume-pg.log")
+  kafka_wait "$t0" "dnsorch consume, PostgreSQL + Redis"
+  pg_kafka_rate="$k_rate" pg_kafka_steady="$k_steady"
+  report_logs
+  stop_server
+
+  # --- 14. dnsorch run, SQLite ------------------------------------------------------------
+  run=$((run + 1))
+  db="$dir/bench-$run"
+  mkdir -p "$db"
+  logs=("$dir/run-kafka.log")
+  log "dnsorch run on a fresh SQLite database, WORKER_CONCURRENCY=0"
+  t0="${EPOCHREALTIME/,/.}"
+  (
+    cd "$db"
+    export DATABASE_URL="sqlite://$db/bench.db?mode=rwc" \
+      BIND_ADDR="127.0.0.1:$port" \
+      SIMULATED_DELAY_SECONDS=0 \
+      LOG_LEVEL=warn \
+      WORKER_CONCURRENCY=0 \
+      KAFKA_BROKER_URL="$KAFKA_URL" \
+      KAFKA_DNS_TOPIC="$k_topic" \
+      KAFKA_GROUP_ID=dnsorch-bench-sqlite
+    exec "$bin" run
+  ) >"$dir/run-kafka.log" 2>&1 &
+  pids=("$!")
+  kafka_wait "$t0" "dnsorch run, SQLite, WORKER_CONCURRENCY=0"
+  sqlite_kafka_rate="$k_rate" sqlite_kafka_steady="$k_steady"
+  report_logs
+  stop_server
+
+  # tansu logs little (its banner) unless something went wrong.
+  tansu_errors="$(grep -ciE 'panic|error' "$dir/tansu/tansu.log" || true)"
+  if [ "${tansu_errors:-0}" -gt 0 ]; then
+    log "tansu.log: $tansu_errors lines with 'panic' or 'error'; the last 3:"
+    grep -iE 'panic|error' "$dir/tansu/tansu.log" | tail -n 3 >&2 || true
+  fi
+
+  pct() { awk -v a="$1" -v b="$2" 'BEGIN { if (a != "-" && b != "-" && b > 0) printf "%.1f%%", 100 * a / b; else print "-" }'; }
+  k_rows+=("| dnsorch consume (PostgreSQL) / plain consumer | - | - | $(pct "$pg_kafka_rate" "$plain_rate") | $(pct "$pg_kafka_steady" "$plain_steady") | - | - | - |")
+  k_rows+=("| dnsorch run (SQLite) / plain consumer | - | - | $(pct "$sqlite_kafka_rate" "$plain_rate") | $(pct "$sqlite_kafka_steady" "$plain_steady") | - | - | - |")
+  k_note="$("$TANSU" --version 2>/dev/null | head -n 1) (sqlite storage, ${tansu_errors:-0} panic/error log lines), topic with 3 partitions; PostgreSQL $(psql_ -d postgres -c 'show server_version' | cut -d' ' -f1) (fsync=on, synchronous_commit=on)"
+fi
+
 # --- 9. tables ---------------------------------------------------------------------------
 rev="$(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo '?')"
 if [ "$want_sqlite" = 1 ]; then
@@ -455,8 +706,16 @@ if [ "$want_pg" = 1 ]; then
   echo "|---|---|---|---|---|---|---|"
   printf '%s\n' "${pg_rows[@]}"
 fi
+if [ "$want_kafka" = 1 ]; then
+  echo
+  echo "Kafka intake: dnsorch $rev, $(nproc) CPUs, $kafka_messages messages"
+  echo "$k_note"
+  echo "| scenario | messages | seconds | msg/s | steady msg/s | dead letters | PENDING in database | warning lines |"
+  echo "|---|---|---|---|---|---|---|---|"
+  printf '%s\n' "${k_rows[@]}"
+fi
 
 if [ "$failed" -ne 0 ]; then
-  log "FAILED: non-2xx answers, socket errors, failed pgbench transactions or a timeout (see above)"
+  log "FAILED: non-2xx answers, socket errors, failed pgbench transactions, dead letters, a wrong PENDING count or a timeout (see above)"
   exit 1
 fi

@@ -120,7 +120,9 @@ impl Intake {
         }
         .emit();
         if let Err(e) = self.channel.enqueue(request.id).await {
-            tracing::warn!(request_id = %request.id, error.message = %e, "not enqueued; a worker will find it in the database");
+            // Debug, not warn: while the channel is down or full this would be one line per
+            // request, and the reconciler and /readyz already report the channel.
+            tracing::debug!(request_id = %request.id, error.message = %e, "not enqueued; a worker will find it in the database");
         }
         Ok(Submitted::Created(request))
     }
