@@ -57,7 +57,11 @@ impl Reconciler {
         }
         // While the channel is down we stamp nothing: idle workers sweep the database, and the
         // requests are queued at the first pass after the channel is back.
-        if self.channel.ping().await.is_ok() {
+        let reachable = self.channel.ping().await;
+        if let Err(e) = &reachable {
+            tracing::warn!(error.message = %e, channel = self.channel.kind(), "task channel unreachable; workers sweep the database meanwhile");
+        }
+        if reachable.is_ok() {
             let due = self
                 .store
                 .requeue_due(self.requeue_after, REQUEUE_BATCH)
