@@ -1,22 +1,25 @@
 //! dnsorch: a DNS change-request orchestrator.
 //!
-//! Clients ask for a DNS record change over HTTP; dnsorch validates it, records it durably,
+//! Clients ask for a DNS record change over HTTP or Kafka; dnsorch validates it, records it durably,
 //! queues it, and a worker applies it through a provisioning backend, then reports the
 //! outcome. Every request has a status and a log that can be queried at any time.
 //!
 //! # Layout
 //!
-//! - [`cli`]: the command line (`run`, `migrate`).
+//! - [`cli`]: the command line (`run`, `serve`, `worker`, `consume`, `migrate`).
 //! - [`config`]: settings from the environment, `.env` and `.env.<APP_ENV>`.
 //! - [`telemetry`]: JSON logs and Prometheus metrics.
-//! - [`startup`]: wires the parts from settings and runs them until shutdown.
+//! - [`startup`]: wires the parts of a role from settings and runs them until shutdown.
 //! - [`domain`]: names, record data, requests and their validation; no I/O.
 //! - [`api`]: the HTTP API (axum), its errors and OpenAPI document.
-//! - [`intake`]: the one path by which a request enters: validate, store, enqueue.
-//! - [`store`]: the `RequestStore` trait and its SQLite implementation.
-//! - [`queue`]: the `TaskChannel` trait, the in-process channel, and the retry policy.
+//! - [`intake`]: the one path by which a request enters: validate, store, enqueue; and the
+//!   Kafka consumer that feeds it.
+//! - [`store`]: the `RequestStore` trait and its SQLite and PostgreSQL implementations.
+//! - [`queue`]: the `TaskChannel` trait, the in-process and Redis Streams channels, and the
+//!   retry policy.
 //! - [`worker`]: claim, provision, write the outcome under the lease token.
-//! - [`reconciler`]: returns requests whose lease expired to the queue.
+//! - [`reconciler`]: releases expired leases and queues requests that were never queued or
+//!   whose delivery may be lost.
 //! - [`provision`]: the `Provisioner` trait and the simulated backend.
 
 pub mod api;
