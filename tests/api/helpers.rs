@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use dnsorch::config::{LogFormat, Settings};
+use dnsorch::config::Settings;
 use dnsorch::domain::RequestStatus;
 use dnsorch::startup::Application;
 use dnsorch::store::RequestStore;
@@ -16,6 +16,8 @@ use serde_json::{Value, json};
 use tempfile::TempDir;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+
+pub(crate) use crate::settings::test_settings;
 
 /// A running application.
 pub(crate) struct TestApp {
@@ -28,36 +30,6 @@ pub(crate) struct TestApp {
     server: Option<JoinHandle<anyhow::Result<()>>>,
     /// Keeps the database file alive for the test (and across restarts).
     pub(crate) dir: Arc<TempDir>,
-}
-
-/// Settings for a test: a fresh database, no delay, no background workers, short intervals.
-pub(crate) fn test_settings(dir: &TempDir) -> Settings {
-    Settings {
-        database_url: format!("sqlite://{}/dnsorch.db?mode=rwc", dir.path().display()),
-        celery_broker_url: None,
-        redis_url: None,
-        task_stream: "dns_tasks".into(),
-        kafka_broker_url: None,
-        kafka_dns_topic: "dns_requests".into(),
-        kafka_group_id: "dnsorch".into(),
-        api_url: None,
-        bind_addr: "127.0.0.1:0".parse().unwrap(),
-        log_format: LogFormat::Json,
-        log_level: "warn".into(),
-        simulated_delay_seconds: Duration::ZERO,
-        simulated_failure_rate: 0.0,
-        max_attempts: 5,
-        retry_base_seconds: Duration::ZERO,
-        retry_max_seconds: Duration::ZERO,
-        lease_seconds: Duration::from_secs(30),
-        worker_concurrency: 0,
-        reconcile_interval_seconds: Duration::from_millis(100),
-        requeue_after_seconds: Duration::from_secs(30),
-        schema_wait_seconds: Duration::from_secs(10),
-        poll_interval_seconds: Duration::from_millis(50),
-        db_acquire_timeout_seconds: Duration::from_secs(2),
-        shutdown_grace_seconds: Duration::from_secs(5),
-    }
 }
 
 /// The app with test settings.

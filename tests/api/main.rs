@@ -5,4 +5,6 @@ mod idempotency;
 mod lifecycle;
 mod limits;
 mod lists;
+#[path = "../support/settings.rs"]
+mod settings;
 mod validation;

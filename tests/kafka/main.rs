@@ -8,7 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use dnsorch::config::{LogFormat, Settings};
+use dnsorch::config::Settings;
 use dnsorch::domain::RequestStatus;
 use dnsorch::startup::Application;
 use dnsorch::store::{RequestFilter, RequestStore, SqliteStore};
@@ -80,32 +80,19 @@ fn a_record(domain: &str) -> String {
     .to_string()
 }
 
+#[path = "../support/settings.rs"]
+mod support_settings;
+
+/// Test settings consuming `topic` in a group of its own, with two workers.
 fn settings(dir: &TempDir, topic: &str) -> Settings {
     Settings {
-        database_url: format!("sqlite://{}/dnsorch.db?mode=rwc", dir.path().display()),
-        celery_broker_url: None,
-        redis_url: None,
-        task_stream: "dns_tasks".into(),
         kafka_broker_url: Some(broker()),
         kafka_dns_topic: topic.to_owned(),
         kafka_group_id: format!("group_{}", uuid::Uuid::new_v4().simple()),
-        api_url: None,
-        bind_addr: "127.0.0.1:0".parse().unwrap(),
-        log_format: LogFormat::Json,
-        log_level: "warn".into(),
-        simulated_delay_seconds: Duration::ZERO,
-        simulated_failure_rate: 0.0,
-        max_attempts: 5,
-        retry_base_seconds: Duration::ZERO,
-        retry_max_seconds: Duration::ZERO,
-        lease_seconds: Duration::from_secs(30),
         worker_concurrency: 2,
         reconcile_interval_seconds: Duration::from_millis(200),
-        requeue_after_seconds: Duration::from_secs(30),
-        schema_wait_seconds: Duration::from_secs(10),
         poll_interval_seconds: Duration::from_millis(100),
-        db_acquire_timeout_seconds: Duration::from_secs(2),
-        shutdown_grace_seconds: Duration::from_secs(5),
+        ..support_settings::test_settings(dir)
     }
 }
 
