@@ -276,27 +276,20 @@ impl KafkaIntake {
         let error = reason.to_string();
         let partition = message.partition().to_string();
         let offset = message.offset().to_string();
-        let headers = OwnedHeaders::new()
-            .insert(Header {
-                key: "dnsorch-error",
-                value: Some(error.as_str()),
+        let headers = [
+            ("dnsorch-error", error.as_str()),
+            ("dnsorch-error-kind", reason.kind()),
+            ("dnsorch-original-topic", message.topic()),
+            ("dnsorch-original-partition", partition.as_str()),
+            ("dnsorch-original-offset", offset.as_str()),
+        ]
+        .into_iter()
+        .fold(OwnedHeaders::new(), |headers, (key, value)| {
+            headers.insert(Header {
+                key,
+                value: Some(value),
             })
-            .insert(Header {
-                key: "dnsorch-error-kind",
-                value: Some(reason.kind()),
-            })
-            .insert(Header {
-                key: "dnsorch-original-topic",
-                value: Some(message.topic()),
-            })
-            .insert(Header {
-                key: "dnsorch-original-partition",
-                value: Some(partition.as_str()),
-            })
-            .insert(Header {
-                key: "dnsorch-original-offset",
-                value: Some(offset.as_str()),
-            });
+        });
         let payload = message.payload().unwrap_or_default();
         let key = message.key().unwrap_or_default();
         loop {

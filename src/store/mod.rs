@@ -23,6 +23,16 @@ use crate::domain::{
 pub use postgres::{PostgresStore, Schema};
 pub use sqlite::SqliteStore;
 
+/// The `dns_requests` columns every store reads into a [`DnsRequest`] (without the log).
+const REQUEST_COLUMNS: &str = "seq, id, account_id, source, operation, record_type, domain, \
+     target, comment, config, status, idempotency_key, fingerprint, attempts, last_error, zone, \
+     backend, next_attempt_at, started_at, applied_at, verified_at, finished_at, \
+     lease_expires_at, created_at, updated_at";
+
+/// The query that lists ledger rows, before its filters.
+const SELECT_RECORDS: &str = "select seq, id, request_id, account_id, record_type, domain, \
+     target, comment, ttl, priority, zone, provisioned_at from dns_records";
+
 /// A request as stored, and as the API shows it.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct DnsRequest {

@@ -14,15 +14,11 @@ use sqlx::{AssertSqlSafe, Postgres, Row};
 use uuid::Uuid;
 
 use super::{
-    Claim, DnsRecord, DnsRequest, Inserted, OpeningLog, Outcome, OutcomeColumns, RecordFilter,
-    RequestFilter, RequestStore, StoreError, page_query, parse_column,
+    Claim, DnsRecord, DnsRequest, Inserted, OpeningLog, Outcome, OutcomeColumns, REQUEST_COLUMNS,
+    RecordFilter, RequestFilter, RequestStore, SELECT_RECORDS, StoreError, page_query,
+    parse_column,
 };
 use crate::domain::{ChangeRequest, LogEntry, RequestId, RequestStatus};
-
-const REQUEST_COLUMNS: &str = "seq, id, account_id, source, operation, record_type, domain, \
-     target, comment, config, status, idempotency_key, fingerprint, attempts, last_error, zone, \
-     backend, next_attempt_at, started_at, applied_at, verified_at, finished_at, \
-     lease_expires_at, created_at, updated_at";
 
 /// A claimable request: PENDING, due, and no older request for its owner name unfinished.
 const CLAIMABLE: &str = "r.status = 'PENDING' and r.next_attempt_at <= now() \
@@ -192,14 +188,18 @@ impl RequestStore for PostgresStore {
             let request = request_from_row(row, true)?;
             created.insert(request.id.0, request);
         }
+        let mut lookups = None;
         let mut answers = Vec::with_capacity(changes.len());
         for (change, id) in changes.iter().zip(&ids) {
             answers.push(match created.remove(id) {
                 Some(request) => Inserted::Created(request),
                 // Its key was taken, before this batch or earlier in it.
                 None => {
-                    let mut connection = self.pool.acquire().await?;
-                    existing_for_key(&mut connection, change).await?
+                    let connection = match &mut lookups {
+                        Some(connection) => connection,
+                        None => lookups.insert(self.pool.acquire().await?),
+                    };
+                    existing_for_key(connection, change).await?
                 }
             });
         }
@@ -224,10 +224,12 @@ impl RequestStore for PostgresStore {
     }
 
     async fn list_records(&self, filter: &RecordFilter) -> Result<Vec<DnsRecord>, StoreError> {
-        let select = "select seq, id, request_id, account_id, record_type, domain, target, \
-                      comment, ttl, priority, zone, provisioned_at from dns_records";
-        let mut query =
-            page_query::<Postgres>(select, filter.conditions(), filter.before, filter.limit);
+        let mut query = page_query::<Postgres>(
+            SELECT_RECORDS,
+            filter.conditions(),
+            filter.before,
+            filter.limit,
+        );
         let rows = query.build().fetch_all(&self.pool).await?;
         rows.iter().map(record_from_row).collect()
     }

@@ -21,8 +21,9 @@ use sqlx::{AssertSqlSafe, ConnectOptions as _, Row, Sqlite};
 use uuid::Uuid;
 
 use super::{
-    Claim, DnsRecord, DnsRequest, Inserted, OpeningLog, Outcome, OutcomeColumns, RecordFilter,
-    RequestFilter, RequestStore, StoreError, page_query, parse_column,
+    Claim, DnsRecord, DnsRequest, Inserted, OpeningLog, Outcome, OutcomeColumns, REQUEST_COLUMNS,
+    RecordFilter, RequestFilter, RequestStore, SELECT_RECORDS, StoreError, page_query,
+    parse_column,
 };
 use crate::domain::{ChangeRequest, LogEntry, RequestId, RequestStatus};
 use writer::Writer;
@@ -33,11 +34,6 @@ macro_rules! now {
         "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')"
     };
 }
-
-const REQUEST_COLUMNS: &str = "seq, id, account_id, source, operation, record_type, domain, \
-     target, comment, config, status, idempotency_key, fingerprint, attempts, last_error, zone, \
-     backend, next_attempt_at, started_at, applied_at, verified_at, finished_at, \
-     lease_expires_at, created_at, updated_at";
 
 /// How long a write waits for another process holding the file's lock.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -123,10 +119,12 @@ impl RequestStore for SqliteStore {
     }
 
     async fn list_records(&self, filter: &RecordFilter) -> Result<Vec<DnsRecord>, StoreError> {
-        let select = "select seq, id, request_id, account_id, record_type, domain, target, \
-                      comment, ttl, priority, zone, provisioned_at from dns_records";
-        let mut query =
-            page_query::<Sqlite>(select, filter.conditions(), filter.before, filter.limit);
+        let mut query = page_query::<Sqlite>(
+            SELECT_RECORDS,
+            filter.conditions(),
+            filter.before,
+            filter.limit,
+        );
         let rows = query.build().fetch_all(&self.reader).await?;
         rows.iter().map(record_from_row).collect()
     }
