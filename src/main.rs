@@ -25,7 +25,13 @@ fn main() -> ExitCode {
     }
     let result = tokio::runtime::Runtime::new()
         .context("Failed to start the async runtime")
-        .and_then(|runtime| runtime.block_on(run(cli)));
+        .and_then(|runtime| {
+            let result = runtime.block_on(run(cli));
+            // A blocking call stuck in a client library (a Kafka client closing against a
+            // dead broker) must not keep the process from exiting.
+            runtime.shutdown_timeout(std::time::Duration::from_secs(5));
+            result
+        });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

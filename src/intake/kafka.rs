@@ -7,8 +7,9 @@
 //! that cannot become a request goes to `<topic>.dlq` with headers saying why and where it came
 //! from, and its offset is then stored: one bad message never blocks a partition.
 //!
-//! Messages are taken in batches (up to `BATCH_MAX` or `BATCH_WAIT`), across partitions, and
-//! a batch is recorded in one database transaction. In forward mode (`API_URL`) each message
+//! One task reads messages and hands each to the lane of its partition (`LANES` of them). A
+//! lane takes its messages in batches (up to `BATCH_MAX` or `BATCH_WAIT`) and records a batch
+//! in one database transaction, so partitions are recorded concurrently and each in order. In forward mode (`API_URL`) each message
 //! is posted to the API instead, with its idempotency key as the `Idempotency-Key` header.
 
 use std::sync::{Arc, Mutex};
@@ -19,6 +20,7 @@ use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientContext, Offset};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::message::{DeadLetterReason, DecodedMessage, MessageOrigin, decode};
@@ -30,6 +32,10 @@ const BATCH_MAX: usize = 500;
 const BATCH_WAIT: Duration = Duration::from_millis(20);
 /// The longest pause between retries of a batch the database or the API refused.
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
+/// How many partitions are recorded at once (a partition always goes to the same lane).
+const LANES: usize = 4;
+/// The longest wait for the final offset commit and the client's close at shutdown.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
 /// The message header that carries an idempotency key.
 const IDEMPOTENCY_HEADER: &str = "idempotency-key";
 
@@ -153,33 +159,58 @@ impl KafkaIntake {
         self.health.clone()
     }
 
-    /// Consumes until `shutdown`; the batch in hand is finished first (or left unstored, to
-    /// be delivered again), and the stored offsets are committed at the end.
+    /// Consumes until `shutdown`. One task reads from the broker and hands each message to
+    /// the lane of its partition; each lane records its messages in batches, so partitions
+    /// are recorded concurrently while each partition keeps its order. A batch in hand is
+    /// finished first (or left unstored, to be delivered again), and the stored offsets are
+    /// committed at the end; closing the client is bounded, so a dead broker cannot hold the
+    /// process.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) {
-        tokio::spawn(report_lag(self.consumer.clone(), shutdown.clone()));
+        let this = Arc::new(self);
+        let lag = tokio::spawn(report_lag(this.consumer.clone(), shutdown.clone()));
+        let mut lanes = tokio::task::JoinSet::new();
+        let senders: Vec<_> = (0..LANES)
+            .map(|_| {
+                let (sender, receiver) = mpsc::channel(BATCH_MAX);
+                lanes.spawn(this.clone().lane(receiver, shutdown.clone()));
+                sender
+            })
+            .collect();
         loop {
-            let batch = tokio::select! {
+            let message = tokio::select! {
                 () = shutdown.cancelled() => break,
-                batch = self.next_batch() => batch,
+                message = this.receive() => message,
             };
-            if !self.process(&batch, &shutdown).await {
-                break;
+            let lane = usize::try_from(message.partition()).unwrap_or_default() % LANES;
+            if senders[lane].send(message).await.is_err() {
+                break; // the lane stopped for shutdown
             }
         }
-        if let Err(e) = self.consumer.commit_consumer_state(CommitMode::Sync) {
-            tracing::debug!(error.message = %e, "no final offset commit");
+        drop(senders);
+        while lanes.join_next().await.is_some() {}
+        let _ = lag.await;
+        let close = tokio::task::spawn_blocking(move || {
+            if let Err(e) = this.consumer.commit_consumer_state(CommitMode::Sync) {
+                tracing::debug!(error.message = %e, "no final offset commit");
+            }
+            drop(this);
+        });
+        if tokio::time::timeout(CLOSE_TIMEOUT, close).await.is_err() {
+            tracing::warn!(
+                timeout_s = CLOSE_TIMEOUT.as_secs(),
+                "the Kafka client did not close in time; stored offsets may be committed late, and their messages are delivered again harmlessly"
+            );
         }
         tracing::info!("Kafka intake stopped");
     }
 
-    /// Waits for a message, then takes what else arrives within `BATCH_WAIT`.
-    async fn next_batch(&self) -> Vec<OwnedMessage> {
-        let mut batch = Vec::new();
+    /// The next message, retrying (and reporting) while the broker is unreachable.
+    async fn receive(&self) -> OwnedMessage {
         loop {
             match self.consumer.recv().await {
                 Ok(message) => {
-                    batch.push(message.detach());
-                    break;
+                    self.health.set(None);
+                    return message.detach();
                 }
                 Err(e) => {
                     tracing::warn!(error.message = %e, "Kafka receive failed; retrying");
@@ -188,15 +219,35 @@ impl KafkaIntake {
                 }
             }
         }
-        self.health.set(None);
-        let deadline = tokio::time::Instant::now() + BATCH_WAIT;
-        while batch.len() < BATCH_MAX {
-            match tokio::time::timeout_at(deadline, self.consumer.recv()).await {
-                Ok(Ok(message)) => batch.push(message.detach()),
-                _ => break,
+    }
+
+    /// One lane: waits for a message, takes what else is queued or arrives within
+    /// `BATCH_WAIT`, and processes that batch; until `shutdown` or the reader stops.
+    async fn lane(
+        self: Arc<Self>,
+        mut messages: mpsc::Receiver<OwnedMessage>,
+        shutdown: CancellationToken,
+    ) {
+        loop {
+            let first = tokio::select! {
+                () = shutdown.cancelled() => return,
+                message = messages.recv() => match message {
+                    Some(message) => message,
+                    None => return,
+                },
+            };
+            let mut batch = vec![first];
+            let deadline = tokio::time::Instant::now() + BATCH_WAIT;
+            while batch.len() < BATCH_MAX {
+                match tokio::time::timeout_at(deadline, messages.recv()).await {
+                    Ok(Some(message)) => batch.push(message),
+                    _ => break,
+                }
+            }
+            if !self.process(&batch, &shutdown).await {
+                return;
             }
         }
-        batch
     }
 
     /// Records a batch, dead-letters what cannot be recorded, then stores the offsets.

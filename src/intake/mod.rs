@@ -61,8 +61,11 @@ impl Intake {
         idempotency_key: Option<&str>,
     ) -> Result<Submitted, IntakeError> {
         let change = validate(body, operation, idempotency_key)?;
-        let inserted = self.store.insert(&change).await?;
-        self.settle(inserted).await
+        let submitted = Self::settle(self.store.insert(&change).await?)?;
+        if let Submitted::Created(request) = &submitted {
+            self.enqueue(&[request.id]).await;
+        }
+        Ok(submitted)
     }
 
     /// Validates a batch, records the valid requests in one transaction and queues them. The
@@ -87,20 +90,22 @@ impl Intake {
         }
         let mut inserted = self.store.insert_many(&valid).await?.into_iter();
         let mut settled = Vec::with_capacity(answers.len());
+        let mut created = Vec::new();
         for answer in answers {
-            settled.push(match answer {
-                Some(answer) => answer,
-                None => {
-                    let one = inserted.next().expect("one answer per valid change");
-                    self.settle(one).await
-                }
+            let answer = answer.unwrap_or_else(|| {
+                Self::settle(inserted.next().expect("one answer per valid change"))
             });
+            if let Ok(Submitted::Created(request)) = &answer {
+                created.push(request.id);
+            }
+            settled.push(answer);
         }
+        self.enqueue(&created).await;
         Ok(settled)
     }
 
-    /// What an insert means for the caller; a new request is logged, counted and queued.
-    async fn settle(&self, inserted: Inserted) -> Result<Submitted, IntakeError> {
+    /// What an insert means for the caller; a new request is logged and counted.
+    fn settle(inserted: Inserted) -> Result<Submitted, IntakeError> {
         let request = match inserted {
             Inserted::Created(request) => request,
             Inserted::Existing(request) => return Ok(Submitted::Replayed(request)),
@@ -119,11 +124,19 @@ impl Intake {
             source: request.source.clone(),
         }
         .emit();
-        if let Err(e) = self.channel.enqueue(request.id).await {
-            // Debug, not warn: while the channel is down or full this would be one line per
-            // request, and the reconciler and /readyz already report the channel.
-            tracing::debug!(request_id = %request.id, error.message = %e, "not enqueued; a worker will find it in the database");
-        }
         Ok(Submitted::Created(request))
+    }
+
+    /// Hands new requests to the task channel, in one round trip where the channel allows.
+    /// A failure only delays them: workers sweep the database.
+    async fn enqueue(&self, ids: &[RequestId]) {
+        if ids.is_empty() {
+            return;
+        }
+        if let Err(e) = self.channel.enqueue_many(ids).await {
+            // Debug, not warn: while the channel is down or full this would be one line per
+            // batch, and the reconciler and /readyz already report the channel.
+            tracing::debug!(requests = ids.len(), error.message = %e, "not enqueued; a worker will find them in the database");
+        }
     }
 }

@@ -46,6 +46,18 @@ pub trait TaskChannel: Send + Sync {
     /// The channel cannot take the id now; the request stays PENDING and is swept up later.
     async fn enqueue(&self, id: RequestId) -> Result<(), QueueError>;
 
+    /// Asks workers to look at each of `ids`; a channel that can send them in one round trip
+    /// does so.
+    ///
+    /// # Errors
+    /// As [`TaskChannel::enqueue`]; some of the ids may have been sent.
+    async fn enqueue_many(&self, ids: &[RequestId]) -> Result<(), QueueError> {
+        for id in ids {
+            self.enqueue(*id).await?;
+        }
+        Ok(())
+    }
+
     /// Waits up to `wait` for the next delivery.
     ///
     /// # Errors

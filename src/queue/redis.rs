@@ -167,6 +167,29 @@ impl TaskChannel for RedisChannel {
         Ok(())
     }
 
+    async fn enqueue_many(&self, ids: &[RequestId]) -> Result<(), QueueError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let mut pipeline = redis::pipe();
+        for id in ids {
+            pipeline
+                .xadd_maxlen(
+                    &self.stream,
+                    StreamMaxlen::Approx(MAX_STREAM_LEN),
+                    "*",
+                    &[("request_id", id.to_string())],
+                )
+                .ignore();
+        }
+        let mut connection = self.commands.clone();
+        let () = pipeline
+            .query_async(&mut connection)
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
     async fn next(&self, wait: Duration) -> Result<Option<Delivery>, QueueError> {
         let mut reader = self.reader.lock().await;
         if let Some(delivery) = reader.buffered.pop_front() {

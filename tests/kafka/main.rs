@@ -334,6 +334,11 @@ async fn the_same_message_twice_records_one_request_and_a_reused_key_is_a_dead_l
 
 /// `dnsorch run` as a process consuming `topic` into a SQLite file in `dir`.
 fn spawn_run(dir: &TempDir, topic: &str, group: &str) -> Child {
+    spawn_run_on(&broker(), 0, dir, topic, group)
+}
+
+/// `dnsorch run` consuming `topic` from `brokers`, its API on `port` (0: any).
+fn spawn_run_on(brokers: &str, port: u16, dir: &TempDir, topic: &str, group: &str) -> Child {
     Command::new(env!("CARGO_BIN_EXE_dnsorch"))
         .arg("run")
         .current_dir(dir.path())
@@ -343,8 +348,8 @@ fn spawn_run(dir: &TempDir, topic: &str, group: &str) -> Child {
             "DATABASE_URL",
             format!("sqlite://{}/dnsorch.db?mode=rwc", dir.path().display()),
         )
-        .env("BIND_ADDR", "127.0.0.1:0")
-        .env("KAFKA_BROKER_URL", broker())
+        .env("BIND_ADDR", format!("127.0.0.1:{port}"))
+        .env("KAFKA_BROKER_URL", brokers)
         .env("KAFKA_DNS_TOPIC", topic)
         .env("KAFKA_GROUP_ID", group)
         .env("WORKER_CONCURRENCY", "0")
@@ -486,4 +491,134 @@ async fn forward_mode_with_the_api_down_then_up_loses_nothing() {
     let forwarded = requests(&*api.store).await;
     assert!(forwarded.iter().all(|r| r.source == "kafka"));
     assert!(requests(&*consumer.store).await.is_empty());
+}
+
+/// A private tansu broker on `port`, storing in `dir` (so a restart keeps its topics), and
+/// waits until it accepts connections.
+async fn start_private_broker(dir: &std::path::Path, port: u16) -> Child {
+    let tansu = std::env::var("TEST_TANSU")
+        .expect("TEST_TANSU is not set: run the tests with scripts/test.sh");
+    let listener = format!("tcp://127.0.0.1:{port}");
+    let mut broker = Command::new(tansu)
+        .arg("broker")
+        .args(["--listener-url", &listener])
+        .args(["--advertised-listener-url", &listener])
+        .args(["--storage-engine", "sqlite://tansu.db"])
+        .current_dir(dir)
+        .env_remove("LISTENER_URL")
+        .env_remove("ADVERTISED_LISTENER_URL")
+        .env_remove("STORAGE_ENGINE")
+        .env_remove("CLUSTER_ID")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for(
+        "the private broker to listen",
+        Duration::from_secs(30),
+        async || {
+            assert!(broker.try_wait().unwrap().is_none(), "tansu exited");
+            tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+        },
+    )
+    .await;
+    broker
+}
+
+/// Stops a child process with a signal and waits for it, failing the test if it lingers.
+async fn stop(child: &mut Child, signal: &str, bound: Duration) {
+    Command::new("kill")
+        .args([signal, &child.id().to_string()])
+        .status()
+        .unwrap();
+    wait_for("the process to exit", bound, async || {
+        child.try_wait().unwrap().is_some()
+    })
+    .await;
+}
+
+/// Produces `range` to a private broker with a producer of its own, flushed and closed
+/// before returning (off the runtime: closing an rdkafka client blocks).
+async fn produce_to(brokers: &str, topic: &str, range: std::ops::Range<u32>) {
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("message.timeout.ms", "20000")
+        .create()
+        .unwrap();
+    produce_many(&producer, topic, range).await;
+    tokio::task::spawn_blocking(move || drop(producer))
+        .await
+        .unwrap();
+}
+
+async fn readiness(port: u16) -> serde_json::Value {
+    let Ok(response) = reqwest::get(format!("http://127.0.0.1:{port}/readyz")).await else {
+        return serde_json::Value::Null;
+    };
+    response.json().await.unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_restart_is_survived_and_loses_nothing() {
+    // Arrange: a private broker with a topic of 2 partitions, 200 messages, and a consuming
+    // `dnsorch run` process that has recorded them.
+    let broker_dir = TempDir::new().unwrap();
+    let port = free_port();
+    let brokers = format!("127.0.0.1:{port}");
+    let mut broker = start_private_broker(broker_dir.path(), port).await;
+    let topic = format!("dns_requests_{}", uuid::Uuid::new_v4().simple());
+    let status = Command::new(std::env::var("TEST_TANSU").unwrap())
+        .args(["topic", "create", &topic, "--partitions", "2"])
+        .args(["--broker", &format!("tcp://{brokers}")])
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    produce_to(&brokers, &topic, 0..200).await;
+    let dir = TempDir::new().unwrap();
+    let store = SqliteStore::open(
+        &format!("sqlite://{}/dnsorch.db?mode=rwc", dir.path().display()),
+        Duration::from_secs(2),
+    )
+    .await
+    .unwrap();
+    let api_port = free_port();
+    let group = format!("group_{}", uuid::Uuid::new_v4().simple());
+    let mut consumer = spawn_run_on(&brokers, api_port, &dir, &topic, &group);
+    wait_for("200 recorded", Duration::from_secs(60), async || {
+        recorded(&store).await == 200
+    })
+    .await;
+
+    // Act: the broker dies; the consumer says so in /readyz; the broker comes back on the
+    // same port and storage, and 200 more messages arrive.
+    stop(&mut broker, "-KILL", Duration::from_secs(10)).await;
+    wait_for(
+        "/readyz to report Kafka",
+        Duration::from_secs(60),
+        async || {
+            let ready = readiness(api_port).await;
+            ready["kafka"].as_str().is_some_and(|k| k != "ok") && ready["status"] == "degraded"
+        },
+    )
+    .await;
+    let mut broker = start_private_broker(broker_dir.path(), port).await;
+    produce_to(&brokers, &topic, 200..400).await;
+
+    // Assert: every message recorded exactly once, readiness recovers, and the consumer
+    // stops on SIGTERM.
+    wait_for("400 recorded", Duration::from_secs(120), async || {
+        recorded(&store).await >= 400
+    })
+    .await;
+    wait_for("/readyz to recover", Duration::from_secs(60), async || {
+        readiness(api_port).await["kafka"] == "ok"
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(recorded(&store).await, 400);
+    stop(&mut consumer, "-TERM", Duration::from_secs(30)).await;
+    stop(&mut broker, "-KILL", Duration::from_secs(10)).await;
 }
