@@ -89,8 +89,10 @@ _bind_stop_pid() {
 bind_start() {
     local dir="$1" port="$2"
     local named checkconf keygen
-    named="$(_bind_bin named)" && checkconf="$(_bind_bin named-checkconf)" && keygen="$(_bind_bin tsig-keygen)" \
-        || { echo "bind_start: named, named-checkconf or tsig-keygen missing (bind_install)" >&2; return 1; }
+    if ! named="$(_bind_bin named)" || ! checkconf="$(_bind_bin named-checkconf)" \
+        || ! keygen="$(_bind_bin tsig-keygen)"; then
+        echo "bind_start: named, named-checkconf or tsig-keygen missing (bind_install)" >&2; return 1
+    fi
     mkdir -p "$dir"
     dir="$(cd "$dir" && pwd)"
     # The key clause is written by tsig-keygen straight to a 0600 file and the secret copied from
