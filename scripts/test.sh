@@ -2,9 +2,13 @@
 # The README's test command, and what CI runs (.ci/run): installs what is missing, then
 # runs `cargo fmt --check`, `cargo clippy --all-targets -D warnings` and the whole test suite.
 #
-# It starts a throwaway PostgreSQL, Redis and Kafka-protocol broker (tansu) on 127.0.0.1 (free
-# ports; each test makes its own database, stream and topic in them) and stops them by PID when the script ends, also when the
-# tests fail; tests that stop or restart a server start private instances of their own. Tests
+# It starts a throwaway PostgreSQL, Redis, Kafka-protocol broker (tansu) and authoritative DNS
+# server (BIND, zones example.test. and other.test. taking TSIG-signed updates) on 127.0.0.1 (free
+# ports; each test makes its own database, stream, topic and names in them) and stops them by PID
+# when the script ends, also when the tests fail; tests that stop or restart a server start
+# private instances of their own (for BIND: scripts/bind-instance.sh, passed as TEST_BIND_INSTANCE).
+# Playbook tests run the pinned ansible-core from TOOLS_DIR (TEST_ANSIBLE_PLAYBOOK) with the
+# ANSIBLE_* environment of scripts/lib/ansible.sh, inside the run's temporary directory. Tests
 # of the app use a temporary SQLite file each. Extra arguments go to the test runner, e.g.
 # `scripts/test.sh lifecycle` runs only the tests whose names contain "lifecycle".
 set -euo pipefail
@@ -18,6 +22,10 @@ log() { printf '\n==> %s\n' "$*"; }
 . scripts/lib/redis.sh
 # shellcheck source=scripts/lib/tansu.sh
 . scripts/lib/tansu.sh
+# shellcheck source=scripts/lib/bind.sh
+. scripts/lib/bind.sh
+# shellcheck source=scripts/lib/ansible.sh
+. scripts/lib/ansible.sh
 
 install_missing() {
     # A C compiler for the bundled SQLite; cargo and rustup components come with the toolchain.
@@ -42,9 +50,14 @@ redis_install
 # The Kafka-protocol broker for the Kafka tests: built once into TOOLS_DIR (about 17 minutes on
 # 2 cores), before anything else builds, so the two builds do not share the cores.
 tansu_install
+# --- DNS provisioning: BIND (named, nsupdate, dig) and a venv with the pinned ansible-core ---
+bind_install
+ansible_install
+# --- end DNS provisioning ---
 
 work="$(mktemp -d -t dnsorch-test.XXXXXX)"
 cleanup() {
+    bind_stop
     tansu_stop
     redis_stop
     postgres_stop
@@ -92,6 +105,18 @@ if ! ss -Hltnp "sport = :$tansu_port" | grep -q "pid=$TANSU_PID,"; then
 fi
 export TEST_KAFKA_URL="$KAFKA_URL" TEST_TANSU="$TANSU"
 echo "tansu (pid $TANSU_PID) at $TEST_KAFKA_URL"
+
+# --- DNS provisioning: a BIND for the playbook tests, and ansible-playbook's environment ---
+log "starting BIND (named)"
+bind_start "$work/bind" "$(free_port)"
+export TEST_BIND_PORT="$BIND_PORT" TEST_BIND_DIR="$BIND_DIR" \
+    TEST_BIND_KEY_NAME="$BIND_KEY_NAME" TEST_BIND_KEY_ALGORITHM="$BIND_KEY_ALGORITHM" \
+    TEST_BIND_SECRET_FILE="$BIND_SECRET_FILE" TEST_BIND_KEY_FILE="$BIND_KEY_FILE" \
+    TEST_BIND_INSTANCE="$PWD/scripts/bind-instance.sh" \
+    TEST_ANSIBLE_PLAYBOOK="$ANSIBLE_PLAYBOOK"
+ansible_env "$work/ansible"
+echo "BIND (pid $BIND_PID) at 127.0.0.1:$TEST_BIND_PORT, zones example.test. and other.test., key $TEST_BIND_KEY_NAME in $TEST_BIND_KEY_FILE"
+# --- end DNS provisioning ---
 
 log "tests"
 if cargo nextest --version >/dev/null 2>&1; then
