@@ -67,7 +67,8 @@ pub struct Settings {
     pub kafka_group_id: String,
 
     /// Forward mode: the consumer posts each message to this create URL
-    /// (`http://api:8000/api/v1/dns/create`) instead of writing to the database itself.
+    /// (`http://api:8000/api/v1/dns/create`; deletes go to `.../delete`) instead of writing
+    /// to the database itself.
     #[arg(long, env = "API_URL", global = true)]
     pub api_url: Option<String>,
 
@@ -142,6 +143,11 @@ pub struct Settings {
     /// How long a request waits for a database connection before it is answered 503.
     #[arg(long, env = "DB_ACQUIRE_TIMEOUT_SECONDS", default_value = "2", value_parser = positive_seconds, global = true)]
     pub db_acquire_timeout_seconds: Duration,
+
+    /// The zones file (TOML): which backend serves which zone. Unset: `dnsorch.toml` in the
+    /// working directory when present, else every name goes to the simulated backend.
+    #[arg(long, env = "DNSORCH_CONFIG", global = true)]
+    pub dnsorch_config: Option<std::path::PathBuf>,
 
     /// How long work in flight may run on after SIGINT/SIGTERM before it is released.
     #[arg(long, env = "SHUTDOWN_GRACE_SECONDS", default_value = "30", value_parser = seconds, global = true)]

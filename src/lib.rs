@@ -20,7 +20,9 @@
 //! - [`worker`]: claim, provision, write the outcome under the lease token.
 //! - [`reconciler`]: releases expired leases and queues requests that were never queued or
 //!   whose delivery may be lost.
-//! - [`provision`]: the `Provisioner` trait and the simulated backend.
+//! - [`provision`]: the `Provisioner` trait, the zone router, and the `simulated`,
+//!   `rfc2136` and `ansible` backends.
+//! - [`zones`]: the zones file: which backend (server, key, playbook) serves which zone.
 
 pub mod api;
 pub mod cli;
@@ -34,3 +36,4 @@ pub mod startup;
 pub mod store;
 pub mod telemetry;
 pub mod worker;
+pub mod zones;

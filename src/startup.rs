@@ -13,12 +13,13 @@ use tokio_util::sync::CancellationToken;
 use crate::api::{self, AppState};
 use crate::config::Settings;
 use crate::intake::Intake;
-use crate::provision::{Provisioner, SimulatedProvisioner};
+use crate::provision::{Provisioner, SimulatedProvisioner, ZoneRouter};
 use crate::queue::{DatabaseOnly, LocalChannel, RedisChannel, TaskChannel};
 use crate::reconciler::Reconciler;
 use crate::store::{PostgresStore, RequestStore, Schema, SqliteStore};
 use crate::telemetry;
 use crate::worker::Worker;
+use crate::zones::Zones;
 
 /// How long released work gets to write "released" after the grace period.
 const RELEASE_BOUND: Duration = Duration::from_secs(5);
@@ -143,12 +144,19 @@ impl Application {
                  separate serve and worker processes must share a PostgreSQL database"
             );
         }
+        let zones = Arc::new(
+            Zones::load(settings.dnsorch_config.as_deref())
+                .context("Failed to load the zones file (DNSORCH_CONFIG)")?,
+        );
         let channel = open_channel(&settings, role)?;
         let store = open_store(&settings, role == Role::Run).await?;
-        let provisioner: Arc<dyn Provisioner> = Arc::new(SimulatedProvisioner::new(
+        let simulated: Arc<dyn Provisioner> = Arc::new(SimulatedProvisioner::new(
             settings.simulated_delay_seconds,
             settings.simulated_failure_rate,
         ));
+        let provisioner: Arc<dyn Provisioner> = Arc::new(
+            ZoneRouter::new(&zones, simulated).context("Failed to set up the zones' backends")?,
+        );
         let worker = Worker::new(
             store.clone(),
             channel.clone(),
@@ -170,7 +178,7 @@ impl Application {
         } else {
             None
         };
-        let intake = Intake::new(store.clone(), channel.clone());
+        let intake = Intake::new(store.clone(), channel.clone(), zones);
         #[cfg(feature = "kafka")]
         let kafka = kafka_intake(&settings, role, &intake)?;
         let state = AppState {

@@ -13,12 +13,15 @@ use anyhow::Context as _;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
-use crate::domain::{LogEntry, RequestId, RequestStatus};
+use crate::domain::{LogEntry, Operation, RecordData, RequestId, RequestStatus};
 use crate::provision::{Applied, PlannedChange, ProvisionError, Provisioner};
 use crate::queue::TaskChannel;
 use crate::queue::retry::RetryPolicy;
-use crate::store::{Claim, OpeningLog, Outcome, RequestStore};
+use crate::store::{Claim, DnsRecord, OpeningLog, Outcome, RecordFilter, RequestStore};
 use crate::telemetry::{ProvisioningAttempt, RequestFinished};
+
+/// The most ledger rows read for one RRset when checking a delete.
+const LEDGER_LIMIT: u32 = 10_000;
 
 /// The settings a worker needs.
 #[derive(Debug, Clone)]
@@ -142,10 +145,10 @@ impl Worker {
         let request = &claim.request;
         let id = request.id;
         tracing::info!(request_id = %id, attempt = request.attempts, "processing started");
-        let change = planned_change(&claim);
+        let mut change = planned_change(&claim);
         let started = Instant::now();
         let result = tokio::select! {
-            result = self.provisioner.apply(&change) => Some(result),
+            result = self.plan_and_apply(&mut change) => Some(result),
             () = self.hold_lease(&claim) => return Ok(self.lost(id)),
             () = abort.cancelled() => None,
         };
@@ -162,7 +165,7 @@ impl Worker {
         let elapsed = started.elapsed();
         let (outcome, entries) = self.judge(&claim, result, elapsed);
         ProvisioningAttempt {
-            backend: self.provisioner.kind(),
+            backend: self.provisioner.kind_for(&request.domain),
             outcome: outcome_label(&outcome),
             duration: elapsed,
         }
@@ -187,11 +190,29 @@ impl Worker {
         Ok(ExecutionOutcome::Processed(id, status))
     }
 
+    /// Checks a delete against the ledger, then applies the change.
+    async fn plan_and_apply(&self, change: &mut PlannedChange) -> Result<Applied, ProvisionError> {
+        if change.operation == Operation::Delete {
+            let filter = RecordFilter {
+                domain: Some(change.domain.clone()),
+                record_type: Some(change.record_type),
+                limit: LEDGER_LIMIT,
+                ..Default::default()
+            };
+            let ledger = self.store.list_records(&filter).await.map_err(|e| {
+                ProvisionError::Transient(format!("could not read the ledger: {e}"))
+            })?;
+            check_ownership(change, &ledger)?;
+        }
+        self.provisioner.apply(change).await
+    }
+
     /// The log lines written with each claim: attempt, config, backend.
     fn opening_log(&self) -> OpeningLog {
         let max_attempts = self.config.max_attempts;
-        let backend = self.provisioner.kind();
+        let provisioner = self.provisioner.clone();
         Arc::new(move |request| {
+            let backend = provisioner.kind_for(&request.domain);
             vec![
                 LogEntry::info(format!(
                     "processing started (attempt {} of {max_attempts})",
@@ -282,12 +303,57 @@ fn planned_change(claim: &Claim) -> PlannedChange {
     let request = &claim.request;
     PlannedChange {
         request_id: request.id,
+        account_id: request.account_id.clone(),
         operation: request.operation,
         record_type: request.record_type,
         domain: request.domain.clone(),
         target: request.target.clone(),
         config: request.config.clone(),
+        owned: Vec::new(),
     }
+}
+
+/// Checks a delete against the ledger: dnsorch deletes only records it holds for the
+/// requesting account, and never an RRset that holds another account's records. Fills in
+/// `change.owned` with the account's records of the RRset.
+fn check_ownership(change: &mut PlannedChange, ledger: &[DnsRecord]) -> Result<(), ProvisionError> {
+    let (mine, theirs): (Vec<&DnsRecord>, Vec<&DnsRecord>) = ledger
+        .iter()
+        .partition(|r| r.account_id == change.account_id);
+    let parse = |r: &DnsRecord| {
+        RecordData::parse(r.record_type, &r.target, r.priority.map(i64::from))
+            .map_err(|e| ProvisionError::Rejected(format!("ledger row {} is invalid: {e:?}", r.id)))
+    };
+    change.owned = mine.iter().map(|r| parse(r)).collect::<Result<_, _>>()?;
+    let what = format!("{} {}", change.domain, change.record_type.as_str());
+    if change.target.is_empty() {
+        if !theirs.is_empty() {
+            return Err(ProvisionError::Rejected(format!(
+                "the {what} RRset holds {} record(s) of another account; dnsorch deletes only the requesting account's records",
+                theirs.len()
+            )));
+        }
+        if change.owned.is_empty() {
+            return Err(ProvisionError::Rejected(format!(
+                "dnsorch's ledger holds no {what} records for account {}",
+                change.account_id
+            )));
+        }
+        return Ok(());
+    }
+    let wanted = change.record_data()?;
+    if change.owned.contains(&wanted) {
+        return Ok(());
+    }
+    let owner = if theirs.iter().any(|r| parse(r).is_ok_and(|d| d == wanted)) {
+        "it belongs to another account"
+    } else {
+        "dnsorch's ledger does not hold it"
+    };
+    Err(ProvisionError::Rejected(format!(
+        "cannot delete {what} {}: {owner}; dnsorch deletes only records it created for the requesting account",
+        change.target
+    )))
 }
 
 fn outcome_label(outcome: &Outcome) -> &'static str {

@@ -54,6 +54,7 @@ pub struct AppState {
     info(title = "dnsorch", description = "DNS change-request orchestrator"),
     paths(
         changes::post::create,
+        changes::post::delete,
         changes::get::get_request,
         changes::get::list_requests,
         records::list_records,
@@ -73,6 +74,7 @@ pub struct ApiDoc;
 pub fn router(state: AppState) -> Router {
     let api = Router::new()
         .route("/api/v1/dns/create", post(changes::post::create))
+        .route("/api/v1/dns/delete", post(changes::post::delete))
         .route("/api/v1/dns/requests", get(changes::get::list_requests))
         .route("/api/v1/dns/requests/{id}", get(changes::get::get_request))
         .route("/api/v1/dns/records", get(records::list_records))

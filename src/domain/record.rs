@@ -233,6 +233,57 @@ impl RecordData {
     }
 }
 
+impl RecordData {
+    /// The RDATA in zone-file presentation form, names absolute (what `nsupdate` and a DNS
+    /// library take). TXT data longer than 255 octets becomes several strings; quotes,
+    /// backslashes and octets outside printable ASCII are escaped.
+    pub fn presentation(&self) -> String {
+        match self {
+            Self::A(ip) => ip.to_string(),
+            Self::Aaaa(ip) => ip.to_string(),
+            Self::Cname(name) | Self::Ns(name) | Self::Ptr(name) => format!("{name}."),
+            Self::Mx {
+                preference,
+                exchange,
+            } => format!("{preference} {exchange}."),
+            Self::Txt(text) => text
+                .as_bytes()
+                .chunks(255)
+                .map(quoted)
+                .collect::<Vec<_>>()
+                .join(" "),
+            Self::Srv {
+                priority,
+                weight,
+                port,
+                target,
+            } => format!("{priority} {weight} {port} {target}."),
+            Self::Caa { flags, tag, value } => {
+                format!("{flags} {} {}", tag.as_str(), quoted(value.as_bytes()))
+            }
+        }
+    }
+}
+
+/// A presentation-form character string: quoted, with `"`, `\` and non-printable octets
+/// escaped.
+fn quoted(octets: &[u8]) -> String {
+    let mut out = String::with_capacity(octets.len() + 2);
+    out.push('"');
+    for &octet in octets {
+        match octet {
+            b'"' | b'\\' => {
+                out.push('\\');
+                out.push(char::from(octet));
+            }
+            0x20..=0x7e => out.push(char::from(octet)),
+            _ => out.push_str(&format!("\\{octet:03}")),
+        }
+    }
+    out.push('"');
+    out
+}
+
 fn parse_target(
     record_type: RecordType,
     target: &str,

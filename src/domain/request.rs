@@ -100,6 +100,8 @@ impl FromStr for RequestStatus {
 pub enum Operation {
     /// Add the record to its RRset.
     Create,
+    /// Remove the record, or without a target the whole RRset.
+    Delete,
 }
 
 impl Operation {
@@ -107,6 +109,7 @@ impl Operation {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Create => "create",
+            Self::Delete => "delete",
         }
     }
 }
@@ -117,6 +120,7 @@ impl FromStr for Operation {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
             "create" => Ok(Self::Create),
+            "delete" => Ok(Self::Delete),
             other => Err(format!("unknown operation '{other}'")),
         }
     }
@@ -142,7 +146,9 @@ pub struct ChangeRequest {
     pub operation: Operation,
     /// The owner name.
     pub domain: Fqdn,
-    pub data: RecordData,
+    pub record_type: RecordType,
+    /// The record; `None` only for a delete of the whole RRset.
+    pub data: Option<RecordData>,
     pub ttl: u32,
     pub comment: Option<String>,
     pub extra_config: serde_json::Map<String, serde_json::Value>,
@@ -151,16 +157,19 @@ pub struct ChangeRequest {
 }
 
 impl ChangeRequest {
-    /// The record type.
-    pub fn record_type(&self) -> RecordType {
-        self.data.record_type()
+    /// The stored `target`: the record's, or empty for a whole-RRset delete.
+    pub fn target(&self) -> String {
+        self.data
+            .as_ref()
+            .map(RecordData::target)
+            .unwrap_or_default()
     }
 
     /// The `config` column's value.
     pub fn config(&self) -> RecordConfig {
         RecordConfig {
             ttl: self.ttl,
-            priority: self.data.priority(),
+            priority: self.data.as_ref().and_then(RecordData::priority),
             extra_config: self.extra_config.clone(),
         }
     }
@@ -172,9 +181,9 @@ impl ChangeRequest {
             "account_id": self.account_id,
             "source": self.source,
             "operation": self.operation.as_str(),
-            "record_type": self.record_type().as_str(),
+            "record_type": self.record_type.as_str(),
             "domain": self.domain.as_str(),
-            "target": self.data.target(),
+            "target": self.target(),
             "comment": self.comment,
             "config": self.config(),
         });
@@ -199,13 +208,16 @@ impl LogEntry {
 
     /// The first entry of every request: where it came from and what it asks.
     pub fn accepted(change: &ChangeRequest) -> Self {
+        let what = match &change.data {
+            Some(data) => data.target(),
+            None => "(the whole RRset)".to_owned(),
+        };
         Self::info(format!(
-            "request accepted from {}: {} {} {} {}",
+            "request accepted from {}: {} {} {} {what}",
             change.source,
             change.operation.as_str(),
-            change.record_type(),
+            change.record_type,
             change.domain,
-            change.data.target()
         ))
     }
 

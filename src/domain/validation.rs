@@ -71,9 +71,19 @@ pub fn validate(
         (None, _) => required(&mut errors, "resource.domain"),
         (Some(d), t) => check_domain(&d, t, &mut errors),
     };
+    // A delete without a target removes the whole RRset: there is no record data then.
     let data = match (resource.target, record_type) {
+        (None, _) if operation == Operation::Delete => {
+            if config.priority.is_some() {
+                errors.push(
+                    "resource.config.priority",
+                    "applies only to a delete with a target",
+                );
+            }
+            Some(None)
+        }
         (None, _) => required(&mut errors, "resource.target"),
-        (Some(target), Some(t)) => check_data(t, &target, config.priority, &mut errors),
+        (Some(target), Some(t)) => check_data(t, &target, config.priority, &mut errors).map(Some),
         (Some(_), None) => None,
     };
     let ttl = check_ttl(&config, &mut errors);
@@ -99,13 +109,16 @@ pub fn validate(
     }
     let idempotency_key = idempotency_key.and_then(|k| check_idempotency_key(k, &mut errors));
 
-    match (account_id, domain, data) {
-        (Some(account_id), Some(domain), Some(data)) if errors.fields.is_empty() => {
+    match (account_id, domain, record_type, data) {
+        (Some(account_id), Some(domain), Some(record_type), Some(data))
+            if errors.fields.is_empty() =>
+        {
             Ok(ChangeRequest {
                 account_id,
                 source,
                 operation,
                 domain,
+                record_type,
                 data,
                 ttl,
                 comment,

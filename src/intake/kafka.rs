@@ -25,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::message::{DeadLetterReason, DecodedMessage, MessageOrigin, decode};
 use super::{Intake, IntakeError, Submitted};
+use crate::domain::Operation;
 
 /// The most messages recorded in one transaction.
 const BATCH_MAX: usize = 500;
@@ -416,6 +417,16 @@ async fn record_direct(
     )
 }
 
+/// Where a message of `operation` is posted: `API_URL` is the create URL (as in the original
+/// design), whose last segment becomes `delete` for deletes; a base URL gets the API's path.
+fn forward_url(api_url: &str, operation: Operation) -> String {
+    let base = api_url.trim_end_matches('/');
+    let base = base
+        .strip_suffix("/create")
+        .map_or_else(|| format!("{base}/api/v1/dns"), str::to_owned);
+    format!("{base}/{}", operation.as_str())
+}
+
 /// Posts one message to the API, retrying while it is unreachable or answers 5xx. A 4xx
 /// answer makes the message a dead letter with the API's error. `None`: shutdown came first.
 async fn forward(
@@ -424,10 +435,11 @@ async fn forward(
     message: &DecodedMessage,
     shutdown: &CancellationToken,
 ) -> Option<Fate> {
+    let url = forward_url(url, message.operation);
     let mut pause = Duration::from_millis(200);
     loop {
         let sent = client
-            .post(url)
+            .post(&url)
             .header("Idempotency-Key", &message.idempotency_key)
             .json(&message.body)
             .send()
@@ -513,4 +525,23 @@ fn idempotency_header(message: &OwnedMessage) -> Option<&[u8]> {
         .iter()
         .find(|h| h.key.eq_ignore_ascii_case(IDEMPOTENCY_HEADER))
         .and_then(|h| h.value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deletes_are_forwarded_to_the_delete_path() {
+        let create = "http://api:8000/api/v1/dns/create";
+        assert_eq!(forward_url(create, Operation::Create), create);
+        assert_eq!(
+            forward_url(create, Operation::Delete),
+            "http://api:8000/api/v1/dns/delete"
+        );
+        assert_eq!(
+            forward_url("http://api:8000/", Operation::Delete),
+            "http://api:8000/api/v1/dns/delete"
+        );
+    }
 }

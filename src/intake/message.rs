@@ -94,7 +94,7 @@ pub fn decode(
         Some(Value::String(action)) => action.parse().map_err(|_| {
             DeadLetterReason::Invalid(ValidationError::field(
                 "action",
-                format!("'{action}' is not a supported action (create)"),
+                format!("'{action}' is not a supported action (create or delete)"),
             ))
         })?,
         Some(_) => {

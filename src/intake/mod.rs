@@ -11,10 +11,11 @@ pub mod message;
 
 use std::sync::Arc;
 
-use crate::domain::{ChangeBody, Operation, RequestId, ValidationError, validate};
+use crate::domain::{ChangeBody, ChangeRequest, Operation, RequestId, ValidationError, validate};
 use crate::queue::TaskChannel;
 use crate::store::{DnsRequest, Inserted, RequestStore, StoreError};
 use crate::telemetry::RequestAccepted;
+use crate::zones::Zones;
 
 /// What `submit` did.
 #[derive(Debug)]
@@ -42,12 +43,43 @@ pub enum IntakeError {
 pub struct Intake {
     store: Arc<dyn RequestStore>,
     channel: Arc<dyn TaskChannel>,
+    zones: Arc<Zones>,
 }
 
 impl Intake {
-    /// Intake over a store and a channel.
-    pub fn new(store: Arc<dyn RequestStore>, channel: Arc<dyn TaskChannel>) -> Self {
-        Self { store, channel }
+    /// Intake over a store and a channel, accepting names in `zones` (any name when there
+    /// are none).
+    pub fn new(
+        store: Arc<dyn RequestStore>,
+        channel: Arc<dyn TaskChannel>,
+        zones: Arc<Zones>,
+    ) -> Self {
+        Self {
+            store,
+            channel,
+            zones,
+        }
+    }
+
+    /// Validates a body, and checks that its name is in a configured zone.
+    fn check(
+        &self,
+        body: ChangeBody,
+        operation: Operation,
+        idempotency_key: Option<&str>,
+    ) -> Result<ChangeRequest, ValidationError> {
+        let change = validate(body, operation, idempotency_key)?;
+        if !self.zones.is_empty() && self.zones.route(change.domain.as_str()).is_none() {
+            let served: Vec<&str> = self.zones.iter().map(|z| z.name.as_str()).collect();
+            return Err(ValidationError::field(
+                "resource.domain",
+                format!(
+                    "is in no zone dnsorch manages (zones: {})",
+                    served.join(", ")
+                ),
+            ));
+        }
+        Ok(change)
     }
 
     /// Validates, records and queues one request.
@@ -60,7 +92,7 @@ impl Intake {
         operation: Operation,
         idempotency_key: Option<&str>,
     ) -> Result<Submitted, IntakeError> {
-        let change = validate(body, operation, idempotency_key)?;
+        let change = self.check(body, operation, idempotency_key)?;
         let submitted = Self::settle(self.store.insert(&change).await?)?;
         if let Submitted::Created(request) = &submitted {
             self.enqueue(&[request.id]).await;
@@ -80,7 +112,7 @@ impl Intake {
         let mut answers: Vec<Option<Result<Submitted, IntakeError>>> = Vec::new();
         let mut valid = Vec::new();
         for (body, operation, key) in items {
-            match validate(body, operation, Some(&key)) {
+            match self.check(body, operation, Some(&key)) {
                 Ok(change) => {
                     valid.push(change);
                     answers.push(None);

@@ -2,27 +2,40 @@
 //!
 //! The worker sees only the [`Provisioner`] trait. Each backend lives whole in its own file and
 //! reports errors as [`ProvisionError`], whose variant says what a retry can do. `simulated`
-//! is the original design's stand-in for Ansible and the default.
+//! is the original design's stand-in for Ansible and the default; `rfc2136` sends TSIG-signed
+//! DNS UPDATEs and verifies them by query; `ansible` runs a playbook. [`ZoneRouter`] sends
+//! each change to the backend of its zone, as the zones file says.
 
+mod ansible;
+mod dns;
+mod rfc2136;
+mod router;
 mod simulated;
 
 use chrono::{DateTime, Utc};
 
 use crate::domain::{Operation, RecordConfig, RecordData, RecordType, RequestId};
 
+pub use ansible::AnsibleProvisioner;
+pub use rfc2136::Rfc2136Provisioner;
+pub use router::ZoneRouter;
 pub use simulated::SimulatedProvisioner;
 
 /// A change ready to apply: what the request asks, in domain types.
 #[derive(Debug, Clone)]
 pub struct PlannedChange {
     pub request_id: RequestId,
+    pub account_id: String,
     pub operation: Operation,
     pub record_type: RecordType,
     /// The owner name, without the trailing dot.
     pub domain: String,
-    /// The normalised target as stored.
+    /// The normalised target as stored; empty for a delete of the whole RRset.
     pub target: String,
     pub config: RecordConfig,
+    /// For a delete: the records of this RRset that the requesting account holds in the
+    /// ledger (the worker has checked the ledger before planning the delete).
+    pub owned: Vec<RecordData>,
 }
 
 impl PlannedChange {
@@ -31,6 +44,11 @@ impl PlannedChange {
     /// # Errors
     /// Only if the stored row was changed by hand into something invalid.
     pub fn record_data(&self) -> Result<RecordData, ProvisionError> {
+        if self.target.is_empty() {
+            return Err(ProvisionError::Rejected(
+                "a whole-RRset delete has no record data".into(),
+            ));
+        }
         let priority = self.config.priority.map(i64::from);
         RecordData::parse(self.record_type, &self.target, priority)
             .map_err(|e| ProvisionError::Rejected(format!("stored record data is invalid: {e:?}")))
@@ -73,6 +91,12 @@ impl ProvisionError {
 pub trait Provisioner: Send + Sync {
     /// The backend's name, used in logs and metric labels.
     fn kind(&self) -> &'static str;
+
+    /// The name of the backend that serves `domain` (a router answers for the zone's).
+    fn kind_for(&self, domain: &str) -> &'static str {
+        let _ = domain;
+        self.kind()
+    }
 
     /// Applies the change. Applying a change that is already in place succeeds, so a retry
     /// after a crash between apply and commit is safe.

@@ -18,7 +18,7 @@ use super::{
     RecordFilter, RequestFilter, RequestStore, SELECT_RECORDS, StoreError, page_query,
     parse_column,
 };
-use crate::domain::{ChangeRequest, LogEntry, RequestId, RequestStatus};
+use crate::domain::{ChangeRequest, LogEntry, Operation, RequestId, RequestStatus};
 
 /// A claimable request: PENDING, due, and no older request for its owner name unfinished.
 const CLAIMABLE: &str = "r.status = 'PENDING' and r.next_attempt_at <= now() \
@@ -153,9 +153,9 @@ impl RequestStore for PostgresStore {
             .bind(column(|c| c.account_id.clone()))
             .bind(column(|c| c.source.clone()))
             .bind(column(|c| c.operation.as_str().to_owned()))
-            .bind(column(|c| c.record_type().as_str().to_owned()))
+            .bind(column(|c| c.record_type.as_str().to_owned()))
             .bind(column(|c| c.domain.to_string()))
-            .bind(column(|c| c.data.target()))
+            .bind(column(|c| c.target()))
             .bind(
                 changes
                     .iter()
@@ -422,9 +422,9 @@ async fn insert_request(
         .bind(&change.account_id)
         .bind(&change.source)
         .bind(change.operation.as_str())
-        .bind(change.record_type().as_str())
+        .bind(change.record_type.as_str())
         .bind(change.domain.as_str())
-        .bind(change.data.target())
+        .bind(change.target())
         .bind(&change.comment)
         .bind(Json(change.config()))
         .bind(Json([accepted]))
@@ -485,12 +485,27 @@ fn json_value<T: serde::Serialize>(value: &T) -> serde_json::Value {
     serde_json::to_value(value).expect("plain data serialises")
 }
 
-/// Writes the ledger row for a completed request, and brings the TTL of the other rows of the
-/// same RRset in line: TTL belongs to the RRset, and the latest change sets it.
+/// Writes the ledger for a completed request: a create adds its row and brings the TTL of the
+/// other rows of the same RRset in line (TTL belongs to the RRset, and the latest change sets
+/// it); a delete removes the account's row (or, without a target, all its rows of the RRset).
 async fn write_ledger_row(
     tx: &mut sqlx::Transaction<'_, Postgres>,
     request: &DnsRequest,
 ) -> Result<(), StoreError> {
+    if request.operation == Operation::Delete {
+        sqlx::query(
+            "delete from dns_records where domain = $1 and record_type = $2 and account_id = $3 \
+             and ($4 = '' or (target = $4 and priority is not distinct from $5))",
+        )
+        .bind(&request.domain)
+        .bind(request.record_type.as_str())
+        .bind(&request.account_id)
+        .bind(&request.target)
+        .bind(request.config.priority.map(i32::from))
+        .execute(&mut **tx)
+        .await?;
+        return Ok(());
+    }
     sqlx::query(
         "insert into dns_records (id, request_id, account_id, record_type, domain, target, \
          comment, ttl, priority, zone, provisioned_at, created_at, updated_at) \

@@ -33,5 +33,6 @@ pub(crate) fn test_settings(dir: &TempDir) -> Settings {
         poll_interval_seconds: Duration::from_millis(50),
         db_acquire_timeout_seconds: Duration::from_secs(2),
         shutdown_grace_seconds: Duration::from_secs(5),
+        dnsorch_config: None,
     }
 }

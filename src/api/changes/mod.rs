@@ -1,4 +1,4 @@
-//! `/api/v1/dns/create` and `/api/v1/dns/requests`: submitting change requests and reading them.
+//! `/api/v1/dns/create`, `/api/v1/dns/delete` and `/api/v1/dns/requests`: submitting change requests and reading them.
 
 pub mod get;
 pub mod post;

@@ -1,4 +1,5 @@
-//! `POST /api/v1/dns/create`: validate, record, queue; answer 202 with the request.
+//! `POST /api/v1/dns/create` and `POST /api/v1/dns/delete`: validate, record, queue; answer
+//! 202 with the request.
 
 use axum::Json;
 use axum::extract::State;
@@ -42,8 +43,48 @@ pub async fn create(
     headers: HeaderMap,
     JsonBody(body): JsonBody<ChangeBody>,
 ) -> Result<Response, ApiError> {
-    let key = idempotency_key(&headers)?;
-    let (status, request) = match state.intake.submit(body, Operation::Create, key).await? {
+    submit(&state, &headers, body, Operation::Create).await
+}
+
+/// Submit a DNS record delete request.
+///
+/// The same body as a create. With a `target`, that one record is removed; without one, the
+/// whole RRset (every record of `record_type` at `domain`). dnsorch deletes only records its
+/// ledger holds for the requesting account: a delete of anything else ends FAILED with the
+/// reason in its log.
+#[utoipa::path(
+    post,
+    path = "/api/v1/dns/delete",
+    tag = "requests",
+    request_body = ChangeBody,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe; scoped to the account")),
+    responses(
+        (status = 202, description = "Accepted: PENDING", body = DnsRequest, headers(("Location" = String))),
+        (status = 200, description = "Idempotent replay of an earlier request", body = DnsRequest),
+        (status = 400, description = "Malformed JSON", body = ErrorBody),
+        (status = 409, description = "Idempotency key reused with another body", body = ErrorBody),
+        (status = 413, description = "Body over 64 KiB", body = ErrorBody),
+        (status = 415, description = "Not JSON", body = ErrorBody),
+        (status = 422, description = "Invalid fields", body = ErrorBody),
+        (status = 503, description = "Database unavailable", body = ErrorBody),
+    )
+)]
+pub async fn delete(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody<ChangeBody>,
+) -> Result<Response, ApiError> {
+    submit(&state, &headers, body, Operation::Delete).await
+}
+
+async fn submit(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: ChangeBody,
+    operation: Operation,
+) -> Result<Response, ApiError> {
+    let key = idempotency_key(headers)?;
+    let (status, request) = match state.intake.submit(body, operation, key).await? {
         Submitted::Created(request) => (StatusCode::ACCEPTED, request),
         Submitted::Replayed(request) => (StatusCode::OK, request),
     };

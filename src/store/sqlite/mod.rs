@@ -25,7 +25,7 @@ use super::{
     RecordFilter, RequestFilter, RequestStore, SELECT_RECORDS, StoreError, page_query,
     parse_column,
 };
-use crate::domain::{ChangeRequest, LogEntry, RequestId, RequestStatus};
+use crate::domain::{ChangeRequest, LogEntry, Operation, RequestId, RequestStatus};
 use writer::Writer;
 
 /// The database's clock, as RFC 3339 text with milliseconds.
@@ -258,9 +258,9 @@ async fn insert_request(
         .bind(&change.account_id)
         .bind(&change.source)
         .bind(change.operation.as_str())
-        .bind(change.record_type().as_str())
+        .bind(change.record_type.as_str())
         .bind(change.domain.as_str())
-        .bind(change.data.target())
+        .bind(change.target())
         .bind(&change.comment)
         .bind(to_json(&change.config()))
         .bind(to_json(&accepted))
@@ -474,12 +474,28 @@ async fn release_expired_leases(
         .collect()
 }
 
-/// Writes the ledger row for a completed request, and brings the TTL of the other rows of the
-/// same RRset in line: TTL belongs to the RRset, and the latest change sets it.
+/// Writes the ledger for a completed request: a create adds its row and brings the TTL of the
+/// other rows of the same RRset in line (TTL belongs to the RRset, and the latest change sets
+/// it); a delete removes the account's row (or, without a target, all its rows of the RRset).
 async fn write_ledger_row(
     connection: &mut SqliteConnection,
     request: &DnsRequest,
 ) -> Result<(), StoreError> {
+    if request.operation == Operation::Delete {
+        sqlx::query(
+            "delete from dns_records where domain = ? and record_type = ? and account_id = ? \
+             and (? = '' or (target = ? and coalesce(priority, -1) = coalesce(?, -1)))",
+        )
+        .bind(&request.domain)
+        .bind(request.record_type.as_str())
+        .bind(&request.account_id)
+        .bind(&request.target)
+        .bind(&request.target)
+        .bind(request.config.priority.map(i64::from))
+        .execute(&mut *connection)
+        .await?;
+        return Ok(());
+    }
     sqlx::query(concat!(
         "insert into dns_records (id, request_id, account_id, record_type, domain, target, \
          comment, ttl, priority, zone, provisioned_at, created_at, updated_at) \

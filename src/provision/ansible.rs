@@ -1,0 +1,337 @@
+//! The `ansible` backend: runs `ansible-playbook <playbook> --extra-vars @<file>` for each
+//! change, with no shell in between.
+//!
+//! The variables are the zone's `vars` and `secret_vars` plus the request's fields:
+//! `operation` (create or delete), `zone`, `domain`, `record_type`, `rdata` (presentation
+//! form, empty for a whole-RRset delete), `ttl`, `request_id` and `account_id`;
+//! `playbooks/nsupdate.yml` shows a playbook that uses them. The vars file is YAML with every
+//! string marked `!unsafe`, so Ansible never evaluates `{{ }}` in a client's data (a TXT
+//! record's text would otherwise be a template, able to run commands); it is created with
+//! mode 0600 and removed afterwards. The playbook runs in a process group of its own, which is killed when the
+//! timeout passes. Exit status 0 is success; the tail of the output goes into the request's
+//! log with every known secret redacted. With a `verify_server`, the change is then verified
+//! by DNS query; without one it is logged as not verified.
+
+use std::io::Write as _;
+use std::os::unix::fs::OpenOptionsExt as _;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Instant;
+
+use chrono::Utc;
+use tokio::io::{AsyncRead, AsyncReadExt as _};
+
+use super::dns::{Expect, absolute, dns_type, parse_rdata, verify_at};
+use super::{Applied, PlannedChange, ProvisionError, Provisioner};
+use crate::domain::Operation;
+use crate::zones::AnsibleZone;
+
+/// How much of the playbook's output goes into the request's log.
+const TAIL_LINES: usize = 20;
+/// The most output kept while the playbook runs (per stream).
+const KEEP_BYTES: usize = 64 * 1024;
+/// The bound on one verification query.
+const QUERY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Runs a playbook for each change of one zone.
+#[derive(Debug)]
+pub struct AnsibleProvisioner {
+    zone: String,
+    config: AnsibleZone,
+    /// Every secret dnsorch knows of, redacted from the output.
+    secrets: Vec<String>,
+}
+
+impl AnsibleProvisioner {
+    /// The backend for `zone`; `secrets` are redacted from the playbook's output.
+    pub fn new(zone: &str, config: AnsibleZone, secrets: Vec<String>) -> Self {
+        Self {
+            zone: zone.to_owned(),
+            config,
+            secrets,
+        }
+    }
+
+    fn variables(&self, change: &PlannedChange) -> Result<serde_json::Value, ProvisionError> {
+        let rdata = if change.target.is_empty() {
+            String::new()
+        } else {
+            change.record_data()?.presentation()
+        };
+        let mut vars = self.config.vars.clone();
+        for (name, secret) in &self.config.secret_vars {
+            vars.insert(name.clone(), secret.text.clone().into());
+        }
+        let fields = serde_json::json!({
+            "operation": change.operation.as_str(),
+            "zone": self.zone,
+            "domain": change.domain,
+            "record_type": change.record_type.as_str(),
+            "rdata": rdata,
+            "ttl": change.config.ttl,
+            "request_id": change.request_id.to_string(),
+            "account_id": change.account_id,
+        });
+        if let serde_json::Value::Object(fields) = fields {
+            vars.extend(fields);
+        }
+        Ok(serde_json::Value::Object(vars))
+    }
+
+    /// Runs the playbook; the log note on success.
+    async fn run(&self, vars_file: &VarsFile) -> Result<String, ProvisionError> {
+        let started = Instant::now();
+        let mut child = tokio::process::Command::new(&self.config.program)
+            .arg(&self.config.playbook)
+            .arg("--extra-vars")
+            .arg(format!("@{}", vars_file.0.display()))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| {
+                ProvisionError::Rejected(format!(
+                    "could not start {}: {e}",
+                    self.config.program.display()
+                ))
+            })?;
+        let pid = child.id();
+        let stdout = child.stdout.take().expect("piped");
+        let stderr = child.stderr.take().expect("piped");
+        let run = async {
+            let (out, err, status) =
+                tokio::join!(keep_tail(stdout), keep_tail(stderr), child.wait());
+            (out, err, status)
+        };
+        let Ok((out, err, status)) = tokio::time::timeout(self.config.timeout, run).await else {
+            if let Some(pid) = pid.and_then(|p| i32::try_from(p).ok()) {
+                // The whole group: ansible-playbook's own children (ssh, modules) too.
+                let _ = nix::sys::signal::killpg(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+            return Err(ProvisionError::Transient(format!(
+                "ansible-playbook did not finish within {:.0}s and was killed",
+                self.config.timeout.as_secs_f64()
+            )));
+        };
+        let status = status.map_err(|e| ProvisionError::Transient(e.to_string()))?;
+        let output = self.redact(&tail(&out, &err));
+        if status.success() {
+            Ok(format!(
+                "ansible-playbook {} finished in {:.1}s; output ends:\n{output}",
+                self.config.playbook.display(),
+                started.elapsed().as_secs_f64()
+            ))
+        } else {
+            Err(ProvisionError::Rejected(format!(
+                "ansible-playbook {} failed ({status}); output ends:\n{output}",
+                self.config.playbook.display()
+            )))
+        }
+    }
+
+    fn redact(&self, text: &str) -> String {
+        self.secrets
+            .iter()
+            .filter(|s| !s.is_empty())
+            .fold(text.to_owned(), |text, secret| {
+                text.replace(secret.as_str(), "[REDACTED]")
+            })
+    }
+}
+
+#[async_trait::async_trait]
+impl Provisioner for AnsibleProvisioner {
+    fn kind(&self) -> &'static str {
+        "ansible"
+    }
+
+    async fn apply(&self, change: &PlannedChange) -> Result<Applied, ProvisionError> {
+        let vars = self.variables(change)?;
+        let vars_file = VarsFile::write(&vars).map_err(|e| {
+            ProvisionError::Transient(format!("could not write the vars file: {e}"))
+        })?;
+        let mut notes = vec![self.run(&vars_file).await?];
+        drop(vars_file);
+        let applied_at = Utc::now();
+        let Some(server) = &self.config.verify_server else {
+            notes.push("not verified: the zone names no verify_server".into());
+            return Ok(Applied {
+                applied_at,
+                verified_at: None,
+                notes,
+            });
+        };
+        let name = absolute(&change.domain).map_err(ProvisionError::Rejected)?;
+        let rdata = if change.target.is_empty() {
+            None
+        } else {
+            Some(parse_rdata(
+                change.record_type,
+                &change.record_data()?.presentation(),
+            )?)
+        };
+        let expect = match (change.operation, rdata) {
+            (Operation::Create, Some(rdata)) => Expect::Present {
+                rdata,
+                ttl: change.config.ttl,
+            },
+            (Operation::Create, None) => {
+                return Err(ProvisionError::Rejected(
+                    "a create needs record data".into(),
+                ));
+            }
+            (Operation::Delete, rdata) => Expect::Absent { rdata },
+        };
+        let bound = self.config.verify_timeout;
+        notes.push(
+            verify_at(
+                server,
+                &name,
+                dns_type(change.record_type),
+                &expect,
+                bound,
+                QUERY_TIMEOUT,
+            )
+            .await?,
+        );
+        Ok(Applied {
+            applied_at,
+            verified_at: Some(Utc::now()),
+            notes,
+        })
+    }
+}
+
+/// The extra-vars file: YAML, every string `!unsafe`, mode 0600, removed when dropped.
+struct VarsFile(PathBuf);
+
+impl VarsFile {
+    fn write(vars: &serde_json::Value) -> std::io::Result<Self> {
+        let path = std::env::temp_dir().join(format!("dnsorch-vars-{}.yml", uuid::Uuid::new_v4()));
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)?;
+        let guard = Self(path);
+        file.write_all(unsafe_yaml(vars).as_bytes())?;
+        file.sync_all()?;
+        Ok(guard)
+    }
+}
+
+/// `vars` (an object) as a YAML mapping whose every string is tagged `!unsafe`, so Ansible
+/// takes it as data and never as a template. JSON scalars and strings are valid YAML
+/// (flow and double-quoted forms), so each value is written as JSON with the tag in front.
+fn unsafe_yaml(vars: &serde_json::Value) -> String {
+    fn value(v: &serde_json::Value) -> String {
+        match v {
+            serde_json::Value::String(_) => format!("!unsafe {v}"),
+            serde_json::Value::Array(items) => {
+                format!(
+                    "[{}]",
+                    items.iter().map(value).collect::<Vec<_>>().join(", ")
+                )
+            }
+            serde_json::Value::Object(map) => format!(
+                "{{{}}}",
+                map.iter()
+                    .map(|(k, v)| format!("{}: {}", serde_json::Value::from(k.as_str()), value(v)))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            other => other.to_string(),
+        }
+    }
+    let mut out = String::from("---\n");
+    if let serde_json::Value::Object(map) = vars {
+        for (key, v) in map {
+            out.push_str(&format!(
+                "{}: {}\n",
+                serde_json::Value::from(key.as_str()),
+                value(v)
+            ));
+        }
+    }
+    out
+}
+
+impl Drop for VarsFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Reads a stream to its end, keeping only its last `KEEP_BYTES`.
+async fn keep_tail(mut stream: impl AsyncRead + Unpin) -> Vec<u8> {
+    let mut kept = Vec::new();
+    let mut buffer = [0; 8192];
+    while let Ok(n) = stream.read(&mut buffer).await {
+        if n == 0 {
+            break;
+        }
+        kept.extend_from_slice(&buffer[..n]);
+        if kept.len() > 2 * KEEP_BYTES {
+            kept.drain(..kept.len() - KEEP_BYTES);
+        }
+    }
+    kept
+}
+
+/// The last `TAIL_LINES` non-empty lines of stdout, then of stderr.
+fn tail(stdout: &[u8], stderr: &[u8]) -> String {
+    let text = format!(
+        "{}\n{}",
+        String::from_utf8_lossy(stdout),
+        String::from_utf8_lossy(stderr)
+    );
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    lines[lines.len().saturating_sub(TAIL_LINES)..].join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_string_in_the_vars_file_is_unsafe() {
+        let vars = serde_json::json!({
+            "rdata": "\"{{ lookup('pipe', 'id') }}\"",
+            "ttl": 300,
+            "nested": {"list": ["a", 1], "flag": true},
+        });
+        let yaml = unsafe_yaml(&vars);
+        assert!(
+            yaml.contains(r#""rdata": !unsafe "\"{{ lookup('pipe', 'id') }}\"""#),
+            "{yaml}"
+        );
+        assert!(yaml.contains(r#""ttl": 300"#), "{yaml}");
+        assert!(
+            yaml.contains(r#"{"flag": true, "list": [!unsafe "a", 1]}"#),
+            "{yaml}"
+        );
+    }
+
+    #[test]
+    fn known_secrets_are_redacted_from_output() {
+        let backend = AnsibleProvisioner {
+            zone: "example.test".into(),
+            config: AnsibleZone {
+                playbook: "p.yml".into(),
+                program: "ansible-playbook".into(),
+                timeout: std::time::Duration::from_secs(1),
+                vars: serde_json::Map::new(),
+                secret_vars: std::collections::BTreeMap::new(),
+                verify_server: None,
+                verify_timeout: std::time::Duration::from_secs(1),
+            },
+            secrets: vec!["c2VjcmV0".into()],
+        };
+        assert_eq!(backend.redact("key c2VjcmV0 used"), "key [REDACTED] used");
+    }
+}

@@ -1,0 +1,305 @@
+//! DNS helpers shared by the backends that verify by query: names, RDATA in hickory's form,
+//! one query (UDP with EDNS, TCP when truncated, RD=0), and polling a server until it shows
+//! a change or a bound passes (DESIGN section 7's rules of comparison).
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
+use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType as DnsType};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::{TcpStream, UdpSocket};
+
+use super::ProvisionError;
+use crate::domain::RecordType;
+
+/// The first pause between verification queries; it doubles up to `MAX_POLL`.
+const FIRST_POLL: Duration = Duration::from_millis(20);
+const MAX_POLL: Duration = Duration::from_millis(500);
+
+/// What verification waits for.
+pub(super) enum Expect {
+    Present {
+        rdata: RData,
+        ttl: u32,
+    },
+    /// The record (or, with `None`, the whole RRset) is gone.
+    Absent {
+        rdata: Option<RData>,
+    },
+}
+
+impl Expect {
+    pub(super) fn holds(&self, records: &[Record]) -> bool {
+        match self {
+            Self::Present { rdata, ttl } => records
+                .iter()
+                .any(|r| r.ttl == *ttl && same_data(&r.data, rdata)),
+            Self::Absent { rdata: None } => records.is_empty(),
+            Self::Absent { rdata: Some(rdata) } => {
+                !records.iter().any(|r| same_data(&r.data, rdata))
+            }
+        }
+    }
+}
+
+/// Polls `server` (the one that must show the change) until `expect` holds; the note for the
+/// request's log, or why not: an unreachable server is transient, a server that answers but
+/// never shows the change within `bound` is a permanent error (it accepted and did not apply).
+pub(super) async fn verify_at(
+    server: &str,
+    name: &Name,
+    dns_type: DnsType,
+    expect: &Expect,
+    bound: Duration,
+    timeout: Duration,
+) -> Result<String, ProvisionError> {
+    match poll(server, name, dns_type, expect, bound, timeout).await {
+        Poll::Seen(queries, elapsed) => Ok(format!(
+            "verified at {server} after {queries} queries, {} ms",
+            elapsed.as_millis()
+        )),
+        Poll::Mismatch(found) => Err(ProvisionError::Rejected(format!(
+            "the change was accepted but {server} does not show it within {:.1}s (it holds: {found})",
+            bound.as_secs_f64()
+        ))),
+        Poll::Unreachable(e) => Err(ProvisionError::Transient(format!(
+            "could not verify at {server}: {e}"
+        ))),
+    }
+}
+
+pub(super) enum Poll {
+    /// Seen after this many queries and this long.
+    Seen(u32, Duration),
+    /// The server answered, but never as expected; what it held last.
+    Mismatch(String),
+    /// The server did not answer; the last error.
+    Unreachable(String),
+}
+
+/// Queries `server` until `expect` holds or `bound` passes.
+pub(super) async fn poll(
+    server: &str,
+    name: &Name,
+    dns_type: DnsType,
+    expect: &Expect,
+    bound: Duration,
+    timeout: Duration,
+) -> Poll {
+    let started = Instant::now();
+    let mut pause = FIRST_POLL;
+    let mut queries = 0;
+    loop {
+        queries += 1;
+        let last = match query(server, name, dns_type, timeout).await {
+            Ok(records) if expect.holds(&records) => {
+                return Poll::Seen(queries, started.elapsed());
+            }
+            Ok(records) => {
+                let found: Vec<String> = records
+                    .iter()
+                    .map(|r| format!("ttl {} {}", r.ttl, r.data))
+                    .collect();
+                Poll::Mismatch(if found.is_empty() {
+                    "nothing".into()
+                } else {
+                    found.join(", ")
+                })
+            }
+            Err(e) => Poll::Unreachable(e.to_string()),
+        };
+        if started.elapsed() + pause > bound {
+            return last;
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(MAX_POLL);
+    }
+}
+
+/// One query with RD=0: over UDP with EDNS, again over TCP when truncated. Returns the
+/// answer's records of `name`/`dns_type`.
+pub(super) async fn query(
+    server: &str,
+    name: &Name,
+    dns_type: DnsType,
+    timeout: Duration,
+) -> Result<Vec<Record>, ProvisionError> {
+    let mut message = Message::new(rand::random(), MessageType::Query, OpCode::Query);
+    message.metadata.recursion_desired = false;
+    let mut question = Query::new();
+    question
+        .set_name(name.clone())
+        .set_query_class(DNSClass::IN)
+        .set_query_type(dns_type);
+    message.add_query(question);
+    let mut edns = Edns::new();
+    edns.set_max_payload(4096).set_version(0);
+    message.set_edns(edns);
+    let request = message
+        .to_vec()
+        .map_err(|e| ProvisionError::Rejected(format!("could not encode a query: {e}")))?;
+    let exchange = async {
+        let address = resolve(server).await?;
+        let bind: SocketAddr = if address.is_ipv4() {
+            ([0, 0, 0, 0], 0).into()
+        } else {
+            ([0u16; 8], 0).into()
+        };
+        let socket = UdpSocket::bind(bind).await?;
+        socket.connect(address).await?;
+        socket.send(&request).await?;
+        let mut buffer = vec![0; 65_535];
+        loop {
+            let n = socket.recv(&mut buffer).await?;
+            // Anything else on the socket (a stray or forged datagram) is ignored.
+            let Ok(answer) = Message::from_vec(&buffer[..n]) else {
+                continue;
+            };
+            if answer.metadata.id != message.metadata.id {
+                continue;
+            }
+            if !answer.metadata.truncation {
+                return Ok(answer);
+            }
+            let mut stream = TcpStream::connect(address).await?;
+            let bytes = exchange_on(&mut stream, &request).await?;
+            return Message::from_vec(&bytes).map_err(|e| std::io::Error::other(e.to_string()));
+        }
+    };
+    let answer = match tokio::time::timeout(timeout, exchange).await {
+        Ok(Ok(answer)) => answer,
+        Ok(Err(e)) => return Err(ProvisionError::Transient(format!("{server}: {e}"))),
+        Err(_) => {
+            return Err(ProvisionError::Transient(format!(
+                "{server}: no answer within {:.1}s",
+                timeout.as_secs_f64()
+            )));
+        }
+    };
+    match answer.metadata.response_code {
+        ResponseCode::NoError | ResponseCode::NXDomain => Ok(answer
+            .answers
+            .into_iter()
+            .filter(|r| r.record_type() == dns_type && r.name == *name)
+            .collect()),
+        ResponseCode::ServFail => Err(ProvisionError::Transient(format!(
+            "{server} answered SERVFAIL for {name} {dns_type}"
+        ))),
+        other => Err(permanent_rcode(other, "query")),
+    }
+}
+
+/// Writes one length-prefixed DNS message on a TCP stream and reads the answer.
+pub(super) async fn exchange_on(
+    stream: &mut TcpStream,
+    request: &[u8],
+) -> std::io::Result<Vec<u8>> {
+    let length = u16::try_from(request.len()).map_err(std::io::Error::other)?;
+    let mut framed = Vec::with_capacity(request.len() + 2);
+    framed.extend_from_slice(&length.to_be_bytes());
+    framed.extend_from_slice(request);
+    stream.write_all(&framed).await?;
+    let length = stream.read_u16().await?;
+    let mut answer = vec![0; usize::from(length)];
+    stream.read_exact(&mut answer).await?;
+    Ok(answer)
+}
+
+pub(super) async fn resolve(server: &str) -> std::io::Result<SocketAddr> {
+    tokio::net::lookup_host(server)
+        .await?
+        .next()
+        .ok_or_else(|| std::io::Error::other(format!("{server} has no address")))
+}
+
+/// A permanent error for an rcode we do not handle otherwise.
+pub(super) fn permanent_rcode(rcode: ResponseCode, what: &str) -> ProvisionError {
+    ProvisionError::Rejected(format!("the server answered {rcode} to the {what}"))
+}
+
+/// `name` as an absolute DNS name.
+pub(super) fn absolute(name: &str) -> Result<Name, String> {
+    Name::from_ascii(format!("{}.", name.trim_end_matches('.')))
+        .map_err(|e| format!("'{name}' is not a DNS name: {e}"))
+}
+
+pub(super) fn none_class(mut record: Record) -> Record {
+    record.dns_class = DNSClass::NONE;
+    record
+}
+
+pub(super) fn dns_type(record_type: RecordType) -> DnsType {
+    match record_type {
+        RecordType::A => DnsType::A,
+        RecordType::Aaaa => DnsType::AAAA,
+        RecordType::Cname => DnsType::CNAME,
+        RecordType::Mx => DnsType::MX,
+        RecordType::Txt => DnsType::TXT,
+        RecordType::Srv => DnsType::SRV,
+        RecordType::Ns => DnsType::NS,
+        RecordType::Ptr => DnsType::PTR,
+        RecordType::Caa => DnsType::CAA,
+    }
+}
+
+/// The RDATA of a stored target, in hickory's form.
+pub(super) fn parse_rdata(
+    record_type: RecordType,
+    presentation: &str,
+) -> Result<RData, ProvisionError> {
+    RData::try_from_str(dns_type(record_type), presentation).map_err(|e| {
+        ProvisionError::Rejected(format!("record data '{presentation}' did not parse: {e}"))
+    })
+}
+
+/// Whether two RDATA are the same record: names case-insensitively, TXT by the
+/// concatenation of its strings.
+pub(super) fn same_data(a: &RData, b: &RData) -> bool {
+    match (a, b) {
+        (RData::TXT(a), RData::TXT(b)) => {
+            a.txt_data.iter().flatten().eq(b.txt_data.iter().flatten())
+        }
+        _ => a == b,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::RecordData;
+
+    #[test]
+    fn every_record_type_round_trips_through_presentation_form() {
+        let long = "x".repeat(300);
+        for (record_type, target, priority) in [
+            (RecordType::A, "192.0.2.1", None),
+            (RecordType::Aaaa, "2001:db8::1", None),
+            (RecordType::Cname, "Target.Example.Test", None),
+            (RecordType::Mx, "mail.example.test", Some(10)),
+            (RecordType::Txt, "v=spf1 \"quoted\" \\ -all", None),
+            (RecordType::Txt, long.as_str(), None),
+            (RecordType::Srv, "5 443 svc.example.test", Some(10)),
+            (RecordType::Ns, "ns1.example.test", None),
+            (RecordType::Ptr, "host.example.test", None),
+            (RecordType::Caa, "0 issue \"ca.example\"", None),
+        ] {
+            let data = RecordData::parse(record_type, target, priority).unwrap();
+            let rdata = parse_rdata(record_type, &data.presentation())
+                .unwrap_or_else(|e| panic!("{record_type:?} {target}: {e}"));
+            assert_eq!(rdata.record_type(), dns_type(record_type));
+            if let RData::TXT(txt) = &rdata {
+                let joined: Vec<u8> = txt.txt_data.iter().flatten().copied().collect();
+                assert_eq!(joined, target.as_bytes());
+                assert!(txt.txt_data.iter().all(|s| s.len() <= 255));
+            }
+        }
+    }
+
+    #[test]
+    fn names_compare_case_insensitively() {
+        let a = parse_rdata(RecordType::Cname, "Target.Example.Test.").unwrap();
+        let b = parse_rdata(RecordType::Cname, "target.example.test.").unwrap();
+        assert!(same_data(&a, &b));
+    }
+}

@@ -1,0 +1,404 @@
+//! The `rfc2136` backend: DNS UPDATE (RFC 2136) signed with TSIG, sent to the zone's primary,
+//! then verified by querying the primary (and any `verify_servers`) until the answer shows
+//! the change or the bound passes.
+//!
+//! - Create adds the record to its RRset; the RRset's TTL becomes the request's (the server
+//!   sets it for the whole RRset). CNAME exclusivity is a prerequisite: a CNAME needs its
+//!   name unused, other data needs the name to have no CNAME. The exact record already being
+//!   there counts as applied, so a retry after a crash succeeds.
+//! - Delete removes one record (by RDATA) or the RRset. An RRset delete first reads the live
+//!   RRset and refuses if it holds records the requesting account does not own in the ledger;
+//!   it then deletes under a prerequisite that the RRset is still exactly what was read.
+//! - Rcodes: SERVFAIL, timeouts and refused connections are transient; NOTAUTH (with the TSIG
+//!   error), REFUSED, NOTZONE and failed prerequisites are permanent.
+//! - Verification follows DESIGN section 7: queries with RD=0, names compared
+//!   case-insensitively, TXT strings concatenated, and the TTL must match for a create.
+//!
+//! Messages are built with hickory-proto and carried over plain sockets here: an update goes
+//! over TCP (one connection per server, reused), a verification query over UDP with EDNS,
+//! and over TCP when the answer is truncated. The TSIG secret never leaves the signer.
+
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use chrono::Utc;
+use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode, UpdateMessage as _};
+use hickory_proto::rr::rdata::tsig::TsigAlgorithm as HickoryAlgorithm;
+use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType as DnsType, TSigner};
+use tokio::net::TcpStream;
+use tokio::sync::Mutex;
+
+use super::dns::{
+    Expect, Poll, absolute, dns_type, exchange_on, none_class, parse_rdata, permanent_rcode, poll,
+    query, same_data, verify_at,
+};
+use super::{Applied, PlannedChange, ProvisionError, Provisioner};
+use crate::domain::Operation;
+use crate::zones::{Rfc2136Zone, TsigAlgorithm};
+
+/// The TSIG fudge: how far apart our clock and the server's may be, in seconds.
+const FUDGE: u16 = 300;
+
+/// DNS UPDATE with TSIG to one zone's primary.
+pub struct Rfc2136Provisioner {
+    zone: Name,
+    config: Rfc2136Zone,
+    signer: TSigner,
+    /// The open TCP connection to the primary, reused across updates.
+    connection: Mutex<Option<TcpStream>>,
+}
+
+impl std::fmt::Debug for Rfc2136Provisioner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Rfc2136Provisioner")
+            .field("zone", &self.zone)
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Rfc2136Provisioner {
+    /// The backend for zone `zone` (no trailing dot).
+    ///
+    /// # Errors
+    /// The zone or key name is not a valid DNS name.
+    pub fn new(zone: &str, config: Rfc2136Zone) -> anyhow::Result<Self> {
+        let algorithm = match config.key.algorithm {
+            TsigAlgorithm::HmacSha256 => HickoryAlgorithm::HmacSha256,
+            TsigAlgorithm::HmacSha384 => HickoryAlgorithm::HmacSha384,
+            TsigAlgorithm::HmacSha512 => HickoryAlgorithm::HmacSha512,
+        };
+        let key_name = Name::from_ascii(&config.key.name)?;
+        let signer = TSigner::new(config.key.secret.bytes.clone(), algorithm, key_name, FUDGE)
+            .map_err(|e| anyhow::anyhow!("TSIG key: {e}"))?;
+        Ok(Self {
+            zone: absolute(zone).map_err(|e| anyhow::anyhow!("zone name: {e}"))?,
+            config,
+            signer,
+            connection: Mutex::new(None),
+        })
+    }
+
+    async fn create(&self, change: &PlannedChange) -> Result<Applied, ProvisionError> {
+        let (name, dns_type, rdata) = self.record_of(change)?;
+        let ttl = change.config.ttl;
+        let record = Record::from_rdata(name.clone(), ttl, rdata.clone());
+        let mut notes = Vec::new();
+        let mut message = self.update_message();
+        // CNAME exclusivity (RFC 2136 2.4.5 and 2.4.3): a CNAME needs an unused name; other
+        // data needs a name without a CNAME.
+        let exclusive = if dns_type == DnsType::CNAME {
+            none_class(Record::update0(name.clone(), 0, DnsType::ANY))
+        } else {
+            none_class(Record::update0(name.clone(), 0, DnsType::CNAME))
+        };
+        message.add_pre_requisite(exclusive);
+        message.add_update(record.clone());
+        match self.send_update(message, &mut notes).await? {
+            ResponseCode::NoError => {}
+            ResponseCode::YXDomain if dns_type == DnsType::CNAME => {
+                // In use: by this very CNAME (a retry), or by other data.
+                let live = self
+                    .query(&self.config.server, &name, DnsType::CNAME)
+                    .await?;
+                if !live.iter().any(|r| same_data(&r.data, &rdata)) {
+                    return Err(ProvisionError::PrerequisiteFailed(format!(
+                        "{name} already has other records (or another CNAME); a CNAME must be the only record at its name"
+                    )));
+                }
+                notes.push(format!("{name} CNAME already present; setting its TTL"));
+                let mut again = self.update_message();
+                again.add_update(record);
+                self.expect_noerror(again, &mut notes).await?;
+            }
+            ResponseCode::YXRRSet => {
+                return Err(ProvisionError::PrerequisiteFailed(format!(
+                    "{name} has a CNAME; no other record can be added at that name"
+                )));
+            }
+            other => return Err(permanent_rcode(other, "update")),
+        }
+        let applied_at = Utc::now();
+        let verified_at = self
+            .verify(&name, dns_type, &Expect::Present { rdata, ttl }, &mut notes)
+            .await?;
+        Ok(Applied {
+            applied_at,
+            verified_at: Some(verified_at),
+            notes,
+        })
+    }
+
+    async fn delete(&self, change: &PlannedChange) -> Result<Applied, ProvisionError> {
+        let name = absolute(&change.domain).map_err(ProvisionError::Rejected)?;
+        let dns_type = dns_type(change.record_type);
+        let mut notes = Vec::new();
+        let mut message = self.update_message();
+        let expect = if change.target.is_empty() {
+            // The whole RRset: only if every record in it is the account's.
+            let live = self.query(&self.config.server, &name, dns_type).await?;
+            let owned = change
+                .owned
+                .iter()
+                .map(|data| parse_rdata(change.record_type, &data.presentation()))
+                .collect::<Result<Vec<_>, _>>()?;
+            let foreign: Vec<String> = live
+                .iter()
+                .filter(|r| !owned.iter().any(|o| same_data(&r.data, o)))
+                .map(|r| r.data.to_string())
+                .collect();
+            if !foreign.is_empty() {
+                return Err(ProvisionError::Rejected(format!(
+                    "the {} RRset at {name} holds records this account does not own in dnsorch's ledger ({}); delete them one by one or ask their owner",
+                    change.record_type.as_str(),
+                    foreign.join(", ")
+                )));
+            }
+            if live.is_empty() {
+                notes.push(format!(
+                    "{name} {} is already absent",
+                    change.record_type.as_str()
+                ));
+            } else {
+                // RFC 2136 2.4.2: the RRset must still be exactly what we read.
+                for record in &live {
+                    let mut prerequisite = Record::from_rdata(name.clone(), 0, record.data.clone());
+                    prerequisite.dns_class = DNSClass::IN;
+                    message.add_pre_requisite(prerequisite);
+                }
+                let mut rrset = Record::update0(name.clone(), 0, dns_type);
+                rrset.dns_class = DNSClass::ANY;
+                message.add_update(rrset);
+            }
+            Expect::Absent { rdata: None }
+        } else {
+            let (_, _, rdata) = self.record_of(change)?;
+            let mut record = Record::from_rdata(name.clone(), 0, rdata.clone());
+            record.dns_class = DNSClass::NONE;
+            message.add_update(record);
+            Expect::Absent { rdata: Some(rdata) }
+        };
+        if !message.authorities.is_empty() {
+            match self.send_update(message, &mut notes).await? {
+                ResponseCode::NoError => {}
+                ResponseCode::NXRRSet => {
+                    return Err(ProvisionError::Transient(format!(
+                        "the {} RRset at {name} changed while it was being deleted",
+                        change.record_type.as_str()
+                    )));
+                }
+                other => return Err(permanent_rcode(other, "update")),
+            }
+        }
+        let applied_at = Utc::now();
+        let verified_at = self.verify(&name, dns_type, &expect, &mut notes).await?;
+        Ok(Applied {
+            applied_at,
+            verified_at: Some(verified_at),
+            notes,
+        })
+    }
+
+    /// The owner name, type and RDATA of the change.
+    fn record_of(&self, change: &PlannedChange) -> Result<(Name, DnsType, RData), ProvisionError> {
+        let name = absolute(&change.domain).map_err(ProvisionError::Rejected)?;
+        if !self.zone.zone_of(&name) {
+            return Err(ProvisionError::Rejected(format!(
+                "{name} is not in zone {}",
+                self.zone
+            )));
+        }
+        let data = change.record_data()?;
+        let rdata = parse_rdata(change.record_type, &data.presentation())?;
+        Ok((name, dns_type(change.record_type), rdata))
+    }
+
+    /// An empty UPDATE message for this zone.
+    fn update_message(&self) -> Message {
+        let mut message = Message::new(rand::random(), MessageType::Query, OpCode::Update);
+        message.metadata.recursion_desired = false;
+        let mut zone = Query::new();
+        zone.set_name(self.zone.clone())
+            .set_query_class(DNSClass::IN)
+            .set_query_type(DnsType::SOA);
+        message.add_zone(zone);
+        message
+    }
+
+    /// Sends an update that must succeed as it is.
+    async fn expect_noerror(
+        &self,
+        message: Message,
+        notes: &mut Vec<String>,
+    ) -> Result<(), ProvisionError> {
+        match self.send_update(message, notes).await? {
+            ResponseCode::NoError => Ok(()),
+            other => Err(permanent_rcode(other, "update")),
+        }
+    }
+
+    /// Signs and sends an update to the primary over TCP; returns the rcode of a response
+    /// whose TSIG verified, or a classified error.
+    async fn send_update(
+        &self,
+        mut message: Message,
+        notes: &mut Vec<String>,
+    ) -> Result<ResponseCode, ProvisionError> {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
+        let verifier = message
+            .finalize(&self.signer, now)
+            .map_err(|e| ProvisionError::Rejected(format!("could not sign the update: {e}")))?;
+        let request = message
+            .to_vec()
+            .map_err(|e| ProvisionError::Rejected(format!("could not encode the update: {e}")))?;
+        let started = Instant::now();
+        let bytes = self.exchange_tcp_reusing(&request).await?;
+        let response = Message::from_vec(&bytes).map_err(|e| {
+            ProvisionError::Transient(format!("malformed answer from {}: {e}", self.config.server))
+        })?;
+        if response.metadata.id != message.metadata.id {
+            return Err(ProvisionError::Transient(format!(
+                "answer from {} has the wrong message id",
+                self.config.server
+            )));
+        }
+        let rcode = response.metadata.response_code;
+        let tsig_error = response
+            .signature()
+            .and_then(|s| s.data.error.as_ref().map(|e| format!("{e:?}")));
+        notes.push(format!(
+            "update sent to {} (key {}): {rcode}{} in {} ms",
+            self.config.server,
+            self.config.key.name,
+            tsig_error
+                .as_ref()
+                .map(|e| format!(", TSIG error {e}"))
+                .unwrap_or_default(),
+            started.elapsed().as_millis()
+        ));
+        match rcode {
+            ResponseCode::NotAuth => Err(ProvisionError::Rejected(format!(
+                "the server answered NOTAUTH{}: it does not accept TSIG key {} for zone {}",
+                tsig_error
+                    .map(|e| format!(" (TSIG error {e})"))
+                    .unwrap_or_default(),
+                self.config.key.name,
+                self.zone
+            ))),
+            ResponseCode::ServFail => Err(ProvisionError::Transient(format!(
+                "the server answered SERVFAIL to the update for {}",
+                self.zone
+            ))),
+            ResponseCode::Refused | ResponseCode::NotZone => Err(permanent_rcode(rcode, "update")),
+            _ => {
+                match verifier {
+                    Some(mut verifier) => {
+                        verifier.verify(&bytes).map_err(|e| {
+                            ProvisionError::Rejected(format!(
+                                "the server's answer ({rcode}) failed TSIG verification: {e}"
+                            ))
+                        })?;
+                    }
+                    None => {
+                        return Err(ProvisionError::Rejected("the update was not signed".into()));
+                    }
+                }
+                Ok(rcode)
+            }
+        }
+    }
+
+    /// One exchange over the kept TCP connection to the primary; a broken kept connection is
+    /// replaced once.
+    async fn exchange_tcp_reusing(&self, request: &[u8]) -> Result<Vec<u8>, ProvisionError> {
+        let mut connection = self.connection.lock().await;
+        if let Some(stream) = connection.as_mut() {
+            if let Ok(Ok(answer)) =
+                tokio::time::timeout(self.config.timeout, exchange_on(stream, request)).await
+            {
+                return Ok(answer);
+            }
+            *connection = None;
+        }
+        let server = &self.config.server;
+        let attempt = async {
+            let mut stream = TcpStream::connect(server.as_str()).await?;
+            stream.set_nodelay(true)?;
+            let answer = exchange_on(&mut stream, request).await?;
+            Ok::<_, std::io::Error>((stream, answer))
+        };
+        match tokio::time::timeout(self.config.timeout, attempt).await {
+            Ok(Ok((stream, answer))) => {
+                *connection = Some(stream);
+                Ok(answer)
+            }
+            Ok(Err(e)) => Err(ProvisionError::Transient(format!("{server}: {e}"))),
+            Err(_) => Err(ProvisionError::Transient(format!(
+                "{server}: no answer within {:.1}s",
+                self.config.timeout.as_secs_f64()
+            ))),
+        }
+    }
+
+    /// The records of `name`/`dns_type` at `server` (empty for NXDOMAIN or no data).
+    async fn query(
+        &self,
+        server: &str,
+        name: &Name,
+        dns_type: DnsType,
+    ) -> Result<Vec<Record>, ProvisionError> {
+        query(server, name, dns_type, self.config.timeout).await
+    }
+
+    /// Polls the primary until it shows `expect` (the verification time), then the other
+    /// servers, whose results are only logged.
+    async fn verify(
+        &self,
+        name: &Name,
+        dns_type: DnsType,
+        expect: &Expect,
+        notes: &mut Vec<String>,
+    ) -> Result<chrono::DateTime<Utc>, ProvisionError> {
+        let (bound, timeout) = (self.config.verify_timeout, self.config.timeout);
+        let primary =
+            verify_at(&self.config.server, name, dns_type, expect, bound, timeout).await?;
+        notes.push(format!("{primary} (primary)"));
+        let verified_at = Utc::now();
+        let others = self.config.verify_servers.iter().map(|server| async move {
+            (
+                server,
+                poll(server, name, dns_type, expect, bound, timeout).await,
+            )
+        });
+        for (server, result) in futures::future::join_all(others).await {
+            notes.push(match result {
+                Poll::Seen(queries, elapsed) => format!(
+                    "verified at {server} after {queries} queries, {} ms",
+                    elapsed.as_millis()
+                ),
+                Poll::Mismatch(found) => format!(
+                    "not visible at {server} within {:.1}s (it holds: {found})",
+                    bound.as_secs_f64()
+                ),
+                Poll::Unreachable(e) => format!("could not query {server}: {e}"),
+            });
+        }
+        Ok(verified_at)
+    }
+}
+
+#[async_trait::async_trait]
+impl Provisioner for Rfc2136Provisioner {
+    fn kind(&self) -> &'static str {
+        "rfc2136"
+    }
+
+    async fn apply(&self, change: &PlannedChange) -> Result<Applied, ProvisionError> {
+        match change.operation {
+            Operation::Create => self.create(change).await,
+            Operation::Delete => self.delete(change).await,
+        }
+    }
+}

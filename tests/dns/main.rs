@@ -1,0 +1,843 @@
+//! Real provisioning against a real BIND (`named`, started by `scripts/test.sh` with the zones
+//! `example.test` and `other.test` and a TSIG key) and a real `ansible-playbook`: every change
+//! is checked with `dig` at the server, independently of dnsorch's own verification. Each test
+//! uses owner names of its own, so the tests share the server safely; the test that stops the
+//! server starts a private one.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use dnsorch::config::Settings;
+use dnsorch::startup::Application;
+use dnsorch::store::RequestStore;
+use serde_json::{Value, json};
+use tempfile::TempDir;
+use tokio_util::sync::CancellationToken;
+
+#[path = "../support/settings.rs"]
+mod support_settings;
+
+fn env(name: &str) -> String {
+    std::env::var(name)
+        .unwrap_or_else(|_| panic!("{name} is not set: run the tests with scripts/test.sh"))
+}
+
+/// The shared BIND: port and key files.
+struct Bind {
+    port: u16,
+    secret_file: String,
+    key_file: String,
+}
+
+fn shared_bind() -> Bind {
+    Bind {
+        port: env("TEST_BIND_PORT").parse().unwrap(),
+        secret_file: env("TEST_BIND_SECRET_FILE"),
+        key_file: env("TEST_BIND_KEY_FILE"),
+    }
+}
+
+fn playbook(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("playbooks")
+        .join(name)
+}
+
+/// A zones file: `example.test` by rfc2136 with the secret in `secret_file`, `other.test` by
+/// the ansible playbook `playbook`.
+fn zones_file(dir: &TempDir, bind: &Bind, secret_file: &str, playbook: &Path) -> PathBuf {
+    let port = bind.port;
+    let text = format!(
+        r#"
+[zones."example.test"]
+backend = "rfc2136"
+server = "127.0.0.1:{port}"
+key_name = "dnsorch-test"
+key_algorithm = "hmac-sha256"
+key_secret_file = "{secret_file}"
+timeout_seconds = 2
+verify_timeout_seconds = 5
+
+[zones."other.test"]
+backend = "ansible"
+playbook = "{playbook}"
+ansible_playbook = "{program}"
+timeout_seconds = 120
+verify_server = "127.0.0.1:{port}"
+verify_timeout_seconds = 5
+vars = {{ dns_server = "127.0.0.1", dns_port = {port}, tsig_key_file = "{key_file}" }}
+"#,
+        playbook = playbook.display(),
+        program = env("TEST_ANSIBLE_PLAYBOOK"),
+        key_file = bind.key_file,
+    );
+    let path = dir.path().join("dnsorch.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// The all-in-one app over the zones file, with background workers.
+struct App {
+    address: String,
+    client: reqwest::Client,
+    store: Arc<dyn RequestStore>,
+    shutdown: CancellationToken,
+    _dir: TempDir,
+}
+
+impl Drop for App {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+async fn spawn_app(configure: impl FnOnce(&TempDir, &mut Settings)) -> App {
+    let dir = TempDir::new().unwrap();
+    let mut settings = Settings {
+        worker_concurrency: 4,
+        max_attempts: 3,
+        retry_base_seconds: Duration::from_millis(100),
+        retry_max_seconds: Duration::from_millis(300),
+        ..support_settings::test_settings(&dir)
+    };
+    configure(&dir, &mut settings);
+    let app = Application::build(settings).await.expect("the app builds");
+    let address = format!("http://127.0.0.1:{}", app.port());
+    let store = app.store();
+    let shutdown = CancellationToken::new();
+    tokio::spawn(app.run_until_stopped(shutdown.clone()));
+    App {
+        address,
+        client: reqwest::Client::new(),
+        store,
+        shutdown,
+        _dir: dir,
+    }
+}
+
+/// The app over the shared BIND, with its real key.
+async fn spawn_dns_app() -> App {
+    let bind = shared_bind();
+    spawn_app(|dir, settings| {
+        settings.dnsorch_config = Some(zones_file(
+            dir,
+            &bind,
+            &bind.secret_file,
+            &playbook("nsupdate.yml"),
+        ));
+    })
+    .await
+}
+
+fn body(
+    account: &str,
+    record_type: &str,
+    domain: &str,
+    target: Option<&str>,
+    priority: Option<u16>,
+) -> Value {
+    let mut resource = json!({"record_type": record_type, "domain": domain});
+    if let Some(target) = target {
+        resource["target"] = json!(target);
+    }
+    resource["config"] = json!({"ttl": 120});
+    if let Some(priority) = priority {
+        resource["config"]["priority"] = json!(priority);
+    }
+    json!({"context": {"account_id": account}, "resource": resource})
+}
+
+impl App {
+    async fn post(&self, operation: &str, body: &Value) -> (reqwest::StatusCode, Value) {
+        let response = self
+            .client
+            .post(format!("{}/api/v1/dns/{operation}", self.address))
+            .json(body)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        (status, response.json().await.unwrap())
+    }
+
+    /// Posts and waits until the request is COMPLETED or FAILED; returns the request.
+    async fn apply(&self, operation: &str, body: &Value) -> Value {
+        let (status, request) = self.post(operation, body).await;
+        assert_eq!(status, 202, "{request}");
+        self.finished(request["request_id"].as_str().unwrap()).await
+    }
+
+    async fn finished(&self, id: &str) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(90);
+        loop {
+            let request: Value = self
+                .client
+                .get(format!("{}/api/v1/dns/requests/{id}", self.address))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            if matches!(request["status"].as_str(), Some("COMPLETED" | "FAILED")) {
+                return request;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "request {id} did not finish: {request}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+fn log_of(request: &Value) -> String {
+    request["log_messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["message"].as_str().unwrap_or_default().to_owned())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn assert_completed(request: &Value) {
+    assert_eq!(request["status"], "COMPLETED", "{}", log_of(request));
+}
+
+/// `dig +norecurse +short` at the server.
+fn dig(port: u16, name: &str, record_type: &str) -> Vec<String> {
+    let output = Command::new("dig")
+        .args([
+            "@127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "+norecurse",
+            "+short",
+            "+time=2",
+            "+tries=2",
+        ])
+        .args([name, record_type])
+        .output()
+        .expect("dig runs (bind9-dnsutils)");
+    assert!(output.status.success(), "dig failed: {output:?}");
+    let mut lines: Vec<String> = String::from_utf8(output.stdout)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    lines.sort();
+    lines
+}
+
+/// `dig` with the TTL: the answer lines as `ttl rdata`.
+fn dig_ttl(port: u16, name: &str, record_type: &str) -> Vec<String> {
+    let output = Command::new("dig")
+        .args([
+            "@127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "+norecurse",
+            "+noall",
+            "+answer",
+        ])
+        .args([name, record_type])
+        .output()
+        .unwrap();
+    String::from_utf8(output.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let fields: Vec<&str> = l.split_whitespace().collect();
+            format!("{} {}", fields[1], fields[4..].join(" "))
+        })
+        .collect()
+}
+
+fn unique(prefix: &str) -> String {
+    format!(
+        "{prefix}-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..12]
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_record_type_is_created_in_bind_and_seen_by_a_query() {
+    let app = spawn_dns_app().await;
+    let port = shared_bind().port;
+    let host = unique("t");
+    let long_text = "v".repeat(300);
+    let cases = [
+        (
+            "A",
+            format!("{host}.example.test"),
+            "192.0.2.10",
+            None,
+            vec!["192.0.2.10".to_owned()],
+        ),
+        (
+            "AAAA",
+            format!("{host}.example.test"),
+            "2001:db8::10",
+            None,
+            vec!["2001:db8::10".to_owned()],
+        ),
+        (
+            "CNAME",
+            format!("alias-{host}.example.test"),
+            "Target.Example.Test",
+            None,
+            vec!["target.example.test.".to_owned()],
+        ),
+        (
+            "MX",
+            format!("{host}.example.test"),
+            "mail.example.test",
+            Some(10),
+            vec!["10 mail.example.test.".to_owned()],
+        ),
+        (
+            "TXT",
+            format!("{host}.example.test"),
+            long_text.as_str(),
+            None,
+            vec![format!("\"{}\" \"{}\"", "v".repeat(255), "v".repeat(45))],
+        ),
+        (
+            "SRV",
+            format!("_sip._tcp.{host}.example.test"),
+            "5 5060 sip.example.test",
+            Some(10),
+            vec!["10 5 5060 sip.example.test.".to_owned()],
+        ),
+        (
+            "CAA",
+            format!("{host}.example.test"),
+            "0 issue \"ca.example\"",
+            None,
+            vec!["0 issue \"ca.example\"".to_owned()],
+        ),
+    ];
+    for (record_type, domain, target, priority, expected) in cases {
+        let request = app
+            .apply(
+                "create",
+                &body("acct-dns", record_type, &domain, Some(target), priority),
+            )
+            .await;
+        assert_completed(&request);
+        assert!(request["verified_at"].is_string(), "{request}");
+        assert!(
+            log_of(&request).contains("verified at 127.0.0.1"),
+            "{}",
+            log_of(&request)
+        );
+        let mut seen = dig(port, &domain, record_type);
+        if record_type == "CNAME" {
+            seen = seen.into_iter().map(|s| s.to_lowercase()).collect();
+        }
+        assert_eq!(seen, expected, "{record_type} {domain}");
+    }
+    // The ledger holds each of them.
+    let records: Value = app
+        .client
+        .get(format!(
+            "{}/api/v1/dns/records?account_id=acct-dns&limit=100",
+            app.address
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mine = records["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["domain"].as_str().unwrap().contains(&host))
+        .count();
+    assert_eq!(mine, 7, "{records}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_and_a_whole_rrset_are_deleted_from_bind_and_the_ledger() {
+    let app = spawn_dns_app().await;
+    let port = shared_bind().port;
+    let domain = format!("{}.example.test", unique("del"));
+    for ip in ["192.0.2.1", "192.0.2.2", "192.0.2.3"] {
+        assert_completed(
+            &app.apply("create", &body("acct-del", "A", &domain, Some(ip), None))
+                .await,
+        );
+    }
+    assert_eq!(
+        dig(port, &domain, "A"),
+        ["192.0.2.1", "192.0.2.2", "192.0.2.3"]
+    );
+
+    let one = app
+        .apply(
+            "delete",
+            &body("acct-del", "A", &domain, Some("192.0.2.2"), None),
+        )
+        .await;
+    assert_completed(&one);
+    assert_eq!(dig(port, &domain, "A"), ["192.0.2.1", "192.0.2.3"]);
+
+    let rrset = app
+        .apply("delete", &body("acct-del", "A", &domain, None, None))
+        .await;
+    assert_completed(&rrset);
+    assert!(dig(port, &domain, "A").is_empty());
+    let records: Value = app
+        .client
+        .get(format!(
+            "{}/api/v1/dns/records?domain={domain}",
+            app.address
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(records["items"].as_array().unwrap().len(), 0, "{records}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_tsig_key_fails_with_notauth_and_is_not_retried() {
+    let bind = shared_bind();
+    let app = spawn_app(|dir, settings| {
+        let wrong = dir.path().join("wrong.secret");
+        std::fs::write(&wrong, "c29tZSBvdGhlciBzZWNyZXQgb2YgMzIgYnl0ZXMhIQ==\n").unwrap();
+        settings.dnsorch_config = Some(zones_file(
+            dir,
+            &bind,
+            wrong.to_str().unwrap(),
+            &playbook("nsupdate.yml"),
+        ));
+    })
+    .await;
+    let domain = format!("{}.example.test", unique("badkey"));
+    let request = app
+        .apply(
+            "create",
+            &body("acct-k", "A", &domain, Some("192.0.2.9"), None),
+        )
+        .await;
+    assert_eq!(request["status"], "FAILED", "{request}");
+    assert_eq!(request["attempts"], 1, "{request}");
+    let log = log_of(&request);
+    assert!(log.contains("NOTAUTH"), "{log}");
+    assert!(log.contains("BadSig") || log.contains("BADSIG"), "{log}");
+    assert!(dig(bind.port, &domain, "A").is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cname_conflict_fails_with_a_clear_message() {
+    let app = spawn_dns_app().await;
+    let port = shared_bind().port;
+    let domain = format!("{}.example.test", unique("cn"));
+    assert_completed(
+        &app.apply(
+            "create",
+            &body("acct-c", "A", &domain, Some("192.0.2.5"), None),
+        )
+        .await,
+    );
+
+    let cname = app
+        .apply(
+            "create",
+            &body(
+                "acct-c",
+                "CNAME",
+                &domain,
+                Some("elsewhere.example.test"),
+                None,
+            ),
+        )
+        .await;
+    assert_eq!(cname["status"], "FAILED", "{cname}");
+    assert!(
+        log_of(&cname).contains("a CNAME must be the only record"),
+        "{}",
+        log_of(&cname)
+    );
+    assert!(dig(port, &domain, "CNAME").is_empty());
+
+    let alias = format!("{}.example.test", unique("cn"));
+    assert_completed(
+        &app.apply(
+            "create",
+            &body("acct-c", "CNAME", &alias, Some("target.example.test"), None),
+        )
+        .await,
+    );
+    let txt = app
+        .apply(
+            "create",
+            &body("acct-c", "TXT", &alias, Some("hello"), None),
+        )
+        .await;
+    assert_eq!(txt["status"], "FAILED", "{txt}");
+    assert!(log_of(&txt).contains("has a CNAME"), "{}", log_of(&txt));
+    // dig shows the CNAME when asked for TXT at an alias; the TXT itself must not be there.
+    assert_eq!(dig(port, &alias, "TXT"), ["target.example.test."]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_create_then_a_delete_posted_back_to_back_leave_the_name_absent() {
+    let app = spawn_dns_app().await;
+    let port = shared_bind().port;
+    let domain = format!("{}.example.test", unique("order"));
+    let (created, create) = app
+        .post(
+            "create",
+            &body("acct-o", "A", &domain, Some("192.0.2.77"), None),
+        )
+        .await;
+    let (deleted, delete) = app
+        .post(
+            "delete",
+            &body("acct-o", "A", &domain, Some("192.0.2.77"), None),
+        )
+        .await;
+    assert_eq!((created.as_u16(), deleted.as_u16()), (202, 202));
+    let create = app.finished(create["request_id"].as_str().unwrap()).await;
+    let delete = app.finished(delete["request_id"].as_str().unwrap()).await;
+    assert_completed(&create);
+    assert_completed(&delete);
+    assert!(dig(port, &domain, "A").is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_another_accounts_record_fails_and_leaves_it() {
+    let app = spawn_dns_app().await;
+    let port = shared_bind().port;
+    let domain = format!("{}.example.test", unique("own"));
+    assert_completed(
+        &app.apply(
+            "create",
+            &body("owner", "A", &domain, Some("192.0.2.40"), None),
+        )
+        .await,
+    );
+
+    let one = app
+        .apply(
+            "delete",
+            &body("intruder", "A", &domain, Some("192.0.2.40"), None),
+        )
+        .await;
+    assert_eq!(one["status"], "FAILED", "{one}");
+    assert!(
+        log_of(&one).contains("belongs to another account"),
+        "{}",
+        log_of(&one)
+    );
+    let rrset = app
+        .apply("delete", &body("intruder", "A", &domain, None, None))
+        .await;
+    assert_eq!(rrset["status"], "FAILED", "{rrset}");
+    assert!(
+        log_of(&rrset).contains("another account"),
+        "{}",
+        log_of(&rrset)
+    );
+    assert_eq!(dig(port, &domain, "A"), ["192.0.2.40"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_rrset_delete_refuses_records_dnsorch_does_not_own() {
+    let app = spawn_dns_app().await;
+    let bind = shared_bind();
+    let domain = format!("{}.example.test", unique("foreign"));
+    assert_completed(
+        &app.apply(
+            "create",
+            &body("acct-f", "A", &domain, Some("192.0.2.60"), None),
+        )
+        .await,
+    );
+    // A record added behind dnsorch's back.
+    let status = Command::new("nsupdate")
+        .args(["-k", &bind.key_file])
+        .stdin(Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            use std::io::Write as _;
+            writeln!(
+                child.stdin.take().unwrap(),
+                "server 127.0.0.1 {}\nzone example.test.\nupdate add {domain}. 120 IN A 192.0.2.61\nsend",
+                bind.port
+            )?;
+            child.wait()
+        })
+        .unwrap();
+    assert!(status.success());
+
+    let rrset = app
+        .apply("delete", &body("acct-f", "A", &domain, None, None))
+        .await;
+    assert_eq!(rrset["status"], "FAILED", "{rrset}");
+    assert!(log_of(&rrset).contains("192.0.2.61"), "{}", log_of(&rrset));
+    assert_eq!(dig(bind.port, &domain, "A"), ["192.0.2.60", "192.0.2.61"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rrset_ttl_follows_the_latest_change() {
+    let app = spawn_dns_app().await;
+    let port = shared_bind().port;
+    let domain = format!("{}.example.test", unique("ttl"));
+    assert_completed(
+        &app.apply(
+            "create",
+            &body("acct-t", "A", &domain, Some("192.0.2.1"), None),
+        )
+        .await,
+    );
+    let mut second = body("acct-t", "A", &domain, Some("192.0.2.2"), None);
+    second["resource"]["config"]["ttl"] = json!(600);
+    assert_completed(&app.apply("create", &second).await);
+    let mut seen = dig_ttl(port, &domain, "A");
+    seen.sort();
+    assert_eq!(seen, ["600 192.0.2.1", "600 192.0.2.2"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_name_outside_every_zone_is_refused_at_intake() {
+    let app = spawn_dns_app().await;
+    let (status, answer) = app
+        .post(
+            "create",
+            &body("acct-z", "A", "www.example.org", Some("192.0.2.1"), None),
+        )
+        .await;
+    assert_eq!(status, 422, "{answer}");
+    assert!(answer.to_string().contains("resource.domain"), "{answer}");
+    assert!(answer.to_string().contains("example.test"), "{answer}");
+    assert!(
+        app.store
+            .list(&Default::default())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bind_stopped_means_retries_then_failed() {
+    // A private BIND, stopped before the request.
+    let instance = env("TEST_BIND_INSTANCE");
+    let bind_dir = TempDir::new().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let started = Command::new(&instance)
+        .args([
+            "start",
+            bind_dir.path().to_str().unwrap(),
+            &port.to_string(),
+        ])
+        .output()
+        .unwrap();
+    assert!(started.status.success(), "{started:?}");
+    let vars: std::collections::HashMap<String, String> = String::from_utf8(started.stdout)
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())))
+        .collect();
+    let bind = Bind {
+        port,
+        secret_file: vars["BIND_SECRET_FILE"].clone(),
+        key_file: vars["BIND_KEY_FILE"].clone(),
+    };
+    let app = spawn_app(|dir, settings| {
+        settings.dnsorch_config = Some(zones_file(
+            dir,
+            &bind,
+            &bind.secret_file.clone(),
+            &playbook("nsupdate.yml"),
+        ));
+    })
+    .await;
+    let stopped = Command::new(&instance)
+        .args(["stop", bind_dir.path().to_str().unwrap()])
+        .status()
+        .unwrap();
+    assert!(stopped.success());
+
+    let request = app
+        .apply(
+            "create",
+            &body("acct-s", "A", "down.example.test", Some("192.0.2.8"), None),
+        )
+        .await;
+    assert_eq!(request["status"], "FAILED", "{request}");
+    assert_eq!(request["attempts"], 3, "{request}");
+    let log = log_of(&request);
+    assert_eq!(log.matches("retrying in").count(), 2, "{log}");
+    assert!(log.contains("no attempts left"), "{log}");
+    assert!(log.contains(&format!("127.0.0.1:{port}")), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ansible_backend_applies_a_record_that_a_query_sees() {
+    let app = spawn_dns_app().await;
+    let port = shared_bind().port;
+    let domain = format!("{}.other.test", unique("pb"));
+    // Template syntax in client data stays data.
+    let text = "{{ lookup('pipe', 'id') }}";
+    let request = app
+        .apply("create", &body("acct-a", "TXT", &domain, Some(text), None))
+        .await;
+    assert_completed(&request);
+    let log = log_of(&request);
+    assert!(log.contains("ansible-playbook"), "{log}");
+    assert!(log.contains("verified at 127.0.0.1"), "{log}");
+    assert_eq!(dig(port, &domain, "TXT"), [format!("\"{text}\"")]);
+
+    let delete = app
+        .apply("delete", &body("acct-a", "TXT", &domain, Some(text), None))
+        .await;
+    assert_completed(&delete);
+    assert!(dig(port, &domain, "TXT").is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_playbook_ends_failed_with_its_output_in_the_log() {
+    let bind = shared_bind();
+    let app = spawn_app(|dir, settings| {
+        settings.dnsorch_config = Some(zones_file(
+            dir,
+            &bind,
+            &bind.secret_file,
+            &playbook("fail.yml"),
+        ));
+    })
+    .await;
+    let domain = format!("{}.other.test", unique("fail"));
+    let request = app
+        .apply(
+            "create",
+            &body("acct-a", "A", &domain, Some("192.0.2.3"), None),
+        )
+        .await;
+    assert_eq!(request["status"], "FAILED", "{request}");
+    assert_eq!(request["attempts"], 1, "{request}");
+    assert!(
+        log_of(&request).contains("failed on purpose"),
+        "{}",
+        log_of(&request)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_secret_reaches_a_log_line_or_an_api_answer() {
+    // `dnsorch run` as a process logging everything (trace), a change through each backend,
+    // then every read endpoint.
+    let bind = shared_bind();
+    let secret = std::fs::read_to_string(&bind.secret_file)
+        .unwrap()
+        .trim()
+        .to_owned();
+    let dir = TempDir::new().unwrap();
+    let zones = zones_file(&dir, &bind, &bind.secret_file, &playbook("nsupdate.yml"));
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    // Logs go to a file: a pipe nobody reads fills up and stalls the process.
+    let log_path = dir.path().join("dnsorch.log");
+    let log_file = std::fs::File::create(&log_path).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_dnsorch"))
+        .arg("run")
+        .current_dir(dir.path())
+        .env(
+            "DATABASE_URL",
+            format!("sqlite://{}/dnsorch.db?mode=rwc", dir.path().display()),
+        )
+        .env("BIND_ADDR", format!("127.0.0.1:{port}"))
+        .env("DNSORCH_CONFIG", &zones)
+        .env("LOG_LEVEL", "trace")
+        .stdout(log_file.try_clone().unwrap())
+        .stderr(log_file)
+        .spawn()
+        .unwrap();
+    let app = App {
+        address: format!("http://127.0.0.1:{port}"),
+        client: reqwest::Client::new(),
+        store: Arc::new(
+            dnsorch::store::SqliteStore::open(
+                &format!("sqlite://{}/dnsorch.db?mode=rwc", dir.path().display()),
+                Duration::from_secs(2),
+            )
+            .await
+            .unwrap(),
+        ),
+        shutdown: CancellationToken::new(),
+        _dir: TempDir::new().unwrap(),
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while app
+        .client
+        .get(format!("{}/healthz", app.address))
+        .send()
+        .await
+        .is_err()
+    {
+        assert!(Instant::now() < deadline, "dnsorch run did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut answers = String::new();
+    for zone in ["example.test", "other.test"] {
+        let domain = format!("{}.{zone}", unique("sec"));
+        let request = app
+            .apply(
+                "create",
+                &body("acct-s", "A", &domain, Some("192.0.2.20"), None),
+            )
+            .await;
+        assert_completed(&request);
+        answers.push_str(&request.to_string());
+    }
+    for path in [
+        "/api/v1/dns/requests",
+        "/api/v1/dns/records",
+        "/metrics",
+        "/readyz",
+        "/openapi.json",
+    ] {
+        let answer = app
+            .client
+            .get(format!("{}{path}", app.address))
+            .send()
+            .await;
+        answers.push_str(&answer.unwrap().text().await.unwrap());
+    }
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
+    let logs = std::fs::read_to_string(&log_path).unwrap();
+    assert!(
+        logs.contains("request accepted"),
+        "the logs were not captured"
+    );
+    assert!(logs.contains("TRACE"), "trace logging was not on");
+    assert!(!logs.contains(&secret), "the TSIG secret is in the logs");
+    assert!(
+        !answers.contains(&secret),
+        "the TSIG secret is in an API answer"
+    );
+}
