@@ -49,7 +49,7 @@ DOCKERFILE = ROOT / "Dockerfile"
 INFRA_PORTS = {"postgres": 5432, "redis": 6379, "kafka": 9092}
 # Values the smoke changes beyond addresses: a request should not take the profile's 10 s.
 SMOKE_OVERRIDES = {"SIMULATED_DELAY_SECONDS": "0.2"}
-# Requests processed per replica in the smoke: the real number does not matter here.
+# Replicas the smoke starts, as `docker compose up --scale api=2 --scale worker=2` would.
 SMOKE_SCALE = {"api": 2, "worker": 2}
 
 
@@ -239,6 +239,7 @@ def check(binary: str | None) -> list[str]:
         return errors + [f"depends_on: {e}"]
     print(f"start order: {' -> '.join(order)}")
 
+    one_shot = {dep for s in services.values() for dep, c in depends_on(s).items() if c == "service_completed_successfully"}
     checked_files: set[Path] = set()
     for name, service in services.items():
         where = f"services.{name}"
@@ -284,7 +285,8 @@ def check(binary: str | None) -> list[str]:
             errors.append(f"{where}: sets an entrypoint; the image's is dnsorch")
         for key in sorted(set(environment_of(service)) - variables):
             errors.append(f"{where}.environment: {key} is not a variable dnsorch reads")
-        if name in SMOKE_SCALE or name == "consumer":
+        if name not in one_shot:
+            # A long-running dnsorch service may be scaled.
             if "container_name" in service:
                 errors.append(f"{where}: container_name prevents --scale")
             for port in service.get("ports") or []:
