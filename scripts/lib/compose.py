@@ -290,9 +290,11 @@ def check(binary: str | None) -> list[str]:
             if "container_name" in service:
                 errors.append(f"{where}: container_name prevents --scale")
             for port in service.get("ports") or []:
-                spec = port if isinstance(port, str) else str(port.get("published", ""))
-                parts = str(spec).split(":")
-                host_port = parts[-2] if len(parts) >= 2 else ""
+                if isinstance(port, dict):
+                    host_port = str(port.get("published") or "")
+                else:
+                    parts = str(port).split(":")
+                    host_port = parts[-2] if len(parts) >= 2 else ""
                 if host_port:
                     errors.append(f"{where}.ports: fixed host port {host_port} prevents --scale")
     print(f"dnsorch services: {', '.join(dnsorch)}; env files checked: {', '.join(p.name for p in sorted(checked_files))}")
