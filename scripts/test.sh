@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The README's test command, and what CI runs (.ci/run): installs what is missing, then
-# runs `cargo fmt --check`, `cargo clippy --all-targets -D warnings` and the whole test suite.
+# runs `cargo fmt --check`, `cargo clippy --all-targets -D warnings` and the whole test suite,
+# then the shipping checks (scripts/check-shipping.sh, scripts/compose-smoke.sh).
 #
 # It starts a throwaway PostgreSQL, Redis, Kafka-protocol broker (tansu) and authoritative DNS
 # server (BIND, zones example.test. and other.test. taking TSIG-signed updates) on 127.0.0.1 (free
@@ -124,3 +125,13 @@ if cargo nextest --version >/dev/null 2>&1; then
 else
     cargo test --locked --no-fail-fast "$@"
 fi
+
+# --- Shipping ------------------------------------------------------------------------------------
+# No Docker engine here: the Dockerfile, docker-compose.yml and the CI workflow are checked by
+# linters and schemas, and the compose topology runs as local processes, with the debug binary
+# the tests just built (a few seconds each once scripts/check-shipping.sh has its venv).
+shipping_bin="${CARGO_TARGET_DIR:-target}/debug/dnsorch"
+log "shipping checks: scripts/check-shipping.sh"
+DNSORCH_BIN="$shipping_bin" scripts/check-shipping.sh
+log "compose topology as local processes: scripts/compose-smoke.sh"
+DNSORCH_BIN="$shipping_bin" scripts/compose-smoke.sh

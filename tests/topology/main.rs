@@ -405,6 +405,54 @@ async fn serve_waits_for_the_schema_and_starts_once_migrate_has_run() {
     }
 }
 
+#[tokio::test]
+async fn three_migrate_processes_started_at_once_all_exit_zero_and_apply_each_migration_once() {
+    // Arrange: a fresh database, as a compose deploy with several migrating replicas meets it.
+    let database_url = shared_postgres_database().await;
+    let dir = TempDir::new().unwrap();
+    let env = vec![
+        ("DATABASE_URL", database_url.clone()),
+        ("SCHEMA_WAIT_SECONDS", "30".into()),
+    ];
+
+    // Act: all three are started before any is waited for.
+    let mut processes: Vec<Dnsorch> = (0..3)
+        .map(|_| Dnsorch::spawn(dir.path(), &["migrate"], &env))
+        .collect();
+    let statuses: Vec<_> = processes.iter_mut().map(Dnsorch::wait).collect();
+
+    // Assert
+    for (process, status) in processes.iter().zip(&statuses) {
+        assert!(
+            status.success(),
+            "migrate exited {status}: {}",
+            std::fs::read_to_string(&process.log).unwrap_or_default()
+        );
+    }
+    let migrations = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/postgres"))
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().path().extension() == Some("sql".as_ref()))
+        .count() as i64;
+    let db = PgPool::connect(&database_url).await.unwrap();
+    let (applied, distinct, failed): (i64, i64, i64) = sqlx::query_as(
+        "select count(*), count(distinct version), count(*) filter (where not success) \
+         from _sqlx_migrations",
+    )
+    .fetch_one(&db)
+    .await
+    .unwrap();
+    assert_eq!((applied, distinct, failed), (migrations, migrations, 0));
+    let tables: Vec<String> = sqlx::query_scalar(
+        "select table_name::text from information_schema.tables \
+         where table_schema = 'public' and table_name in ('dns_requests', 'dns_records') \
+         order by table_name",
+    )
+    .fetch_all(&db)
+    .await
+    .unwrap();
+    assert_eq!(tables, ["dns_records", "dns_requests"]);
+}
+
 #[test]
 fn serve_and_worker_refuse_a_sqlite_database() {
     let dir = TempDir::new().unwrap();

@@ -1,0 +1,594 @@
+"""docker-compose.yml without Docker: check it against the binary, or run it as local processes.
+
+    python3 scripts/lib/compose.py check [--bin DNSORCH]
+    python3 scripts/lib/compose.py smoke --bin DNSORCH --postgres HOST:PORT --redis HOST:PORT
+        --kafka HOST:PORT --tansu TANSU --work DIR
+
+`check` (scripts/check-shipping.sh) reads the compose file and verifies that every dnsorch
+service runs a real `dnsorch` subcommand and sets only environment variables the binary reads
+(its `environment:` keys and the keys of every profile its `env_file` can select), and that the
+file's wiring holds together (dependencies exist, `service_healthy` targets have a health check,
+one-shot services do not restart, scalable services have no container_name or fixed host port).
+The subcommands and variables are read from src/cli.rs and src/config.rs (clap's `env = "..."`
+attributes and `std::env::var("...")` calls); with --bin, each command line is also parsed by the
+binary itself (`dnsorch <command> --help`) and the variables are also looked up in its --help.
+
+`smoke` (scripts/compose-smoke.sh) runs the dnsorch services with the commands, env files,
+`environment:` blocks and start order of the compose file, as local processes: the runtime
+stage's ENV of the Dockerfile, then the env file, then `environment:`, with the compose service
+addresses (postgres:5432, redis:6379, kafka:9092) replaced by the local servers the caller
+started, BIND_ADDR by a free loopback port per replica, and SIMULATED_DELAY_SECONDS made short.
+Each process runs in an empty directory with no other environment, as in the image. It waits
+for each dependency's condition (healthy: /healthz answers; completed: exited 0), posts a
+request to the API and produces one to Kafka, and waits for both to be COMPLETED.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+COMPOSE = ROOT / "docker-compose.yml"
+DOCKERFILE = ROOT / "Dockerfile"
+# The services the smoke replaces with local servers, and the port each listens on in the network.
+INFRA_PORTS = {"postgres": 5432, "redis": 6379, "kafka": 9092}
+# Values the smoke changes beyond addresses: a request should not take the profile's 10 s.
+SMOKE_OVERRIDES = {"SIMULATED_DELAY_SECONDS": "0.2"}
+# Replicas the smoke starts, as `docker compose up --scale api=2 --scale worker=2` would.
+SMOKE_SCALE = {"api": 2, "worker": 2}
+
+
+# --- reading the compose file ---------------------------------------------------------------
+
+
+def interpolate(text: str, env: dict[str, str]) -> str:
+    """Compose's variable substitution: $$, ${VAR}, ${VAR:-default}, ${VAR-default}, $VAR."""
+
+    def replace(match: re.Match[str]) -> str:
+        if match.group(0) == "$$":
+            return "$"
+        name = match.group("braced") or match.group("plain")
+        op, default = match.group("op"), match.group("default") or ""
+        value = env.get(name)
+        if op == ":-" and not value:
+            return default
+        if op == "-" and value is None:
+            return default
+        return value or ""
+
+    pattern = r"\$\$|\$\{(?P<braced>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:?-)(?P<default>[^}]*))?\}|\$(?P<plain>[A-Za-z_][A-Za-z0-9_]*)"
+    return re.sub(pattern, replace, text)
+
+
+def load_compose() -> dict:
+    with COMPOSE.open() as f:
+        return yaml.safe_load(f)
+
+
+def is_dnsorch(service: dict) -> bool:
+    """A service that runs the dnsorch image: built from this directory, or named dnsorch."""
+    build = service.get("build")
+    context = build if isinstance(build, str) else (build or {}).get("context")
+    image = interpolate(str(service.get("image", "")), dict(os.environ))
+    return context in (".", "./") or image.split("/")[-1].startswith("dnsorch")
+
+
+def command_of(service: dict) -> list[str]:
+    command = service.get("command", [])
+    return command.split() if isinstance(command, str) else [str(c) for c in command]
+
+
+def environment_of(service: dict) -> dict[str, str]:
+    env = service.get("environment") or {}
+    if isinstance(env, list):
+        env = dict(item.split("=", 1) if "=" in item else (item, "") for item in env)
+    return {str(k): "" if v is None else str(v) for k, v in env.items()}
+
+
+def env_file_patterns(service: dict) -> list[str]:
+    files = service.get("env_file") or []
+    files = [files] if isinstance(files, (str, dict)) else files
+    return [f["path"] if isinstance(f, dict) else f for f in files]
+
+
+def env_files_selectable(pattern: str) -> list[Path]:
+    """Every existing file a pattern can name: variables become wildcards (.env.${APP_ENV:-dev}
+    is .env.dev by default and any .env.* with APP_ENV set)."""
+    wildcard = re.sub(r"\$\{[^}]*\}|\$[A-Za-z_][A-Za-z0-9_]*", "*", pattern)
+    return sorted(Path(p) for p in glob.glob(str(ROOT / wildcard)) if Path(p).is_file())
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    """KEY=VALUE lines as compose reads them (comments and blank lines skipped, quotes removed)."""
+    values = {}
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("export "):
+            line = line[len("export ") :]
+        if "=" not in line:
+            raise ValueError(f"{path.name}:{number}: not KEY=VALUE: {line!r}")
+        key, value = line.split("=", 1)
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        values[key.strip()] = value
+    return values
+
+
+def depends_on(service: dict) -> dict[str, str]:
+    deps = service.get("depends_on") or {}
+    if isinstance(deps, list):
+        return {name: "service_started" for name in deps}
+    return {name: (spec or {}).get("condition", "service_started") for name, spec in deps.items()}
+
+
+def start_order(services: dict) -> list[str]:
+    """The services in an order that starts every dependency first (compose's order)."""
+    order: list[str] = []
+    visiting: set[str] = set()
+
+    def visit(name: str) -> None:
+        if name in order:
+            return
+        if name in visiting:
+            raise ValueError(f"dependency cycle through {name}")
+        visiting.add(name)
+        for dep in depends_on(services[name]):
+            visit(dep)
+        visiting.discard(name)
+        order.append(name)
+
+    for name in services:
+        visit(name)
+    return order
+
+
+def has_healthcheck(service: dict) -> bool:
+    check = service.get("healthcheck")
+    if check is None:
+        # The image's HEALTHCHECK applies; ours has one.
+        return is_dnsorch(service)
+    return not check.get("disable", False) and check.get("test") not in (["NONE"], "NONE")
+
+
+# --- what the binary accepts ------------------------------------------------------------------
+
+
+def subcommands_from_source() -> set[str]:
+    """The variants of `enum Command` in src/cli.rs, as clap names them (kebab-case)."""
+    text = (ROOT / "src/cli.rs").read_text()
+    body = re.search(r"pub enum Command \{(.*?)\n\}", text, re.S)
+    if not body:
+        raise ValueError("src/cli.rs: no `pub enum Command`")
+    names = re.findall(r"^    ([A-Z][A-Za-z0-9]*)\b", body.group(1), re.M)
+    return {re.sub(r"(?<!^)([A-Z])", r"-\1", n).lower() for n in names}
+
+
+def env_vars_from_source() -> set[str]:
+    """clap `env = "..."` attributes and `env::var("...")` reads anywhere in src/."""
+    names: set[str] = set()
+    for path in (ROOT / "src").rglob("*.rs"):
+        text = path.read_text()
+        names.update(re.findall(r'\benv\s*=\s*"([A-Z][A-Z0-9_]*)"', text))
+        names.update(re.findall(r'env::var(?:_os)?\(\s*"([A-Z][A-Z0-9_]*)"\s*\)', text))
+    return names
+
+
+def binary_help(binary: str, args: list[str]) -> tuple[int, str]:
+    done = subprocess.run(
+        [binary, *args, "--help"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={"PATH": os.environ.get("PATH", "")},
+        cwd="/",
+    )
+    return done.returncode, done.stdout + done.stderr
+
+
+# --- check --------------------------------------------------------------------------------------
+
+
+def check(binary: str | None) -> list[str]:
+    compose = load_compose()
+    services = compose.get("services") or {}
+    errors: list[str] = []
+    commands = subcommands_from_source()
+    variables = env_vars_from_source()
+    if not commands or not variables:
+        errors.append("could not read the subcommands or variables from src/")
+    top_help = ""
+    if binary:
+        binary = str(Path(binary).resolve())
+        code, top_help = binary_help(binary, [])
+        if code != 0:
+            errors.append(f"{binary} --help exited {code}")
+        listed = set(re.findall(r"^  ([a-z][a-z-]*)\s{2,}", top_help.split("Options:")[0], re.M))
+        listed.discard("help")
+        if listed != commands:
+            errors.append(f"src/cli.rs names {sorted(commands)} but the binary lists {sorted(listed)}")
+        in_help = set(re.findall(r"\[env: ([A-Z][A-Z0-9_]*)", top_help)) | {"APP_ENV"}
+        if in_help != variables:
+            errors.append(f"src/ reads {sorted(variables ^ in_help)} but `dnsorch --help` differs there")
+    print(f"subcommands: {', '.join(sorted(commands))}")
+    print(f"variables the binary reads: {len(variables)}")
+
+    dnsorch = [name for name, service in services.items() if is_dnsorch(service)]
+    if not dnsorch:
+        errors.append("no dnsorch service found")
+    try:
+        order = start_order(services)
+    except (KeyError, ValueError) as e:
+        return errors + [f"depends_on: {e}"]
+    print(f"start order: {' -> '.join(order)}")
+
+    one_shot = {dep for s in services.values() for dep, c in depends_on(s).items() if c == "service_completed_successfully"}
+    checked_files: set[Path] = set()
+    for name, service in services.items():
+        where = f"services.{name}"
+        for dep, condition in depends_on(service).items():
+            if dep not in services:
+                errors.append(f"{where}.depends_on: no service {dep}")
+                continue
+            if condition == "service_healthy" and not has_healthcheck(services[dep]):
+                errors.append(f"{where} waits for {dep} to be healthy, but {dep} has no health check")
+            if condition == "service_completed_successfully":
+                restart = str(services[dep].get("restart", "no"))
+                if restart not in ("no", "on-failure") and not restart.startswith("on-failure"):
+                    errors.append(f"{where} waits for {dep} to complete, but {dep} restarts ({restart})")
+        for pattern in env_file_patterns(service):
+            files = env_files_selectable(pattern)
+            default = ROOT / interpolate(pattern, {k: v for k, v in os.environ.items() if k != "APP_ENV"})
+            if not default.is_file():
+                errors.append(f"{where}.env_file: {default.name} (the default) does not exist")
+            if is_dnsorch(service):
+                for path in files:
+                    if path in checked_files:
+                        continue
+                    checked_files.add(path)
+                    try:
+                        keys = read_env_file(path)
+                    except ValueError as e:
+                        errors.append(str(e))
+                        continue
+                    for key in sorted(set(keys) - variables):
+                        errors.append(f"{path.name}: {key} is not a variable dnsorch reads")
+        if name not in dnsorch:
+            continue
+        command = command_of(service)
+        if not command:
+            errors.append(f"{where}: no command (the image's default is `run`, not a role of this topology)")
+        elif command[0] not in commands:
+            errors.append(f"{where}.command: {command[0]!r} is not a dnsorch subcommand ({', '.join(sorted(commands))})")
+        elif binary:
+            code, output = binary_help(binary, command)
+            if code != 0:
+                errors.append(f"{where}.command: `dnsorch {' '.join(command)}` is refused: {output.strip()[:300]}")
+        if "entrypoint" in service:
+            errors.append(f"{where}: sets an entrypoint; the image's is dnsorch")
+        for key in sorted(set(environment_of(service)) - variables):
+            errors.append(f"{where}.environment: {key} is not a variable dnsorch reads")
+        if name not in one_shot:
+            # A long-running dnsorch service may be scaled.
+            if "container_name" in service:
+                errors.append(f"{where}: container_name prevents --scale")
+            for port in service.get("ports") or []:
+                if isinstance(port, dict):
+                    host_port = str(port.get("published") or "")
+                else:
+                    parts = str(port).split(":")
+                    host_port = parts[-2] if len(parts) >= 2 else ""
+                if host_port:
+                    errors.append(f"{where}.ports: fixed host port {host_port} prevents --scale")
+    print(f"dnsorch services: {', '.join(dnsorch)}; env files checked: {', '.join(p.name for p in sorted(checked_files))}")
+
+    text = DOCKERFILE.read_text()
+    runtime = text.split("\nFROM ")[-1]
+    for needle, what in [
+        (r"^EXPOSE 8000\b", "EXPOSE 8000"),
+        (r"^HEALTHCHECK\b.*\n?.*?/healthz", "a HEALTHCHECK on /healthz"),
+        (r'^ENTRYPOINT \["[^"]*dnsorch"\]', "dnsorch as the ENTRYPOINT"),
+        (r"^USER (?!root\b|0\b)\S+", "a non-root USER"),
+    ]:
+        if not re.search(needle, runtime, re.M):
+            errors.append(f"Dockerfile: the runtime stage lacks {what}")
+    return errors
+
+
+# --- smoke --------------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def dockerfile_env() -> dict[str, str]:
+    """ENV of the Dockerfile's last stage (the runtime image)."""
+    runtime = DOCKERFILE.read_text().split("\nFROM ")[-1]
+    env: dict[str, str] = {}
+    for statement in re.findall(r"^ENV ((?:.*\\\n)*.*)$", runtime, re.M):
+        for key, value in re.findall(r"([A-Za-z_][A-Za-z0-9_]*)=(\S+)", statement.replace("\\\n", " ")):
+            env[key] = value
+    return env
+
+
+def healthcheck_command() -> str:
+    """The shell command of the Dockerfile's HEALTHCHECK."""
+    runtime = DOCKERFILE.read_text().split("\nFROM ")[-1]
+    match = re.search(r"^HEALTHCHECK .*?CMD (\[.*\])\s*$", runtime.replace("\\\n", " "), re.M)
+    if not match:
+        raise ValueError("Dockerfile: no HEALTHCHECK CMD [...]")
+    argv = json.loads(match.group(1))
+    if argv[:2] != ["/bin/sh", "-c"]:
+        raise ValueError(f"Dockerfile: HEALTHCHECK is not /bin/sh -c: {argv}")
+    return argv[2]
+
+
+class Process:
+    def __init__(self, name: str, argv: list[str], env: dict[str, str], work: Path, pids: Path):
+        self.name = name
+        self.dir = work / name
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.log = work / f"{name}.log"
+        self.env = env
+        with self.log.open("w") as out:
+            self.popen = subprocess.Popen(
+                argv, cwd=self.dir, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        with pids.open("a") as f:
+            f.write(f"{self.popen.pid}\n")
+        print(f"  started {name} (pid {self.popen.pid}): {' '.join(argv[1:])}")
+
+    def tail(self, lines: int = 25) -> str:
+        text = self.log.read_text(errors="replace").splitlines()
+        return "\n".join(f"    {name_line}" for name_line in text[-lines:])
+
+    def stop(self) -> int | None:
+        if self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGTERM)
+            try:
+                self.popen.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait()
+                return None
+        return self.popen.returncode
+
+
+def http(method: str, url: str, body: dict | None = None, timeout: float = 5) -> tuple[int, dict | str]:
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            status, raw = response.status, response.read()
+    except urllib.error.HTTPError as e:
+        status, raw = e.code, e.read()
+    try:
+        return status, json.loads(raw)
+    except ValueError:
+        return status, raw.decode(errors="replace")
+
+
+def wait_for(what: str, bound: float, ready, processes: list[Process]) -> None:
+    deadline = time.monotonic() + bound
+    while True:
+        try:
+            if ready():
+                return
+        except (OSError, urllib.error.URLError):
+            pass
+        for process in processes:
+            code = process.popen.poll()
+            if code is not None and code != 0:
+                raise RuntimeError(f"{process.name} exited {code} while waiting for {what}:\n{process.tail()}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{what}: not within {bound:.0f} s")
+        time.sleep(0.2)
+
+
+def smoke(args: argparse.Namespace) -> None:
+    compose = load_compose()
+    services = compose["services"]
+    work = Path(args.work)
+    pids = work / "dnsorch.pids"
+    local = {"postgres": args.postgres, "redis": args.redis, "kafka": args.kafka}
+    base_env = dockerfile_env()
+    outer = dict(os.environ)
+    processes: dict[str, list[Process]] = {}
+    addresses: dict[str, list[str]] = {}
+
+    def localize(value: str) -> str:
+        for service, port in INFRA_PORTS.items():
+            value = re.sub(rf"(?<![\w.-]){service}:{port}\b", local[service], value)
+        return value
+
+    def service_env(name: str, service: dict) -> dict[str, str]:
+        env = dict(base_env)
+        for pattern in env_file_patterns(service):
+            env.update(read_env_file(ROOT / interpolate(pattern, outer)))
+        env.update({k: interpolate(v, outer) for k, v in environment_of(service).items()})
+        env = {k: localize(v) for k, v in env.items()}
+        env.update(SMOKE_OVERRIDES)
+        env["PATH"] = os.environ.get("PATH", "/usr/bin:/bin")
+        return env
+
+    try:
+        for name in start_order(services):
+            service = services[name]
+            print(f"{name}:")
+            for dep, condition in depends_on(service).items():
+                if dep in processes:
+                    group = processes[dep]
+                    if condition == "service_completed_successfully":
+                        for p in group:
+                            code = p.popen.wait(timeout=120)
+                            if code != 0:
+                                raise RuntimeError(f"{p.name} exited {code}:\n{p.tail()}")
+                    elif condition == "service_healthy":
+                        for p, address in zip(group, addresses[dep]):
+                            wait_for(f"{p.name} healthy", 120, lambda a=address: http("GET", f"http://{a}/healthz")[0] == 200, [p])
+                print(f"  after {dep}: {condition}")
+            if name in INFRA_PORTS:
+                print(f"  the local server at {local[name]}")
+                continue
+            if name == "kafka-init":
+                env = dict(read_env_file(ROOT / interpolate(env_file_patterns(service)[0], outer)))
+                topic = env.get("KAFKA_DNS_TOPIC", "dns_requests")
+                for topic_name in (topic, f"{topic}.dlq"):
+                    subprocess.run(
+                        [args.tansu, "topic", "create", topic_name, "--partitions", "3", "--broker", f"tcp://{args.kafka}"],
+                        check=True,
+                        stdout=subprocess.DEVNULL,
+                    )
+                print(f"  created {topic} and {topic}.dlq with tansu (as kafka-init does with kafka-topics.sh)")
+                processes[name] = []
+                continue
+            if not is_dnsorch(service):
+                raise RuntimeError(f"the smoke does not know how to run service {name}")
+            replicas = SMOKE_SCALE.get(name, 1)
+            print(f"  dnsorch {' '.join(command_of(service))} x{replicas}")
+            processes[name], addresses[name] = [], []
+            for index in range(1, replicas + 1):
+                env = service_env(name, service)
+                address = f"127.0.0.1:{free_port()}"
+                env["BIND_ADDR"] = address
+                processes[name].append(Process(f"{name}-{index}", [args.bin, *command_of(service)], env, work, pids))
+                addresses[name].append(address)
+
+        one_shot = {dep for s in services.values() for dep, c in depends_on(s).items() if c == "service_completed_successfully"}
+        by_command: dict[str, str] = {}
+        for name, group in processes.items():
+            if group:
+                by_command[command_of(services[name])[0]] = name
+            for p in group:
+                code = p.popen.poll()
+                if code is not None and name not in one_shot:
+                    raise RuntimeError(f"{p.name} exited {code}:\n{p.tail()}")
+            if name not in one_shot and has_healthcheck(services[name]):
+                for p, address in zip(group, addresses[name]):
+                    wait_for(f"{p.name} healthy", 60, lambda a=address: http("GET", f"http://{a}/healthz")[0] == 200, [p])
+        if "serve" not in by_command or "consume" not in by_command:
+            raise RuntimeError("the compose file has no `serve` or no `consume` service")
+
+        api = addresses[by_command["serve"]]
+        probe = healthcheck_command()
+        done = subprocess.run(["/bin/sh", "-c", probe], env={"PATH": os.environ["PATH"], "BIND_ADDR": api[0]})
+        if done.returncode != 0:
+            raise RuntimeError(f"the Dockerfile's HEALTHCHECK command failed against {api[0]}: {probe}")
+        print(f"the Dockerfile's HEALTHCHECK command passes against api-1 ({api[0]})")
+
+        domain = f"smoke-{uuid.uuid4().hex[:8]}.example.test"
+        status, accepted = http(
+            "POST",
+            f"http://{api[0]}/api/v1/dns/create",
+            {"context": {"account_id": "acct-smoke"}, "resource": {"record_type": "A", "domain": domain, "target": "192.0.2.53"}},
+        )
+        if status != 202:
+            raise RuntimeError(f"POST answered {status}: {accepted}")
+        ids = {accepted["request_id"]: "api"}
+        print(f"POST /api/v1/dns/create on api-1: 202, request {accepted['request_id']}")
+
+        consumer_env = processes[by_command["consume"]][0].env
+        topic = consumer_env.get("KAFKA_DNS_TOPIC", "dns_requests")
+        message = {"context": {"account_id": "acct-smoke"}, "resource": {"record_type": "A", "domain": f"kafka-{domain}", "target": "192.0.2.54"}}
+        produced = subprocess.run(
+            [args.tansu, "cat", "produce", topic, "-", "--broker", f"tcp://{args.kafka}"],
+            input=json.dumps({"value": message}) + "\n",  # tansu cat: one {"key", "value"} per line
+            text=True,
+            capture_output=True,
+            env={"PATH": os.environ["PATH"]},
+        )
+        if produced.returncode != 0:
+            raise RuntimeError(f"could not produce to {topic} with tansu: {produced.stderr.strip()[:300]}")
+        kafka_domain = message["resource"]["domain"]
+        print(f"produced one message to {topic} with tansu")
+
+        reader = api[-1]
+        deadline = time.monotonic() + 60
+        while True:
+            if len(ids) < 2:
+                status, page = http("GET", f"http://{reader}/api/v1/dns/requests?domain={kafka_domain}")
+                if status == 200 and page.get("items"):
+                    ids.setdefault(page["items"][0]["request_id"], "kafka")
+            states = {rid: http("GET", f"http://{reader}/api/v1/dns/requests/{rid}")[1].get("status") for rid in ids}
+            if len(states) == 2 and all(s == "COMPLETED" for s in states.values()):
+                break
+            if time.monotonic() > deadline:
+                logs = "\n".join(f"  {p.name}:\n{p.tail()}" for g in processes.values() for p in g)
+                raise RuntimeError(f"not COMPLETED within 60 s: {states}\n{logs}")
+            time.sleep(0.2)
+        for rid, source in ids.items():
+            print(f"request {rid} (from {source}) is COMPLETED, read on api-{len(api)}")
+
+        status, ready = http("GET", f"http://{api[0]}/readyz")
+        if status != 200 or ready.get("status") != "ready":
+            raise RuntimeError(f"api /readyz: {status} {ready}")
+        print(f"api /readyz: {ready}")
+        status, ready = http("GET", f"http://{addresses[by_command['consume']][0]}/readyz")
+        if status != 200 or ready.get("status") != "ready":
+            raise RuntimeError(f"consumer /readyz: {status} {ready}")
+        print(f"consumer /readyz: {ready}")
+        status, metrics = http("GET", f"http://{api[0]}/metrics")
+        completed = re.search(r'^dnsorch_requests\{status="COMPLETED"\} (\d+)', metrics if isinstance(metrics, str) else "", re.M)
+        if not completed or int(completed.group(1)) < len(ids):
+            raise RuntimeError(f"api /metrics does not count {len(ids)} COMPLETED")
+        print(f"api /metrics: dnsorch_requests{{status=\"COMPLETED\"}} {completed.group(1)}")
+    finally:
+        failed = []
+        for group in reversed(list(processes.values())):
+            for p in group:
+                code = p.stop()
+                if code not in (0,):
+                    failed.append(f"{p.name} ({code})")
+        if failed:
+            print(f"not a clean exit on SIGTERM: {', '.join(failed)}")
+    if failed:
+        raise RuntimeError("every dnsorch process must exit 0 on SIGTERM")
+    print("every dnsorch process exited 0 on SIGTERM")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="mode", required=True)
+    c = sub.add_parser("check")
+    c.add_argument("--bin")
+    s = sub.add_parser("smoke")
+    for flag in ("--bin", "--postgres", "--redis", "--kafka", "--tansu", "--work"):
+        s.add_argument(flag, required=True)
+    args = parser.parse_args()
+    if args.mode == "check":
+        errors = check(args.bin)
+        for error in errors:
+            print(f"error: {error}")
+        print("compose check: " + ("FAILED" if errors else "ok"))
+        return 1 if errors else 0
+    try:
+        smoke(args)
+    except (RuntimeError, subprocess.SubprocessError, OSError, KeyError, ValueError) as e:
+        print(f"smoke FAILED: {e}")
+        return 1
+    print("compose smoke: ok")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
