@@ -38,8 +38,10 @@ pub enum Role {
 }
 
 impl Role {
-    fn serves_http(self) -> bool {
-        matches!(self, Self::Run | Self::Serve | Self::Consume)
+    /// Whether the process serves the whole API; the others serve only `/healthz`,
+    /// `/readyz` and `/metrics` on `BIND_ADDR`.
+    fn serves_api(self) -> bool {
+        matches!(self, Self::Run | Self::Serve)
     }
 
     fn workers(self, settings: &Settings) -> u16 {
@@ -112,7 +114,7 @@ pub struct Application {
     role: Role,
     #[cfg(feature = "kafka")]
     kafka: Option<crate::intake::kafka::KafkaIntake>,
-    listener: Option<TcpListener>,
+    listener: TcpListener,
     state: AppState,
     worker: Worker,
     reconciler: Reconciler,
@@ -128,8 +130,8 @@ impl Application {
         Self::build_for(settings, Role::Run).await
     }
 
-    /// Opens the database (migrating it for `run`), binds the listener if the role serves
-    /// HTTP, and wires the parts.
+    /// Opens the database (migrating it for `run`), binds the listener (the API for `run`
+    /// and `serve`, health and metrics for the others), and wires the parts.
     ///
     /// # Errors
     /// `serve` or `worker` on SQLite, or the database cannot be opened, or the address
@@ -170,14 +172,11 @@ impl Application {
             settings.reconcile_interval_seconds,
             settings.requeue_after_seconds,
         );
-        let listener = if role.serves_http() {
-            let listener = TcpListener::bind(settings.bind_addr)
-                .await
-                .with_context(|| format!("Failed to bind BIND_ADDR {}", settings.bind_addr))?;
-            Some(listener)
-        } else {
-            None
-        };
+        // Every role listens: `run` and `serve` for the API, the others for /healthz,
+        // /readyz and /metrics.
+        let listener = TcpListener::bind(settings.bind_addr)
+            .await
+            .with_context(|| format!("Failed to bind BIND_ADDR {}", settings.bind_addr))?;
         let intake = Intake::new(store.clone(), channel.clone(), zones);
         #[cfg(feature = "kafka")]
         let kafka = kafka_intake(&settings, role, &intake)?;
@@ -201,14 +200,14 @@ impl Application {
         })
     }
 
-    /// The bound port (useful with port 0); 0 for a role without HTTP.
+    /// The bound port (useful with port 0).
     pub fn port(&self) -> u16 {
         self.local_addr().map_or(0, |a| a.port())
     }
 
-    /// The bound address, if the role serves HTTP.
+    /// The bound address.
     pub fn local_addr(&self) -> Option<SocketAddr> {
-        self.listener.as_ref().and_then(|l| l.local_addr().ok())
+        self.listener.local_addr().ok()
     }
 
     /// A worker over this application's parts, for driving work by hand (tests).
@@ -257,21 +256,16 @@ impl Application {
             task_channel = self.state.channel.kind(),
             "dnsorch is serving"
         );
-        match self.listener {
-            Some(listener) => {
-                let router = if self.role == Role::Consume {
-                    api::operations_router(self.state)
-                } else {
-                    api::router(self.state)
-                };
-                axum::serve(listener, router.into_make_service())
-                    .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-                    .await
-                    .context("The HTTP server failed")?;
-                tracing::info!("no longer accepting requests; waiting for work in flight");
-            }
-            None => shutdown.cancelled().await,
-        }
+        let router = if self.role.serves_api() {
+            api::router(self.state)
+        } else {
+            api::operations_router(self.state)
+        };
+        axum::serve(self.listener, router.into_make_service())
+            .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+            .await
+            .context("The HTTP server failed")?;
+        tracing::info!("no longer accepting requests; waiting for work in flight");
         let grace = self.settings.shutdown_grace_seconds;
         if tokio::time::timeout(grace, drain(&mut tasks))
             .await

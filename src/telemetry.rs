@@ -31,7 +31,11 @@ pub fn init_logs(format: LogFormat, level: &str) -> anyhow::Result<()> {
             .with_current_span(false)
             .with_span_list(false)
             .try_init(),
-        LogFormat::Pretty => builder.compact().try_init(),
+        // Colours only on a terminal: files and `docker logs` get plain text.
+        LogFormat::Pretty => builder
+            .compact()
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+            .try_init(),
     }
     .map_err(|e| anyhow::anyhow!("failed to install the log subscriber: {e}"))
 }

@@ -457,6 +457,38 @@ mod tests {
     }
 
     #[test]
+    fn the_shipped_example_parses() {
+        let secret =
+            std::env::temp_dir().join(format!("dnsorch-example-{}.secret", uuid::Uuid::new_v4()));
+        std::fs::write(&secret, "c2VjcmV0IG9mIHRoZSBleGFtcGxl\n").unwrap();
+        let text = include_str!("../dnsorch.example.toml").replace(
+            "key_secret_env = \"DNSORCH_TSIG_EXAMPLE_COM\"",
+            &format!("key_secret_file = \"{}\"", secret.display()),
+        );
+        let zones = Zones::parse(&text);
+        std::fs::remove_file(&secret).unwrap();
+        let zones = zones.unwrap();
+        let kinds: Vec<&str> = zones.iter().map(|z| z.backend.kind()).collect();
+        assert_eq!(kinds.len(), 3);
+        assert_eq!(
+            zones.route("www.example.com").unwrap().backend.kind(),
+            "rfc2136"
+        );
+        assert_eq!(
+            zones.route("a.lab.example.net").unwrap().backend.kind(),
+            "ansible"
+        );
+        assert_eq!(
+            zones.route("x.sandbox.example.org").unwrap().backend.kind(),
+            "simulated"
+        );
+        assert!(
+            !format!("{zones:?}").contains("c2VjcmV0"),
+            "Debug shows no secret"
+        );
+    }
+
+    #[test]
     fn servers_get_port_53_unless_given() {
         assert_eq!(with_port("127.0.0.1").unwrap(), "127.0.0.1:53");
         assert_eq!(with_port("127.0.0.1:5353").unwrap(), "127.0.0.1:5353");

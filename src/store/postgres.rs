@@ -69,6 +69,14 @@ impl PostgresStore {
             };
             match ready {
                 Ok(()) => return Ok(store),
+                // The migrations themselves are wrong (changed, missing, dirty): waiting will
+                // not help. Database errors (unreachable, starting up) are waited out.
+                Err(e)
+                    if e.downcast_ref::<sqlx::migrate::MigrateError>()
+                        .is_some_and(|m| !matches!(m, sqlx::migrate::MigrateError::Execute(_))) =>
+                {
+                    return Err(e.context("the migration failed"));
+                }
                 Err(e) if Instant::now() + pause < deadline => {
                     tracing::info!(error.message = %format!("{e:#}"), retry_in_ms = pause.as_millis() as u64, "waiting for PostgreSQL");
                     tokio::time::sleep(pause).await;

@@ -99,12 +99,19 @@ impl Topology {
         }
     }
 
+    /// A worker process; its health and metrics listener takes any free port.
     fn worker(&self, env: &[(&'static str, String)], concurrency: u16) -> Dnsorch {
         let concurrency = concurrency.to_string();
+        let mut env: Vec<_> = env
+            .iter()
+            .filter(|(k, _)| *k != "BIND_ADDR")
+            .cloned()
+            .collect();
+        env.push(("BIND_ADDR", "127.0.0.1:0".into()));
         Dnsorch::spawn(
             self.dir.path(),
             &["worker", "--concurrency", &concurrency],
-            env,
+            &env,
         )
     }
 
