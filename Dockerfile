@@ -57,8 +57,8 @@ WORKDIR /var/lib/dnsorch
 ENV BIND_ADDR=0.0.0.0:8000 \
     LOG_FORMAT=json
 EXPOSE 8000
-# /healthz answers 200 while the process serves HTTP (run, serve, consume). `dnsorch worker`
-# serves no HTTP: run it with --no-healthcheck (docker-compose.yml disables the check for it).
+# /healthz answers 200 while the process serves HTTP: every role but `migrate` (run it with
+# --no-healthcheck; docker-compose.yml disables the check for it).
 HEALTHCHECK --interval=10s --timeout=3s --start-period=60s --retries=3 \
     CMD ["/bin/sh", "-c", "curl -fsS -o /dev/null \"http://127.0.0.1:${BIND_ADDR##*:}/healthz\" || exit 1"]
 ENTRYPOINT ["/usr/local/bin/dnsorch"]

@@ -73,6 +73,7 @@ store_battery!(
     writes_under_a_lost_claim_are_refused,
     a_retry_is_not_claimable_before_its_backoff,
     completion_writes_the_ledger_row_and_the_rrset_ttl,
+    a_completed_delete_removes_only_the_accounts_ledger_rows,
     expired_leases_are_released_or_failed_when_attempts_are_used_up,
     lists_filter_and_page_newest_first,
     requests_are_counted_by_status,
@@ -355,6 +356,71 @@ async fn completion_writes_the_ledger_row_and_the_rrset_ttl(t: TestStore) {
         request.finished_at.is_some()
             && request.applied_at.is_some()
             && request.verified_at.is_some()
+    );
+}
+
+/// A change of `operation` by `account` (no target: the whole RRset).
+fn change_by(account: &str, operation: Operation, target: Option<&str>) -> ChangeRequest {
+    let mut resource = json!({"record_type": "A", "domain": "www.example.test"});
+    if let Some(target) = target {
+        resource["target"] = json!(target);
+    }
+    let body: ChangeBody =
+        serde_json::from_value(json!({"context": {"account_id": account}, "resource": resource}))
+            .unwrap();
+    validate(body, operation, None).unwrap()
+}
+
+async fn a_completed_delete_removes_only_the_accounts_ledger_rows(t: TestStore) {
+    // Arrange: acct-1 holds .1 and .2, acct-2 holds .3, all in one RRset.
+    for (account, target) in [
+        ("acct-1", "192.0.2.1"),
+        ("acct-1", "192.0.2.2"),
+        ("acct-2", "192.0.2.3"),
+    ] {
+        t.store
+            .insert(&change_by(account, Operation::Create, Some(target)))
+            .await
+            .unwrap();
+        let c = claim(&*t.store, None).await.unwrap();
+        assert!(t.store.finish(&c, &completed(), &[]).await.unwrap());
+    }
+    let targets = async || {
+        let filter = RecordFilter {
+            limit: 10,
+            ..Default::default()
+        };
+        let rows = t.store.list_records(&filter).await.unwrap();
+        let mut rows: Vec<(String, String)> =
+            rows.into_iter().map(|r| (r.account_id, r.target)).collect();
+        rows.sort();
+        rows
+    };
+
+    // Act and assert: one record, then the account's whole RRset.
+    t.store
+        .insert(&change_by("acct-1", Operation::Delete, Some("192.0.2.2")))
+        .await
+        .unwrap();
+    let c = claim(&*t.store, None).await.unwrap();
+    assert!(t.store.finish(&c, &completed(), &[]).await.unwrap());
+    assert_eq!(
+        targets().await,
+        [
+            ("acct-1".into(), "192.0.2.1".into()),
+            ("acct-2".into(), "192.0.2.3".into())
+        ]
+    );
+    t.store
+        .insert(&change_by("acct-1", Operation::Delete, None))
+        .await
+        .unwrap();
+    let c = claim(&*t.store, None).await.unwrap();
+    assert_eq!(c.request.target, "");
+    assert!(t.store.finish(&c, &completed(), &[]).await.unwrap());
+    assert_eq!(
+        targets().await,
+        [("acct-2".to_owned(), "192.0.2.3".to_owned())]
     );
 }
 
