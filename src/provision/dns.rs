@@ -215,7 +215,28 @@ pub(super) async fn resolve(server: &str) -> std::io::Result<SocketAddr> {
 
 /// A permanent error for an rcode we do not handle otherwise.
 pub(super) fn permanent_rcode(rcode: ResponseCode, what: &str) -> ProvisionError {
-    ProvisionError::Rejected(format!("the server answered {rcode} to the {what}"))
+    ProvisionError::Rejected(format!(
+        "the server answered {} to the {what}",
+        mnemonic(rcode)
+    ))
+}
+
+/// The rcode as DNS tools print it (NOERROR, NOTAUTH, ...).
+pub(super) fn mnemonic(rcode: ResponseCode) -> String {
+    match rcode {
+        ResponseCode::NoError => "NOERROR".into(),
+        ResponseCode::FormErr => "FORMERR".into(),
+        ResponseCode::ServFail => "SERVFAIL".into(),
+        ResponseCode::NXDomain => "NXDOMAIN".into(),
+        ResponseCode::NotImp => "NOTIMP".into(),
+        ResponseCode::Refused => "REFUSED".into(),
+        ResponseCode::YXDomain => "YXDOMAIN".into(),
+        ResponseCode::YXRRSet => "YXRRSET".into(),
+        ResponseCode::NXRRSet => "NXRRSET".into(),
+        ResponseCode::NotAuth => "NOTAUTH".into(),
+        ResponseCode::NotZone => "NOTZONE".into(),
+        other => format!("rcode {}", u16::from(other)),
+    }
 }
 
 /// `name` as an absolute DNS name.

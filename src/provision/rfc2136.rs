@@ -25,11 +25,11 @@ use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode, Updat
 use hickory_proto::rr::rdata::tsig::TsigAlgorithm as HickoryAlgorithm;
 use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType as DnsType, TSigner};
 use tokio::net::TcpStream;
-use tokio::sync::Mutex;
+use tokio::sync::{OnceCell, mpsc, oneshot};
 
 use super::dns::{
-    Expect, Poll, absolute, dns_type, exchange_on, none_class, parse_rdata, permanent_rcode, poll,
-    query, same_data, verify_at,
+    Expect, Poll, absolute, dns_type, exchange_on, mnemonic, none_class, parse_rdata,
+    permanent_rcode, poll, query, same_data, verify_at,
 };
 use super::{Applied, PlannedChange, ProvisionError, Provisioner};
 use crate::domain::Operation;
@@ -37,14 +37,18 @@ use crate::zones::{Rfc2136Zone, TsigAlgorithm};
 
 /// The TSIG fudge: how far apart our clock and the server's may be, in seconds.
 const FUDGE: u16 = 300;
+/// The most changes sent in one UPDATE message.
+const MAX_BATCH: usize = 64;
+/// Updates waiting for the sender task.
+const QUEUE: usize = 1024;
 
 /// DNS UPDATE with TSIG to one zone's primary.
 pub struct Rfc2136Provisioner {
     zone: Name,
     config: Rfc2136Zone,
     signer: TSigner,
-    /// The open TCP connection to the primary, reused across updates.
-    connection: Mutex<Option<TcpStream>>,
+    /// The queue of this zone's sender task (started on first use).
+    sender: OnceCell<mpsc::Sender<Job>>,
 }
 
 impl std::fmt::Debug for Rfc2136Provisioner {
@@ -74,7 +78,7 @@ impl Rfc2136Provisioner {
             zone: absolute(zone).map_err(|e| anyhow::anyhow!("zone name: {e}"))?,
             config,
             signer,
-            connection: Mutex::new(None),
+            sender: OnceCell::new(),
         })
     }
 
@@ -83,7 +87,7 @@ impl Rfc2136Provisioner {
         let ttl = change.config.ttl;
         let record = Record::from_rdata(name.clone(), ttl, rdata.clone());
         let mut notes = Vec::new();
-        let mut message = self.update_message();
+        let mut update = Update::default();
         // CNAME exclusivity (RFC 2136 2.4.5 and 2.4.3): a CNAME needs an unused name; other
         // data needs a name without a CNAME.
         let exclusive = if dns_type == DnsType::CNAME {
@@ -91,9 +95,9 @@ impl Rfc2136Provisioner {
         } else {
             none_class(Record::update0(name.clone(), 0, DnsType::CNAME))
         };
-        message.add_pre_requisite(exclusive);
-        message.add_update(record.clone());
-        match self.send_update(message, &mut notes).await? {
+        update.prerequisites.push(exclusive);
+        update.updates.push(record.clone());
+        match self.send_update(update, &mut notes).await? {
             ResponseCode::NoError => {}
             ResponseCode::YXDomain if dns_type == DnsType::CNAME => {
                 // In use: by this very CNAME (a retry), or by other data.
@@ -106,8 +110,8 @@ impl Rfc2136Provisioner {
                     )));
                 }
                 notes.push(format!("{name} CNAME already present; setting its TTL"));
-                let mut again = self.update_message();
-                again.add_update(record);
+                let mut again = Update::default();
+                again.updates.push(record);
                 self.expect_noerror(again, &mut notes).await?;
             }
             ResponseCode::YXRRSet => {
@@ -132,7 +136,7 @@ impl Rfc2136Provisioner {
         let name = absolute(&change.domain).map_err(ProvisionError::Rejected)?;
         let dns_type = dns_type(change.record_type);
         let mut notes = Vec::new();
-        let mut message = self.update_message();
+        let mut update = Update::default();
         let expect = if change.target.is_empty() {
             // The whole RRset: only if every record in it is the account's.
             let live = self.query(&self.config.server, &name, dns_type).await?;
@@ -163,22 +167,22 @@ impl Rfc2136Provisioner {
                 for record in &live {
                     let mut prerequisite = Record::from_rdata(name.clone(), 0, record.data.clone());
                     prerequisite.dns_class = DNSClass::IN;
-                    message.add_pre_requisite(prerequisite);
+                    update.prerequisites.push(prerequisite);
                 }
                 let mut rrset = Record::update0(name.clone(), 0, dns_type);
                 rrset.dns_class = DNSClass::ANY;
-                message.add_update(rrset);
+                update.updates.push(rrset);
             }
             Expect::Absent { rdata: None }
         } else {
             let (_, _, rdata) = self.record_of(change)?;
             let mut record = Record::from_rdata(name.clone(), 0, rdata.clone());
             record.dns_class = DNSClass::NONE;
-            message.add_update(record);
+            update.updates.push(record);
             Expect::Absent { rdata: Some(rdata) }
         };
-        if !message.authorities.is_empty() {
-            match self.send_update(message, &mut notes).await? {
+        if !update.updates.is_empty() {
+            match self.send_update(update, &mut notes).await? {
                 ResponseCode::NoError => {}
                 ResponseCode::NXRRSet => {
                     return Err(ProvisionError::Transient(format!(
@@ -212,134 +216,48 @@ impl Rfc2136Provisioner {
         Ok((name, dns_type(change.record_type), rdata))
     }
 
-    /// An empty UPDATE message for this zone.
-    fn update_message(&self) -> Message {
-        let mut message = Message::new(rand::random(), MessageType::Query, OpCode::Update);
-        message.metadata.recursion_desired = false;
-        let mut zone = Query::new();
-        zone.set_name(self.zone.clone())
-            .set_query_class(DNSClass::IN)
-            .set_query_type(DnsType::SOA);
-        message.add_zone(zone);
-        message
-    }
-
     /// Sends an update that must succeed as it is.
     async fn expect_noerror(
         &self,
-        message: Message,
+        update: Update,
         notes: &mut Vec<String>,
     ) -> Result<(), ProvisionError> {
-        match self.send_update(message, notes).await? {
+        match self.send_update(update, notes).await? {
             ResponseCode::NoError => Ok(()),
             other => Err(permanent_rcode(other, "update")),
         }
     }
 
-    /// Signs and sends an update to the primary over TCP; returns the rcode of a response
-    /// whose TSIG verified, or a classified error.
+    /// Hands an update to this zone's sender task and waits for the server's answer: the
+    /// rcode of a response whose TSIG verified, or a classified error.
     async fn send_update(
         &self,
-        mut message: Message,
+        update: Update,
         notes: &mut Vec<String>,
     ) -> Result<ResponseCode, ProvisionError> {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_secs();
-        let verifier = message
-            .finalize(&self.signer, now)
-            .map_err(|e| ProvisionError::Rejected(format!("could not sign the update: {e}")))?;
-        let request = message
-            .to_vec()
-            .map_err(|e| ProvisionError::Rejected(format!("could not encode the update: {e}")))?;
-        let started = Instant::now();
-        let bytes = self.exchange_tcp_reusing(&request).await?;
-        let response = Message::from_vec(&bytes).map_err(|e| {
-            ProvisionError::Transient(format!("malformed answer from {}: {e}", self.config.server))
-        })?;
-        if response.metadata.id != message.metadata.id {
-            return Err(ProvisionError::Transient(format!(
-                "answer from {} has the wrong message id",
-                self.config.server
-            )));
-        }
-        let rcode = response.metadata.response_code;
-        let tsig_error = response
-            .signature()
-            .and_then(|s| s.data.error.as_ref().map(|e| format!("{e:?}")));
-        notes.push(format!(
-            "update sent to {} (key {}): {rcode}{} in {} ms",
-            self.config.server,
-            self.config.key.name,
-            tsig_error
-                .as_ref()
-                .map(|e| format!(", TSIG error {e}"))
-                .unwrap_or_default(),
-            started.elapsed().as_millis()
-        ));
-        match rcode {
-            ResponseCode::NotAuth => Err(ProvisionError::Rejected(format!(
-                "the server answered NOTAUTH{}: it does not accept TSIG key {} for zone {}",
-                tsig_error
-                    .map(|e| format!(" (TSIG error {e})"))
-                    .unwrap_or_default(),
-                self.config.key.name,
-                self.zone
-            ))),
-            ResponseCode::ServFail => Err(ProvisionError::Transient(format!(
-                "the server answered SERVFAIL to the update for {}",
-                self.zone
-            ))),
-            ResponseCode::Refused | ResponseCode::NotZone => Err(permanent_rcode(rcode, "update")),
-            _ => {
-                match verifier {
-                    Some(mut verifier) => {
-                        verifier.verify(&bytes).map_err(|e| {
-                            ProvisionError::Rejected(format!(
-                                "the server's answer ({rcode}) failed TSIG verification: {e}"
-                            ))
-                        })?;
-                    }
-                    None => {
-                        return Err(ProvisionError::Rejected("the update was not signed".into()));
-                    }
-                }
-                Ok(rcode)
-            }
-        }
-    }
-
-    /// One exchange over the kept TCP connection to the primary; a broken kept connection is
-    /// replaced once.
-    async fn exchange_tcp_reusing(&self, request: &[u8]) -> Result<Vec<u8>, ProvisionError> {
-        let mut connection = self.connection.lock().await;
-        if let Some(stream) = connection.as_mut() {
-            if let Ok(Ok(answer)) =
-                tokio::time::timeout(self.config.timeout, exchange_on(stream, request)).await
-            {
-                return Ok(answer);
-            }
-            *connection = None;
-        }
-        let server = &self.config.server;
-        let attempt = async {
-            let mut stream = TcpStream::connect(server.as_str()).await?;
-            stream.set_nodelay(true)?;
-            let answer = exchange_on(&mut stream, request).await?;
-            Ok::<_, std::io::Error>((stream, answer))
-        };
-        match tokio::time::timeout(self.config.timeout, attempt).await {
-            Ok(Ok((stream, answer))) => {
-                *connection = Some(stream);
-                Ok(answer)
-            }
-            Ok(Err(e)) => Err(ProvisionError::Transient(format!("{server}: {e}"))),
-            Err(_) => Err(ProvisionError::Transient(format!(
-                "{server}: no answer within {:.1}s",
-                self.config.timeout.as_secs_f64()
-            ))),
-        }
+        let jobs = self
+            .sender
+            .get_or_init(|| async {
+                let (jobs, queue) = mpsc::channel(QUEUE);
+                let sender = UpdateSender {
+                    zone: self.zone.clone(),
+                    config: self.config.clone(),
+                    signer: self.signer.clone(),
+                    connection: None,
+                };
+                tokio::spawn(sender.run(queue));
+                jobs
+            })
+            .await;
+        let (reply, answer) = oneshot::channel();
+        jobs.send(Job { update, reply })
+            .await
+            .map_err(|_| ProvisionError::Transient("the update sender stopped".into()))?;
+        let (rcode, note) = answer
+            .await
+            .map_err(|_| ProvisionError::Transient("the update sender stopped".into()))??;
+        notes.push(note);
+        Ok(rcode)
     }
 
     /// The records of `name`/`dns_type` at `server` (empty for NXDOMAIN or no data).
@@ -386,6 +304,188 @@ impl Rfc2136Provisioner {
             });
         }
         Ok(verified_at)
+    }
+}
+
+/// The prerequisite and update sections of one change.
+#[derive(Debug, Default, Clone)]
+struct Update {
+    prerequisites: Vec<Record>,
+    updates: Vec<Record>,
+}
+
+/// What the sender answers for one change: the rcode and the note for the request's log.
+type Sent = Result<(ResponseCode, String), ProvisionError>;
+
+struct Job {
+    update: Update,
+    reply: oneshot::Sender<Sent>,
+}
+
+/// One task per zone sends its updates over one kept TCP connection. The changes that queue
+/// up while an update is in flight go out together in one UPDATE message (different owner
+/// names: a request waits while an older one for its name is unfinished, so a batch never
+/// holds two changes of one name). If the batch's prerequisites fail, its changes are sent
+/// again one by one, so each gets its own answer.
+struct UpdateSender {
+    zone: Name,
+    config: Rfc2136Zone,
+    signer: TSigner,
+    connection: Option<TcpStream>,
+}
+
+impl UpdateSender {
+    async fn run(mut self, mut queue: mpsc::Receiver<Job>) {
+        while let Some(first) = queue.recv().await {
+            let mut batch = vec![first];
+            while batch.len() < MAX_BATCH {
+                match queue.try_recv() {
+                    Ok(job) => batch.push(job),
+                    Err(_) => break,
+                }
+            }
+            self.send_batch(batch).await;
+        }
+    }
+
+    async fn send_batch(&mut self, batch: Vec<Job>) {
+        if batch.len() == 1 {
+            for job in batch {
+                let sent = self.send(&job.update, 1).await;
+                let _ = job.reply.send(sent);
+            }
+            return;
+        }
+        let mut all = Update::default();
+        for job in &batch {
+            all.prerequisites
+                .extend(job.update.prerequisites.iter().cloned());
+            all.updates.extend(job.update.updates.iter().cloned());
+        }
+        match self.send(&all, batch.len()).await {
+            Ok((ResponseCode::NoError, note)) => {
+                for job in batch {
+                    let _ = job.reply.send(Ok((ResponseCode::NoError, note.clone())));
+                }
+            }
+            // Some prerequisite failed: find out whose, one by one.
+            Ok(_) => {
+                for job in batch {
+                    let sent = self.send(&job.update, 1).await;
+                    let _ = job.reply.send(sent);
+                }
+            }
+            Err(e) => {
+                for job in batch {
+                    let _ = job.reply.send(Err(e.clone()));
+                }
+            }
+        }
+    }
+
+    /// Signs and sends one UPDATE holding `changes` changes; classifies the answer.
+    async fn send(&mut self, update: &Update, changes: usize) -> Sent {
+        let mut message = Message::new(rand::random(), MessageType::Query, OpCode::Update);
+        message.metadata.recursion_desired = false;
+        let mut zone = Query::new();
+        zone.set_name(self.zone.clone())
+            .set_query_class(DNSClass::IN)
+            .set_query_type(DnsType::SOA);
+        message.add_zone(zone);
+        message.add_pre_requisites(update.prerequisites.iter().cloned());
+        message.add_updates(update.updates.iter().cloned());
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
+        let verifier = message
+            .finalize(&self.signer, now)
+            .map_err(|e| ProvisionError::Rejected(format!("could not sign the update: {e}")))?;
+        let request = message
+            .to_vec()
+            .map_err(|e| ProvisionError::Rejected(format!("could not encode the update: {e}")))?;
+        let started = Instant::now();
+        let bytes = self.exchange(&request).await?;
+        let server = &self.config.server;
+        let response = Message::from_vec(&bytes).map_err(|e| {
+            ProvisionError::Transient(format!("malformed answer from {server}: {e}"))
+        })?;
+        if response.metadata.id != message.metadata.id {
+            return Err(ProvisionError::Transient(format!(
+                "answer from {server} has the wrong message id"
+            )));
+        }
+        let rcode = response.metadata.response_code;
+        let tsig_error = response
+            .signature()
+            .and_then(|s| s.data.error.as_ref().map(|e| format!("{e:?}")));
+        let together = if changes > 1 {
+            format!(", {changes} changes in one message")
+        } else {
+            String::new()
+        };
+        let note = format!(
+            "update sent to {server} (key {}{together}): {}{} in {} ms",
+            self.config.key.name,
+            mnemonic(rcode),
+            tsig_error
+                .as_ref()
+                .map(|e| format!(", TSIG error {e}"))
+                .unwrap_or_default(),
+            started.elapsed().as_millis()
+        );
+        match rcode {
+            ResponseCode::NotAuth => Err(ProvisionError::Rejected(format!(
+                "{note}; the server does not accept TSIG key {} for zone {}",
+                self.config.key.name, self.zone
+            ))),
+            ResponseCode::ServFail => Err(ProvisionError::Transient(note)),
+            ResponseCode::Refused | ResponseCode::NotZone => Err(ProvisionError::Rejected(note)),
+            _ => {
+                let Some(mut verifier) = verifier else {
+                    return Err(ProvisionError::Rejected("the update was not signed".into()));
+                };
+                verifier.verify(&bytes).map_err(|e| {
+                    ProvisionError::Rejected(format!(
+                        "the server's answer ({}) failed TSIG verification: {e}",
+                        mnemonic(rcode)
+                    ))
+                })?;
+                Ok((rcode, note))
+            }
+        }
+    }
+
+    /// One exchange over the kept TCP connection to the primary; a broken kept connection is
+    /// replaced once.
+    async fn exchange(&mut self, request: &[u8]) -> Result<Vec<u8>, ProvisionError> {
+        let timeout = self.config.timeout;
+        if let Some(stream) = self.connection.as_mut() {
+            if let Ok(Ok(answer)) =
+                tokio::time::timeout(timeout, exchange_on(stream, request)).await
+            {
+                return Ok(answer);
+            }
+            self.connection = None;
+        }
+        let server = &self.config.server;
+        let attempt = async {
+            let mut stream = TcpStream::connect(server.as_str()).await?;
+            stream.set_nodelay(true)?;
+            let answer = exchange_on(&mut stream, request).await?;
+            Ok::<_, std::io::Error>((stream, answer))
+        };
+        match tokio::time::timeout(timeout, attempt).await {
+            Ok(Ok((stream, answer))) => {
+                self.connection = Some(stream);
+                Ok(answer)
+            }
+            Ok(Err(e)) => Err(ProvisionError::Transient(format!("{server}: {e}"))),
+            Err(_) => Err(ProvisionError::Transient(format!(
+                "{server}: no answer within {:.1}s",
+                timeout.as_secs_f64()
+            ))),
+        }
     }
 }
 

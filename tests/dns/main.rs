@@ -843,3 +843,69 @@ async fn no_secret_reaches_a_log_line_or_an_api_answer() {
         "the TSIG secret is in an API answer"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_changes_share_update_messages_and_a_conflict_fails_alone() {
+    // Arrange: a name that already holds an A record, so a CNAME there must fail.
+    let app = spawn_dns_app().await;
+    let port = shared_bind().port;
+    let run = unique("batch");
+    let taken = format!("taken-{run}.example.test");
+    assert_completed(
+        &app.apply(
+            "create",
+            &body("acct-b", "A", &taken, Some("192.0.2.1"), None),
+        )
+        .await,
+    );
+
+    // Act: 40 creates posted at once (4 workers), one of them the conflicting CNAME.
+    let bodies: Vec<Value> = (0..40)
+        .map(|i| {
+            if i == 20 {
+                body(
+                    "acct-b",
+                    "CNAME",
+                    &taken,
+                    Some("elsewhere.example.test"),
+                    None,
+                )
+            } else {
+                let domain = format!("h{i}-{run}.example.test");
+                body("acct-b", "A", &domain, Some("192.0.2.2"), None)
+            }
+        })
+        .collect();
+    let posted = futures::future::join_all(bodies.iter().map(|b| app.post("create", b))).await;
+    let ids: Vec<String> = posted
+        .into_iter()
+        .map(|(status, request)| {
+            assert_eq!(status, 202, "{request}");
+            request["request_id"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    let mut finished = Vec::new();
+    for id in &ids {
+        finished.push(app.finished(id).await);
+    }
+
+    // Assert: every A record is in BIND, the CNAME alone failed, and updates were shared.
+    for (i, request) in finished.iter().enumerate() {
+        if i == 20 {
+            assert_eq!(request["status"], "FAILED", "{request}");
+            assert!(log_of(request).contains("a CNAME must be the only record"));
+        } else {
+            assert_completed(request);
+            assert_eq!(
+                dig(port, &format!("h{i}-{run}.example.test"), "A"),
+                ["192.0.2.2"]
+            );
+        }
+    }
+    assert!(dig(port, &taken, "CNAME").is_empty());
+    let shared = finished
+        .iter()
+        .filter(|r| log_of(r).contains("changes in one message"))
+        .count();
+    assert!(shared > 0, "no update carried more than one change");
+}
