@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Throughput benchmark for dnsorch (release build, simulated backend with no delay), in two
-# topologies, SQLite first, then the Kafka intake.
+# Throughput benchmark for dnsorch (release build), in four topologies: SQLite, PostgreSQL +
+# Redis and the Kafka intake with the simulated backend (no delay), then a real BIND with the
+# rfc2136 backend.
 #
 # SQLite: `dnsorch run` (API and workers in one process, embedded SQLite).
 #   1. POST throughput: wrk against POST /api/v1/dns/create at 16 and 64 connections.
@@ -36,8 +37,27 @@
 #      the first poll that saw a recorded message), and dnsorch's rate as a percentage of the
 #      plain consumer's.
 #
+# DNS: a throwaway BIND 9 (scripts/lib/bind.sh: zones example.test and other.test, TSIG key
+# dnsorch-test) under the temp dir on a free port, a fresh one for every run below, each run
+# adding BENCH_DNS_RECORDS A records to example.test under names of its own
+# (b<i>-<run id>.example.test).
+#   9. BIND alone: `nsupdate -v -k` (TCP, TSIG) sending the same adds, BENCH_DNS_NSUPDATE_BATCH
+#      adds per UPDATE message (`send`); timed from the process start to its exit. A reference,
+#      as the plain consumer is for Kafka: BIND's own update rate.
+#  10. dnsorch: `dnsorch run` on a fresh SQLite database with a zones file
+#      (DNSORCH_CONFIG) routing example.test to that BIND with the rfc2136 backend, once per
+#      BENCH_DNS_CONCURRENCY value of WORKER_CONCURRENCY. scripts/bench/dns.py submits the
+#      creates (32 client threads), waits until all are COMPLETED or FAILED, then reads every
+#      request back (GET /api/v1/dns/requests?status=..., cursor paging): latency is
+#      verified_at - created_at (accept to verified at the server; p50/p99), the rate is
+#      N / (last verified_at - first created_at). Its stderr breaks the latency into phases and
+#      prints the UPDATE and verification times from the request logs, and the FAILED requests'
+#      logs if any.
+#  11. Every name of 9 and 10 is queried at the BIND (`dig +norecurse`, one `dig -f` batch)
+#      and must hold its A record; the table counts the names that do not.
+#
 # Settings (environment):
-#   BENCH_TOPOLOGY      sqlite, postgres, kafka or all (default all: in that order)
+#   BENCH_TOPOLOGY      sqlite, postgres, kafka, dns or all (default all: in that order)
 #   BENCH_PORT          port to listen on (default 18080; the next free one if 18080 is taken)
 #   BENCH_DURATION      wrk and pgbench duration per run (default 10s; pgbench needs whole
 #                       seconds: 10, 10s, 2m)
@@ -48,15 +68,23 @@
 #   BENCH_KAFKA_MESSAGES  messages produced to the Kafka topic (default 100000)
 #   BENCH_KAFKA_TIMEOUT   seconds allowed to each produce, drain and dnsorch intake run
 #                         (default 600)
+#   BENCH_DNS_RECORDS     A records per DNS run (default 5000)
+#   BENCH_DNS_CONCURRENCY WORKER_CONCURRENCY of each dnsorch DNS run, space-separated
+#                         (default "16 64": WORKER_CONCURRENCY, then 64)
+#   BENCH_DNS_NSUPDATE_BATCH  adds per UPDATE of each nsupdate run, space-separated
+#                         (default "50 1")
+#   The DNS runs wait up to BENCH_E2E_TIMEOUT for all requests to finish.
 #
 # Exits non-zero if any answer was not 2xx (or a socket error, a timeout, a failed pgbench
-# transaction, a dead-lettered Kafka message or a PENDING count other than the messages
-# produced happened).
+# transaction, a dead-lettered Kafka message, a PENDING count other than the messages
+# produced, a DNS request not COMPLETED, a failed nsupdate or a record missing at the BIND
+# happened).
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 lua="$root/scripts/bench/post.lua"
 e2e="$root/scripts/bench/e2e.py"
+dnspy="$root/scripts/bench/dns.py"
 sql="$root/scripts/bench/insert.sql"
 bin="$root/target/release/dnsorch"
 
@@ -67,20 +95,30 @@ e2e_timeout="${BENCH_E2E_TIMEOUT:-600}"
 topology="${BENCH_TOPOLOGY:-all}"
 kafka_messages="${BENCH_KAFKA_MESSAGES:-100000}"
 kafka_timeout="${BENCH_KAFKA_TIMEOUT:-600}"
+dns_records="${BENCH_DNS_RECORDS:-5000}"
+dns_concurrency="${BENCH_DNS_CONCURRENCY:-$workers $([ "$workers" = 64 ] || echo 64)}"
+dns_batches="${BENCH_DNS_NSUPDATE_BATCH:-50 1}"
 
 log() { printf '==> %s\n' "$*" >&2; }
 
 case "$topology" in
-  sqlite) want_sqlite=1 want_pg=0 want_kafka=0 ;;
-  postgres) want_sqlite=0 want_pg=1 want_kafka=0 ;;
-  kafka) want_sqlite=0 want_pg=0 want_kafka=1 ;;
-  all) want_sqlite=1 want_pg=1 want_kafka=1 ;;
-  *) log "BENCH_TOPOLOGY must be sqlite, postgres, kafka or all, not '$topology'"; exit 2 ;;
+  sqlite) want_sqlite=1 want_pg=0 want_kafka=0 want_dns=0 ;;
+  postgres) want_sqlite=0 want_pg=1 want_kafka=0 want_dns=0 ;;
+  kafka) want_sqlite=0 want_pg=0 want_kafka=1 want_dns=0 ;;
+  dns) want_sqlite=0 want_pg=0 want_kafka=0 want_dns=1 ;;
+  all) want_sqlite=1 want_pg=1 want_kafka=1 want_dns=1 ;;
+  *) log "BENCH_TOPOLOGY must be sqlite, postgres, kafka, dns or all, not '$topology'"; exit 2 ;;
 esac
 if [ "$want_kafka" = 1 ]; then
   for v in "$kafka_messages" "$kafka_timeout"; do
     [[ "$v" =~ ^[1-9][0-9]*$ ]] || { log "BENCH_KAFKA_MESSAGES and BENCH_KAFKA_TIMEOUT must be positive integers"; exit 2; }
   done
+fi
+if [ "$want_dns" = 1 ]; then
+  for v in "$dns_records" $dns_concurrency $dns_batches; do
+    [[ "$v" =~ ^[1-9][0-9]*$ ]] || { log "BENCH_DNS_RECORDS, BENCH_DNS_CONCURRENCY and BENCH_DNS_NSUPDATE_BATCH must be positive integers"; exit 2; }
+  done
+  [ -n "$dns_concurrency" ] && [ -n "$dns_batches" ] || { log "BENCH_DNS_CONCURRENCY and BENCH_DNS_NSUPDATE_BATCH must not be empty"; exit 2; }
 fi
 
 # pgbench -T takes whole seconds; wrk's duration syntax is N[s|m|h].
@@ -105,6 +143,8 @@ fi
 . "$root/scripts/lib/redis.sh"
 # shellcheck source=scripts/lib/tansu.sh
 . "$root/scripts/lib/tansu.sh"
+# shellcheck source=scripts/lib/bind.sh
+. "$root/scripts/lib/bind.sh"
 
 # --- 1. tools ----------------------------------------------------------------------------
 if { [ "$want_sqlite" = 1 ] || [ "$want_pg" = 1 ]; } && ! command -v wrk >/dev/null 2>&1; then
@@ -120,6 +160,9 @@ if [ "$want_pg" = 1 ] || [ "$want_kafka" = 1 ]; then
 fi
 if [ "$want_kafka" = 1 ]; then
   tansu_install >&2
+fi
+if [ "$want_dns" = 1 ]; then
+  bind_install >&2 # named, nsupdate, dig
 fi
 
 # --- 2. build --------------------------------------------------------------------------
@@ -219,9 +262,14 @@ cleanup() {
       sed 's/\x1b\[[0-9;]*m//g' "$dir/tansu/tansu.log" | tail -n 20 >&2 || true
     fi
   fi
+  if [ "$rc" -ne 0 ] && [ -n "${BIND_PID:-}" ] && [ -s "$BIND_DIR/named.log" ]; then
+    log "last lines of the named log:"
+    tail -n 10 "$BIND_DIR/named.log" >&2 || true
+  fi
   tansu_stop
   redis_stop
   postgres_stop
+  bind_stop
   rm -rf "$dir"
   exit "$rc"
 }
@@ -252,26 +300,32 @@ check_alive() {
   done
 }
 
-# `dnsorch run` on a fresh SQLite database.
+zones_file="" # the DNSORCH_CONFIG of `dnsorch run`, when set (the DNS topology)
+
+# start_server [CONCURRENCY]: `dnsorch run` on a fresh SQLite database, with CONCURRENCY
+# workers (default WORKER_CONCURRENCY) and the zones of $zones_file (none: the simulated
+# backend for every name).
 start_server() {
+  local concurrency="${1:-$workers}"
   stop_server
   run=$((run + 1))
   local db="$dir/bench-$run"
   mkdir -p "$db"
   (
     cd "$db"
-    unset KAFKA_BROKER_URL # no Kafka intake unless a phase asks for it
+    unset KAFKA_BROKER_URL DNSORCH_CONFIG # no Kafka intake and no zones unless a phase asks
+    [ -z "$zones_file" ] || export DNSORCH_CONFIG="$zones_file"
     export DATABASE_URL="sqlite://$db/bench.db?mode=rwc" \
       BIND_ADDR="127.0.0.1:$port" \
       SIMULATED_DELAY_SECONDS=0 \
       LOG_LEVEL=warn \
-      WORKER_CONCURRENCY="$workers"
+      WORKER_CONCURRENCY="$concurrency"
     exec "$bin" run
   ) >"$dir/dnsorch-$run.log" 2>&1 &
   pids=("$!")
   logs=("$dir/dnsorch-$run.log")
   wait_ready
-  log "dnsorch ready on $base (pid ${pids[0]}, database $db/bench.db, $workers workers)"
+  log "dnsorch ready on $base (pid ${pids[0]}, database $db/bench.db, $concurrency workers${zones_file:+, zones $zones_file})"
 }
 
 field() { # field NAME LINE
@@ -362,7 +416,7 @@ psql_() { "$PGBIN/psql" -h 127.0.0.1 -p "$pg_port" -U postgres -v ON_ERROR_STOP=
 
 # In a subshell: the environment of a dnsorch process on database (and stream) $1.
 pg_env() {
-  unset KAFKA_BROKER_URL # no Kafka intake unless a phase asks for it
+  unset KAFKA_BROKER_URL DNSORCH_CONFIG # no Kafka intake and no zones unless a phase asks
   export DATABASE_URL="postgres://postgres@127.0.0.1:$pg_port/$1" \
     CELERY_BROKER_URL="$REDIS_URL" \
     TASK_STREAM="$1" \
@@ -660,6 +714,7 @@ if [ "$want_kafka" = 1 ]; then
   t0="${EPOCHREALTIME/,/.}"
   (
     cd "$db"
+    unset DNSORCH_CONFIG # no zones: the simulated backend
     export DATABASE_URL="sqlite://$db/bench.db?mode=rwc" \
       BIND_ADDR="127.0.0.1:$port" \
       SIMULATED_DELAY_SECONDS=0 \
@@ -689,6 +744,133 @@ if [ "$want_kafka" = 1 ]; then
   k_note="$("$TANSU" --version 2>/dev/null | head -n 1) (sqlite storage, ${tansu_errors:-0} panic/error log lines), topic with 3 partitions; PostgreSQL $(psql_ -d postgres -c 'show server_version' | cut -d' ' -f1) (fsync=on, synchronous_commit=on)"
 fi
 
+# ========================================= DNS ===========================================
+# dns_bind_up NAME: a fresh BIND with its files under $dir/NAME, on a free port (the BIND of
+# the previous run stopped first).
+dns_bind_up() {
+  bind_stop
+  bind_start "$dir/$1" "$(free_port)" >&2 || { log "BIND did not start"; exit 1; }
+  log "BIND (pid $BIND_PID) on 127.0.0.1:$BIND_PORT, zones example.test and other.test"
+}
+
+# dns_missing FILE: of the "name address" lines of FILE, how many names do not hold exactly
+# that one A record at the BIND (one `dig -f` batch, RD=0).
+dns_missing() {
+  awk '{ print $1, "A" }' "$1" >"$1.dig"
+  dig @127.0.0.1 -p "$BIND_PORT" +norecurse +noall +answer +time=2 +tries=2 -f "$1.dig" |
+    awk -v want="$1" '
+      BEGIN { while ((getline l < want) > 0) { split(l, f, " "); t[f[1]] = f[2] } }
+      $4 == "A" { name = tolower($1); sub(/\.$/, "", name); got[name] = got[name] " " $5 }
+      END { bad = 0; for (k in t) if (got[k] != " " t[k]) bad++; print bad }'
+}
+
+# dns_bind_errors: lines of the BIND's log that report a problem (it logs every update at
+# info level; its "built with" line names compiler flags such as -Werror); summed into
+# bind_errors.
+bind_errors=0
+bind_problem='\b(error|errors|failed|failure|refused|denied|timed out)\b'
+dns_bind_errors() {
+  local n
+  n="$(grep -v ' built with ' "$BIND_DIR/named.log" | grep -ciE "$bind_problem" || true)"
+  if [ "${n:-0}" -gt 0 ]; then
+    log "$(basename "$BIND_DIR")/named.log: $n lines with error, failed, refused, denied or timed out; the last 3:"
+    grep -v ' built with ' "$BIND_DIR/named.log" | grep -iE "$bind_problem" | tail -n 3 >&2 || true
+  fi
+  bind_errors=$((bind_errors + ${n:-0}))
+}
+
+# dns_run LABEL RUN_ID: BENCH_DNS_RECORDS creates through $base into the BIND (scripts/bench/
+# dns.py, names b<i>-RUN_ID.example.test), then the check of every name at the BIND; sets row.
+dns_run() {
+  local label="$1" line dns_rc warnings=0 f
+  log "DNS: $dns_records A records through POST /api/v1/dns/create, 32 client threads, then until all are COMPLETED or FAILED"
+  set +e
+  line="$(python3 "$dnspy" --port "$port" --requests "$dns_records" --threads 32 \
+    --timeout "$e2e_timeout" --run-id "$2" --dns-port "$BIND_PORT" | grep '^DNS ')"
+  dns_rc=$?
+  set -e
+  if [ -z "$line" ]; then
+    log "the DNS run printed no DNS line"
+    exit 1
+  fi
+  printf '%s\n' "$line"
+  [ "$dns_rc" -eq 0 ] || failed=1
+  [ "$(field timed_out "$line")" = 0 ] || label="$label (TIMED OUT)"
+  for f in "${logs[@]}"; do
+    [ ! -s "$f" ] || warnings=$((warnings + $(wc -l <"$f")))
+  done
+  row="| $label | $(field completed "$line") COMPLETED of $dns_records | $(field span_s "$line") | $(field verified_per_s "$line") verified/s (submit $(field submit_rps "$line")/s) | $(field p50_ms "$line") | $(field p99_ms "$line") | $(field failed "$line") | $(field dig_missing "$line") | $warnings |"
+}
+
+d_rows=()
+d_note=""
+if [ "$want_dns" = 1 ]; then
+  dns_id="r$(od -An -N4 -tx1 /dev/urandom | tr -d ' \n')" # in every name of this invocation
+
+  # --- 15. BIND alone: nsupdate -------------------------------------------------------------
+  for b in $dns_batches; do
+    dns_bind_up "bind-nsupdate-$b"
+    ns_in="$dir/nsupdate-$b.in"
+    awk -v n="$dns_records" -v b="$b" -v id="$dns_id" -v port="$BIND_PORT" -v names="$dir/nsupdate-$b.names" '
+      BEGIN {
+        print "server 127.0.0.1 " port
+        print "zone example.test"
+        for (i = 0; i < n; i++) {
+          name = sprintf("n%d-%s-u%d.example.test", i, id, b)
+          address = sprintf("10.%d.%d.%d", int(i / 65536) % 256, int(i / 256) % 256, i % 256)
+          print "update add " name " 300 IN A " address
+          print name, address >names
+          if ((i + 1) % b == 0 || i == n - 1) print "send"
+        }
+      }' >"$ns_in"
+    log "nsupdate -v: $dns_records adds, $b per UPDATE, to 127.0.0.1:$BIND_PORT"
+    t0="${EPOCHREALTIME/,/.}"
+    set +e
+    nsupdate -v -k "$BIND_KEY_FILE" "$ns_in" >"$dir/nsupdate-$b.log" 2>&1
+    ns_rc=$?
+    set -e
+    t1="${EPOCHREALTIME/,/.}"
+    if [ "$ns_rc" -ne 0 ] || [ -s "$dir/nsupdate-$b.log" ]; then
+      log "nsupdate exited with status $ns_rc; the last lines of its output:"
+      tail -n 5 "$dir/nsupdate-$b.log" >&2 || true
+      failed=1
+    fi
+    seconds="$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", b - a }')"
+    rate="$(awk -v n="$dns_records" -v s="$seconds" 'BEGIN { printf "%.1f", n / s }')"
+    missing="$(dns_missing "$dir/nsupdate-$b.names")"
+    [ "$missing" = 0 ] || failed=1
+    log "nsupdate, $b per UPDATE: $dns_records adds in $seconds s ($rate/s), $missing missing at the BIND"
+    dns_bind_errors
+    d_rows+=("| nsupdate -v, $b add(s) per UPDATE (BIND alone) | $dns_records (exit status $ns_rc) | $seconds | $rate applied/s | - | - | - | $missing | - |")
+  done
+
+  # --- 16. dnsorch run, rfc2136 backend ------------------------------------------------------
+  for c in $dns_concurrency; do
+    dns_bind_up "bind-c$c"
+    zones_file="$dir/zones-c$c.toml"
+    cat >"$zones_file" <<TOML
+[zones."example.test"]
+backend = "rfc2136"
+server = "127.0.0.1:$BIND_PORT"
+key_name = "$BIND_KEY_NAME"
+key_algorithm = "$BIND_KEY_ALGORITHM"
+key_secret_file = "$BIND_SECRET_FILE"
+timeout_seconds = 5
+verify_timeout_seconds = 10
+TOML
+    start_server "$c"
+    dns_run "dnsorch run, rfc2136, WORKER_CONCURRENCY=$c" "$dns_id-c$c"
+    d_rows+=("$row")
+    report_logs
+    stop_server
+    zones_file=""
+    dns_bind_errors
+  done
+  bind_stop
+
+  d_note="$(/usr/sbin/named -v 2>/dev/null || named -v) (named -n 1: one worker thread; journal under $(dirname "$dir"), $(df -PT "$dir" | awk 'NR == 2 { print $2 }')), a fresh one per run, ${bind_errors} error lines in its logs; nsupdate over TCP with TSIG; dnsorch: latency from accept (created_at) to verified_at, rate N / (last verified_at - first created_at); nsupdate: N / wall time (no verification)"
+fi
+
 # --- 9. tables ---------------------------------------------------------------------------
 rev="$(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo '?')"
 if [ "$want_sqlite" = 1 ]; then
@@ -714,8 +896,16 @@ if [ "$want_kafka" = 1 ]; then
   echo "|---|---|---|---|---|---|---|---|"
   printf '%s\n' "${k_rows[@]}"
 fi
+if [ "$want_dns" = 1 ]; then
+  echo
+  echo "DNS (rfc2136 into BIND): dnsorch $rev, $(nproc) CPUs, $dns_records A records per run"
+  echo "$d_note"
+  echo "| scenario | records | seconds | records/s | p50 ms | p99 ms | FAILED | missing at BIND | warning lines |"
+  echo "|---|---|---|---|---|---|---|---|---|"
+  printf '%s\n' "${d_rows[@]}"
+fi
 
 if [ "$failed" -ne 0 ]; then
-  log "FAILED: non-2xx answers, socket errors, failed pgbench transactions, dead letters, a wrong PENDING count or a timeout (see above)"
+  log "FAILED: non-2xx answers, socket errors, failed pgbench transactions, dead letters, a wrong PENDING count, DNS requests not COMPLETED, a failed nsupdate, records missing at the BIND or a timeout (see above)"
   exit 1
 fi

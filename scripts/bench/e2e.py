@@ -47,16 +47,11 @@ def completed(host: str, port: int) -> int:
     return int(float(m.group(1))) if m else 0
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--host", default="127.0.0.1")
-    ap.add_argument("--port", type=int, required=True)
-    ap.add_argument("--requests", type=int, default=10000)
-    ap.add_argument("--threads", type=int, default=32)
-    ap.add_argument("--timeout", type=float, default=600.0)
-    ap.add_argument("--poll", type=float, default=0.2)
-    args = ap.parse_args()
-
+def submit(host: str, port: int, requests: int, threads: int, make_body, on_answer=None) -> dict:
+    """POSTs make_body(i) to /api/v1/dns/create for i in 0..requests from `threads` threads,
+    each over a keep-alive connection. Calls on_answer(i, status, body) for every answer (from
+    the submitting thread). Returns the counts: non2xx, errors, statuses, and the monotonic
+    times first (the first request) and submitted (the last answer)."""
     counter = itertools.count()  # next() on itertools.count is atomic under the GIL
     lock = threading.Lock()
     stats = {"non2xx": 0, "errors": 0, "first": None, "statuses": {}}
@@ -65,13 +60,13 @@ def main() -> int:
         conn = None
         while True:
             i = next(counter)
-            if i >= args.requests:
+            if i >= requests:
                 break
-            payload = body(i)
+            payload = make_body(i)
             for attempt in (1, 2):  # one reconnect if a keep-alive connection went stale
                 try:
                     if conn is None:
-                        conn = http.client.HTTPConnection(args.host, args.port, timeout=30)
+                        conn = http.client.HTTPConnection(host, port, timeout=30)
                     if stats["first"] is None:
                         with lock:
                             if stats["first"] is None:
@@ -90,6 +85,8 @@ def main() -> int:
                             stats["statuses"][resp.status] = stats["statuses"].get(resp.status, 0) + 1
                             if stats["non2xx"] <= 3:
                                 print(f"non-2xx answer {resp.status}: {text[:300]!r}", file=sys.stderr)
+                    if on_answer is not None:
+                        on_answer(i, resp.status, text)
                     if resp.getheader("Connection", "").lower() == "close":
                         conn.close()
                         conn = None
@@ -111,20 +108,37 @@ def main() -> int:
         if conn is not None:
             conn.close()
 
-    threads = [threading.Thread(target=worker, daemon=True) for _ in range(args.threads)]
-    for t in threads:
+    workers = [threading.Thread(target=worker, daemon=True) for _ in range(threads)]
+    for t in workers:
         t.start()
-    for t in threads:
+    for t in workers:
         t.join()
-    submitted = time.monotonic()
-    first = stats["first"] or submitted
-    submit_s = submitted - first
+    stats["submitted"] = time.monotonic()
+    if stats["first"] is None:
+        stats["first"] = stats["submitted"]
+    submit_s = stats["submitted"] - stats["first"]
     print(
-        f"submitted {args.requests} requests in {submit_s:.2f}s "
-        f"({args.requests / submit_s if submit_s else 0:.0f}/s), "
+        f"submitted {requests} requests in {submit_s:.2f}s "
+        f"({requests / submit_s if submit_s else 0:.0f}/s), "
         f"non-2xx={stats['non2xx']} {stats['statuses'] or ''} errors={stats['errors']}",
         file=sys.stderr,
     )
+    return stats
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("--port", type=int, required=True)
+    ap.add_argument("--requests", type=int, default=10000)
+    ap.add_argument("--threads", type=int, default=32)
+    ap.add_argument("--timeout", type=float, default=600.0)
+    ap.add_argument("--poll", type=float, default=0.2)
+    args = ap.parse_args()
+
+    stats = submit(args.host, args.port, args.requests, args.threads, body)
+    first = stats["first"]
+    submit_s = stats["submitted"] - first
 
     expected = args.requests - stats["non2xx"] - stats["errors"]
     deadline = first + args.timeout
