@@ -154,6 +154,10 @@ pub struct ChangeRequest {
     pub extra_config: serde_json::Map<String, serde_json::Value>,
     /// The client's `Idempotency-Key`, scoped to `account_id`.
     pub idempotency_key: Option<String>,
+    /// The configured zone the name belongs to (set by intake from the zones file).
+    pub zone: Option<String>,
+    /// The backend that will apply the change (set by intake from the zones file).
+    pub backend: Option<String>,
 }
 
 impl ChangeRequest {

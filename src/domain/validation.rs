@@ -124,6 +124,8 @@ pub fn validate(
                 comment,
                 extra_config,
                 idempotency_key,
+                zone: None,
+                backend: None,
             })
         }
         _ => Err(errors),

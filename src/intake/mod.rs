@@ -61,15 +61,20 @@ impl Intake {
         }
     }
 
-    /// Validates a body, and checks that its name is in a configured zone.
+    /// Validates a body, checks that its name is in a configured zone, and notes the zone
+    /// and backend that will apply it.
     fn check(
         &self,
         body: ChangeBody,
         operation: Operation,
         idempotency_key: Option<&str>,
     ) -> Result<ChangeRequest, ValidationError> {
-        let change = validate(body, operation, idempotency_key)?;
-        if !self.zones.is_empty() && self.zones.route(change.domain.as_str()).is_none() {
+        let mut change = validate(body, operation, idempotency_key)?;
+        if self.zones.is_empty() {
+            change.backend = Some("simulated".into());
+            return Ok(change);
+        }
+        let Some(zone) = self.zones.route(change.domain.as_str()) else {
             let served: Vec<&str> = self.zones.iter().map(|z| z.name.as_str()).collect();
             return Err(ValidationError::field(
                 "resource.domain",
@@ -78,7 +83,9 @@ impl Intake {
                     served.join(", ")
                 ),
             ));
-        }
+        };
+        change.zone = Some(zone.name.clone());
+        change.backend = Some(zone.backend.kind().to_owned());
         Ok(change)
     }
 

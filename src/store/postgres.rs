@@ -143,14 +143,16 @@ impl RequestStore for PostgresStore {
         let sql = format!(
             "insert into dns_requests (id, account_id, source, operation, record_type, domain, \
              target, comment, config, status, log_messages, idempotency_key, fingerprint, \
-             next_attempt_at, enqueued_at, created_at, updated_at) \
+             zone, backend, next_attempt_at, enqueued_at, created_at, updated_at) \
              select id, account_id, source, operation, record_type, domain, target, comment, \
              config, 'PENDING', jsonb_build_array(accepted), idempotency_key, fingerprint, \
-             now(), now(), now(), now() \
+             zone, backend, now(), now(), now(), now() \
              from unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], \
-               $7::text[], $8::text[], $9::jsonb[], $10::jsonb[], $11::text[], $12::text[]) \
+               $7::text[], $8::text[], $9::jsonb[], $10::jsonb[], $11::text[], $12::text[], \
+               $13::text[], $14::text[]) \
                with ordinality as batch(id, account_id, source, operation, record_type, domain, \
-               target, comment, config, accepted, idempotency_key, fingerprint, position) \
+               target, comment, config, accepted, idempotency_key, fingerprint, zone, backend, \
+               position) \
              order by position \
              on conflict (account_id, idempotency_key) where idempotency_key is not null \
              do nothing returning {REQUEST_COLUMNS}, log_messages"
@@ -189,6 +191,13 @@ impl RequestStore for PostgresStore {
                     .collect::<Vec<_>>(),
             )
             .bind(column(ChangeRequest::fingerprint))
+            .bind(changes.iter().map(|c| c.zone.clone()).collect::<Vec<_>>())
+            .bind(
+                changes
+                    .iter()
+                    .map(|c| c.backend.clone())
+                    .collect::<Vec<_>>(),
+            )
             .fetch_all(&self.pool)
             .await?;
         let mut created = std::collections::HashMap::new();
@@ -418,9 +427,9 @@ async fn insert_request(
     let accepted = LogEntry::accepted(change);
     let sql = format!(
         "insert into dns_requests (id, account_id, source, operation, record_type, domain, \
-         target, comment, config, status, log_messages, idempotency_key, fingerprint, \
-         next_attempt_at, enqueued_at, created_at, updated_at) \
-         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'PENDING', $10, $11, $12, \
+         target, comment, config, status, log_messages, idempotency_key, fingerprint, zone, \
+         backend, next_attempt_at, enqueued_at, created_at, updated_at) \
+         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'PENDING', $10, $11, $12, $13, $14, \
          now(), now(), now(), now()) \
          on conflict (account_id, idempotency_key) where idempotency_key is not null \
          do nothing returning {REQUEST_COLUMNS}, log_messages"
@@ -438,6 +447,8 @@ async fn insert_request(
         .bind(Json([accepted]))
         .bind(&change.idempotency_key)
         .bind(change.fingerprint())
+        .bind(&change.zone)
+        .bind(&change.backend)
         .fetch_optional(&mut *connection)
         .await?;
     if let Some(row) = row {

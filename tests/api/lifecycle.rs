@@ -36,6 +36,9 @@ async fn a_request_reaches_completed_with_its_record_and_log() {
     assert_eq!(outcomes.len(), 1);
     let request = app.request(&id).await;
     assert_eq!(request["status"], "COMPLETED");
+    // Without a zones file every name goes to the simulated backend, in no zone.
+    assert_eq!(request["backend"], "simulated");
+    assert!(request["zone"].is_null());
     assert_eq!(request["attempts"], 1);
     for phase in ["started_at", "applied_at", "verified_at", "finished_at"] {
         assert!(

@@ -329,6 +329,10 @@ async fn every_record_type_is_created_in_bind_and_seen_by_a_query() {
             .await;
         assert_completed(&request);
         assert!(request["verified_at"].is_string(), "{request}");
+        assert_eq!(
+            (&request["zone"], &request["backend"]),
+            (&json!("example.test"), &json!("rfc2136"))
+        );
         assert!(
             log_of(&request).contains("verified at 127.0.0.1"),
             "{}",
@@ -353,6 +357,19 @@ async fn every_record_type_is_created_in_bind_and_seen_by_a_query() {
         .json()
         .await
         .unwrap();
+    let zoned: Value = app
+        .client
+        .get(format!(
+            "{}/api/v1/dns/records?zone=example.test&account_id=acct-dns&limit=100",
+            app.address
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(zoned["items"].as_array().unwrap().len() >= 7, "{zoned}");
     let mine = records["items"]
         .as_array()
         .unwrap()
@@ -698,6 +715,7 @@ async fn the_ansible_backend_applies_a_record_that_a_query_sees() {
         .apply("create", &body("acct-a", "TXT", &domain, Some(text), None))
         .await;
     assert_completed(&request);
+    assert_eq!(request["backend"], "ansible");
     let log = log_of(&request);
     assert!(log.contains("ansible-playbook"), "{log}");
     assert!(log.contains("verified at 127.0.0.1"), "{log}");

@@ -238,8 +238,8 @@ async fn insert_request(
         concat!(
             "insert into dns_requests (id, account_id, source, operation, record_type, \
              domain, target, comment, config, status, log_messages, idempotency_key, \
-             fingerprint, next_attempt_at, enqueued_at, created_at, updated_at) \
-             values (?, ?, ?, ?, ?, ?, ?, ?, ?, 'PENDING', json_array(json(?)), ?, ?, ",
+             fingerprint, zone, backend, next_attempt_at, enqueued_at, created_at, updated_at) \
+             values (?, ?, ?, ?, ?, ?, ?, ?, ?, 'PENDING', json_array(json(?)), ?, ?, ?, ?, ",
             now!(),
             ", ",
             now!(),
@@ -266,6 +266,8 @@ async fn insert_request(
         .bind(to_json(&accepted))
         .bind(&change.idempotency_key)
         .bind(change.fingerprint())
+        .bind(&change.zone)
+        .bind(&change.backend)
         .fetch_optional(&mut *connection)
         .await?;
     if let Some(row) = row {
