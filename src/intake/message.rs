@@ -6,10 +6,20 @@
 //! record key: producers use it for partitioning, and distinct changes share it), so a
 //! redelivered message records nothing new.
 
+use serde::Deserialize;
 use serde_json::Value;
 
 use crate::domain::body::{JsonError, from_json};
-use crate::domain::{ChangeBody, Operation, ValidationError};
+use crate::domain::{ChangeBody, ContextBody, Operation, ResourceBody, ValidationError};
+
+/// A message body: the HTTP body's fields plus `action`, parsed in one pass.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MessageBody {
+    action: Option<Value>,
+    context: Option<ContextBody>,
+    resource: Option<ResourceBody>,
+}
 
 /// Where a message came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,17 +89,11 @@ pub fn decode(
     origin: &MessageOrigin,
 ) -> Result<DecodedMessage, DeadLetterReason> {
     let payload = payload.ok_or_else(|| DeadLetterReason::Malformed("empty message".into()))?;
-    let mut document: Value = from_json(payload).map_err(|e| match e {
+    let message: MessageBody = from_json(payload).map_err(|e| match e {
         JsonError::Malformed(m) => DeadLetterReason::Malformed(m),
         JsonError::Invalid(fields) => DeadLetterReason::Invalid(fields),
     })?;
-    let Value::Object(fields) = &mut document else {
-        return Err(DeadLetterReason::Invalid(ValidationError::field(
-            "body",
-            "must be a JSON object",
-        )));
-    };
-    let operation = match fields.remove("action") {
+    let operation = match message.action {
         None => Operation::Create,
         Some(Value::String(action)) => action.parse().map_err(|_| {
             DeadLetterReason::Invalid(ValidationError::field(
@@ -104,10 +108,10 @@ pub fn decode(
             )));
         }
     };
-    let mut body: ChangeBody = from_json(document.to_string().as_bytes()).map_err(|e| match e {
-        JsonError::Malformed(m) => DeadLetterReason::Malformed(m),
-        JsonError::Invalid(fields) => DeadLetterReason::Invalid(fields),
-    })?;
+    let mut body = ChangeBody {
+        context: message.context,
+        resource: message.resource,
+    };
     body.context.get_or_insert_with(Default::default).source = Some("kafka".into());
     Ok(DecodedMessage {
         operation,
