@@ -153,6 +153,13 @@ mod tests {
     }
 
     #[test]
+    fn a_delete_action_decodes_to_a_delete() {
+        let delete = VALID.replacen('{', r#"{"action": "delete", "#, 1);
+        let decoded = decode(Some(delete.as_bytes()), None, &origin()).unwrap();
+        assert_eq!(decoded.operation, Operation::Delete);
+    }
+
+    #[test]
     fn an_explicit_create_action_is_accepted_and_others_are_refused() {
         let create = VALID.replacen('{', r#"{"action": "create", "#, 1);
         assert!(decode(Some(create.as_bytes()), None, &origin()).is_ok());

@@ -59,6 +59,7 @@ key_algorithm = "hmac-sha256"
 key_secret_file = "{secret_file}"
 timeout_seconds = 2
 verify_timeout_seconds = 5
+verify_servers = ["127.0.0.1:{port}"]
 
 [zones."other.test"]
 backend = "ansible"
@@ -333,10 +334,14 @@ async fn every_record_type_is_created_in_bind_and_seen_by_a_query() {
             (&request["zone"], &request["backend"]),
             (&json!("example.test"), &json!("rfc2136"))
         );
-        assert!(
-            log_of(&request).contains("verified at 127.0.0.1"),
-            "{}",
-            log_of(&request)
+        let log = log_of(&request);
+        // The primary, then each verify_servers entry (here the same server again).
+        assert!(log.contains("(primary)"), "{log}");
+        assert_eq!(
+            log.matches(&format!("verified at 127.0.0.1:{port} after"))
+                .count(),
+            2,
+            "{log}"
         );
         let mut seen = dig(port, &domain, record_type);
         if record_type == "CNAME" {
