@@ -7,8 +7,8 @@
 //! that cannot become a request goes to `<topic>.dlq` with headers saying why and where it came
 //! from, and its offset is then stored: one bad message never blocks a partition.
 //!
-//! One task reads messages and hands each to the lane of its partition (`LANES` of them). A
-//! lane takes its messages in batches (up to `BATCH_MAX` or `BATCH_WAIT`) and records a batch
+//! One task reads messages and hands each to the lane of its partition (`LANES` of them,
+//! buffering at most `BUFFERED_MAX` messages in all). A lane takes its messages in batches (up to `BATCH_MAX` or `BATCH_WAIT`) and records a batch
 //! in one database transaction, so partitions are recorded concurrently and each in order. In forward mode (`API_URL`) each message
 //! is posted to the API instead, with its idempotency key as the `Idempotency-Key` header.
 
@@ -20,7 +20,7 @@ use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientContext, Offset};
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use super::message::{DeadLetterReason, DecodedMessage, MessageOrigin, decode};
@@ -36,6 +36,8 @@ const BATCH_WAIT: Duration = Duration::from_millis(20);
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
 /// How many partitions are recorded at once (a partition always goes to the same lane).
 const LANES: usize = 4;
+/// The most messages read from the broker and not yet processed, across all lanes.
+const BUFFERED_MAX: usize = 4 * LANES * BATCH_MAX;
 /// The longest wait for the final offset commit and the client's close at shutdown.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
 /// The message header that carries an idempotency key.
@@ -163,7 +165,10 @@ impl KafkaIntake {
 
     /// Consumes until `shutdown`. One task reads from the broker and hands each message to
     /// the lane of its partition; each lane records its messages in batches, so partitions
-    /// are recorded concurrently while each partition keeps its order. A batch in hand is
+    /// are recorded concurrently while each partition keeps its order. The reader waits only
+    /// when `BUFFERED_MAX` messages are waiting in all lanes together, never for one busy
+    /// lane: the broker delivers a partition's messages in runs of thousands, and a reader
+    /// blocked on one lane would leave the others idle. A batch in hand is
     /// finished first (or left unstored, to be delivered again), and the stored offsets are
     /// committed at the end; closing the client is bounded, so a dead broker cannot hold the
     /// process.
@@ -173,18 +178,25 @@ impl KafkaIntake {
         let mut lanes = tokio::task::JoinSet::new();
         let senders: Vec<_> = (0..LANES)
             .map(|_| {
-                let (sender, receiver) = mpsc::channel(BATCH_MAX);
+                let (sender, receiver) = mpsc::unbounded_channel();
                 lanes.spawn(this.clone().lane(receiver, shutdown.clone()));
                 sender
             })
             .collect();
+        let buffered = Arc::new(Semaphore::new(BUFFERED_MAX));
         loop {
-            let message = tokio::select! {
+            let (permit, message) = tokio::select! {
                 () = shutdown.cancelled() => break,
-                message = this.receive() => message,
+                permit = buffered.clone().acquire_owned() => {
+                    let permit = permit.expect("the semaphore is never closed");
+                    tokio::select! {
+                        () = shutdown.cancelled() => break,
+                        message = this.receive() => (permit, message),
+                    }
+                }
             };
             let lane = usize::try_from(message.partition()).unwrap_or_default() % LANES;
-            if senders[lane].send(message).await.is_err() {
+            if senders[lane].send((message, permit)).is_err() {
                 break; // the lane stopped for shutdown
             }
         }
@@ -227,7 +239,7 @@ impl KafkaIntake {
     /// `BATCH_WAIT`, and processes that batch; until `shutdown` or the reader stops.
     async fn lane(
         self: Arc<Self>,
-        mut messages: mpsc::Receiver<OwnedMessage>,
+        mut messages: mpsc::UnboundedReceiver<(OwnedMessage, OwnedSemaphorePermit)>,
         shutdown: CancellationToken,
     ) {
         loop {
@@ -246,6 +258,9 @@ impl KafkaIntake {
                     _ => break,
                 }
             }
+            // The permits go back (dropped with the batch) once it is processed.
+            let (batch, _permits): (Vec<OwnedMessage>, Vec<OwnedSemaphorePermit>) =
+                batch.into_iter().unzip();
             if !self.process(&batch, &shutdown).await {
                 return;
             }
