@@ -8,9 +8,11 @@
 //! from, and its offset is then stored: one bad message never blocks a partition.
 //!
 //! One task reads messages and hands each to the lane of its partition (`LANES` of them,
-//! buffering at most `BUFFERED_MAX` messages in all). A lane takes its messages in batches (up to `BATCH_MAX` or `BATCH_WAIT`) and records a batch
-//! in one database transaction, so partitions are recorded concurrently and each in order. In forward mode (`API_URL`) each message
-//! is posted to the API instead, with its idempotency key as the `Idempotency-Key` header.
+//! buffering at most `BUFFERED_MAX` messages in all). A lane takes its messages in batches
+//! (up to `BATCH_MAX` or `BATCH_WAIT`) and records a batch in one database transaction, so
+//! partitions are recorded concurrently and each in order. In forward mode (`API_URL`) each
+//! message is posted to the API instead, with its idempotency key as the `Idempotency-Key`
+//! header.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
