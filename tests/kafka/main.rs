@@ -332,14 +332,37 @@ async fn the_same_message_twice_records_one_request_and_a_reused_key_is_a_dead_l
     );
 }
 
+/// A child process that is killed when the test ends, also when it panics.
+struct Reaped(Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl std::ops::Deref for Reaped {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Reaped {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
 /// `dnsorch run` as a process consuming `topic` into a SQLite file in `dir`.
-fn spawn_run(dir: &TempDir, topic: &str, group: &str) -> Child {
+fn spawn_run(dir: &TempDir, topic: &str, group: &str) -> Reaped {
     spawn_run_on(&broker(), 0, dir, topic, group)
 }
 
 /// `dnsorch run` consuming `topic` from `brokers`, its API on `port` (0: any).
-fn spawn_run_on(brokers: &str, port: u16, dir: &TempDir, topic: &str, group: &str) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_dnsorch"))
+fn spawn_run_on(brokers: &str, port: u16, dir: &TempDir, topic: &str, group: &str) -> Reaped {
+    let child = Command::new(env!("CARGO_BIN_EXE_dnsorch"))
         .arg("run")
         .current_dir(dir.path())
         .env_clear()
@@ -356,7 +379,8 @@ fn spawn_run_on(brokers: &str, port: u16, dir: &TempDir, topic: &str, group: &st
         .env("LOG_LEVEL", "warn")
         .stdout(Stdio::null())
         .spawn()
-        .unwrap()
+        .unwrap();
+    Reaped(child)
 }
 
 async fn produce_many(producer: &FutureProducer, topic: &str, range: std::ops::Range<u32>) {
@@ -495,11 +519,11 @@ async fn forward_mode_with_the_api_down_then_up_loses_nothing() {
 
 /// A private tansu broker on `port`, storing in `dir` (so a restart keeps its topics), and
 /// waits until it accepts connections.
-async fn start_private_broker(dir: &std::path::Path, port: u16) -> Child {
+async fn start_private_broker(dir: &std::path::Path, port: u16) -> Reaped {
     let tansu = std::env::var("TEST_TANSU")
         .expect("TEST_TANSU is not set: run the tests with scripts/test.sh");
     let listener = format!("tcp://127.0.0.1:{port}");
-    let mut broker = Command::new(tansu)
+    let broker = Command::new(tansu)
         .arg("broker")
         .args(["--listener-url", &listener])
         .args(["--advertised-listener-url", &listener])
@@ -513,6 +537,7 @@ async fn start_private_broker(dir: &std::path::Path, port: u16) -> Child {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
+    let mut broker = Reaped(broker);
     wait_for(
         "the private broker to listen",
         Duration::from_secs(30),
