@@ -257,6 +257,18 @@ fn dig_ttl(port: u16, name: &str, record_type: &str) -> Vec<String> {
         .collect()
 }
 
+/// A child process killed if the test panics before stopping it.
+struct KilledOnDrop(Option<std::process::Child>);
+
+impl Drop for KilledOnDrop {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
 fn unique(prefix: &str) -> String {
     format!(
         "{prefix}-{}",
@@ -775,7 +787,7 @@ async fn no_secret_reaches_a_log_line_or_an_api_answer() {
     // Logs go to a file: a pipe nobody reads fills up and stalls the process.
     let log_path = dir.path().join("dnsorch.log");
     let log_file = std::fs::File::create(&log_path).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_dnsorch"))
+    let child = Command::new(env!("CARGO_BIN_EXE_dnsorch"))
         .arg("run")
         .current_dir(dir.path())
         .env(
@@ -789,6 +801,7 @@ async fn no_secret_reaches_a_log_line_or_an_api_answer() {
         .stderr(log_file)
         .spawn()
         .unwrap();
+    let mut child = KilledOnDrop(Some(child));
     // The address it bound (port 0), from its "dnsorch is serving" log line.
     let deadline = Instant::now() + Duration::from_secs(60);
     let address = loop {
@@ -800,7 +813,7 @@ async fn no_secret_reaches_a_log_line_or_an_api_answer() {
         if let Some(line) = serving {
             break line["address"].as_str().unwrap().to_owned();
         }
-        let exited = child.try_wait().unwrap();
+        let exited = child.0.as_mut().unwrap().try_wait().unwrap();
         if exited.is_some() || Instant::now() > deadline {
             let tail: Vec<&str> = logs.lines().rev().take(20).collect();
             panic!("dnsorch run did not start ({exited:?}); its last log lines: {tail:#?}");
@@ -848,10 +861,11 @@ async fn no_secret_reaches_a_log_line_or_an_api_answer() {
         answers.push_str(&answer.unwrap().text().await.unwrap());
     }
     Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
+        .args(["-TERM", &child.0.as_ref().unwrap().id().to_string()])
         .status()
         .unwrap();
-    tokio::task::spawn_blocking(move || child.wait().unwrap())
+    let mut stopping = child.0.take().unwrap();
+    tokio::task::spawn_blocking(move || stopping.wait().unwrap())
         .await
         .unwrap();
     let logs = std::fs::read_to_string(&log_path).unwrap();
