@@ -93,13 +93,6 @@ echo "Redis (pid $REDIS_PID) on 127.0.0.1:$redis_port"
 
 kafka_port="$(free_port)"
 tansu_start "$work/tansu" "$kafka_port"
-for _ in $(seq 1 100); do
-    if ! kill -0 "$TANSU_PID" 2>/dev/null; then
-        echo "tansu exited:"; cat "$work/tansu/tansu.log"; exit 1
-    fi
-    (exec 3<>"/dev/tcp/127.0.0.1/$kafka_port") 2>/dev/null && break
-    sleep 0.1
-done
 echo "tansu (pid $TANSU_PID) on 127.0.0.1:$kafka_port"
 
 log "the compose services as local processes ($bin)"

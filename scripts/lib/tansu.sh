@@ -3,8 +3,10 @@
 #   tansu_install          builds tansu into $TOOLS_DIR once (about 17 minutes on 2 cores; later
 #                          runs reuse the binary). TOOLS_DIR defaults to ~/.cache/dnsorch-tools.
 #   tansu_start DIR PORT   starts it with the sqlite:// engine in DIR (the memory:// engine cannot
-#                          fetch from the middle of a batch) and sets TANSU_PID and KAFKA_URL
-#                          (127.0.0.1:PORT); readiness is checked by the caller with a metadata call
+#                          fetch from the middle of a batch), sets TANSU_PID and KAFKA_URL
+#                          (127.0.0.1:PORT), waits until this PID listens on PORT (returns 1 with
+#                          the log if it exits or does not within 30 s); callers that need topics
+#                          wait for metadata with rdkafka
 #   tansu_stop             SIGTERM to the broker we started (SIGKILL if it lingers)
 
 TOOLS_DIR="${TOOLS_DIR:-$HOME/.cache/dnsorch-tools}"
@@ -36,6 +38,24 @@ tansu_start() {
     ) >"$dir/tansu.log" 2>&1 &
     TANSU_PID=$!
     KAFKA_URL="127.0.0.1:$port"
+    # Wait for the port (callers that need topics wait for metadata with rdkafka: Debian's
+    # kcat is too old to talk to tansu), at most 30 s.
+    local tries=300
+    until (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do
+        if ! kill -0 "$TANSU_PID" 2>/dev/null || [ "$tries" -eq 0 ]; then
+            echo "tansu did not start on 127.0.0.1:$port:" >&2
+            cat "$dir/tansu.log" >&2
+            return 1
+        fi
+        tries=$((tries - 1))
+        sleep 0.1
+    done
+    # tansu exits 0 with a port already in use: make sure the listener is ours.
+    if ! ss -Hltnp "sport = :$port" | grep -q "pid=$TANSU_PID,"; then
+        echo "port $port is not held by tansu (pid $TANSU_PID)" >&2
+        cat "$dir/tansu.log" >&2
+        return 1
+    fi
 }
 
 tansu_stop() {
