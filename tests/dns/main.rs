@@ -170,6 +170,13 @@ impl App {
         self.finished(request["request_id"].as_str().unwrap()).await
     }
 
+    /// Posts, waits, and asserts the request COMPLETED; returns it.
+    async fn completed(&self, operation: &str, body: &Value) -> Value {
+        let request = self.apply(operation, body).await;
+        assert_completed(&request);
+        request
+    }
+
     async fn finished(&self, id: &str) -> Value {
         let deadline = Instant::now() + Duration::from_secs(90);
         loop {
@@ -402,10 +409,8 @@ async fn a_record_and_a_whole_rrset_are_deleted_from_bind_and_the_ledger() {
     let port = shared_bind().port;
     let domain = format!("{}.example.test", unique("del"));
     for ip in ["192.0.2.1", "192.0.2.2", "192.0.2.3"] {
-        assert_completed(
-            &app.apply("create", &body("acct-del", "A", &domain, Some(ip), None))
-                .await,
-        );
+        app.completed("create", &body("acct-del", "A", &domain, Some(ip), None))
+            .await;
     }
     assert_eq!(
         dig(port, &domain, "A"),
@@ -475,13 +480,11 @@ async fn a_cname_conflict_fails_with_a_clear_message() {
     let app = spawn_dns_app().await;
     let port = shared_bind().port;
     let domain = format!("{}.example.test", unique("cn"));
-    assert_completed(
-        &app.apply(
-            "create",
-            &body("acct-c", "A", &domain, Some("192.0.2.5"), None),
-        )
-        .await,
-    );
+    app.completed(
+        "create",
+        &body("acct-c", "A", &domain, Some("192.0.2.5"), None),
+    )
+    .await;
 
     let cname = app
         .apply(
@@ -504,13 +507,11 @@ async fn a_cname_conflict_fails_with_a_clear_message() {
     assert!(dig(port, &domain, "CNAME").is_empty());
 
     let alias = format!("{}.example.test", unique("cn"));
-    assert_completed(
-        &app.apply(
-            "create",
-            &body("acct-c", "CNAME", &alias, Some("target.example.test"), None),
-        )
-        .await,
-    );
+    app.completed(
+        "create",
+        &body("acct-c", "CNAME", &alias, Some("target.example.test"), None),
+    )
+    .await;
     let txt = app
         .apply(
             "create",
@@ -553,13 +554,11 @@ async fn deleting_another_accounts_record_fails_and_leaves_it() {
     let app = spawn_dns_app().await;
     let port = shared_bind().port;
     let domain = format!("{}.example.test", unique("own"));
-    assert_completed(
-        &app.apply(
-            "create",
-            &body("owner", "A", &domain, Some("192.0.2.40"), None),
-        )
-        .await,
-    );
+    app.completed(
+        "create",
+        &body("owner", "A", &domain, Some("192.0.2.40"), None),
+    )
+    .await;
 
     let one = app
         .apply(
@@ -590,13 +589,11 @@ async fn an_rrset_delete_refuses_records_dnsorch_does_not_own() {
     let app = spawn_dns_app().await;
     let bind = shared_bind();
     let domain = format!("{}.example.test", unique("foreign"));
-    assert_completed(
-        &app.apply(
-            "create",
-            &body("acct-f", "A", &domain, Some("192.0.2.60"), None),
-        )
-        .await,
-    );
+    app.completed(
+        "create",
+        &body("acct-f", "A", &domain, Some("192.0.2.60"), None),
+    )
+    .await;
     // A record added behind dnsorch's back.
     let status = Command::new("nsupdate")
         .args(["-k", &bind.key_file])
@@ -627,13 +624,11 @@ async fn the_rrset_ttl_follows_the_latest_change() {
     let app = spawn_dns_app().await;
     let port = shared_bind().port;
     let domain = format!("{}.example.test", unique("ttl"));
-    assert_completed(
-        &app.apply(
-            "create",
-            &body("acct-t", "A", &domain, Some("192.0.2.1"), None),
-        )
-        .await,
-    );
+    app.completed(
+        "create",
+        &body("acct-t", "A", &domain, Some("192.0.2.1"), None),
+    )
+    .await;
     let mut second = body("acct-t", "A", &domain, Some("192.0.2.2"), None);
     second["resource"]["config"]["ttl"] = json!(600);
     assert_completed(&app.apply("create", &second).await);
@@ -888,13 +883,11 @@ async fn concurrent_changes_share_update_messages_and_a_conflict_fails_alone() {
     let port = shared_bind().port;
     let run = unique("batch");
     let taken = format!("taken-{run}.example.test");
-    assert_completed(
-        &app.apply(
-            "create",
-            &body("acct-b", "A", &taken, Some("192.0.2.1"), None),
-        )
-        .await,
-    );
+    app.completed(
+        "create",
+        &body("acct-b", "A", &taken, Some("192.0.2.1"), None),
+    )
+    .await;
 
     // Act: 40 creates posted at once (4 workers), one of them the conflicting CNAME.
     let bodies: Vec<Value> = (0..40)
