@@ -36,7 +36,7 @@ import time
 from datetime import datetime
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from e2e import submit  # noqa: E402
+from e2e import metrics, submit  # noqa: E402
 
 STATUS = re.compile(r'^dnsorch_requests\{status="(\w+)"\}\s+(\S+)\s*$', re.M)
 UPDATE = re.compile(r"^update sent to \S+ \(key [^)]*\): (.+?)(?:, TSIG error .*)? in (\d+) ms$")
@@ -57,16 +57,7 @@ def get_json(conn: http.client.HTTPConnection, path: str):
 
 
 def statuses(host: str, port: int) -> dict:
-    conn = http.client.HTTPConnection(host, port, timeout=10)
-    try:
-        conn.request("GET", "/metrics")
-        resp = conn.getresponse()
-        text = resp.read().decode()
-    finally:
-        conn.close()
-    if resp.status != 200:
-        raise RuntimeError(f"/metrics answered {resp.status}")
-    return {m.group(1): int(float(m.group(2))) for m in STATUS.finditer(text)}
+    return {m.group(1): int(float(m.group(2))) for m in STATUS.finditer(metrics(host, port))}
 
 
 def list_all(host: str, port: int, status: str) -> list:

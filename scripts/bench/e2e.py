@@ -33,7 +33,8 @@ def body(i: int) -> bytes:
     ).encode()
 
 
-def completed(host: str, port: int) -> int:
+def metrics(host: str, port: int) -> str:
+    """The /metrics text."""
     conn = http.client.HTTPConnection(host, port, timeout=10)
     try:
         conn.request("GET", "/metrics")
@@ -43,7 +44,11 @@ def completed(host: str, port: int) -> int:
         conn.close()
     if resp.status != 200:
         raise RuntimeError(f"/metrics answered {resp.status}")
-    m = GAUGE.search(text)
+    return text
+
+
+def completed(host: str, port: int) -> int:
+    m = GAUGE.search(metrics(host, port))
     return int(float(m.group(1))) if m else 0
 
 

@@ -54,18 +54,14 @@ pub(super) async fn verify_at(
     bound: Duration,
     timeout: Duration,
 ) -> Result<String, ProvisionError> {
-    match poll(server, name, dns_type, expect, bound, timeout).await {
-        Poll::Seen(queries, elapsed) => Ok(format!(
-            "verified at {server} after {queries} queries, {} ms",
-            elapsed.as_millis()
-        )),
-        Poll::Mismatch(found) => Err(ProvisionError::Rejected(format!(
-            "the change was accepted but {server} does not show it within {:.1}s (it holds: {found})",
-            bound.as_secs_f64()
+    let result = poll(server, name, dns_type, expect, bound, timeout).await;
+    let note = result.note(server, bound);
+    match result {
+        Poll::Seen(..) => Ok(note),
+        Poll::Mismatch(_) => Err(ProvisionError::Rejected(format!(
+            "the change was accepted but {note}"
         ))),
-        Poll::Unreachable(e) => Err(ProvisionError::Transient(format!(
-            "could not verify at {server}: {e}"
-        ))),
+        Poll::Unreachable(_) => Err(ProvisionError::Transient(note)),
     }
 }
 
@@ -76,6 +72,23 @@ pub(super) enum Poll {
     Mismatch(String),
     /// The server did not answer; the last error.
     Unreachable(String),
+}
+
+impl Poll {
+    /// What happened at `server`, for the request's log.
+    pub(super) fn note(&self, server: &str, bound: Duration) -> String {
+        match self {
+            Self::Seen(queries, elapsed) => format!(
+                "verified at {server} after {queries} queries, {} ms",
+                elapsed.as_millis()
+            ),
+            Self::Mismatch(found) => format!(
+                "{server} does not show the change within {:.1}s (it holds: {found})",
+                bound.as_secs_f64()
+            ),
+            Self::Unreachable(e) => format!("could not verify at {server}: {e}"),
+        }
+    }
 }
 
 /// Queries `server` until `expect` holds or `bound` passes.

@@ -28,8 +28,8 @@ use tokio::net::TcpStream;
 use tokio::sync::{OnceCell, mpsc, oneshot};
 
 use super::dns::{
-    Expect, Poll, absolute, dns_type, exchange_on, mnemonic, none_class, parse_rdata,
-    permanent_rcode, poll, query, same_data, verify_at,
+    Expect, absolute, dns_type, exchange_on, mnemonic, none_class, parse_rdata, permanent_rcode,
+    poll, query, same_data, verify_at,
 };
 use super::{Applied, PlannedChange, ProvisionError, Provisioner};
 use crate::domain::Operation;
@@ -291,17 +291,7 @@ impl Rfc2136Provisioner {
             )
         });
         for (server, result) in futures::future::join_all(others).await {
-            notes.push(match result {
-                Poll::Seen(queries, elapsed) => format!(
-                    "verified at {server} after {queries} queries, {} ms",
-                    elapsed.as_millis()
-                ),
-                Poll::Mismatch(found) => format!(
-                    "not visible at {server} within {:.1}s (it holds: {found})",
-                    bound.as_secs_f64()
-                ),
-                Poll::Unreachable(e) => format!("could not query {server}: {e}"),
-            });
+            notes.push(result.note(server, bound));
         }
         Ok(verified_at)
     }

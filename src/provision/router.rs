@@ -24,6 +24,7 @@ impl ZoneRouter {
     /// A zone's settings cannot make a backend (a bad key name, say).
     pub fn new(zones: &Zones, simulated: Arc<dyn Provisioner>) -> anyhow::Result<Self> {
         let mut backends = BTreeMap::new();
+        let secrets = zones.secrets();
         for zone in zones.iter() {
             let backend: Arc<dyn Provisioner> = match &zone.backend {
                 Backend::Simulated => simulated.clone(),
@@ -33,7 +34,7 @@ impl ZoneRouter {
                 Backend::Ansible(config) => Arc::new(super::AnsibleProvisioner::new(
                     &zone.name,
                     config.clone(),
-                    zones.secrets(),
+                    secrets.clone(),
                 )),
             };
             backends.insert(zone.name.clone(), backend);

@@ -72,6 +72,14 @@ async fn produce(
         .unwrap();
 }
 
+/// `n` A-record messages for `<prefix>0.example.test` and on, one after another.
+async fn produce_a_records(producer: &FutureProducer, topic: &str, prefix: &str, n: u32) {
+    for i in 0..n {
+        let domain = format!("{prefix}{i}.example.test");
+        produce(producer, topic, &a_record(&domain), None).await;
+    }
+}
+
 fn a_record(domain: &str) -> String {
     json!({
         "context": {"account_id": "acct-k"},
@@ -198,15 +206,7 @@ async fn valid_messages_become_kafka_requests_that_complete() {
     let producer = producer();
 
     // Act
-    for i in 0..5 {
-        produce(
-            &producer,
-            &topic,
-            &a_record(&format!("k{i}.example.test")),
-            None,
-        )
-        .await;
-    }
+    produce_a_records(&producer, &topic, "k", 5).await;
 
     // Assert
     wait_for(
@@ -478,15 +478,7 @@ async fn forward_mode_with_the_api_down_then_up_loses_nothing() {
     forwarding.worker_concurrency = 0;
     let consumer = spawn_app(forwarding).await;
     let producer = producer();
-    for i in 0..5 {
-        produce(
-            &producer,
-            &topic,
-            &a_record(&format!("f{i}.example.test")),
-            None,
-        )
-        .await;
-    }
+    produce_a_records(&producer, &topic, "f", 5).await;
     produce(&producer, &topic, &a_record("bad..name"), None).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
 
