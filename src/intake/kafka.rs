@@ -7,22 +7,28 @@
 //! that cannot become a request goes to `<topic>.dlq` with headers saying why and where it came
 //! from, and its offset is then stored: one bad message never blocks a partition.
 //!
-//! One task reads messages and hands each to the lane of its partition (`LANES` of them,
-//! buffering at most `BUFFERED_MAX` messages in all). A lane takes its messages in batches
-//! (up to `BATCH_MAX` or `BATCH_WAIT`) and records a batch in one database transaction, so
-//! partitions are recorded concurrently and each in order. In forward mode (`API_URL`) each
+//! Each partition of the topic has a queue of its own at the client (split from the consumer's
+//! queue before the first assignment) and a task that reads it in batches (up to `BATCH_MAX`
+//! or `BATCH_WAIT`) and records a batch in one database transaction, at most
+//! `CONCURRENT_BATCHES` at a time. Partitions are recorded concurrently and each in order; a
+//! partition that falls behind holds back only itself, its backlog left at the broker (the
+//! client prefetches at most `PREFETCH_MESSAGES` per partition). Partitions added to the topic
+//! later arrive on the consumer's own queue and get a task of their own there. In forward mode (`API_URL`) each
 //! message is posted to the API instead, with its idempotency key as the `Idempotency-Key`
 //! header.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rdkafka::config::ClientConfig;
+use rdkafka::consumer::stream_consumer::StreamPartitionQueue;
 use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, StreamConsumer};
-use rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientContext, Offset};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use super::message::{DeadLetterReason, DecodedMessage, MessageOrigin, decode};
@@ -36,12 +42,18 @@ const BATCH_MAX: usize = 2000;
 const BATCH_WAIT: Duration = Duration::from_millis(20);
 /// The longest pause between retries of a batch the database or the API refused.
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
-/// How many partitions are recorded at once (a partition always goes to the same lane).
-const LANES: usize = 4;
-/// The most messages read from the broker and not yet processed, across all lanes.
-const BUFFERED_MAX: usize = 4 * LANES * BATCH_MAX;
+/// How many batches (of different partitions) are recorded at once.
+const CONCURRENT_BATCHES: usize = 4;
+/// The most messages the client prefetches for one partition (`queued.min.messages`): the
+/// next batch is at hand while one is recorded.
+const PREFETCH_MESSAGES: usize = 2 * BATCH_MAX;
+/// The most kilobytes the client prefetches for one partition.
+const PREFETCH_KBYTES: usize = 16 * 1024;
 /// The longest wait for the final offset commit and the client's close at shutdown.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
+/// While the broker stays unreachable, its errors are logged as warnings this often (and at
+/// debug level in between).
+const WARN_EVERY: Duration = Duration::from_secs(30);
 /// The message header that carries an idempotency key.
 const IDEMPOTENCY_HEADER: &str = "idempotency-key";
 
@@ -56,9 +68,16 @@ pub struct KafkaConfig {
 }
 
 /// The consumer's view of the broker, for `/readyz`: the last client error, cleared when a
-/// message arrives.
+/// message arrives or the broker answers.
 #[derive(Debug, Clone, Default)]
-pub struct KafkaHealth(Arc<Mutex<Option<String>>>);
+pub struct KafkaHealth(Arc<Mutex<HealthState>>);
+
+#[derive(Debug, Default)]
+struct HealthState {
+    error: Option<String>,
+    /// When an error was last logged as a warning.
+    warned_at: Option<Instant>,
+}
 
 impl KafkaHealth {
     /// `Ok` while the broker is reachable as far as we know, else the last error.
@@ -66,14 +85,35 @@ impl KafkaHealth {
     /// # Errors
     /// The last error the client reported.
     pub fn check(&self) -> Result<(), String> {
-        match self.0.lock().expect("not poisoned").clone() {
+        match self.0.lock().expect("not poisoned").error.clone() {
             None => Ok(()),
             Some(error) => Err(error),
         }
     }
 
-    fn set(&self, error: Option<String>) {
-        *self.0.lock().expect("not poisoned") = error;
+    fn clear(&self) {
+        self.0.lock().expect("not poisoned").error = None;
+    }
+
+    /// Notes an error and logs it: as a warning when the client was healthy before or no
+    /// warning was logged for `WARN_EVERY`, else at debug level. A broker that is down makes
+    /// the client report several errors a second.
+    fn fail(&self, message: &str, error: String) {
+        let warn = {
+            let mut state = self.0.lock().expect("not poisoned");
+            let warn = state.error.is_none()
+                || state.warned_at.is_none_or(|at| at.elapsed() >= WARN_EVERY);
+            if warn {
+                state.warned_at = Some(Instant::now());
+            }
+            state.error = Some(error.clone());
+            warn
+        };
+        if warn {
+            tracing::warn!(error.message = %error, "{message}");
+        } else {
+            tracing::debug!(error.message = %error, "{message}");
+        }
     }
 }
 
@@ -83,9 +123,9 @@ struct IntakeContext {
 }
 
 impl ClientContext for IntakeContext {
-    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
-        tracing::warn!(error.message = %error, reason, "Kafka client error; retrying");
-        self.health.set(Some(format!("{error}: {reason}")));
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.health
+            .fail("Kafka client error; retrying", format!("{error}: {reason}"));
     }
 }
 
@@ -111,6 +151,14 @@ pub struct KafkaIntake {
     health: KafkaHealth,
 }
 
+/// Where a partition's task reads its messages.
+enum Source {
+    /// The partition's own queue at the client.
+    Split(StreamPartitionQueue<IntakeContext>),
+    /// Messages the consumer's own queue delivered for a partition added after the start.
+    Handed(mpsc::Receiver<OwnedMessage>),
+}
+
 /// What happened to one message.
 enum Fate {
     Recorded,
@@ -134,10 +182,11 @@ impl KafkaIntake {
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
             .set("session.timeout.ms", "6000")
+            .set("queued.min.messages", PREFETCH_MESSAGES.to_string())
+            .set("queued.max.messages.kbytes", PREFETCH_KBYTES.to_string())
             .create_with_context(IntakeContext {
                 health: health.clone(),
             })?;
-        consumer.subscribe(&[&config.topic])?;
         let producer: FutureProducer = ClientConfig::new()
             .set("bootstrap.servers", &config.brokers)
             .set("message.timeout.ms", "10000")
@@ -165,46 +214,73 @@ impl KafkaIntake {
         self.health.clone()
     }
 
-    /// Consumes until `shutdown`. One task reads from the broker and hands each message to
-    /// the lane of its partition; each lane records its messages in batches, so partitions
-    /// are recorded concurrently while each partition keeps its order. The reader waits only
-    /// when `BUFFERED_MAX` messages are waiting in all lanes together, never for one busy
-    /// lane: the broker delivers a partition's messages in runs of thousands, and a reader
-    /// blocked on one lane would leave the others idle. A batch in hand is
-    /// finished first (or left unstored, to be delivered again), and the stored offsets are
-    /// committed at the end; closing the client is bounded, so a dead broker cannot hold the
-    /// process.
+    /// Consumes until `shutdown`. Waits for the topic's partitions (retrying while the
+    /// broker is unreachable or the topic missing), splits each partition's queue from the
+    /// consumer's, subscribes, and runs a task per partition; this task keeps
+    /// polling the consumer's own queue, which serves rebalances and client errors and
+    /// delivers messages of partitions added later. A batch in hand is finished first (or
+    /// left unstored, to be delivered again), and the stored offsets are committed at the
+    /// end; closing the client is bounded, so a dead broker cannot hold the process.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) {
         let this = Arc::new(self);
-        let lag = tokio::spawn(report_lag(this.consumer.clone(), shutdown.clone()));
-        let mut lanes = tokio::task::JoinSet::new();
-        let senders: Vec<_> = (0..LANES)
-            .map(|_| {
-                let (sender, receiver) = mpsc::unbounded_channel();
-                lanes.spawn(this.clone().lane(receiver, shutdown.clone()));
-                sender
-            })
-            .collect();
-        let buffered = Arc::new(Semaphore::new(BUFFERED_MAX));
-        loop {
-            let (permit, message) = tokio::select! {
-                () = shutdown.cancelled() => break,
-                permit = buffered.clone().acquire_owned() => {
-                    let permit = permit.expect("the semaphore is never closed");
-                    tokio::select! {
-                        () = shutdown.cancelled() => break,
-                        message = this.receive() => (permit, message),
-                    }
+        let watch = tokio::spawn(watch_broker(
+            this.consumer.clone(),
+            this.topic.clone(),
+            this.health.clone(),
+            shutdown.clone(),
+        ));
+        let recording = Arc::new(Semaphore::new(CONCURRENT_BATCHES));
+        let mut tasks = tokio::task::JoinSet::new();
+        if let Some(partitions) = this.partitions(&shutdown).await {
+            for partition in partitions {
+                // The queue is split before the consumer's queue is first polled, so before
+                // the partition is assigned and fetched: none of its messages reach the
+                // consumer's queue, and its order holds.
+                let Some(queue) = this.consumer.split_partition_queue(&this.topic, partition)
+                else {
+                    continue;
+                };
+                tasks.spawn(this.clone().partition_task(
+                    Source::Split(queue),
+                    recording.clone(),
+                    shutdown.clone(),
+                ));
+            }
+            // Subscribing once the topic exists: a subscription to a missing topic is
+            // noticed by the client's periodic metadata refresh only, minutes later.
+            if let Err(e) = this.consumer.subscribe(&[&this.topic]) {
+                this.health
+                    .fail("cannot subscribe to the Kafka topic", e.to_string());
+                shutdown.cancelled().await;
+            }
+            let mut handed: HashMap<i32, mpsc::Sender<OwnedMessage>> = HashMap::new();
+            loop {
+                let message = tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    message = this.consumer.recv() => match this.received(message) {
+                        Some(message) => message,
+                        None => continue,
+                    },
+                };
+                let sender = handed.entry(message.partition()).or_insert_with(|| {
+                    let (sender, receiver) = mpsc::channel(BATCH_MAX);
+                    tasks.spawn(this.clone().partition_task(
+                        Source::Handed(receiver),
+                        recording.clone(),
+                        shutdown.clone(),
+                    ));
+                    sender
+                });
+                tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    sent = sender.send(message) => if sent.is_err() {
+                        break; // the task stopped for shutdown
+                    },
                 }
-            };
-            let lane = usize::try_from(message.partition()).unwrap_or_default() % LANES;
-            if senders[lane].send((message, permit)).is_err() {
-                break; // the lane stopped for shutdown
             }
         }
-        drop(senders);
-        while lanes.join_next().await.is_some() {}
-        let _ = lag.await;
+        while tasks.join_next().await.is_some() {}
+        let _ = watch.await;
         let close = tokio::task::spawn_blocking(move || {
             if let Err(e) = this.consumer.commit_consumer_state(CommitMode::Sync) {
                 tracing::debug!(error.message = %e, "no final offset commit");
@@ -220,34 +296,101 @@ impl KafkaIntake {
         tracing::info!("Kafka intake stopped");
     }
 
-    /// The next message, retrying (and reporting) while the broker is unreachable.
-    async fn receive(&self) -> OwnedMessage {
+    /// The topic's partitions, asked of the broker until it names some. `None`: shutdown
+    /// came first.
+    async fn partitions(&self, shutdown: &CancellationToken) -> Option<Vec<i32>> {
         loop {
-            match self.consumer.recv().await {
-                Ok(message) => {
-                    self.health.set(None);
-                    return message.detach();
+            let consumer = self.consumer.clone();
+            let topic = self.topic.clone();
+            let answer = tokio::task::spawn_blocking(move || {
+                let metadata = consumer
+                    .fetch_metadata(Some(&topic), Duration::from_secs(5))
+                    .map_err(|e| e.to_string())?;
+                let topic = metadata
+                    .topics()
+                    .iter()
+                    .find(|t| t.name() == topic)
+                    .ok_or_else(|| format!("topic {topic} is not in the broker's answer"))?;
+                if let Some(error) = topic.error() {
+                    let error = rdkafka::types::RDKafkaErrorCode::from(error);
+                    return Err(format!("topic {}: {error}", topic.name()));
                 }
-                Err(e) => {
-                    tracing::warn!(error.message = %e, "Kafka receive failed; retrying");
-                    self.health.set(Some(e.to_string()));
-                    tokio::time::sleep(Duration::from_secs(1)).await;
+                Ok(topic
+                    .partitions()
+                    .iter()
+                    .map(|p| p.id())
+                    .collect::<Vec<_>>())
+            })
+            .await
+            .unwrap_or_else(|e| Err(e.to_string()));
+            match answer {
+                Ok(partitions) if !partitions.is_empty() => {
+                    self.health.clear();
+                    return Some(partitions);
+                }
+                Ok(_) => self.health.fail(
+                    "waiting for the Kafka topic; retrying",
+                    format!("topic {} has no partitions yet", self.topic),
+                ),
+                Err(e) => self.health.fail("waiting for the Kafka topic; retrying", e),
+            }
+            // Not subscribed yet, the consumer's queue holds only client errors: serving them
+            // meanwhile keeps them from piling up.
+            let pause = tokio::time::sleep(Duration::from_secs(1));
+            tokio::pin!(pause);
+            loop {
+                tokio::select! {
+                    () = shutdown.cancelled() => return None,
+                    () = &mut pause => break,
+                    event = self.consumer.recv() => drop(self.received(event)),
                 }
             }
         }
     }
 
-    /// One lane: waits for a message, takes what else is queued or arrives within
-    /// `BATCH_WAIT`, and processes that batch; until `shutdown` or the reader stops.
-    async fn lane(
+    /// A message as received, or `None` after a client error (reported). No pause follows an
+    /// error: each is an event the client queued (at most a few a second while the broker is
+    /// down), and events queued while the topic was waited for are served at once after.
+    fn received(&self, received: Result<BorrowedMessage<'_>, KafkaError>) -> Option<OwnedMessage> {
+        match received {
+            Ok(message) => {
+                self.health.clear();
+                Some(message.detach())
+            }
+            Err(e) => {
+                self.health
+                    .fail("Kafka receive failed; retrying", e.to_string());
+                None
+            }
+        }
+    }
+
+    /// The next message of a partition's source; `None` once the source is closed.
+    async fn next(&self, source: &mut Source) -> Option<OwnedMessage> {
+        loop {
+            let message = match source {
+                Source::Split(queue) => self.received(queue.recv().await),
+                Source::Handed(messages) => return messages.recv().await,
+            };
+            if message.is_some() {
+                return message;
+            }
+        }
+    }
+
+    /// One partition: waits for a message, takes what else is at hand or arrives within
+    /// `BATCH_WAIT`, and processes that batch once one of the `CONCURRENT_BATCHES` turns is
+    /// free; until `shutdown` or the source closes.
+    async fn partition_task(
         self: Arc<Self>,
-        mut messages: mpsc::UnboundedReceiver<(OwnedMessage, OwnedSemaphorePermit)>,
+        mut source: Source,
+        recording: Arc<Semaphore>,
         shutdown: CancellationToken,
     ) {
         loop {
             let first = tokio::select! {
                 () = shutdown.cancelled() => return,
-                message = messages.recv() => match message {
+                message = self.next(&mut source) => match message {
                     Some(message) => message,
                     None => return,
                 },
@@ -255,14 +398,15 @@ impl KafkaIntake {
             let mut batch = vec![first];
             let deadline = tokio::time::Instant::now() + BATCH_WAIT;
             while batch.len() < BATCH_MAX {
-                match tokio::time::timeout_at(deadline, messages.recv()).await {
+                match tokio::time::timeout_at(deadline, self.next(&mut source)).await {
                     Ok(Some(message)) => batch.push(message),
                     _ => break,
                 }
             }
-            // The permits go back (dropped with the batch) once it is processed.
-            let (batch, _permits): (Vec<OwnedMessage>, Vec<OwnedSemaphorePermit>) =
-                batch.into_iter().unzip();
+            let _turn = tokio::select! {
+                () = shutdown.cancelled() => return,
+                turn = recording.acquire() => turn.expect("the semaphore is never closed"),
+            };
             if !self.process(&batch, &shutdown).await {
                 return;
             }
@@ -493,20 +637,32 @@ async fn forward(
     }
 }
 
-/// Sets `dnsorch_kafka_consumer_lag{partition}` every few seconds: the high watermark minus
-/// the consumer's position, for each assigned partition.
-async fn report_lag(consumer: Arc<StreamConsumer<IntakeContext>>, shutdown: CancellationToken) {
+/// Every few seconds asks the broker for the topic's metadata, which sets the health (an
+/// answer clears an error the client reported earlier, which may have been served after
+/// the last message), and sets `dnsorch_kafka_consumer_lag{partition}`: the high
+/// watermark minus the consumer's position, for each assigned partition.
+async fn watch_broker(
+    consumer: Arc<StreamConsumer<IntakeContext>>,
+    topic: String,
+    health: KafkaHealth,
+    shutdown: CancellationToken,
+) {
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return,
             () = tokio::time::sleep(Duration::from_secs(5)) => {}
         }
         let consumer = consumer.clone();
-        let lags = tokio::task::spawn_blocking(move || {
+        let topic = topic.clone();
+        let Ok((answer, lags)) = tokio::task::spawn_blocking(move || {
+            let answer = consumer
+                .fetch_metadata(Some(&topic), Duration::from_secs(2))
+                .map(drop)
+                .map_err(|e| e.to_string());
             let Ok(positions) = consumer.position() else {
-                return Vec::new();
+                return (answer, Vec::new());
             };
-            positions
+            let lags = positions
                 .elements()
                 .iter()
                 .filter_map(|p| {
@@ -518,10 +674,17 @@ async fn report_lag(consumer: Arc<StreamConsumer<IntakeContext>>, shutdown: Canc
                     };
                     Some((p.partition(), (high - position).max(0)))
                 })
-                .collect::<Vec<_>>()
+                .collect::<Vec<_>>();
+            (answer, lags)
         })
         .await
-        .unwrap_or_default();
+        else {
+            continue;
+        };
+        match answer {
+            Ok(()) => health.clear(),
+            Err(e) => health.fail("the Kafka broker does not answer", e),
+        }
         for (partition, lag) in lags {
             metrics::gauge!("dnsorch_kafka_consumer_lag", "partition" => partition.to_string())
                 .set(lag as f64);

@@ -639,3 +639,76 @@ async fn a_broker_restart_is_survived_and_loses_nothing() {
     stop(&mut consumer, "-TERM", Duration::from_secs(30)).await;
     stop(&mut broker, "-KILL", Duration::from_secs(10)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_down_at_start_and_a_topic_created_late_are_waited_for() {
+    // Arrange: a consuming `dnsorch run` process whose broker is not running yet.
+    let broker_dir = TempDir::new().unwrap();
+    let port = free_port();
+    let brokers = format!("127.0.0.1:{port}");
+    let topic = format!("dns_requests_{}", uuid::Uuid::new_v4().simple());
+    let dir = TempDir::new().unwrap();
+    let store = SqliteStore::open(
+        &format!("sqlite://{}/dnsorch.db?mode=rwc", dir.path().display()),
+        Duration::from_secs(2),
+    )
+    .await
+    .unwrap();
+    let api_port = free_port();
+    let group = format!("group_{}", uuid::Uuid::new_v4().simple());
+    let mut consumer = spawn_run_on(&brokers, api_port, &dir, &topic, &group);
+    wait_for(
+        "/readyz to report the broker down",
+        Duration::from_secs(60),
+        async || {
+            let ready = readiness(api_port).await;
+            ready["kafka"].as_str().is_some_and(|k| k != "ok") && ready["status"] == "degraded"
+        },
+    )
+    .await;
+
+    // Act: the broker starts without the topic, which the consumer reports; then the topic
+    // is created with 3 partitions and 300 messages arrive.
+    let mut broker = start_private_broker(broker_dir.path(), port).await;
+    wait_for(
+        "/readyz to report the missing topic",
+        Duration::from_secs(60),
+        async || {
+            readiness(api_port).await["kafka"]
+                .as_str()
+                .is_some_and(|k| k.contains(&topic))
+        },
+    )
+    .await;
+    let status = Command::new(std::env::var("TEST_TANSU").unwrap())
+        .args(["topic", "create", &topic, "--partitions", "3"])
+        .args(["--broker", &format!("tcp://{brokers}")])
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    produce_to(&brokers, &topic, 0..300).await;
+
+    // Assert: every message recorded once, from all three partitions, and readiness is back.
+    wait_for("300 recorded", Duration::from_secs(120), async || {
+        recorded(&store).await >= 300
+    })
+    .await;
+    wait_for("/readyz to recover", Duration::from_secs(60), async || {
+        readiness(api_port).await["kafka"] == "ok"
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(recorded(&store).await, 300);
+    let partitions: std::collections::BTreeSet<String> = requests(&store)
+        .await
+        .iter()
+        .filter_map(|r| {
+            let key = r.idempotency_key.as_deref()?;
+            Some(key.rsplit(':').nth(1)?.to_owned())
+        })
+        .collect();
+    assert_eq!(partitions.len(), 3, "partitions seen: {partitions:?}");
+    stop(&mut consumer, "-TERM", Duration::from_secs(30)).await;
+    stop(&mut broker, "-KILL", Duration::from_secs(10)).await;
+}
