@@ -1,6 +1,6 @@
 //! A DNS change request: its identity, its life-cycle states, and the validated change it asks for.
 
-use std::fmt;
+use std::fmt::{self, Write as _};
 use std::str::FromStr;
 
 use chrono::{DateTime, Utc};
@@ -192,7 +192,11 @@ impl ChangeRequest {
             "config": self.config(),
         });
         let digest = Sha256::digest(canonical.to_string().as_bytes());
-        digest.iter().map(|b| format!("{b:02x}")).collect()
+        let mut hex = String::with_capacity(2 * digest.len());
+        for b in digest {
+            let _ = write!(hex, "{b:02x}");
+        }
+        hex
     }
 }
 
@@ -251,4 +255,36 @@ pub enum LogLevel {
     Info,
     Warning,
     Error,
+}
+
+#[cfg(test)]
+mod tests {
+    use sha2::{Digest, Sha256};
+
+    use crate::domain::{ChangeBody, Operation, validate};
+
+    #[test]
+    fn the_fingerprint_digests_the_canonical_json_of_the_change() {
+        // Fingerprints stored with earlier requests are compared with new ones, so the
+        // canonical form (compact JSON, keys sorted) must not drift.
+        let body: ChangeBody = serde_json::from_value(serde_json::json!({
+            "context": {"account_id": "acct-1"},
+            "resource": {"record_type": "MX", "domain": "Example.TEST.", "target": "mail.example.test",
+                         "config": {"ttl": 600, "priority": 10, "extra_config": {"b": 1, "a": "x"}}}
+        }))
+        .unwrap();
+        let change = validate(body, Operation::Create, Some("key-1")).unwrap();
+        let canonical = concat!(
+            r#"{"account_id":"acct-1","comment":null,"#,
+            r#""config":{"extra_config":{"a":"x","b":1},"priority":10,"ttl":600},"#,
+            r#""domain":"example.test","operation":"create","record_type":"MX","#,
+            r#""source":"api","target":"mail.example.test"}"#
+        );
+        let expected: String = Sha256::digest(canonical)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+
+        assert_eq!(change.fingerprint(), expected);
+    }
 }

@@ -413,8 +413,9 @@ impl KafkaIntake {
         }
     }
 
-    /// Records a batch, dead-letters what cannot be recorded, then stores the offsets.
-    /// Returns `false` if `shutdown` came first (nothing of the batch is stored then).
+    /// Records a batch, dead-letters what cannot be recorded, then stores the offset of the
+    /// last message settled. Returns `false` if `shutdown` came first (the messages not yet
+    /// settled are delivered again).
     async fn process(&self, batch: &[OwnedMessage], shutdown: &CancellationToken) -> bool {
         metrics::counter!("dnsorch_kafka_messages_consumed_total").increment(batch.len() as u64);
         let decoded: Vec<Result<DecodedMessage, DeadLetterReason>> = batch
@@ -427,11 +428,14 @@ impl KafkaIntake {
         let Some(fates) = self.record(decoded, shutdown).await else {
             return false;
         };
+        // A batch holds one partition's messages in order: storing the offset of the last
+        // one settled stores them all.
+        let mut settled = None;
+        let mut recorded = 0;
+        let mut finished = true;
         for (message, fate) in batch.iter().zip(fates) {
             match fate {
-                Fate::Recorded => {
-                    metrics::counter!("dnsorch_kafka_requests_recorded_total").increment(1);
-                }
+                Fate::Recorded => recorded += 1,
                 Fate::Duplicate => {
                     tracing::info!(
                         offset = message.offset(),
@@ -441,20 +445,24 @@ impl KafkaIntake {
                 }
                 Fate::Dead(reason) => {
                     if !self.dead_letter(message, &reason, shutdown).await {
-                        return false;
+                        finished = false;
+                        break;
                     }
                 }
             }
-            if let Err(e) =
-                self.consumer
-                    .store_offset(message.topic(), message.partition(), message.offset())
-            {
-                // The partition was revoked meanwhile: its new owner gets the message again,
-                // and its idempotency key makes that harmless.
-                tracing::debug!(error.message = %e, "offset not stored");
-            }
+            settled = Some(message);
         }
-        true
+        metrics::counter!("dnsorch_kafka_requests_recorded_total").increment(recorded);
+        if let Some(last) = settled
+            && let Err(e) =
+                self.consumer
+                    .store_offset(last.topic(), last.partition(), last.offset())
+        {
+            // The partition was revoked meanwhile: its new owner gets the messages again,
+            // and their idempotency keys make that harmless.
+            tracing::debug!(error.message = %e, "offset not stored");
+        }
+        finished
     }
 
     /// Records the decoded messages, retrying while the database or the API is unavailable.

@@ -17,13 +17,13 @@ use crate::store::{DnsRequest, Inserted, RequestStore, StoreError};
 use crate::telemetry::RequestAccepted;
 use crate::zones::Zones;
 
-/// What `submit` did.
+/// What `submit` did: the request as a row (`DnsRequest`), or by its id in batches.
 #[derive(Debug)]
-pub enum Submitted {
+pub enum Submitted<T = DnsRequest> {
     /// A new request.
-    Created(DnsRequest),
+    Created(T),
     /// The idempotency key named an earlier request for the same change.
-    Replayed(DnsRequest),
+    Replayed(T),
 }
 
 /// Why `submit` refused.
@@ -100,7 +100,7 @@ impl Intake {
         idempotency_key: Option<&str>,
     ) -> Result<Submitted, IntakeError> {
         let change = self.check(body, operation, idempotency_key)?;
-        let submitted = Self::settle(self.store.insert(&change).await?)?;
+        let submitted = Self::settle(self.store.insert(&change).await?, &change, |r| r.id)?;
         if let Submitted::Created(request) = &submitted {
             self.enqueue(&[request.id]).await;
         }
@@ -108,15 +108,15 @@ impl Intake {
     }
 
     /// Validates a batch, records the valid requests in one transaction and queues them. The
-    /// answers are in the order of `items`.
+    /// answers are in the order of `items`, naming requests by id.
     ///
     /// # Errors
     /// The database is unavailable: nothing of the batch was recorded.
     pub async fn submit_batch(
         &self,
         items: Vec<(ChangeBody, Operation, String)>,
-    ) -> Result<Vec<Result<Submitted, IntakeError>>, StoreError> {
-        let mut answers: Vec<Option<Result<Submitted, IntakeError>>> = Vec::new();
+    ) -> Result<Vec<Result<Submitted<RequestId>, IntakeError>>, StoreError> {
+        let mut answers: Vec<Option<Result<Submitted<RequestId>, IntakeError>>> = Vec::new();
         let mut valid = Vec::new();
         for (body, operation, key) in items {
             match self.check(body, operation, Some(&key)) {
@@ -127,15 +127,16 @@ impl Intake {
                 Err(e) => answers.push(Some(Err(e.into()))),
             }
         }
-        let mut inserted = self.store.insert_many(&valid).await?.into_iter();
+        let mut inserted = valid.iter().zip(self.store.insert_many(&valid).await?);
         let mut settled = Vec::with_capacity(answers.len());
         let mut created = Vec::new();
         for answer in answers {
             let answer = answer.unwrap_or_else(|| {
-                Self::settle(inserted.next().expect("one answer per valid change"))
+                let (change, inserted) = inserted.next().expect("one answer per valid change");
+                Self::settle(inserted, change, |id| *id)
             });
-            if let Ok(Submitted::Created(request)) = &answer {
-                created.push(request.id);
+            if let Ok(Submitted::Created(id)) = &answer {
+                created.push(*id);
             }
             settled.push(answer);
         }
@@ -143,24 +144,28 @@ impl Intake {
         Ok(settled)
     }
 
-    /// What an insert means for the caller; a new request is logged and counted.
-    fn settle(inserted: Inserted) -> Result<Submitted, IntakeError> {
+    /// What an insert of `change` means for the caller; a new request is logged and counted.
+    fn settle<T>(
+        inserted: Inserted<T>,
+        change: &ChangeRequest,
+        id: impl Fn(&T) -> RequestId,
+    ) -> Result<Submitted<T>, IntakeError> {
         let request = match inserted {
             Inserted::Created(request) => request,
             Inserted::Existing(request) => return Ok(Submitted::Replayed(request)),
             Inserted::KeyReused(id) => return Err(IntakeError::KeyReused(id)),
         };
         tracing::info!(
-            request_id = %request.id,
-            account_id = %request.account_id,
-            source = %request.source,
-            record_type = request.record_type.as_str(),
-            domain = %request.domain,
+            request_id = %id(&request),
+            account_id = %change.account_id,
+            source = %change.source,
+            record_type = change.record_type.as_str(),
+            domain = %change.domain,
             "request accepted"
         );
         RequestAccepted {
-            record_type: request.record_type,
-            source: request.source.clone(),
+            record_type: change.record_type,
+            source: change.source.clone(),
         }
         .emit();
         Ok(Submitted::Created(request))

@@ -94,15 +94,27 @@ pub struct DnsRecord {
     pub seq: i64,
 }
 
-/// What an insert found.
+/// What an insert found: the request as a row (`DnsRequest`), or only its id where the caller
+/// holds the change already.
 #[derive(Debug)]
-pub enum Inserted {
+pub enum Inserted<T = DnsRequest> {
     /// A new row.
-    Created(DnsRequest),
+    Created(T),
     /// The idempotency key was used before for the same change: that request.
-    Existing(DnsRequest),
+    Existing(T),
     /// The idempotency key was used before for another change.
     KeyReused(RequestId),
+}
+
+impl Inserted {
+    /// The same answer, naming the request by its id only.
+    pub fn id_only(self) -> Inserted<RequestId> {
+        match self {
+            Self::Created(request) => Inserted::Created(request.id),
+            Self::Existing(request) => Inserted::Existing(request.id),
+            Self::KeyReused(id) => Inserted::KeyReused(id),
+        }
+    }
 }
 
 /// A worker's hold on a request: the row as claimed and the fencing token.
@@ -324,8 +336,12 @@ pub trait RequestStore: Send + Sync {
     async fn insert(&self, change: &ChangeRequest) -> Result<Inserted, StoreError>;
 
     /// Records several requests in one transaction (all or none), answering for each as
-    /// `insert` would; used by batch intake.
-    async fn insert_many(&self, changes: &[ChangeRequest]) -> Result<Vec<Inserted>, StoreError>;
+    /// `insert` would but with ids only (the caller holds the changes, and reading the rows
+    /// back would cost the database more than writing them); used by batch intake.
+    async fn insert_many(
+        &self,
+        changes: &[ChangeRequest],
+    ) -> Result<Vec<Inserted<RequestId>>, StoreError>;
 
     /// One request with its log.
     async fn get(&self, id: RequestId) -> Result<Option<DnsRequest>, StoreError>;

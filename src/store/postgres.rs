@@ -132,7 +132,10 @@ impl RequestStore for PostgresStore {
         insert_request(&mut connection, change).await
     }
 
-    async fn insert_many(&self, changes: &[ChangeRequest]) -> Result<Vec<Inserted>, StoreError> {
+    async fn insert_many(
+        &self,
+        changes: &[ChangeRequest],
+    ) -> Result<Vec<Inserted<RequestId>>, StoreError> {
         if changes.is_empty() {
             return Ok(Vec::new());
         }
@@ -140,8 +143,7 @@ impl RequestStore for PostgresStore {
         // round-trip rate. Rows are inserted in the batch's order, so of two rows with one key
         // the first is the one recorded.
         let ids: Vec<Uuid> = changes.iter().map(|_| RequestId::new().0).collect();
-        let sql = format!(
-            "insert into dns_requests (id, account_id, source, operation, record_type, domain, \
+        let sql = "insert into dns_requests (id, account_id, source, operation, record_type, domain, \
              target, comment, config, status, log_messages, idempotency_key, fingerprint, \
              zone, backend, next_attempt_at, enqueued_at, created_at, updated_at) \
              select id, account_id, source, operation, record_type, domain, target, comment, \
@@ -155,10 +157,9 @@ impl RequestStore for PostgresStore {
                position) \
              order by position \
              on conflict (account_id, idempotency_key) where idempotency_key is not null \
-             do nothing returning {REQUEST_COLUMNS}, log_messages"
-        );
+             do nothing returning id";
         let column = |f: fn(&ChangeRequest) -> String| changes.iter().map(f).collect::<Vec<_>>();
-        let rows = sqlx::query(AssertSqlSafe(sql))
+        let created: std::collections::HashSet<Uuid> = sqlx::query_scalar(sql)
             .bind(&ids)
             .bind(column(|c| c.account_id.clone()))
             .bind(column(|c| c.source.clone()))
@@ -172,16 +173,11 @@ impl RequestStore for PostgresStore {
                     .map(|c| c.comment.clone())
                     .collect::<Vec<_>>(),
             )
+            .bind(changes.iter().map(|c| Json(c.config())).collect::<Vec<_>>())
             .bind(
                 changes
                     .iter()
-                    .map(|c| json_value(&c.config()))
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                changes
-                    .iter()
-                    .map(|c| json_value(&LogEntry::accepted(c)))
+                    .map(|c| Json(LogEntry::accepted(c)))
                     .collect::<Vec<_>>(),
             )
             .bind(
@@ -199,25 +195,21 @@ impl RequestStore for PostgresStore {
                     .collect::<Vec<_>>(),
             )
             .fetch_all(&self.pool)
-            .await?;
-        let mut created = std::collections::HashMap::new();
-        for row in &rows {
-            let request = request_from_row(row, true)?;
-            created.insert(request.id.0, request);
-        }
+            .await?
+            .into_iter()
+            .collect();
         let mut lookups = None;
         let mut answers = Vec::with_capacity(changes.len());
         for (change, id) in changes.iter().zip(&ids) {
-            answers.push(match created.remove(id) {
-                Some(request) => Inserted::Created(request),
+            answers.push(if created.contains(id) {
+                Inserted::Created(RequestId(*id))
+            } else {
                 // Its key was taken, before this batch or earlier in it.
-                None => {
-                    let connection = match &mut lookups {
-                        Some(connection) => connection,
-                        None => lookups.insert(self.pool.acquire().await?),
-                    };
-                    existing_for_key(connection, change).await?
-                }
+                let connection = match &mut lookups {
+                    Some(connection) => connection,
+                    None => lookups.insert(self.pool.acquire().await?),
+                };
+                existing_for_key(connection, change).await?.id_only()
             });
         }
         Ok(answers)
@@ -498,10 +490,6 @@ where
     .execute(executor)
     .await?;
     Ok(done.rows_affected() == 1)
-}
-
-fn json_value<T: serde::Serialize>(value: &T) -> serde_json::Value {
-    serde_json::to_value(value).expect("plain data serialises")
 }
 
 /// Writes the ledger for a completed request: a create adds its row and brings the TTL of the

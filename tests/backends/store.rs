@@ -593,7 +593,7 @@ async fn a_batch_is_recorded_in_one_go_and_answers_in_order(t: TestStore) {
         panic!("{answers:?}")
     };
     assert!(
-        matches!(&answers[1], Inserted::Existing(r) if r.id == earlier.id),
+        matches!(&answers[1], Inserted::Existing(id) if *id == earlier.id),
         "{answers:?}"
     );
     assert!(
@@ -601,7 +601,7 @@ async fn a_batch_is_recorded_in_one_go_and_answers_in_order(t: TestStore) {
         "{answers:?}"
     );
     assert!(
-        matches!(&answers[3], Inserted::Existing(r) if r.id == new.id),
+        matches!(&answers[3], Inserted::Existing(id) if id == new),
         "a repeat within the batch"
     );
     assert!(t.store.insert_many(&[]).await.unwrap().is_empty());
@@ -614,4 +614,8 @@ async fn a_batch_is_recorded_in_one_go_and_answers_in_order(t: TestStore) {
         .await
         .unwrap();
     assert_eq!(all.len(), 2);
+    assert!(
+        all.iter().any(|r| r.id == *new),
+        "the new request is stored"
+    );
 }

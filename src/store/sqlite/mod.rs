@@ -85,14 +85,17 @@ impl RequestStore for SqliteStore {
             .await
     }
 
-    async fn insert_many(&self, changes: &[ChangeRequest]) -> Result<Vec<Inserted>, StoreError> {
+    async fn insert_many(
+        &self,
+        changes: &[ChangeRequest],
+    ) -> Result<Vec<Inserted<RequestId>>, StoreError> {
         let changes = changes.to_vec();
         self.writer
             .write(move |c| {
                 async move {
                     let mut inserted = Vec::with_capacity(changes.len());
                     for change in &changes {
-                        inserted.push(insert_request(c, change).await?);
+                        inserted.push(insert_request(c, change).await?.id_only());
                     }
                     Ok(inserted)
                 }
