@@ -234,9 +234,9 @@ impl KafkaIntake {
         let mut tasks = tokio::task::JoinSet::new();
         if let Some(partitions) = this.partitions(&shutdown).await {
             for partition in partitions {
-                // The queue is split before the consumer's queue is first polled, so before
-                // the partition is assigned and fetched: none of its messages reach the
-                // consumer's queue, and its order holds.
+                // The queue is split before subscribing, so before the partition can be
+                // assigned and fetched: none of its messages reach the consumer's queue, and
+                // its order holds.
                 let Some(queue) = this.consumer.split_partition_queue(&this.topic, partition)
                 else {
                     continue;

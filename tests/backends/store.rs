@@ -79,6 +79,7 @@ store_battery!(
     requests_are_counted_by_status,
     due_requests_are_requeued_once_per_bound,
     a_batch_is_recorded_in_one_go_and_answers_in_order,
+    a_large_batch_records_every_change_with_its_first_log_line,
 );
 
 fn change_for(domain: &str, target: &str, key: Option<&str>) -> ChangeRequest {
@@ -618,4 +619,43 @@ async fn a_batch_is_recorded_in_one_go_and_answers_in_order(t: TestStore) {
         all.iter().any(|r| r.id == *new),
         "the new request is stored"
     );
+}
+
+async fn a_large_batch_records_every_change_with_its_first_log_line(t: TestStore) {
+    // More rows than one insert statement carries (SQLite splits a batch).
+    let batch: Vec<ChangeRequest> = (0..1_200)
+        .map(|i| {
+            change_for(
+                &format!("n{i}.example.test"),
+                "192.0.2.1",
+                Some(&format!("k{i}")),
+            )
+        })
+        .collect();
+
+    let answers = t.store.insert_many(&batch).await.unwrap();
+
+    let ids: Vec<RequestId> = answers
+        .iter()
+        .map(|a| match a {
+            Inserted::Created(id) => *id,
+            other => panic!("expected a new request, got {other:?}"),
+        })
+        .collect();
+    let distinct: std::collections::HashSet<_> = ids.iter().collect();
+    assert_eq!(distinct.len(), 1_200);
+    let last = t.store.get(ids[1_199]).await.unwrap().expect("stored");
+    assert_eq!(last.domain.as_str(), "n1199.example.test");
+    assert_eq!(last.idempotency_key.as_deref(), Some("k1199"));
+    assert_eq!(last.status, RequestStatus::Pending);
+    assert_eq!(last.log_messages.map(|log| log.len()), Some(1));
+    let total: i64 = t
+        .store
+        .count_by_status()
+        .await
+        .unwrap()
+        .iter()
+        .map(|(_, n)| n)
+        .sum();
+    assert_eq!(total, 1_200);
 }

@@ -35,6 +35,19 @@ macro_rules! now {
     };
 }
 
+/// The head of an insert of new requests (`insert_request`, `insert_requests`).
+macro_rules! insert_into {
+    () => {
+        "insert into dns_requests (id, account_id, source, operation, record_type, domain, \
+         target, comment, config, status, log_messages, idempotency_key, fingerprint, zone, \
+         backend, next_attempt_at, enqueued_at, created_at, updated_at) "
+    };
+}
+
+/// The most rows one insert statement carries (14 parameters each, well under SQLite's limit
+/// of 32,766).
+const INSERT_CHUNK: usize = 500;
+
 /// How long a write waits for another process holding the file's lock.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -94,8 +107,8 @@ impl RequestStore for SqliteStore {
             .write(move |c| {
                 async move {
                     let mut inserted = Vec::with_capacity(changes.len());
-                    for change in &changes {
-                        inserted.push(insert_request(c, change).await?.id_only());
+                    for chunk in changes.chunks(INSERT_CHUNK) {
+                        inserted.extend(insert_requests(c, chunk).await?);
                     }
                     Ok(inserted)
                 }
@@ -239,10 +252,8 @@ async fn insert_request(
     let accepted = LogEntry::accepted(change);
     let sql = format!(
         concat!(
-            "insert into dns_requests (id, account_id, source, operation, record_type, \
-             domain, target, comment, config, status, log_messages, idempotency_key, \
-             fingerprint, zone, backend, next_attempt_at, enqueued_at, created_at, updated_at) \
-             values (?, ?, ?, ?, ?, ?, ?, ?, ?, 'PENDING', json_array(json(?)), ?, ?, ?, ?, ",
+            insert_into!(),
+            "values (?, ?, ?, ?, ?, ?, ?, ?, ?, 'PENDING', json_array(json(?)), ?, ?, ?, ?, ",
             now!(),
             ", ",
             now!(),
@@ -284,6 +295,66 @@ async fn insert_request(
     } else {
         Inserted::KeyReused(existing.id)
     })
+}
+
+/// Inserts PENDING requests in one statement, answering for each by id as `insert_request`
+/// would. Rows go in the order given, so of two with one key the first is recorded.
+async fn insert_requests(
+    connection: &mut SqliteConnection,
+    changes: &[ChangeRequest],
+) -> Result<Vec<Inserted<RequestId>>, StoreError> {
+    let ids: Vec<RequestId> = changes.iter().map(|_| RequestId::new()).collect();
+    let texts: Vec<String> = ids.iter().map(ToString::to_string).collect();
+    let mut query = sqlx::QueryBuilder::<Sqlite>::new(insert_into!());
+    query.push_values(changes.iter().zip(&texts), |mut row, (change, id)| {
+        row.push_bind(id.clone())
+            .push_bind(change.account_id.clone())
+            .push_bind(change.source.clone())
+            .push_bind(change.operation.as_str())
+            .push_bind(change.record_type.as_str())
+            .push_bind(change.domain.to_string())
+            .push_bind(change.target())
+            .push_bind(change.comment.clone())
+            .push_bind(to_json(&change.config()))
+            .push("'PENDING'")
+            .push("json_array(json(")
+            .push_bind_unseparated(to_json(&LogEntry::accepted(change)))
+            .push_unseparated("))")
+            .push_bind(change.idempotency_key.clone())
+            .push_bind(change.fingerprint())
+            .push_bind(change.zone.clone())
+            .push_bind(change.backend.clone())
+            .push(now!())
+            .push(now!())
+            .push(now!())
+            .push(now!());
+    });
+    query.push(
+        " on conflict (account_id, idempotency_key) where idempotency_key is not null \
+         do nothing returning id",
+    );
+    let created: std::collections::HashSet<String> = query
+        .build_query_scalar()
+        .fetch_all(&mut *connection)
+        .await?
+        .into_iter()
+        .collect();
+    let mut answers = Vec::with_capacity(changes.len());
+    for ((change, id), text) in changes.iter().zip(ids).zip(&texts) {
+        answers.push(if created.contains(text) {
+            Inserted::Created(id)
+        } else {
+            // The key was taken, before this batch or earlier in it.
+            let key = change.idempotency_key.as_deref().unwrap_or_default();
+            let existing = find_by_key(connection, &change.account_id, key).await?;
+            if existing.fingerprint == change.fingerprint() {
+                Inserted::Existing(existing.id)
+            } else {
+                Inserted::KeyReused(existing.id)
+            }
+        });
+    }
+    Ok(answers)
 }
 
 async fn find_by_key(
