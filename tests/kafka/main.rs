@@ -28,18 +28,23 @@ fn broker() -> String {
 /// A fresh topic with `partitions` partitions, and its dead-letter topic.
 fn create_topic(partitions: u32) -> String {
     let topic = format!("dns_requests_{}", uuid::Uuid::new_v4().simple());
+    create_topic_on(&broker(), &topic, partitions);
+    topic
+}
+
+/// Creates `topic` with `partitions` partitions, and its dead-letter topic, on `brokers`.
+fn create_topic_on(brokers: &str, topic: &str, partitions: u32) {
     let tansu = std::env::var("TEST_TANSU")
         .expect("TEST_TANSU is not set: run the tests with scripts/test.sh");
-    for (name, n) in [(topic.clone(), partitions), (format!("{topic}.dlq"), 1)] {
+    for (name, n) in [(topic.to_owned(), partitions), (format!("{topic}.dlq"), 1)] {
         let status = Command::new(&tansu)
             .args(["topic", "create", &name, "--partitions", &n.to_string()])
-            .args(["--broker", &format!("tcp://{}", broker())])
+            .args(["--broker", &format!("tcp://{brokers}")])
             .stdout(Stdio::null())
             .status()
             .unwrap();
         assert!(status.success(), "could not create topic {name}");
     }
-    topic
 }
 
 fn producer() -> FutureProducer {
@@ -570,6 +575,37 @@ async fn produce_to(brokers: &str, topic: &str, range: std::ops::Range<u32>) {
         .unwrap();
 }
 
+/// The SQLite store of a `dnsorch run` process working in `dir`.
+async fn store_in(dir: &TempDir) -> SqliteStore {
+    SqliteStore::open(
+        &format!("sqlite://{}/dnsorch.db?mode=rwc", dir.path().display()),
+        Duration::from_secs(2),
+    )
+    .await
+    .unwrap()
+}
+
+/// Waits until `/readyz` on `port` says the process is degraded by Kafka (`what` names why).
+async fn wait_for_kafka_degraded(port: u16, what: &str) {
+    wait_for(
+        &format!("/readyz to report {what}"),
+        Duration::from_secs(60),
+        async || {
+            let ready = readiness(port).await;
+            ready["kafka"].as_str().is_some_and(|k| k != "ok") && ready["status"] == "degraded"
+        },
+    )
+    .await;
+}
+
+/// Waits until `/readyz` on `port` reports Kafka as ok again.
+async fn wait_for_kafka_ok(port: u16) {
+    wait_for("/readyz to recover", Duration::from_secs(60), async || {
+        readiness(port).await["kafka"] == "ok"
+    })
+    .await;
+}
+
 async fn readiness(port: u16) -> serde_json::Value {
     let Ok(response) = reqwest::get(format!("http://127.0.0.1:{port}/readyz")).await else {
         return serde_json::Value::Null;
@@ -586,21 +622,10 @@ async fn a_broker_restart_is_survived_and_loses_nothing() {
     let brokers = format!("127.0.0.1:{port}");
     let mut broker = start_private_broker(broker_dir.path(), port).await;
     let topic = format!("dns_requests_{}", uuid::Uuid::new_v4().simple());
-    let status = Command::new(std::env::var("TEST_TANSU").unwrap())
-        .args(["topic", "create", &topic, "--partitions", "2"])
-        .args(["--broker", &format!("tcp://{brokers}")])
-        .stdout(Stdio::null())
-        .status()
-        .unwrap();
-    assert!(status.success());
+    create_topic_on(&brokers, &topic, 2);
     produce_to(&brokers, &topic, 0..200).await;
     let dir = TempDir::new().unwrap();
-    let store = SqliteStore::open(
-        &format!("sqlite://{}/dnsorch.db?mode=rwc", dir.path().display()),
-        Duration::from_secs(2),
-    )
-    .await
-    .unwrap();
+    let store = store_in(&dir).await;
     let api_port = free_port();
     let group = format!("group_{}", uuid::Uuid::new_v4().simple());
     let mut consumer = spawn_run_on(&brokers, api_port, &dir, &topic, &group);
@@ -612,15 +637,7 @@ async fn a_broker_restart_is_survived_and_loses_nothing() {
     // Act: the broker dies; the consumer says so in /readyz; the broker comes back on the
     // same port and storage, and 200 more messages arrive.
     stop(&mut broker, "-KILL", Duration::from_secs(10)).await;
-    wait_for(
-        "/readyz to report Kafka",
-        Duration::from_secs(60),
-        async || {
-            let ready = readiness(api_port).await;
-            ready["kafka"].as_str().is_some_and(|k| k != "ok") && ready["status"] == "degraded"
-        },
-    )
-    .await;
+    wait_for_kafka_degraded(api_port, "the broker down").await;
     let mut broker = start_private_broker(broker_dir.path(), port).await;
     produce_to(&brokers, &topic, 200..400).await;
 
@@ -630,10 +647,7 @@ async fn a_broker_restart_is_survived_and_loses_nothing() {
         recorded(&store).await >= 400
     })
     .await;
-    wait_for("/readyz to recover", Duration::from_secs(60), async || {
-        readiness(api_port).await["kafka"] == "ok"
-    })
-    .await;
+    wait_for_kafka_ok(api_port).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(recorded(&store).await, 400);
     stop(&mut consumer, "-TERM", Duration::from_secs(30)).await;
@@ -648,24 +662,11 @@ async fn a_broker_down_at_start_and_a_topic_created_late_are_waited_for() {
     let brokers = format!("127.0.0.1:{port}");
     let topic = format!("dns_requests_{}", uuid::Uuid::new_v4().simple());
     let dir = TempDir::new().unwrap();
-    let store = SqliteStore::open(
-        &format!("sqlite://{}/dnsorch.db?mode=rwc", dir.path().display()),
-        Duration::from_secs(2),
-    )
-    .await
-    .unwrap();
+    let store = store_in(&dir).await;
     let api_port = free_port();
     let group = format!("group_{}", uuid::Uuid::new_v4().simple());
     let mut consumer = spawn_run_on(&brokers, api_port, &dir, &topic, &group);
-    wait_for(
-        "/readyz to report the broker down",
-        Duration::from_secs(60),
-        async || {
-            let ready = readiness(api_port).await;
-            ready["kafka"].as_str().is_some_and(|k| k != "ok") && ready["status"] == "degraded"
-        },
-    )
-    .await;
+    wait_for_kafka_degraded(api_port, "the broker down").await;
 
     // Act: the broker starts without the topic, which the consumer reports; then the topic
     // is created with 3 partitions and 300 messages arrive.
@@ -680,13 +681,7 @@ async fn a_broker_down_at_start_and_a_topic_created_late_are_waited_for() {
         },
     )
     .await;
-    let status = Command::new(std::env::var("TEST_TANSU").unwrap())
-        .args(["topic", "create", &topic, "--partitions", "3"])
-        .args(["--broker", &format!("tcp://{brokers}")])
-        .stdout(Stdio::null())
-        .status()
-        .unwrap();
-    assert!(status.success());
+    create_topic_on(&brokers, &topic, 3);
     produce_to(&brokers, &topic, 0..300).await;
 
     // Assert: every message recorded once, from all three partitions, and readiness is back.
@@ -694,10 +689,7 @@ async fn a_broker_down_at_start_and_a_topic_created_late_are_waited_for() {
         recorded(&store).await >= 300
     })
     .await;
-    wait_for("/readyz to recover", Duration::from_secs(60), async || {
-        readiness(api_port).await["kafka"] == "ok"
-    })
-    .await;
+    wait_for_kafka_ok(api_port).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(recorded(&store).await, 300);
     let partitions: std::collections::BTreeSet<String> = requests(&store)
