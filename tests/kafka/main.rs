@@ -585,6 +585,18 @@ async fn store_in(dir: &TempDir) -> SqliteStore {
     .unwrap()
 }
 
+/// Waits until `store` holds `n` requests, then checks that no more arrive.
+async fn wait_for_exactly(store: &SqliteStore, n: i64) {
+    wait_for(
+        &format!("{n} recorded"),
+        Duration::from_secs(120),
+        async || recorded(store).await >= n,
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(recorded(store).await, n, "recorded exactly once");
+}
+
 /// Waits until `/readyz` on `port` says the process is degraded by Kafka (`what` names why).
 async fn wait_for_kafka_degraded(port: u16, what: &str) {
     wait_for(
@@ -643,13 +655,8 @@ async fn a_broker_restart_is_survived_and_loses_nothing() {
 
     // Assert: every message recorded exactly once, readiness recovers, and the consumer
     // stops on SIGTERM.
-    wait_for("400 recorded", Duration::from_secs(120), async || {
-        recorded(&store).await >= 400
-    })
-    .await;
+    wait_for_exactly(&store, 400).await;
     wait_for_kafka_ok(api_port).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(recorded(&store).await, 400);
     stop(&mut consumer, "-TERM", Duration::from_secs(30)).await;
     stop(&mut broker, "-KILL", Duration::from_secs(10)).await;
 }
@@ -685,13 +692,8 @@ async fn a_broker_down_at_start_and_a_topic_created_late_are_waited_for() {
     produce_to(&brokers, &topic, 0..300).await;
 
     // Assert: every message recorded once, from all three partitions, and readiness is back.
-    wait_for("300 recorded", Duration::from_secs(120), async || {
-        recorded(&store).await >= 300
-    })
-    .await;
+    wait_for_exactly(&store, 300).await;
     wait_for_kafka_ok(api_port).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(recorded(&store).await, 300);
     let partitions: std::collections::BTreeSet<String> = requests(&store)
         .await
         .iter()
