@@ -217,7 +217,7 @@ impl KafkaIntake {
 
     /// Consumes until `shutdown`. Waits for the topic's partitions (retrying while the
     /// broker is unreachable or the topic missing), splits each partition's queue from the
-    /// consumer's, subscribes, and runs a task per partition; this task keeps
+    /// consumer's, subscribes, and runs a task per partition, while the calling task keeps
     /// polling the consumer's own queue, which serves rebalances and client errors and
     /// delivers messages of partitions added later. A batch in hand is finished first (or
     /// left unstored, to be delivered again), and the stored offsets are committed at the
