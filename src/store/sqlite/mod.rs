@@ -288,13 +288,7 @@ async fn insert_request(
         return Ok(Inserted::Created(request_from_row(&row, true)?));
     }
     // The insert did nothing, so the key is taken: the unique index decided.
-    let key = change.idempotency_key.as_deref().unwrap_or_default();
-    let existing = find_by_key(connection, &change.account_id, key).await?;
-    Ok(if existing.fingerprint == change.fingerprint() {
-        Inserted::Existing(existing)
-    } else {
-        Inserted::KeyReused(existing.id)
-    })
+    existing_for_key(connection, change).await
 }
 
 /// Inserts PENDING requests in one statement, answering for each by id as `insert_request`
@@ -345,33 +339,32 @@ async fn insert_requests(
             Inserted::Created(id)
         } else {
             // The key was taken, before this batch or earlier in it.
-            let key = change.idempotency_key.as_deref().unwrap_or_default();
-            let existing = find_by_key(connection, &change.account_id, key).await?;
-            if existing.fingerprint == change.fingerprint() {
-                Inserted::Existing(existing.id)
-            } else {
-                Inserted::KeyReused(existing.id)
-            }
+            existing_for_key(connection, change).await?.id_only()
         });
     }
     Ok(answers)
 }
 
-async fn find_by_key(
+/// The request that holds `change`'s idempotency key: the same change, or another.
+async fn existing_for_key(
     connection: &mut SqliteConnection,
-    account_id: &str,
-    key: &str,
-) -> Result<DnsRequest, StoreError> {
+    change: &ChangeRequest,
+) -> Result<Inserted, StoreError> {
     let sql = format!(
         "select {REQUEST_COLUMNS}, log_messages from dns_requests \
          where account_id = ? and idempotency_key = ?"
     );
     let row = sqlx::query(AssertSqlSafe(sql))
-        .bind(account_id)
-        .bind(key)
+        .bind(&change.account_id)
+        .bind(&change.idempotency_key)
         .fetch_one(&mut *connection)
         .await?;
-    request_from_row(&row, true)
+    let existing = request_from_row(&row, true)?;
+    Ok(if existing.fingerprint == change.fingerprint() {
+        Inserted::Existing(existing)
+    } else {
+        Inserted::KeyReused(existing.id)
+    })
 }
 
 /// Claims request `id`, or the oldest due one, if it is claimable.
