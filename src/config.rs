@@ -11,6 +11,8 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 
+use crate::auth::AuthConfig;
+use crate::domain::Subnet;
 use crate::queue::retry::RetryPolicy;
 use crate::worker::WorkerConfig;
 
@@ -80,6 +82,49 @@ pub struct Settings {
         global = true
     )]
     pub bind_addr: SocketAddr,
+
+    /// Where `worker` and `consume` serve `/healthz`, `/readyz` and `/metrics` (port 0: any
+    /// free port, logged at start). They never bind `BIND_ADDR`, so every role starts on one
+    /// host with one environment.
+    #[arg(long, env = "OPS_ADDR", default_value = "127.0.0.1:0", global = true)]
+    pub ops_addr: SocketAddr,
+
+    /// How long each process reuses a token lookup (found or not): a revocation or rotation
+    /// takes effect everywhere within this time.
+    #[arg(long, env = "TOKEN_CACHE_SECONDS", default_value = "5", value_parser = seconds, global = true)]
+    pub token_cache_seconds: Duration,
+
+    /// The most token lookups each process caches.
+    #[arg(long, env = "TOKEN_CACHE_ENTRIES", default_value = "10000", value_parser = clap::value_parser!(u32).range(1..), global = true)]
+    pub token_cache_entries: u32,
+
+    /// The shortest time between two writes of a token's `last_used_at` by one process.
+    #[arg(long, env = "TOKEN_LAST_USED_INTERVAL_SECONDS", default_value = "60", value_parser = seconds, global = true)]
+    pub token_last_used_interval_seconds: Duration,
+
+    /// Proxies (CIDRs, comma-separated) whose `X-Forwarded-For` names the client; unset:
+    /// the client is the socket's peer.
+    #[arg(long, env = "TRUSTED_PROXIES", value_delimiter = ',', global = true)]
+    pub trusted_proxies: Vec<Subnet>,
+
+    /// Serve `/metrics` without a token (by default it needs an admin or `metrics` token).
+    #[arg(long, env = "METRICS_PUBLIC", default_value = "false", value_parser = clap::builder::BoolishValueParser::new(), global = true)]
+    pub metrics_public: bool,
+
+    /// Accounts (comma-separated) whose Kafka messages need no token: only for a topic whose
+    /// producers the broker's ACLs control. Such requests are recorded as `kafka-trusted`.
+    #[arg(
+        long,
+        env = "KAFKA_TRUSTED_ACCOUNTS",
+        value_delimiter = ',',
+        global = true
+    )]
+    pub kafka_trusted_accounts: Vec<String>,
+
+    /// Forward mode: a file holding the token sent with messages that carry none (create it
+    /// with `--forwarder` to forward the trusted accounts' messages).
+    #[arg(long, env = "API_TOKEN_FILE", global = true)]
+    pub api_token_file: Option<std::path::PathBuf>,
 
     /// `json` (one object per line) or `pretty`.
     #[arg(
@@ -166,6 +211,24 @@ impl Settings {
     /// Whether `DATABASE_URL` names SQLite.
     pub fn uses_sqlite(&self) -> bool {
         self.database_url.starts_with("sqlite:")
+    }
+
+    /// The authenticator's part of the settings.
+    pub fn auth_config(&self) -> AuthConfig {
+        AuthConfig {
+            cache_for: self.token_cache_seconds,
+            cache_entries: self.token_cache_entries as usize,
+            last_used_every: self.token_last_used_interval_seconds,
+        }
+    }
+
+    /// The trusted Kafka accounts, without empty entries.
+    pub fn trusted_accounts(&self) -> Vec<String> {
+        self.kafka_trusted_accounts
+            .iter()
+            .map(|a| a.trim().to_owned())
+            .filter(|a| !a.is_empty())
+            .collect()
     }
 
     /// The worker's part of the settings.

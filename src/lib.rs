@@ -6,9 +6,10 @@
 //!
 //! # Layout
 //!
-//! - [`cli`]: the command line (`run`, `serve`, `worker`, `consume`, `migrate`).
+//! - [`cli`]: the command line (`run`, `serve`, `worker`, `consume`, `migrate`, `token`).
 //! - [`config`]: settings from the environment, `.env` and `.env.<APP_ENV>`.
 //! - [`telemetry`]: JSON logs and Prometheus metrics.
+//! - [`auth`]: API tokens to verified principals, with a per-process cache.
 //! - [`startup`]: wires the parts of a role from settings and runs them until shutdown.
 //! - [`domain`]: names, record data, requests and their validation; no I/O.
 //! - [`api`]: the HTTP API (axum), its errors and OpenAPI document.
@@ -22,9 +23,11 @@
 //!   whose delivery may be lost.
 //! - [`provision`]: the `Provisioner` trait, the zone router, and the `simulated`,
 //!   `rfc2136` and `ansible` backends.
+//! - [`tokens`]: the `dnsorch token` commands (create, list, show, rotate, revoke).
 //! - [`zones`]: the zones file: which backend (server, key, playbook) serves which zone.
 
 pub mod api;
+pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod domain;
@@ -35,5 +38,6 @@ pub mod reconciler;
 pub mod startup;
 pub mod store;
 pub mod telemetry;
+pub mod tokens;
 pub mod worker;
 pub mod zones;

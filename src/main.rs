@@ -9,7 +9,8 @@ use clap::Parser as _;
 use dnsorch::cli::{Cli, Command};
 use dnsorch::config;
 use dnsorch::startup::{Application, Role, open_store};
-use dnsorch::telemetry;
+use dnsorch::telemetry::{self, LogSink};
+use dnsorch::tokens;
 use tokio_util::sync::CancellationToken;
 
 fn main() -> ExitCode {
@@ -19,7 +20,11 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     }
     let cli = Cli::parse();
-    if let Err(e) = telemetry::init_logs(cli.settings.log_format, &cli.settings.log_level) {
+    let sink = match cli.command {
+        Some(Command::Token { .. }) => LogSink::Stderr,
+        _ => LogSink::Stdout,
+    };
+    if let Err(e) = telemetry::init_logs(cli.settings.log_format, &cli.settings.log_level, sink) {
         eprintln!("error: {e:#}");
         return ExitCode::from(2);
     }
@@ -48,6 +53,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             tracing::info!("migrations applied");
             return Ok(());
         }
+        Command::Token { action } => return tokens::run_command(&cli.settings, action).await,
         Command::Run => Role::Run,
         Command::Serve => Role::Serve,
         Command::Consume => Role::Consume,

@@ -10,13 +10,15 @@ use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::{self, AppState};
+use crate::api::{self, Access, AppState};
+use crate::auth::Authenticator;
 use crate::config::Settings;
+use crate::domain::{Secret, TokenSpec};
 use crate::intake::Intake;
 use crate::provision::{Provisioner, SimulatedProvisioner, ZoneRouter};
 use crate::queue::{DatabaseOnly, LocalChannel, RedisChannel, TaskChannel};
 use crate::reconciler::Reconciler;
-use crate::store::{PostgresStore, RequestStore, Schema, SqliteStore};
+use crate::store::{PostgresStore, RequestStore, Schema, SqliteStore, TokenStore};
 use crate::telemetry;
 use crate::worker::Worker;
 use crate::zones::Zones;
@@ -38,8 +40,8 @@ pub enum Role {
 }
 
 impl Role {
-    /// Whether the process serves the whole API; the others serve only `/healthz`,
-    /// `/readyz` and `/metrics` on `BIND_ADDR`.
+    /// Whether the process serves the whole API on `BIND_ADDR`; the others serve only
+    /// `/healthz`, `/readyz` and `/metrics` on `OPS_ADDR`.
     fn serves_api(self) -> bool {
         matches!(self, Self::Run | Self::Serve)
     }
@@ -57,21 +59,35 @@ impl Role {
     }
 }
 
+/// The database, seen through its two traits.
+#[derive(Clone)]
+pub struct Stores {
+    pub requests: Arc<dyn RequestStore>,
+    pub tokens: Arc<dyn TokenStore>,
+}
+
+impl Stores {
+    fn of<S: RequestStore + TokenStore + 'static>(store: S) -> Self {
+        let store = Arc::new(store);
+        Self {
+            requests: store.clone(),
+            tokens: store,
+        }
+    }
+}
+
 /// Opens the database named by `DATABASE_URL`: with `migrate`, applies its migrations;
 /// otherwise waits (bounded) until another process has.
 ///
 /// # Errors
 /// The URL names an unsupported database, or the database cannot be opened or migrated.
-pub async fn open_store(
-    settings: &Settings,
-    migrate: bool,
-) -> anyhow::Result<Arc<dyn RequestStore>> {
+pub async fn open_store(settings: &Settings, migrate: bool) -> anyhow::Result<Stores> {
     let url = settings.database_url.as_str();
     if settings.uses_sqlite() {
         let store = SqliteStore::open(url, settings.db_acquire_timeout_seconds)
             .await
             .context("Failed to open the SQLite database named by DATABASE_URL")?;
-        return Ok(Arc::new(store));
+        return Ok(Stores::of(store));
     }
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
         let schema = if migrate {
@@ -87,7 +103,7 @@ pub async fn open_store(
         )
         .await
         .context("Failed to open the PostgreSQL database named by DATABASE_URL")?;
-        return Ok(Arc::new(store));
+        return Ok(Stores::of(store));
     }
     anyhow::bail!("DATABASE_URL must start with sqlite://, postgres:// or postgresql://")
 }
@@ -151,7 +167,11 @@ impl Application {
                 .context("Failed to load the zones file (DNSORCH_CONFIG)")?,
         );
         let channel = open_channel(&settings, role)?;
-        let store = open_store(&settings, role == Role::Run).await?;
+        let stores = open_store(&settings, role == Role::Run).await?;
+        if role == Role::Run && settings.uses_sqlite() {
+            first_admin_token(&settings, stores.tokens.as_ref()).await?;
+        }
+        let store = stores.requests.clone();
         let simulated: Arc<dyn Provisioner> = Arc::new(SimulatedProvisioner::new(
             settings.simulated_delay_seconds,
             settings.simulated_failure_rate,
@@ -172,16 +192,33 @@ impl Application {
             settings.reconcile_interval_seconds,
             settings.requeue_after_seconds,
         );
-        // Every role listens: `run` and `serve` for the API, the others for /healthz,
-        // /readyz and /metrics.
-        let listener = TcpListener::bind(settings.bind_addr)
+        // Every role listens: `run` and `serve` for the API on BIND_ADDR, the others for
+        // /healthz, /readyz and /metrics on OPS_ADDR (so that all of them start on one host
+        // with one environment).
+        let (name, address) = if role.serves_api() {
+            ("BIND_ADDR", settings.bind_addr)
+        } else {
+            ("OPS_ADDR", settings.ops_addr)
+        };
+        let listener = TcpListener::bind(address)
             .await
-            .with_context(|| format!("Failed to bind BIND_ADDR {}", settings.bind_addr))?;
-        let intake = Intake::new(store.clone(), channel.clone(), zones);
+            .with_context(|| format!("Failed to bind {name} {address}"))?;
+        let intake = Intake::new(
+            store.clone(),
+            channel.clone(),
+            zones,
+            settings.trusted_accounts(),
+        );
+        let access = Access {
+            auth: Authenticator::new(stores.tokens.clone(), settings.auth_config()),
+            trusted_proxies: settings.trusted_proxies.clone().into(),
+            metrics_public: settings.metrics_public,
+        };
         #[cfg(feature = "kafka")]
-        let kafka = kafka_intake(&settings, role, &intake)?;
+        let kafka = kafka_intake(&settings, role, &intake, &access)?;
         let state = AppState {
             intake,
+            access,
             store,
             channel,
             metrics: telemetry::metrics_handle(),
@@ -261,10 +298,13 @@ impl Application {
         } else {
             api::operations_router(self.state)
         };
-        axum::serve(self.listener, router.into_make_service())
-            .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-            .await
-            .context("The HTTP server failed")?;
+        axum::serve(
+            self.listener,
+            router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+        .await
+        .context("The HTTP server failed")?;
         tracing::info!("no longer accepting requests; waiting for work in flight");
         let grace = self.settings.shutdown_grace_seconds;
         if tokio::time::timeout(grace, drain(&mut tasks))
@@ -291,6 +331,7 @@ fn kafka_intake(
     settings: &Settings,
     role: Role,
     intake: &Intake,
+    access: &Access,
 ) -> anyhow::Result<Option<crate::intake::kafka::KafkaIntake>> {
     let Some(brokers) = settings
         .kafka_broker_url
@@ -304,10 +345,101 @@ fn kafka_intake(
         topic: settings.kafka_dns_topic.clone(),
         group_id: settings.kafka_group_id.clone(),
         api_url: settings.api_url.clone(),
+        api_token: forward_token(settings)?,
+        trusted_accounts: settings.trusted_accounts(),
     };
-    let kafka = crate::intake::kafka::KafkaIntake::new(&config, intake.clone())
-        .context("KAFKA_BROKER_URL: could not set up the Kafka consumer")?;
+    let kafka =
+        crate::intake::kafka::KafkaIntake::new(&config, intake.clone(), access.auth.clone())
+            .context("KAFKA_BROKER_URL: could not set up the Kafka consumer")?;
     Ok(Some(kafka))
+}
+
+/// Forward mode's own token (`API_TOKEN_FILE`), sent with messages that carry none.
+#[cfg(feature = "kafka")]
+fn forward_token(settings: &Settings) -> anyhow::Result<Option<Secret>> {
+    let Some(path) = &settings.api_token_file else {
+        return Ok(None);
+    };
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("API_TOKEN_FILE: cannot read {}", path.display()))?;
+    let text = text.trim();
+    if text.is_empty() {
+        anyhow::bail!("API_TOKEN_FILE: {} is empty", path.display());
+    }
+    Ok(Some(Secret::presented(text)))
+}
+
+/// The name of the first run's admin token file, beside the SQLite database.
+pub const ADMIN_TOKEN_FILE: &str = "dnsorch-admin.token";
+
+/// On a fresh embedded database (no token in it), creates an admin token for the account
+/// `admin` and writes its secret to `dnsorch-admin.token` beside the database file (mode
+/// 0600), before anything listens. Only the file's path is logged.
+///
+/// # Errors
+/// The token or the file cannot be written.
+async fn first_admin_token(settings: &Settings, tokens: &dyn TokenStore) -> anyhow::Result<()> {
+    let options: sqlx::sqlite::SqliteConnectOptions = settings.database_url.parse()?;
+    let database = options.get_filename();
+    if database.as_os_str().is_empty() || database.to_string_lossy().contains(":memory:") {
+        tracing::warn!(
+            "an in-memory database gets no admin token; create one with `dnsorch token create --admin`"
+        );
+        return Ok(());
+    }
+    let spec = TokenSpec {
+        account_id: "admin".into(),
+        name: "first-run admin".into(),
+        policies: Vec::new(),
+        expires_in: None,
+        allowed_subnets: Vec::new(),
+        admin: true,
+        metrics: true,
+        forwarder: false,
+    };
+    let secret = Secret::generate();
+    let dir = database
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    let path = dir.join(ADMIN_TOKEN_FILE);
+    // The secret goes to a new file first, which replaces the real one only once the token
+    // is stored: a restart (tokens exist) leaves an earlier file alone, and a crash in
+    // between leaves no file naming a secret that matches nothing.
+    let partial = path.with_extension("token.partial");
+    write_secret_file(&partial, &secret)
+        .with_context(|| format!("Failed to write the admin token to {}", partial.display()))?;
+    match tokens.create_first_token(&spec, &secret.digest()).await {
+        Ok(Some(token)) => {
+            std::fs::rename(&partial, &path).with_context(|| {
+                format!("Failed to write the admin token to {}", path.display())
+            })?;
+            tracing::info!(path = %path.display(), token_id = %token.id, "created the first admin token; its secret is in this file (send it as 'Authorization: Bearer <secret>')");
+        }
+        Ok(None) => {
+            let _ = std::fs::remove_file(&partial);
+        }
+        Err(e) => {
+            let _ = std::fs::remove_file(&partial);
+            return Err(e.into());
+        }
+    }
+    Ok(())
+}
+
+/// Writes a secret to a new file readable by its owner only.
+fn write_secret_file(path: &std::path::Path, secret: &Secret) -> std::io::Result<()> {
+    use std::io::Write as _;
+    #[cfg(unix)]
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let _ = std::fs::remove_file(path);
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    options.mode(0o600);
+    let mut file = options.open(path)?;
+    writeln!(file, "{}", secret.expose())?;
+    file.sync_all()
 }
 
 async fn drain(tasks: &mut JoinSet<()>) {

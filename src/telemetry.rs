@@ -14,16 +14,29 @@ use tracing_subscriber::EnvFilter;
 use crate::config::LogFormat;
 use crate::domain::RecordType;
 
+/// Where log lines go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogSink {
+    /// Standard output: the services.
+    Stdout,
+    /// Standard error: commands whose standard output is their answer (`dnsorch token`).
+    Stderr,
+}
+
 /// Installs the global log subscriber. Call once, before anything logs.
 ///
 /// # Errors
 /// `level` is not a valid filter directive.
-pub fn init_logs(format: LogFormat, level: &str) -> anyhow::Result<()> {
+pub fn init_logs(format: LogFormat, level: &str, sink: LogSink) -> anyhow::Result<()> {
     let filter = EnvFilter::try_new(level)
         .map_err(|e| anyhow::anyhow!("LOG_LEVEL '{level}' is not a valid filter: {e}"))?;
+    let writer = match sink {
+        LogSink::Stdout => tracing_subscriber::fmt::writer::BoxMakeWriter::new(std::io::stdout),
+        LogSink::Stderr => tracing_subscriber::fmt::writer::BoxMakeWriter::new(std::io::stderr),
+    };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stdout);
+        .with_writer(writer);
     match format {
         LogFormat::Json => builder
             .json()
@@ -34,7 +47,10 @@ pub fn init_logs(format: LogFormat, level: &str) -> anyhow::Result<()> {
         // Colours only on a terminal: files and `docker logs` get plain text.
         LogFormat::Pretty => builder
             .compact()
-            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+            .with_ansi(match sink {
+                LogSink::Stdout => std::io::IsTerminal::is_terminal(&std::io::stdout()),
+                LogSink::Stderr => std::io::IsTerminal::is_terminal(&std::io::stderr()),
+            })
             .try_init(),
     }
     .map_err(|e| anyhow::anyhow!("failed to install the log subscriber: {e}"))

@@ -8,6 +8,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
+use crate::auth::AuthFailure;
 use crate::domain::{FieldError, RequestId, ValidationError};
 use crate::intake::IntakeError;
 use crate::store::StoreError;
@@ -27,9 +28,18 @@ pub enum ApiError {
     /// 413: the body is over the limit.
     #[error("the body is larger than {0} bytes")]
     PayloadTooLarge(usize),
+    /// 401: no token, or one that is not (or no longer) valid here.
+    #[error("authentication required: {0}")]
+    Unauthorized(AuthFailure),
+    /// 403: the token is valid but may not do this.
+    #[error("{0}")]
+    Forbidden(String),
     /// 404.
     #[error("{0}")]
     NotFound(String),
+    /// 409: the change conflicts with the current state.
+    #[error("{0}")]
+    Conflict(String),
     /// 405.
     #[error("method not allowed")]
     MethodNotAllowed,
@@ -68,7 +78,10 @@ impl ApiError {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
             }
             Self::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            Self::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            Self::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             Self::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            Self::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             Self::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             Self::KeyReused(_) => (StatusCode::CONFLICT, "conflict"),
             Self::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
@@ -91,6 +104,7 @@ impl From<IntakeError> for ApiError {
         match error {
             IntakeError::Invalid(e) => Self::Invalid(e),
             IntakeError::KeyReused(id) => Self::KeyReused(id),
+            IntakeError::Forbidden(why) => Self::Forbidden(why),
             IntakeError::Store(e) => e.into(),
         }
     }
@@ -99,6 +113,10 @@ impl From<IntakeError> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code) = self.status_and_code();
+        let challenge = match &self {
+            Self::Unauthorized(failure) => Some(super::auth::challenge(*failure)),
+            _ => None,
+        };
         match &self {
             Self::Internal(e) => {
                 tracing::error!(error.message = %e, error.cause_chain = ?e, "internal error");
@@ -121,6 +139,12 @@ impl IntoResponse for ApiError {
             },
         };
         let mut response = (status, Json(body)).into_response();
+        if let Some(challenge) = challenge {
+            response.headers_mut().insert(
+                axum::http::header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static(challenge),
+            );
+        }
         if status == StatusCode::SERVICE_UNAVAILABLE {
             response
                 .headers_mut()

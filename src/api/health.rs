@@ -2,13 +2,17 @@
 
 use std::time::Duration;
 
+use std::net::SocketAddr;
+
 use axum::Json;
-use axum::extract::State;
-use axum::http::{StatusCode, header};
-use axum::response::IntoResponse;
+use axum::extract::{ConnectInfo, State};
+use axum::http::{Extensions, HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
 use super::AppState;
+use super::auth::authorize_metrics;
+use super::error::{ApiError, ErrorBody};
 use crate::domain::RequestStatus;
 
 /// How long `/readyz` waits for the database.
@@ -19,7 +23,7 @@ const READY_TIMEOUT: Duration = Duration::from_secs(2);
 pub struct Health {
     /// `ok`, `ready`, `degraded` or `unavailable`.
     pub status: &'static str,
-    /// `ok` or why not (readiness only).
+    /// `ok`, `unavailable` or `no answer within 2s` (readiness only; the cause is logged).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub database: Option<String>,
     /// The task channel's kind and `ok` or why not (readiness only).
@@ -50,12 +54,20 @@ pub async fn healthz() -> Json<Health> {
     responses((status = 200, body = Health), (status = 503, body = Health))
 )]
 pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
+    // The probe is open to anyone: it says whether each part answers, never the error's
+    // text (which may name hosts, users or databases); the log has that.
     let (database, channel) = tokio::join!(
         within(READY_TIMEOUT, async {
-            state.store.ping().await.map_err(|e| e.to_string())
+            state.store.ping().await.map_err(|e| {
+                tracing::warn!(error.message = %e, "readiness: the database does not answer");
+                "unavailable".to_owned()
+            })
         }),
         within(READY_TIMEOUT, async {
-            state.channel.ping().await.map_err(|e| e.to_string())
+            state.channel.ping().await.map_err(|e| {
+                tracing::warn!(error.message = %e, "readiness: the task channel does not answer");
+                "unavailable".to_owned()
+            })
         }),
     );
     let kind = state.channel.kind();
@@ -105,8 +117,28 @@ async fn within(
 
 /// Prometheus metrics. Request counts by status and the queue depth are read from the
 /// database at each scrape, so they are true across processes.
-#[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
-pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+///
+/// Needs an admin token or one created with `--metrics`, unless `METRICS_PUBLIC=true`.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "operations",
+    security(("bearer" = []), ()),
+    responses(
+        (status = 200, description = "Prometheus text format", content_type = "text/plain"),
+        (status = 401, description = "No valid token (and METRICS_PUBLIC is not set)", body = ErrorBody),
+        (status = 403, description = "The token is neither admin nor metrics", body = ErrorBody),
+    )
+)]
+pub async fn metrics(
+    State(state): State<AppState>,
+    extensions: Extensions,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let peer = extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip());
+    authorize_metrics(&state, &headers, peer).await?;
     match state.store.count_by_status().await {
         Ok(counts) => {
             for status in [
@@ -127,8 +159,9 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         }
         Err(e) => tracing::warn!(error.message = %e, "could not count requests for /metrics"),
     }
-    (
+    Ok((
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         state.metrics.render(),
     )
+        .into_response())
 }

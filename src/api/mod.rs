@@ -1,32 +1,39 @@
 //! The HTTP API: routes, shared state, the OpenAPI document and cross-cutting layers.
 //!
 //! Handlers live one concern per file (`changes/post.rs` submits, `changes/get.rs` reads,
-//! `records.rs` lists the ledger, `health.rs` serves probes and metrics). Every answer,
-//! including errors, 404s and 405s, is JSON; every request is counted and timed in `/metrics`.
+//! `records.rs` lists the ledger, `tokens.rs` manages API tokens, `health.rs` serves probes
+//! and metrics). Every `/api/v1/…` route is behind the token layer (`auth.rs`). Every answer,
+//! including errors, 401s, 404s and 405s, is JSON; every request is counted and timed in
+//! `/metrics`.
 
+pub mod auth;
 pub mod changes;
 pub mod error;
 pub mod health;
 pub mod json;
 pub mod query;
 pub mod records;
+pub mod tokens;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use metrics_exporter_prometheus::PrometheusHandle;
 use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 use utoipa::OpenApi;
 use utoipa_swagger_ui::SwaggerUi;
 
+use crate::auth::Authenticator;
+use crate::domain::Subnet;
 use crate::intake::Intake;
 use crate::queue::TaskChannel;
 use crate::store::RequestStore;
@@ -36,10 +43,21 @@ use error::ApiError;
 /// The longest any request may take before it is answered 503.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Who may call: the authenticator and the settings around it.
+#[derive(Clone)]
+pub struct Access {
+    pub auth: Authenticator,
+    /// Proxies whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: Arc<[Subnet]>,
+    /// `/metrics` without a token.
+    pub metrics_public: bool,
+}
+
 /// What every handler can reach.
 #[derive(Clone)]
 pub struct AppState {
     pub intake: Intake,
+    pub access: Access,
     pub store: Arc<dyn RequestStore>,
     pub channel: Arc<dyn TaskChannel>,
     /// The Kafka intake's health, in processes that consume.
@@ -58,6 +76,11 @@ pub struct AppState {
         changes::get::get_request,
         changes::get::list_requests,
         records::list_records,
+        tokens::create_token,
+        tokens::list_tokens,
+        tokens::get_token,
+        tokens::rotate_token,
+        tokens::revoke_token,
         health::healthz,
         health::readyz,
         health::metrics,
@@ -65,19 +88,55 @@ pub struct AppState {
     tags(
         (name = "requests", description = "Submit change requests and follow them"),
         (name = "records", description = "The ledger of provisioned records"),
+        (name = "tokens", description = "API tokens (admins only)"),
         (name = "operations", description = "Probes and metrics"),
-    )
+    ),
+    modifiers(&BearerScheme)
 )]
 pub struct ApiDoc;
 
+/// Declares the `bearer` security scheme that every `/api/v1/…` operation names.
+struct BearerScheme;
+
+impl utoipa::Modify for BearerScheme {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let scheme = HttpBuilder::new()
+            .scheme(HttpAuthScheme::Bearer)
+            .bearer_format("dnsorch_…")
+            .description(Some(
+                "An API token: `dnsorch token create …`, or `dnsorch-admin.token` after the first `dnsorch run`",
+            ))
+            .build();
+        openapi
+            .components
+            .get_or_insert_with(Default::default)
+            .add_security_scheme("bearer", SecurityScheme::Http(scheme));
+    }
+}
+
 /// The application's router.
 pub fn router(state: AppState) -> Router {
-    let api = Router::new()
+    let protected = Router::new()
         .route("/api/v1/dns/create", post(changes::post::create))
         .route("/api/v1/dns/delete", post(changes::post::delete))
         .route("/api/v1/dns/requests", get(changes::get::list_requests))
         .route("/api/v1/dns/requests/{id}", get(changes::get::get_request))
         .route("/api/v1/dns/records", get(records::list_records))
+        .route(
+            "/api/v1/tokens",
+            post(tokens::create_token).get(tokens::list_tokens),
+        )
+        .route(
+            "/api/v1/tokens/{id}",
+            get(tokens::get_token).delete(tokens::revoke_token),
+        )
+        .route("/api/v1/tokens/{id}/rotate", post(tokens::rotate_token))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_token,
+        ));
+    let api = protected
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
@@ -94,6 +153,9 @@ pub fn router(state: AppState) -> Router {
             REQUEST_TIMEOUT,
         ))
         .layer(TraceLayer::new_for_http())
+        .layer(SetSensitiveRequestHeadersLayer::new([
+            header::AUTHORIZATION,
+        ]))
         .layer(CatchPanicLayer::custom(|_| {
             ApiError::Internal(anyhow::anyhow!("a handler panicked")).into_response()
         }))
@@ -108,6 +170,9 @@ pub fn operations_router(state: AppState) -> Router {
         .with_state(state)
         .fallback(not_found)
         .layer(middleware::from_fn(track_http))
+        .layer(SetSensitiveRequestHeadersLayer::new([
+            header::AUTHORIZATION,
+        ]))
 }
 
 async fn not_found() -> ApiError {

@@ -5,6 +5,7 @@ use axum::extract::State;
 use serde::{Deserialize, Serialize};
 
 use super::AppState;
+use super::auth::Caller;
 use super::error::{ApiError, ErrorBody};
 use super::query::{ListQuery, Page};
 use crate::domain::RecordType;
@@ -15,6 +16,7 @@ use crate::store::{DnsRecord, RecordFilter};
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct ListRecordsParams {
+    /// Admins only; other tokens see their own account.
     pub account_id: Option<String>,
     /// The owner name.
     pub domain: Option<String>,
@@ -40,13 +42,16 @@ pub struct RecordPage {
     path = "/api/v1/dns/records",
     tag = "records",
     params(ListRecordsParams),
+    security(("bearer" = [])),
     responses(
-        (status = 200, body = RecordPage),
+        (status = 200, description = "The token's account only (admins: every account)", body = RecordPage),
+        (status = 401, body = ErrorBody),
         (status = 422, body = ErrorBody),
     )
 )]
 pub async fn list_records(
     State(state): State<AppState>,
+    caller: Caller,
     ListQuery(params): ListQuery<ListRecordsParams>,
 ) -> Result<Json<RecordPage>, ApiError> {
     let mut page = Page::default();
@@ -55,8 +60,14 @@ pub async fn list_records(
     let zone = page.domain("query.zone", params.zone.as_deref());
     let (before, limit) = page.window(params.cursor.as_deref(), params.limit.as_deref());
     page.finish()?;
+    let Some(account_id) = caller.account_scope(params.account_id) else {
+        return Ok(Json(RecordPage {
+            items: Vec::new(),
+            next_cursor: None,
+        }));
+    };
     let filter = RecordFilter {
-        account_id: params.account_id,
+        account_id,
         domain,
         record_type,
         zone,

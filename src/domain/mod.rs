@@ -3,14 +3,18 @@
 
 pub mod body;
 pub mod fqdn;
+pub mod principal;
 pub mod record;
 pub mod request;
+pub mod token;
 pub mod validation;
 
 pub use body::{ChangeBody, ConfigBody, ContextBody, ResourceBody};
 pub use fqdn::{Fqdn, NameRules};
+pub use principal::{Actor, Principal, Source, Submitter};
 pub use record::{RecordData, RecordType};
 pub use request::{
     ChangeRequest, LogEntry, LogLevel, Operation, RecordConfig, RequestId, RequestStatus,
 };
+pub use token::{Permission, Policy, Secret, Subnet, TokenId, TokenSpec};
 pub use validation::{FieldError, ValidationError, validate};

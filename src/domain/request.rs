@@ -9,6 +9,7 @@ use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use super::fqdn::Fqdn;
+use super::principal::Submitter;
 use super::record::{RecordData, RecordType};
 
 /// The default TTL when the body gives none, as in the original design.
@@ -158,6 +159,8 @@ pub struct ChangeRequest {
     pub zone: Option<String>,
     /// The backend that will apply the change (set by intake from the zones file).
     pub backend: Option<String>,
+    /// Who submitted it (set by intake from the principal).
+    pub submitter: Submitter,
 }
 
 impl ChangeRequest {
@@ -221,8 +224,10 @@ impl LogEntry {
             None => "(the whole RRset)".to_owned(),
         };
         Self::info(format!(
-            "request accepted from {}: {} {} {} {what}",
+            "request accepted from {} by {} for account {}: {} {} {} {what}",
             change.source,
+            change.submitter.describe(),
+            change.account_id,
             change.operation.as_str(),
             change.record_type,
             change.domain,

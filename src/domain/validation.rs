@@ -4,6 +4,7 @@ use serde::Serialize;
 
 use super::body::{ChangeBody, ConfigBody};
 use super::fqdn::Fqdn;
+use super::principal::Submitter;
 use super::record::{DataError, RecordData, RecordType};
 use super::request::{ChangeRequest, DEFAULT_TTL, Operation};
 
@@ -36,7 +37,8 @@ impl ValidationError {
         error
     }
 
-    fn push(&mut self, field: impl Into<String>, message: impl Into<String>) {
+    /// Adds a problem with `field`.
+    pub fn push(&mut self, field: impl Into<String>, message: impl Into<String>) {
         self.fields.push(FieldError {
             field: field.into(),
             message: message.into(),
@@ -126,6 +128,7 @@ pub fn validate(
                 idempotency_key,
                 zone: None,
                 backend: None,
+                submitter: Submitter::default(),
             })
         }
         _ => Err(errors),

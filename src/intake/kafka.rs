@@ -15,7 +15,12 @@
 //! client prefetches at most `PREFETCH_MESSAGES` per partition). Partitions added to the topic
 //! later arrive on the consumer's own queue and get a task of their own there. In forward mode (`API_URL`) each
 //! message is posted to the API instead, with its idempotency key as the `Idempotency-Key`
-//! header.
+//! header and its token (else `API_TOKEN_FILE`'s) as the bearer token.
+//!
+//! Every message is authenticated like an HTTP request: its `authorization` header carries
+//! `Bearer <token>`. A message without one is accepted only for the accounts of
+//! `KAFKA_TRUSTED_ACCOUNTS` (principal `kafka-trusted`); any other goes to the dead-letter
+//! topic with kind `unauthorized`.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -32,8 +37,9 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use super::message::{DeadLetterReason, DecodedMessage, MessageOrigin, decode};
-use super::{Intake, IntakeError, Submitted};
-use crate::domain::Operation;
+use super::{Intake, IntakeError, Submission, Submitted};
+use crate::auth::{AuthError, AuthFailure, Authenticator};
+use crate::domain::{Actor, Operation, Principal, Secret, Source as RequestSource};
 
 /// The most messages recorded in one transaction (2,000 rather than 500: 15,088 against
 /// 13,009-13,767 msg/s into PostgreSQL in `scripts/bench.sh`).
@@ -57,6 +63,8 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
 const WARN_EVERY: Duration = Duration::from_secs(30);
 /// The message header that carries an idempotency key.
 const IDEMPOTENCY_HEADER: &str = "idempotency-key";
+/// The message header that carries the token.
+const AUTHORIZATION_HEADER: &str = "authorization";
 
 /// Settings of the Kafka intake.
 #[derive(Debug, Clone)]
@@ -66,6 +74,10 @@ pub struct KafkaConfig {
     pub group_id: String,
     /// Forward mode: the API's create URL.
     pub api_url: Option<String>,
+    /// Forward mode: the token sent with messages that carry none.
+    pub api_token: Option<Secret>,
+    /// Accounts whose messages need no token.
+    pub trusted_accounts: Vec<String>,
 }
 
 /// The consumer's view of the broker, for `/readyz`: the last client error, cleared when a
@@ -140,6 +152,7 @@ enum Sink {
     Forward {
         client: reqwest::Client,
         url: String,
+        token: Option<Secret>,
     },
 }
 
@@ -150,6 +163,8 @@ pub struct KafkaIntake {
     topic: String,
     sink: Sink,
     health: KafkaHealth,
+    auth: Authenticator,
+    trusted_accounts: Arc<[String]>,
 }
 
 /// Where a partition's task reads its messages.
@@ -172,7 +187,7 @@ impl KafkaIntake {
     ///
     /// # Errors
     /// The client configuration is refused.
-    pub fn new(config: &KafkaConfig, intake: Intake) -> anyhow::Result<Self> {
+    pub fn new(config: &KafkaConfig, intake: Intake, auth: Authenticator) -> anyhow::Result<Self> {
         let health = KafkaHealth::default();
         let consumer: StreamConsumer<IntakeContext> = ClientConfig::new()
             .set("bootstrap.servers", &config.brokers)
@@ -198,6 +213,7 @@ impl KafkaIntake {
                     .timeout(Duration::from_secs(10))
                     .build()?,
                 url: url.clone(),
+                token: config.api_token.clone(),
             },
             None => Sink::Direct(intake),
         };
@@ -207,6 +223,8 @@ impl KafkaIntake {
             topic: config.topic.clone(),
             sink,
             health,
+            auth,
+            trusted_accounts: config.trusted_accounts.clone().into(),
         })
     }
 
@@ -423,7 +441,12 @@ impl KafkaIntake {
             .iter()
             .map(|m| {
                 let origin = origin_of(m);
-                decode(m.payload(), idempotency_header(m), &origin)
+                decode(
+                    m.payload(),
+                    header_value(m, IDEMPOTENCY_HEADER),
+                    header_value(m, AUTHORIZATION_HEADER),
+                    &origin,
+                )
             })
             .collect();
         let Some(fates) = self.record(decoded, shutdown).await else {
@@ -473,18 +496,90 @@ impl KafkaIntake {
         shutdown: &CancellationToken,
     ) -> Option<Vec<Fate>> {
         match &self.sink {
-            Sink::Direct(intake) => record_direct(intake, decoded, shutdown).await,
-            Sink::Forward { client, url } => {
+            Sink::Direct(intake) => {
+                let mut authorized = Vec::with_capacity(decoded.len());
+                for message in decoded {
+                    authorized.push(match message {
+                        Err(reason) => Err(reason),
+                        Ok(message) => self.authorize(message, shutdown).await?,
+                    });
+                }
+                record_direct(intake, authorized, shutdown).await
+            }
+            Sink::Forward { client, url, token } => {
                 let mut fates = Vec::with_capacity(decoded.len());
                 for message in decoded {
                     fates.push(match message {
                         Err(reason) => Fate::Dead(reason),
-                        Ok(message) => forward(client, url, &message, shutdown).await?,
+                        Ok(message) => {
+                            forward(client, url, token.as_ref(), &message, shutdown).await?
+                        }
                     });
                 }
                 Some(fates)
             }
         }
+    }
+
+    /// The message with its actor: its token's principal, or `kafka-trusted` for a trusted
+    /// account's message without a token; else why it is refused. Retries while the
+    /// database cannot look the token up. `None`: shutdown came first.
+    async fn authorize(
+        &self,
+        message: DecodedMessage,
+        shutdown: &CancellationToken,
+    ) -> Option<Result<Submission, DeadLetterReason>> {
+        let principal = match &message.token {
+            Ok(secret) => {
+                let mut pause = Duration::from_millis(200);
+                loop {
+                    match self.auth.authenticate(secret, None).await {
+                        Ok(principal) => break Ok(principal),
+                        Err(AuthError::Refused(failure)) => break Err(failure),
+                        Err(AuthError::Store(e)) => {
+                            tracing::warn!(error.message = %e, "could not look a Kafka message's token up; retrying");
+                            tokio::select! {
+                                () = shutdown.cancelled() => return None,
+                                () = tokio::time::sleep(pause) => {}
+                            }
+                            pause = (pause * 2).min(MAX_BACKOFF);
+                        }
+                    }
+                }
+            }
+            Err(AuthFailure::Missing) => {
+                let account = message
+                    .body
+                    .context
+                    .as_ref()
+                    .and_then(|c| c.account_id.as_deref());
+                match account.filter(|a| self.trusted_accounts.iter().any(|t| t == a)) {
+                    Some(account) => Ok(Principal::kafka_trusted(account)),
+                    None => Err(AuthFailure::Missing),
+                }
+            }
+            Err(failure) => Err(*failure),
+        };
+        Some(match principal {
+            Ok(principal) => Ok(Submission {
+                actor: Actor {
+                    principal,
+                    source: RequestSource::Kafka,
+                    client_addr: None,
+                },
+                body: message.body,
+                operation: message.operation,
+                idempotency_key: message.idempotency_key,
+            }),
+            Err(failure) => {
+                failure.emit("kafka");
+                Err(DeadLetterReason::Unauthorized(match failure {
+                    AuthFailure::Missing => "no 'authorization: Bearer <token>' header, and context.account_id is not one of KAFKA_TRUSTED_ACCOUNTS".to_owned(),
+                    AuthFailure::Subnet => "the token is limited to subnets, which a Kafka message cannot show".to_owned(),
+                    other => other.to_string(),
+                }))
+            }
+        })
     }
 
     /// Produces the message to `<topic>.dlq` with the reason in its headers; retries until
@@ -543,13 +638,13 @@ impl KafkaIntake {
 /// the batch while the database is unavailable. `None`: shutdown came first.
 async fn record_direct(
     intake: &Intake,
-    decoded: Vec<Result<DecodedMessage, DeadLetterReason>>,
+    decoded: Vec<Result<Submission, DeadLetterReason>>,
     shutdown: &CancellationToken,
 ) -> Option<Vec<Fate>> {
-    let items: Vec<_> = decoded
+    let items: Vec<Submission> = decoded
         .iter()
         .filter_map(|d| d.as_ref().ok())
-        .map(|d| (d.body.clone(), d.operation, d.idempotency_key.clone()))
+        .cloned()
         .collect();
     let mut pause = Duration::from_millis(200);
     let mut answers = loop {
@@ -579,6 +674,9 @@ async fn record_direct(
                     Err(IntakeError::KeyReused(id)) => {
                         Fate::Dead(DeadLetterReason::KeyReused(id.to_string()))
                     }
+                    Err(IntakeError::Forbidden(why)) => {
+                        Fate::Dead(DeadLetterReason::Unauthorized(why))
+                    }
                     Err(IntakeError::Store(e)) => {
                         Fate::Dead(DeadLetterReason::Malformed(format!("not recorded: {e}")))
                     }
@@ -603,15 +701,31 @@ fn forward_url(api_url: &str, operation: Operation) -> String {
 async fn forward(
     client: &reqwest::Client,
     url: &str,
+    own_token: Option<&Secret>,
     message: &DecodedMessage,
     shutdown: &CancellationToken,
 ) -> Option<Fate> {
+    let token = match (&message.token, own_token) {
+        (Ok(token), _) => token,
+        (Err(AuthFailure::Missing), Some(token)) => token,
+        (Err(failure), _) => {
+            failure.emit("kafka");
+            return Some(Fate::Dead(DeadLetterReason::Unauthorized(format!(
+                "{failure}, and API_TOKEN_FILE gives no token to forward it with"
+            ))));
+        }
+    };
+    let mut authorization =
+        reqwest::header::HeaderValue::from_str(&format!("Bearer {}", token.expose()))
+            .unwrap_or_else(|_| reqwest::header::HeaderValue::from_static("Bearer -"));
+    authorization.set_sensitive(true);
     let url = forward_url(url, message.operation);
     let mut pause = Duration::from_millis(200);
     loop {
         let sent = client
             .post(&url)
             .header("Idempotency-Key", &message.idempotency_key)
+            .header(reqwest::header::AUTHORIZATION, authorization.clone())
             .json(&message.body)
             .send()
             .await;
@@ -629,6 +743,8 @@ async fn forward(
                 let reason = format!("the API answered {status}: {body}");
                 return Some(Fate::Dead(if status == reqwest::StatusCode::CONFLICT {
                     DeadLetterReason::KeyReused(reason)
+                } else if matches!(status.as_u16(), 401 | 403) {
+                    DeadLetterReason::Unauthorized(reason)
                 } else {
                     DeadLetterReason::Invalid(crate::domain::ValidationError::field("body", reason))
                 }));
@@ -709,11 +825,11 @@ fn origin_of(message: &OwnedMessage) -> MessageOrigin {
     }
 }
 
-fn idempotency_header(message: &OwnedMessage) -> Option<&[u8]> {
+fn header_value<'m>(message: &'m OwnedMessage, name: &str) -> Option<&'m [u8]> {
     let headers = message.headers()?;
     headers
         .iter()
-        .find(|h| h.key.eq_ignore_ascii_case(IDEMPOTENCY_HEADER))
+        .find(|h| h.key.eq_ignore_ascii_case(name))
         .and_then(|h| h.value)
 }
 

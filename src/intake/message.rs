@@ -4,11 +4,14 @@
 //! by default). The consumer always sets `context.source = "kafka"`. The idempotency key is
 //! the message's `idempotency-key` header, else `kafka:<topic>:<partition>:<offset>` (never the
 //! record key: producers use it for partitioning, and distinct changes share it), so a
-//! redelivered message records nothing new.
+//! redelivered message records nothing new. The message's token travels in its
+//! `authorization` header (`Bearer <token>`), as over HTTP.
 
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::auth::{AuthFailure, bearer};
+use crate::domain::Secret;
 use crate::domain::body::{JsonError, from_json};
 use crate::domain::{ChangeBody, ContextBody, Operation, ResourceBody, ValidationError};
 
@@ -35,6 +38,8 @@ pub struct DecodedMessage {
     pub operation: Operation,
     pub body: ChangeBody,
     pub idempotency_key: String,
+    /// The bearer token of its `authorization` header, or why there is none.
+    pub token: Result<Secret, AuthFailure>,
 }
 
 /// Why a message goes to the dead-letter topic.
@@ -49,6 +54,9 @@ pub enum DeadLetterReason {
     /// The idempotency key was used before for another change.
     #[error("idempotency key already used for request {0} with a different body")]
     KeyReused(String),
+    /// No valid token, and not a trusted account; or the token may not do this.
+    #[error("unauthorized: {0}")]
+    Unauthorized(String),
 }
 
 impl DeadLetterReason {
@@ -58,6 +66,7 @@ impl DeadLetterReason {
             Self::Malformed(_) => "malformed",
             Self::Invalid(_) => "invalid",
             Self::KeyReused(_) => "key_reused",
+            Self::Unauthorized(_) => "unauthorized",
         }
     }
 }
@@ -86,6 +95,7 @@ pub fn idempotency_key(header: Option<&[u8]>, origin: &MessageOrigin) -> String 
 pub fn decode(
     payload: Option<&[u8]>,
     key_header: Option<&[u8]>,
+    authorization: Option<&[u8]>,
     origin: &MessageOrigin,
 ) -> Result<DecodedMessage, DeadLetterReason> {
     let payload = payload.ok_or_else(|| DeadLetterReason::Malformed("empty message".into()))?;
@@ -117,6 +127,7 @@ pub fn decode(
         operation,
         body,
         idempotency_key: idempotency_key(key_header, origin),
+        token: bearer(authorization),
     })
 }
 
@@ -137,7 +148,7 @@ mod tests {
 
     #[test]
     fn a_message_becomes_a_create_from_kafka_keyed_by_its_position() {
-        let decoded = decode(Some(VALID.as_bytes()), None, &origin()).unwrap();
+        let decoded = decode(Some(VALID.as_bytes()), None, None, &origin()).unwrap();
         assert_eq!(decoded.operation, Operation::Create);
         assert_eq!(
             decoded.body.context.unwrap().source.as_deref(),
@@ -148,23 +159,37 @@ mod tests {
 
     #[test]
     fn the_idempotency_key_header_wins_over_the_position() {
-        let decoded = decode(Some(VALID.as_bytes()), Some(b"order-7"), &origin()).unwrap();
+        let decoded = decode(Some(VALID.as_bytes()), Some(b"order-7"), None, &origin()).unwrap();
         assert_eq!(decoded.idempotency_key, "order-7");
+    }
+
+    #[test]
+    fn the_authorization_header_carries_the_token() {
+        let decoded = decode(
+            Some(VALID.as_bytes()),
+            None,
+            Some(b"Bearer dnsorch_x"),
+            &origin(),
+        )
+        .unwrap();
+        assert_eq!(decoded.token.unwrap().expose(), "dnsorch_x");
+        let decoded = decode(Some(VALID.as_bytes()), None, None, &origin()).unwrap();
+        assert_eq!(decoded.token.unwrap_err(), AuthFailure::Missing);
     }
 
     #[test]
     fn a_delete_action_decodes_to_a_delete() {
         let delete = VALID.replacen('{', r#"{"action": "delete", "#, 1);
-        let decoded = decode(Some(delete.as_bytes()), None, &origin()).unwrap();
+        let decoded = decode(Some(delete.as_bytes()), None, None, &origin()).unwrap();
         assert_eq!(decoded.operation, Operation::Delete);
     }
 
     #[test]
     fn an_explicit_create_action_is_accepted_and_others_are_refused() {
         let create = VALID.replacen('{', r#"{"action": "create", "#, 1);
-        assert!(decode(Some(create.as_bytes()), None, &origin()).is_ok());
+        assert!(decode(Some(create.as_bytes()), None, None, &origin()).is_ok());
         let unknown = VALID.replacen('{', r#"{"action": "upsert", "#, 1);
-        let err = decode(Some(unknown.as_bytes()), None, &origin()).unwrap_err();
+        let err = decode(Some(unknown.as_bytes()), None, None, &origin()).unwrap_err();
         assert_eq!(err.kind(), "invalid");
         assert!(err.to_string().contains("action"), "{err}");
     }
@@ -179,7 +204,7 @@ mod tests {
             (Some(br#"{"action": 7}"#), "invalid"),
         ];
         for (payload, kind) in cases {
-            let err = decode(payload, None, &origin()).unwrap_err();
+            let err = decode(payload, None, None, &origin()).unwrap_err();
             assert_eq!(err.kind(), kind, "{payload:?}: {err}");
         }
     }

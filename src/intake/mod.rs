@@ -1,7 +1,8 @@
 //! Intake: the one path by which a change request enters dnsorch, whatever carried it.
 //!
-//! HTTP handlers (and the Kafka consumer) call [`Intake::submit`]: validate, record the request
-//! durably as PENDING, then hand its id to the task channel. The row is committed before
+//! HTTP handlers (and the Kafka consumer) call [`Intake::submit`] with the verified actor:
+//! decide the account from the principal, validate, record the request durably as PENDING
+//! with who submitted it, then hand its id to the task channel. The row is committed before
 //! `submit` returns, so an accepted request is never lost; a failed enqueue only delays it
 //! (workers sweep the database).
 
@@ -11,7 +12,10 @@ pub mod message;
 
 use std::sync::Arc;
 
-use crate::domain::{ChangeBody, ChangeRequest, Operation, RequestId, ValidationError, validate};
+use crate::domain::{
+    Actor, ChangeBody, ChangeRequest, Operation, RequestId, Source, Submitter, ValidationError,
+    validate,
+};
 use crate::queue::TaskChannel;
 use crate::store::{DnsRequest, Inserted, RequestStore, StoreError};
 use crate::telemetry::RequestAccepted;
@@ -34,8 +38,20 @@ pub enum IntakeError {
     /// The idempotency key was used before, for another change.
     #[error("idempotency key already used for request {0} with a different body")]
     KeyReused(RequestId),
+    /// The principal may not do this (403).
+    #[error("{0}")]
+    Forbidden(String),
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+/// One request of a batch: who submits what.
+#[derive(Debug, Clone)]
+pub struct Submission {
+    pub actor: Actor,
+    pub body: ChangeBody,
+    pub operation: Operation,
+    pub idempotency_key: String,
 }
 
 /// Records change requests and queues them.
@@ -44,6 +60,8 @@ pub struct Intake {
     store: Arc<dyn RequestStore>,
     channel: Arc<dyn TaskChannel>,
     zones: Arc<Zones>,
+    /// The accounts `--forwarder` tokens may act for (`KAFKA_TRUSTED_ACCOUNTS`).
+    trusted_accounts: Arc<[String]>,
 }
 
 impl Intake {
@@ -53,23 +71,56 @@ impl Intake {
         store: Arc<dyn RequestStore>,
         channel: Arc<dyn TaskChannel>,
         zones: Arc<Zones>,
+        trusted_accounts: Vec<String>,
     ) -> Self {
         Self {
             store,
             channel,
             zones,
+            trusted_accounts: trusted_accounts.into(),
         }
     }
 
-    /// Validates a body, checks that its name is in a configured zone, and notes the zone
-    /// and backend that will apply it.
+    /// Decides the request's account and source from the actor, writing both into the body:
+    /// the body's `account_id` is the principal's when omitted, and may name another account
+    /// only for an admin (or a forwarder, for a trusted Kafka account, recorded as `kafka`).
+    /// The body's `source` is ignored. An empty `account_id` is left for validation to refuse.
+    fn decide_account(&self, actor: &Actor, body: &mut ChangeBody) -> Result<(), IntakeError> {
+        let principal = &actor.principal;
+        let context = body.context.get_or_insert_with(Default::default);
+        let mut source = actor.source;
+        match context.account_id.as_deref() {
+            None => context.account_id = Some(principal.account_id.clone()),
+            Some(account) if account == principal.account_id || account.trim().is_empty() => {}
+            Some(_) if principal.admin => {}
+            Some(account)
+                if principal.forwarder && self.trusted_accounts.iter().any(|a| a == account) =>
+            {
+                source = Source::Kafka;
+            }
+            Some(account) => {
+                return Err(IntakeError::Forbidden(format!(
+                    "context.account_id: this token acts for account '{}' and may not act for '{account}'",
+                    principal.account_id
+                )));
+            }
+        }
+        context.source = Some(source.as_str().to_owned());
+        Ok(())
+    }
+
+    /// Decides the account, validates the body, checks that its name is in a configured zone,
+    /// and notes the zone and backend that will apply it and who submitted it.
     fn check(
         &self,
-        body: ChangeBody,
+        actor: &Actor,
+        mut body: ChangeBody,
         operation: Operation,
         idempotency_key: Option<&str>,
-    ) -> Result<ChangeRequest, ValidationError> {
+    ) -> Result<ChangeRequest, IntakeError> {
+        self.decide_account(actor, &mut body)?;
         let mut change = validate(body, operation, idempotency_key)?;
+        change.submitter = Submitter::of(actor);
         if self.zones.is_empty() {
             change.backend = Some("simulated".into());
             return Ok(change);
@@ -82,7 +133,8 @@ impl Intake {
                     "is in no zone dnsorch manages (zones: {})",
                     served.join(", ")
                 ),
-            ));
+            )
+            .into());
         };
         change.zone = Some(zone.name.clone());
         change.backend = Some(zone.backend.kind().to_owned());
@@ -95,11 +147,12 @@ impl Intake {
     /// Invalid input, a reused idempotency key, or the database is unavailable.
     pub async fn submit(
         &self,
+        actor: &Actor,
         body: ChangeBody,
         operation: Operation,
         idempotency_key: Option<&str>,
     ) -> Result<Submitted, IntakeError> {
-        let change = self.check(body, operation, idempotency_key)?;
+        let change = self.check(actor, body, operation, idempotency_key)?;
         let submitted = Self::settle(self.store.insert(&change).await?, &change, |r| r.id)?;
         if let Submitted::Created(request) = &submitted {
             self.enqueue(&[request.id]).await;
@@ -114,17 +167,23 @@ impl Intake {
     /// The database is unavailable: nothing of the batch was recorded.
     pub async fn submit_batch(
         &self,
-        items: Vec<(ChangeBody, Operation, String)>,
+        items: Vec<Submission>,
     ) -> Result<Vec<Result<Submitted<RequestId>, IntakeError>>, StoreError> {
         let mut answers: Vec<Option<Result<Submitted<RequestId>, IntakeError>>> = Vec::new();
         let mut valid = Vec::new();
-        for (body, operation, key) in items {
-            match self.check(body, operation, Some(&key)) {
+        for item in items {
+            let checked = self.check(
+                &item.actor,
+                item.body,
+                item.operation,
+                Some(&item.idempotency_key),
+            );
+            match checked {
                 Ok(change) => {
                     valid.push(change);
                     answers.push(None);
                 }
-                Err(e) => answers.push(Some(Err(e.into()))),
+                Err(e) => answers.push(Some(Err(e))),
             }
         }
         let mut inserted = valid.iter().zip(self.store.insert_many(&valid).await?);
@@ -159,6 +218,7 @@ impl Intake {
             request_id = %id(&request),
             account_id = %change.account_id,
             source = %change.source,
+            token_name = change.submitter.token_name.as_deref().unwrap_or_default(),
             record_type = change.record_type.as_str(),
             domain = %change.domain,
             "request accepted"

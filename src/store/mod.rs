@@ -8,6 +8,7 @@
 
 mod postgres;
 mod sqlite;
+pub mod tokens;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,16 +19,19 @@ use uuid::Uuid;
 
 use crate::domain::{
     ChangeRequest, LogEntry, Operation, RecordConfig, RecordType, RequestId, RequestStatus,
+    Submitter,
 };
 
 pub use postgres::{PostgresStore, Schema};
 pub use sqlite::SqliteStore;
+pub use tokens::{ApiToken, TokenChange, TokenFilter, TokenStore};
 
 /// The `dns_requests` columns every store reads into a [`DnsRequest`] (without the log).
 const REQUEST_COLUMNS: &str = "seq, id, account_id, source, operation, record_type, domain, \
      target, comment, config, status, idempotency_key, fingerprint, attempts, last_error, zone, \
      backend, next_attempt_at, started_at, applied_at, verified_at, finished_at, \
-     lease_expires_at, created_at, updated_at";
+     lease_expires_at, created_at, updated_at, principal_token_id, principal_name, \
+     principal_account, client_addr";
 
 /// The query that lists ledger rows, before its filters.
 const SELECT_RECORDS: &str = "select seq, id, request_id, account_id, record_type, domain, \
@@ -64,6 +68,8 @@ pub struct DnsRequest {
     pub finished_at: Option<DateTime<Utc>>,
     /// Until when the current worker's claim holds.
     pub lease_expires_at: Option<DateTime<Utc>>,
+    /// Who submitted the request.
+    pub submitted_by: Submitter,
     /// The request's log; only in the single-request view.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub log_messages: Option<Vec<LogEntry>>,

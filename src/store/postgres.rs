@@ -18,7 +18,11 @@ use super::{
     RecordFilter, RequestFilter, RequestStore, SELECT_RECORDS, StoreError, page_query,
     parse_column,
 };
-use crate::domain::{ChangeRequest, LogEntry, Operation, RequestId, RequestStatus};
+use crate::domain::{
+    ChangeRequest, LogEntry, Operation, RequestId, RequestStatus, Submitter, TokenId,
+};
+
+mod tokens;
 
 /// A claimable request: PENDING, due, and no older request for its owner name unfinished.
 const CLAIMABLE: &str = "r.status = 'PENDING' and r.next_attempt_at <= now() \
@@ -145,16 +149,18 @@ impl RequestStore for PostgresStore {
         let ids: Vec<Uuid> = changes.iter().map(|_| RequestId::new().0).collect();
         let sql = "insert into dns_requests (id, account_id, source, operation, record_type, domain, \
              target, comment, config, status, log_messages, idempotency_key, fingerprint, \
-             zone, backend, next_attempt_at, enqueued_at, created_at, updated_at) \
+             zone, backend, principal_token_id, principal_name, principal_account, client_addr, \
+             next_attempt_at, enqueued_at, created_at, updated_at) \
              select id, account_id, source, operation, record_type, domain, target, comment, \
              config, 'PENDING', jsonb_build_array(accepted), idempotency_key, fingerprint, \
-             zone, backend, now(), now(), now(), now() \
+             zone, backend, principal_token_id, principal_name, principal_account, client_addr, \
+             now(), now(), now(), now() \
              from unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], \
                $7::text[], $8::text[], $9::jsonb[], $10::jsonb[], $11::text[], $12::text[], \
-               $13::text[], $14::text[]) \
+               $13::text[], $14::text[], $15::uuid[], $16::text[], $17::text[], $18::text[]) \
                with ordinality as batch(id, account_id, source, operation, record_type, domain, \
                target, comment, config, accepted, idempotency_key, fingerprint, zone, backend, \
-               position) \
+               principal_token_id, principal_name, principal_account, client_addr, position) \
              order by position \
              on conflict (account_id, idempotency_key) where idempotency_key is not null \
              do nothing returning id";
@@ -194,6 +200,15 @@ impl RequestStore for PostgresStore {
                     .map(|c| c.backend.clone())
                     .collect::<Vec<_>>(),
             )
+            .bind(
+                changes
+                    .iter()
+                    .map(|c| c.submitter.token_id.map(|t| t.0))
+                    .collect::<Vec<_>>(),
+            )
+            .bind(submitter_column(changes, |s| s.token_name.clone()))
+            .bind(submitter_column(changes, |s| s.account_id.clone()))
+            .bind(submitter_column(changes, |s| s.client_addr.clone()))
             .fetch_all(&self.pool)
             .await?
             .into_iter()
@@ -420,9 +435,10 @@ async fn insert_request(
     let sql = format!(
         "insert into dns_requests (id, account_id, source, operation, record_type, domain, \
          target, comment, config, status, log_messages, idempotency_key, fingerprint, zone, \
-         backend, next_attempt_at, enqueued_at, created_at, updated_at) \
+         backend, principal_token_id, principal_name, principal_account, client_addr, \
+         next_attempt_at, enqueued_at, created_at, updated_at) \
          values ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'PENDING', $10, $11, $12, $13, $14, \
-         now(), now(), now(), now()) \
+         $15, $16, $17, $18, now(), now(), now(), now()) \
          on conflict (account_id, idempotency_key) where idempotency_key is not null \
          do nothing returning {REQUEST_COLUMNS}, log_messages"
     );
@@ -441,6 +457,10 @@ async fn insert_request(
         .bind(change.fingerprint())
         .bind(&change.zone)
         .bind(&change.backend)
+        .bind(change.submitter.token_id.map(|t| t.0))
+        .bind(&change.submitter.token_name)
+        .bind(&change.submitter.account_id)
+        .bind(&change.submitter.client_addr)
         .fetch_optional(&mut *connection)
         .await?;
     if let Some(row) = row {
@@ -580,8 +600,24 @@ fn request_from_row(row: &PgRow, with_log: bool) -> Result<DnsRequest, StoreErro
         verified_at: row.try_get("verified_at")?,
         finished_at: row.try_get("finished_at")?,
         lease_expires_at: row.try_get("lease_expires_at")?,
+        submitted_by: Submitter {
+            token_id: row
+                .try_get::<Option<Uuid>, _>("principal_token_id")?
+                .map(TokenId),
+            token_name: row.try_get("principal_name")?,
+            account_id: row.try_get("principal_account")?,
+            client_addr: row.try_get("client_addr")?,
+        },
         log_messages,
     })
+}
+
+/// One column of the submitters of a batch.
+fn submitter_column(
+    changes: &[ChangeRequest],
+    field: impl Fn(&Submitter) -> Option<String>,
+) -> Vec<Option<String>> {
+    changes.iter().map(|c| field(&c.submitter)).collect()
 }
 
 fn record_from_row(row: &PgRow) -> Result<DnsRecord, StoreError> {

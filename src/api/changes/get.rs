@@ -5,6 +5,7 @@ use axum::extract::{Path, State};
 use serde::{Deserialize, Serialize};
 
 use crate::api::AppState;
+use crate::api::auth::Caller;
 use crate::api::error::{ApiError, ErrorBody};
 use crate::api::query::{ListQuery, Page};
 use crate::domain::{RecordType, RequestId, RequestStatus};
@@ -16,19 +17,26 @@ use crate::store::{DnsRequest, RequestFilter};
     path = "/api/v1/dns/requests/{id}",
     tag = "requests",
     params(("id" = String, Path, description = "The request id")),
+    security(("bearer" = [])),
     responses(
         (status = 200, body = DnsRequest),
-        (status = 404, body = ErrorBody),
+        (status = 401, body = ErrorBody),
+        (status = 404, description = "No such request, or another account's", body = ErrorBody),
         (status = 503, body = ErrorBody),
     )
 )]
 pub async fn get_request(
     State(state): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<DnsRequest>, ApiError> {
     let not_found = || ApiError::NotFound(format!("no request with id '{id}'"));
     let request_id: RequestId = id.parse().map_err(|_| not_found())?;
     let request = state.store.get(request_id).await?.ok_or_else(not_found)?;
+    // Another account's request is answered exactly as a missing one.
+    if !caller.0.principal.may_read(&request.account_id) {
+        return Err(not_found());
+    }
     Ok(Json(request))
 }
 
@@ -39,6 +47,7 @@ pub async fn get_request(
 pub struct ListRequestsParams {
     /// PENDING, PROCESSING, COMPLETED or FAILED.
     pub status: Option<String>,
+    /// Admins only; other tokens see their own account.
     pub account_id: Option<String>,
     /// The owner name (normalised like the body's `domain`).
     pub domain: Option<String>,
@@ -63,13 +72,16 @@ pub struct RequestPage {
     path = "/api/v1/dns/requests",
     tag = "requests",
     params(ListRequestsParams),
+    security(("bearer" = [])),
     responses(
-        (status = 200, body = RequestPage),
+        (status = 200, description = "The token's account only (admins: every account)", body = RequestPage),
+        (status = 401, body = ErrorBody),
         (status = 422, body = ErrorBody),
     )
 )]
 pub async fn list_requests(
     State(state): State<AppState>,
+    caller: Caller,
     ListQuery(params): ListQuery<ListRequestsParams>,
 ) -> Result<Json<RequestPage>, ApiError> {
     let mut page = Page::default();
@@ -78,9 +90,15 @@ pub async fn list_requests(
     let domain = page.domain("query.domain", params.domain.as_deref());
     let (before, limit) = page.window(params.cursor.as_deref(), params.limit.as_deref());
     page.finish()?;
+    let Some(account_id) = caller.account_scope(params.account_id) else {
+        return Ok(Json(RequestPage {
+            items: Vec::new(),
+            next_cursor: None,
+        }));
+    };
     let filter = RequestFilter {
         status,
-        account_id: params.account_id,
+        account_id,
         domain,
         record_type,
         before,

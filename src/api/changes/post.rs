@@ -8,6 +8,7 @@ use axum::response::{IntoResponse, Response};
 
 use super::location_of;
 use crate::api::AppState;
+use crate::api::auth::Caller;
 use crate::api::error::{ApiError, ErrorBody};
 use crate::api::json::JsonBody;
 use crate::domain::{ChangeBody, Operation, ValidationError};
@@ -19,7 +20,9 @@ const IDEMPOTENCY_KEY: &str = "idempotency-key";
 
 /// Submit a DNS record change request.
 ///
-/// The request is committed before the answer. With an `Idempotency-Key`, a retry with the
+/// The request's account is the token's: `context.account_id` may be omitted, and may name
+/// another account only for an admin token. `context.source` is ignored (`api`). The request
+/// is committed before the answer. With an `Idempotency-Key`, a retry with the
 /// same body returns the original request (200) and a different body is a 409.
 #[utoipa::path(
     post,
@@ -27,10 +30,13 @@ const IDEMPOTENCY_KEY: &str = "idempotency-key";
     tag = "requests",
     request_body = ChangeBody,
     params(("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe; scoped to the account")),
+    security(("bearer" = [])),
     responses(
         (status = 202, description = "Accepted: PENDING", body = DnsRequest, headers(("Location" = String))),
         (status = 200, description = "Idempotent replay of an earlier request", body = DnsRequest),
         (status = 400, description = "Malformed JSON", body = ErrorBody),
+        (status = 401, description = "No valid token (missing, unknown, revoked, expired, or used from outside its subnets)", body = ErrorBody),
+        (status = 403, description = "`context.account_id` names an account this token may not act for", body = ErrorBody),
         (status = 409, description = "Idempotency key reused with another body", body = ErrorBody),
         (status = 413, description = "Body over 64 KiB", body = ErrorBody),
         (status = 415, description = "Not JSON", body = ErrorBody),
@@ -40,10 +46,11 @@ const IDEMPOTENCY_KEY: &str = "idempotency-key";
 )]
 pub async fn create(
     State(state): State<AppState>,
+    caller: Caller,
     headers: HeaderMap,
     JsonBody(body): JsonBody<ChangeBody>,
 ) -> Result<Response, ApiError> {
-    submit(&state, &headers, body, Operation::Create).await
+    submit(&state, &caller, &headers, body, Operation::Create).await
 }
 
 /// Submit a DNS record delete request.
@@ -58,10 +65,13 @@ pub async fn create(
     tag = "requests",
     request_body = ChangeBody,
     params(("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe; scoped to the account")),
+    security(("bearer" = [])),
     responses(
         (status = 202, description = "Accepted: PENDING", body = DnsRequest, headers(("Location" = String))),
         (status = 200, description = "Idempotent replay of an earlier request", body = DnsRequest),
         (status = 400, description = "Malformed JSON", body = ErrorBody),
+        (status = 401, description = "No valid token (missing, unknown, revoked, expired, or used from outside its subnets)", body = ErrorBody),
+        (status = 403, description = "`context.account_id` names an account this token may not act for", body = ErrorBody),
         (status = 409, description = "Idempotency key reused with another body", body = ErrorBody),
         (status = 413, description = "Body over 64 KiB", body = ErrorBody),
         (status = 415, description = "Not JSON", body = ErrorBody),
@@ -71,20 +81,23 @@ pub async fn create(
 )]
 pub async fn delete(
     State(state): State<AppState>,
+    caller: Caller,
     headers: HeaderMap,
     JsonBody(body): JsonBody<ChangeBody>,
 ) -> Result<Response, ApiError> {
-    submit(&state, &headers, body, Operation::Delete).await
+    submit(&state, &caller, &headers, body, Operation::Delete).await
 }
 
 async fn submit(
     state: &AppState,
+    caller: &Caller,
     headers: &HeaderMap,
     body: ChangeBody,
     operation: Operation,
 ) -> Result<Response, ApiError> {
     let key = idempotency_key(headers)?;
-    let (status, request) = match state.intake.submit(body, operation, key).await? {
+    let submitted = state.intake.submit(&caller.0, body, operation, key).await?;
+    let (status, request) = match submitted {
         Submitted::Created(request) => (StatusCode::ACCEPTED, request),
         Submitted::Replayed(request) => (StatusCode::OK, request),
     };

@@ -6,6 +6,7 @@
 //! Reads use their own pool and, in WAL mode, never wait for the writer. A busy timeout covers
 //! other processes that open the same file.
 
+mod tokens;
 mod writer;
 
 use std::str::FromStr;
@@ -25,7 +26,7 @@ use super::{
     RecordFilter, RequestFilter, RequestStore, SELECT_RECORDS, StoreError, page_query,
     parse_column,
 };
-use crate::domain::{ChangeRequest, LogEntry, Operation, RequestId, RequestStatus};
+use crate::domain::{ChangeRequest, LogEntry, Operation, RequestId, RequestStatus, Submitter};
 use writer::Writer;
 
 /// The database's clock, as RFC 3339 text with milliseconds.
@@ -40,11 +41,12 @@ macro_rules! insert_into {
     () => {
         "insert into dns_requests (id, account_id, source, operation, record_type, domain, \
          target, comment, config, status, log_messages, idempotency_key, fingerprint, zone, \
-         backend, next_attempt_at, enqueued_at, created_at, updated_at) "
+         backend, principal_token_id, principal_name, principal_account, client_addr, \
+         next_attempt_at, enqueued_at, created_at, updated_at) "
     };
 }
 
-/// The most rows one insert statement carries (14 parameters each, well under SQLite's limit
+/// The most rows one insert statement carries (18 parameters each, well under SQLite's limit
 /// of 32,766).
 const INSERT_CHUNK: usize = 500;
 
@@ -253,7 +255,8 @@ async fn insert_request(
     let sql = format!(
         concat!(
             insert_into!(),
-            "values (?, ?, ?, ?, ?, ?, ?, ?, ?, 'PENDING', json_array(json(?)), ?, ?, ?, ?, ",
+            "values (?, ?, ?, ?, ?, ?, ?, ?, ?, 'PENDING', json_array(json(?)), ?, ?, ?, ?, \
+             ?, ?, ?, ?, ",
             now!(),
             ", ",
             now!(),
@@ -282,6 +285,10 @@ async fn insert_request(
         .bind(change.fingerprint())
         .bind(&change.zone)
         .bind(&change.backend)
+        .bind(change.submitter.token_id.map(|t| t.to_string()))
+        .bind(&change.submitter.token_name)
+        .bind(&change.submitter.account_id)
+        .bind(&change.submitter.client_addr)
         .fetch_optional(&mut *connection)
         .await?;
     if let Some(row) = row {
@@ -318,6 +325,10 @@ async fn insert_requests(
             .push_bind(change.fingerprint())
             .push_bind(change.zone.clone())
             .push_bind(change.backend.clone())
+            .push_bind(change.submitter.token_id.map(|t| t.to_string()))
+            .push_bind(change.submitter.token_name.clone())
+            .push_bind(change.submitter.account_id.clone())
+            .push_bind(change.submitter.client_addr.clone())
             .push(now!())
             .push(now!())
             .push(now!())
@@ -672,6 +683,15 @@ fn request_from_row(row: &SqliteRow, with_log: bool) -> Result<DnsRequest, Store
         verified_at: row.try_get("verified_at")?,
         finished_at: row.try_get("finished_at")?,
         lease_expires_at: row.try_get("lease_expires_at")?,
+        submitted_by: Submitter {
+            token_id: row
+                .try_get::<Option<String>, _>("principal_token_id")?
+                .map(|id| parse_column(&id))
+                .transpose()?,
+            token_name: row.try_get("principal_name")?,
+            account_id: row.try_get("principal_account")?,
+            client_addr: row.try_get("client_addr")?,
+        },
         log_messages,
     })
 }
