@@ -37,17 +37,21 @@ async fn a_valid_request_is_accepted_with_202_and_a_location() {
 }
 
 #[tokio::test]
-async fn the_source_is_kept_when_given() {
+async fn a_given_source_is_ignored_and_http_requests_are_recorded_as_api() {
     // Arrange
     let app = spawn_app().await;
     let mut body = a_record("www.example.test", "192.0.2.61");
-    body["context"]["source"] = "portal".into();
+    body["context"]["source"] = "kafka".into();
+    let mut odd = a_record("www.example.test", "192.0.2.62");
+    odd["context"]["source"] = "not a source!".into();
 
     // Act
     let id = app.create(&body).await;
+    let odd_id = app.create(&odd).await;
 
     // Assert
-    assert_eq!(app.request(&id).await["source"], "portal");
+    assert_eq!(app.request(&id).await["source"], "api");
+    assert_eq!(app.request(&odd_id).await["source"], "api");
 }
 
 #[tokio::test]

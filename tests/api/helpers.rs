@@ -22,6 +22,7 @@ pub(crate) use crate::settings::test_settings;
 /// A running application.
 pub(crate) struct TestApp {
     pub(crate) address: String,
+    /// A client that sends the first run's admin token.
     pub(crate) client: reqwest::Client,
     pub(crate) store: Arc<dyn RequestStore>,
     pub(crate) worker: Worker,
@@ -49,6 +50,10 @@ pub(crate) async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> Tes
 pub(crate) async fn spawn_app_on(dir: Arc<TempDir>, settings: Settings) -> TestApp {
     let app = Application::build(settings).await.expect("the app builds");
     let address = format!("http://127.0.0.1:{}", app.port());
+    let admin_token = std::fs::read_to_string(dir.path().join("dnsorch-admin.token"))
+        .expect("the first run wrote dnsorch-admin.token")
+        .trim()
+        .to_owned();
     let store = app.store();
     let worker = app.worker();
     let app_reconciler = app.reconciler();
@@ -56,7 +61,7 @@ pub(crate) async fn spawn_app_on(dir: Arc<TempDir>, settings: Settings) -> TestA
     let server = tokio::spawn(app.run_until_stopped(shutdown.clone()));
     TestApp {
         address,
-        client: reqwest::Client::new(),
+        client: client_with(&admin_token),
         store,
         worker,
         app_reconciler,
@@ -164,6 +169,17 @@ impl TestApp {
         }
         self.dir.clone()
     }
+}
+
+/// A client that sends `token` as its bearer token.
+pub(crate) fn client_with(token: &str) -> reqwest::Client {
+    let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}")).unwrap();
+    value.set_sensitive(true);
+    let headers = reqwest::header::HeaderMap::from_iter([(reqwest::header::AUTHORIZATION, value)]);
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .unwrap()
 }
 
 /// A create body for an A record.

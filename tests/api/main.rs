@@ -1,3 +1,4 @@
+mod auth;
 mod changes;
 mod health;
 mod helpers;
@@ -7,4 +8,5 @@ mod limits;
 mod lists;
 #[path = "../support/settings.rs"]
 mod settings;
+mod tokens;
 mod validation;

@@ -2,3 +2,4 @@ mod queue;
 mod store;
 #[path = "../support/postgres.rs"]
 mod support;
+mod tokens;

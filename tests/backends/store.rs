@@ -6,11 +6,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use dnsorch::domain::{
-    ChangeBody, ChangeRequest, LogEntry, Operation, RequestId, RequestStatus, validate,
+    ChangeBody, ChangeRequest, LogEntry, Operation, RequestId, RequestStatus, Submitter, TokenId,
+    validate,
 };
 use dnsorch::store::{
     Claim, Inserted, OpeningLog, Outcome, PostgresStore, RecordFilter, RequestFilter, RequestStore,
-    Schema, SqliteStore, no_opening_log,
+    Schema, SqliteStore, TokenStore, no_opening_log,
 };
 use serde_json::json;
 use tempfile::TempDir;
@@ -18,24 +19,28 @@ use tempfile::TempDir;
 const LEASE: Duration = Duration::from_secs(30);
 
 /// A store and what keeps its database alive.
-struct TestStore {
-    store: Arc<dyn RequestStore>,
+pub(crate) struct TestStore {
+    pub(crate) store: Arc<dyn RequestStore>,
+    pub(crate) tokens: Arc<dyn TokenStore>,
     _dir: Option<TempDir>,
 }
 
-async fn sqlite_store() -> TestStore {
+pub(crate) async fn sqlite_store() -> TestStore {
     let dir = TempDir::new().unwrap();
     let url = format!("sqlite://{}/store.db?mode=rwc", dir.path().display());
-    let store = SqliteStore::open(&url, Duration::from_secs(2))
-        .await
-        .unwrap();
+    let store = Arc::new(
+        SqliteStore::open(&url, Duration::from_secs(2))
+            .await
+            .unwrap(),
+    );
     TestStore {
-        store: Arc::new(store),
+        store: store.clone(),
+        tokens: store,
         _dir: Some(dir),
     }
 }
 
-async fn postgres_store() -> TestStore {
+pub(crate) async fn postgres_store() -> TestStore {
     let url = crate::support::shared_postgres_database().await;
     let store = PostgresStore::open(
         &url,
@@ -45,8 +50,10 @@ async fn postgres_store() -> TestStore {
     )
     .await
     .unwrap();
+    let store = Arc::new(store);
     TestStore {
-        store: Arc::new(store),
+        store: store.clone(),
+        tokens: store,
         _dir: None,
     }
 }
@@ -80,6 +87,7 @@ store_battery!(
     due_requests_are_requeued_once_per_bound,
     a_batch_is_recorded_in_one_go_and_answers_in_order,
     a_large_batch_records_every_change_with_its_first_log_line,
+    the_submitter_is_recorded_by_single_and_batch_inserts,
 );
 
 fn change_for(domain: &str, target: &str, key: Option<&str>) -> ChangeRequest {
@@ -115,6 +123,10 @@ fn completed() -> Outcome {
 
 async fn an_inserted_request_is_pending_with_its_first_log_line(t: TestStore) {
     let id = insert(&*t.store, "www.example.test").await;
+    assert_eq!(
+        t.store.get(id).await.unwrap().unwrap().submitted_by,
+        Submitter::default()
+    );
     let request = t.store.get(id).await.unwrap().unwrap();
     assert_eq!(request.status, RequestStatus::Pending);
     assert_eq!(request.attempts, 0);
@@ -569,6 +581,46 @@ async fn due_requests_are_requeued_once_per_bound(t: TestStore) {
     all.sort_by_key(|id| id.0);
     all.dedup();
     assert_eq!((total, all.len()), (21, 21));
+}
+
+async fn the_submitter_is_recorded_by_single_and_batch_inserts(t: TestStore) {
+    let submitter = Submitter {
+        token_id: Some(TokenId::new()),
+        token_name: Some("ci".into()),
+        account_id: Some("admin".into()),
+        client_addr: Some("192.0.2.200".into()),
+    };
+    let mut one = change_for("one.example.test", "192.0.2.1", None);
+    one.submitter = submitter.clone();
+    let mut batch = change_for("two.example.test", "192.0.2.1", Some("b"));
+    batch.submitter = Submitter {
+        token_id: None,
+        token_name: Some("kafka-trusted".into()),
+        account_id: Some("acct-1".into()),
+        client_addr: None,
+    };
+
+    let Inserted::Created(first) = t.store.insert(&one).await.unwrap() else {
+        panic!("not created")
+    };
+    let answers = t
+        .store
+        .insert_many(std::slice::from_ref(&batch))
+        .await
+        .unwrap();
+
+    assert_eq!(first.submitted_by, submitter);
+    assert_eq!(
+        t.store.get(first.id).await.unwrap().unwrap().submitted_by,
+        submitter
+    );
+    let Inserted::Created(second) = answers[0] else {
+        panic!("{answers:?}")
+    };
+    assert_eq!(
+        t.store.get(second).await.unwrap().unwrap().submitted_by,
+        batch.submitter
+    );
 }
 
 async fn a_batch_is_recorded_in_one_go_and_answers_in_order(t: TestStore) {
