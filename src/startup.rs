@@ -402,6 +402,8 @@ async fn first_admin_token(settings: &Settings, tokens: &dyn TokenStore) -> anyh
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
         .unwrap_or(std::path::Path::new("."));
+    // The log names the file by its absolute path, so the operator finds it.
+    let dir = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
     let path = dir.join(ADMIN_TOKEN_FILE);
     // The secret goes to a new file first, which replaces the real one only once the token
     // is stored: a restart (tokens exist) leaves an earlier file alone, and a crash in

@@ -81,6 +81,21 @@ pub async fn require_token(
     }
 }
 
+/// The middleware in front of the token endpoints, inside [`require_token`]: only admins
+/// pass.
+pub async fn require_admin(request: Request, next: Next) -> Response {
+    match request
+        .extensions()
+        .get::<Caller>()
+        .map(Caller::require_admin)
+    {
+        Some(Ok(())) => next.run(request).await,
+        Some(Err(e)) => e.into_response(),
+        None => ApiError::Internal(anyhow::anyhow!("require_admin runs without require_token"))
+            .into_response(),
+    }
+}
+
 /// Authenticates the request's bearer token, as the client at `peer` (after proxies).
 ///
 /// # Errors

@@ -117,12 +117,8 @@ impl utoipa::Modify for BearerScheme {
 
 /// The application's router.
 pub fn router(state: AppState) -> Router {
-    let protected = Router::new()
-        .route("/api/v1/dns/create", post(changes::post::create))
-        .route("/api/v1/dns/delete", post(changes::post::delete))
-        .route("/api/v1/dns/requests", get(changes::get::list_requests))
-        .route("/api/v1/dns/requests/{id}", get(changes::get::get_request))
-        .route("/api/v1/dns/records", get(records::list_records))
+    // Token management is for admins: refused before its body is even read.
+    let tokens = Router::new()
         .route(
             "/api/v1/tokens",
             post(tokens::create_token).get(tokens::list_tokens),
@@ -132,6 +128,14 @@ pub fn router(state: AppState) -> Router {
             get(tokens::get_token).delete(tokens::revoke_token),
         )
         .route("/api/v1/tokens/{id}/rotate", post(tokens::rotate_token))
+        .route_layer(middleware::from_fn(auth::require_admin));
+    let protected = Router::new()
+        .route("/api/v1/dns/create", post(changes::post::create))
+        .route("/api/v1/dns/delete", post(changes::post::delete))
+        .route("/api/v1/dns/requests", get(changes::get::list_requests))
+        .route("/api/v1/dns/requests/{id}", get(changes::get::get_request))
+        .route("/api/v1/dns/records", get(records::list_records))
+        .merge(tokens)
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::require_token,
