@@ -13,21 +13,23 @@ use super::validation::ValidationError;
 #[derive(Debug, Clone, Default, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ChangeBody {
-    /// Who asks (required).
+    /// For whom (optional: the token decides).
     pub context: Option<ContextBody>,
     /// What to change (required).
     pub resource: Option<ResourceBody>,
 }
 
-/// `context`: the requester.
+/// `context`: the account the change is for. Kept for compatibility with the original body:
+/// the bearer token decides the account.
 #[derive(Debug, Clone, Default, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ContextBody {
-    /// The requesting account (required, 1-128 characters). Idempotency keys and record
-    /// ownership are scoped to it.
+    /// The account (1-128 characters). Omitted: the token's account. Another account than
+    /// the token's is a 403, except for admin tokens, which may act for any account.
+    /// Idempotency keys and record ownership are scoped to it.
     #[schema(example = "acct-42")]
     pub account_id: Option<String>,
-    /// Where the request came from; `api` by default, `kafka` for the consumer.
+    /// Accepted and ignored: HTTP requests are recorded as `api`, Kafka messages as `kafka`.
     #[schema(example = "api")]
     pub source: Option<String>,
 }
