@@ -16,7 +16,7 @@ use uuid::Uuid;
 
 use super::fqdn::{Fqdn, NameRules};
 use super::record::RecordType;
-use super::validation::ValidationError;
+use super::validation::{ValidationError, check_text};
 
 /// The prefix of every secret.
 pub const SECRET_PREFIX: &str = "dnsorch_";
@@ -469,34 +469,6 @@ impl TokenSpec {
 /// The longest expiry: about 100 years, so that the database's time arithmetic never
 /// overflows.
 const MAX_EXPIRY_SECONDS: f64 = 100.0 * 366.0 * 86_400.0;
-
-fn check_text(
-    value: Option<String>,
-    field: &str,
-    max: usize,
-    errors: &mut ValidationError,
-) -> Option<String> {
-    let Some(value) = value else {
-        errors.push(field, "is required");
-        return None;
-    };
-    let problem = if value.trim().is_empty() {
-        Some("must not be empty".to_owned())
-    } else if value.chars().count() > max {
-        Some(format!("must be at most {max} characters"))
-    } else if value.chars().any(char::is_control) {
-        Some("must not contain control characters".to_owned())
-    } else {
-        None
-    };
-    match problem {
-        Some(message) => {
-            errors.push(field, message);
-            None
-        }
-        None => Some(value),
-    }
-}
 
 /// Parses a duration such as `90d`, `12h`, `1h30m`, `45s` or a plain number of seconds.
 ///

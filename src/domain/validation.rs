@@ -141,23 +141,37 @@ fn required<T>(errors: &mut ValidationError, field: &str) -> Option<T> {
 }
 
 fn check_account_id(account_id: Option<String>, errors: &mut ValidationError) -> Option<String> {
-    const FIELD: &str = "context.account_id";
-    let account_id = account_id.or_else(|| required(errors, FIELD))?;
-    let problem = if account_id.trim().is_empty() {
+    check_text(
+        account_id,
+        "context.account_id",
+        MAX_ACCOUNT_ID_CHARS,
+        errors,
+    )
+}
+
+/// A required, non-blank text of at most `max` characters without control characters.
+pub(crate) fn check_text(
+    value: Option<String>,
+    field: &str,
+    max: usize,
+    errors: &mut ValidationError,
+) -> Option<String> {
+    let value = value.or_else(|| required(errors, field))?;
+    let problem = if value.trim().is_empty() {
         Some("must not be empty".to_owned())
-    } else if account_id.chars().count() > MAX_ACCOUNT_ID_CHARS {
-        Some(format!("must be at most {MAX_ACCOUNT_ID_CHARS} characters"))
-    } else if account_id.chars().any(char::is_control) {
+    } else if value.chars().count() > max {
+        Some(format!("must be at most {max} characters"))
+    } else if value.chars().any(char::is_control) {
         Some("must not contain control characters".to_owned())
     } else {
         None
     };
     match problem {
         Some(message) => {
-            errors.push(FIELD, message);
+            errors.push(field, message);
             None
         }
-        None => Some(account_id),
+        None => Some(value),
     }
 }
 
