@@ -94,7 +94,14 @@ pub fn bearer(value: Option<&[u8]>) -> Result<Secret, AuthFailure> {
 
 struct Cached {
     fetched: Instant,
-    token: Option<Arc<ApiToken>>,
+    token: Option<Arc<Known>>,
+}
+
+/// A token as looked up, with the principal it stands for (built once per lookup, not per
+/// request).
+struct Known {
+    token: ApiToken,
+    principal: Principal,
 }
 
 /// Turns secrets into principals, with a per-process cache.
@@ -133,7 +140,8 @@ impl Authenticator {
         secret: &Secret,
         client: Option<IpAddr>,
     ) -> Result<Principal, AuthError> {
-        let token = self.lookup(secret).await?.ok_or(AuthFailure::Unknown)?;
+        let known = self.lookup(secret).await?.ok_or(AuthFailure::Unknown)?;
+        let token = &known.token;
         if token.revoked_at.is_some() {
             return Err(AuthFailure::Revoked.into());
         }
@@ -148,15 +156,7 @@ impl Authenticator {
             }
         }
         self.touch(token.id);
-        Ok(Principal {
-            token_id: Some(token.id),
-            name: token.name.clone(),
-            account_id: token.account.clone(),
-            admin: token.admin,
-            metrics: token.metrics,
-            forwarder: token.forwarder,
-            policies: token.policies.clone().into(),
-        })
+        Ok(known.principal.clone())
     }
 
     /// Drops every cached lookup (after this process revoked or rotated a token, so that
@@ -165,14 +165,25 @@ impl Authenticator {
         self.cache.lock().expect("not poisoned").clear();
     }
 
-    async fn lookup(&self, secret: &Secret) -> Result<Option<Arc<ApiToken>>, StoreError> {
+    async fn lookup(&self, secret: &Secret) -> Result<Option<Arc<Known>>, StoreError> {
         let digest = secret.digest();
         if let Some(cached) = self.cache.lock().expect("not poisoned").get(&digest)
             && cached.fetched.elapsed() < self.config.cache_for
         {
             return Ok(cached.token.clone());
         }
-        let token = self.tokens.token_by_digest(&digest).await?.map(Arc::new);
+        let token = self.tokens.token_by_digest(&digest).await?.map(|token| {
+            let principal = Principal {
+                token_id: Some(token.id),
+                name: token.name.clone(),
+                account_id: token.account.clone(),
+                admin: token.admin,
+                metrics: token.metrics,
+                forwarder: token.forwarder,
+                policies: token.policies.clone().into(),
+            };
+            Arc::new(Known { token, principal })
+        });
         let mut cache = self.cache.lock().expect("not poisoned");
         if cache.len() >= self.config.cache_entries {
             let cache_for = self.config.cache_for;
