@@ -5,6 +5,8 @@
 #   docker build -t dnsorch .
 #   docker run --rm -p 8000:8000 dnsorch                # `dnsorch run`: all in one, SQLite in the
 #                                                       # working directory /var/lib/dnsorch
+#   docker exec CONTAINER cat dnsorch-admin.token       # the admin token its first start wrote
+#                                                       # there (mode 0600) for the API's Bearer
 #   docker run --rm dnsorch --help                      # every setting (environment variables)
 #
 # Stages:
@@ -52,14 +54,18 @@ USER 10001:10001
 # The working directory holds the default SQLite file of `dnsorch run`; no .env file is baked in
 # (settings come from the environment: see docker-compose.yml and docs/operations.md).
 WORKDIR /var/lib/dnsorch
-# Listen on every interface of the container (the binary's own default is loopback only), and
-# log JSON lines.
+# Listen on every interface of the container, on port 8000 (the binary's own defaults are
+# loopback only, and for OPS_ADDR any free port), and log JSON lines. `run` and `serve` serve
+# the API on BIND_ADDR; `worker` and `consume` serve /healthz, /readyz and /metrics on OPS_ADDR
+# and never bind BIND_ADDR, so both can name the same port.
 ENV BIND_ADDR=0.0.0.0:8000 \
+    OPS_ADDR=0.0.0.0:8000 \
     LOG_FORMAT=json
 EXPOSE 8000
-# /healthz answers 200 while the process serves HTTP: every role but `migrate` (run it with
-# --no-healthcheck; docker-compose.yml disables the check for it).
+# /healthz answers 200 while the process serves HTTP: every role but `migrate` and `token` (run
+# those with --no-healthcheck; docker-compose.yml disables the check for migrate). The check
+# asks BIND_ADDR's port, then OPS_ADDR's: one of them is the role's.
 HEALTHCHECK --interval=10s --timeout=3s --start-period=60s --retries=3 \
-    CMD ["/bin/sh", "-c", "curl -fsS -o /dev/null \"http://127.0.0.1:${BIND_ADDR##*:}/healthz\" || exit 1"]
+    CMD ["/bin/sh", "-c", "curl -fsS -o /dev/null \"http://127.0.0.1:${BIND_ADDR##*:}/healthz\" || curl -fsS -o /dev/null \"http://127.0.0.1:${OPS_ADDR##*:}/healthz\" || exit 1"]
 ENTRYPOINT ["/usr/local/bin/dnsorch"]
 CMD ["run"]

@@ -4,8 +4,11 @@
 #
 #   compose   scripts/lib/compose.py check: each dnsorch service runs a real subcommand and
 #             sets only variables the binary reads (environment: and every .env.* profile its
-#             env_file can select); dependencies, health checks and scaling hold together. With
-#             DNSORCH_BIN set, the binary itself also parses each command line.
+#             env_file can select, also the variables a profile shows commented out);
+#             dependencies, health checks and scaling hold together; the header's
+#             `docker compose run ... SERVICE ARGS` commands (the first admin token) name a
+#             dnsorch service and subcommand. With DNSORCH_BIN set, the binary itself also
+#             parses each command line.
 #   schemas   check-jsonschema --builtin-schema vendor.compose-spec (the compose file) and
 #             vendor.github-workflows (the workflow)
 #   hadolint  the Dockerfile

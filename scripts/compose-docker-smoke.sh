@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # docker-compose.yml with a real Docker engine (CI's image job; our own machines have none):
 # brings the topology up with an already built image, waits for the API to be healthy, scales
-# the workers to 2, posts a request and produces one to Kafka, and waits for both to be
-# COMPLETED. The project and its volumes are removed at the end, also on failure.
+# the workers to 2, creates the first admin token and a token for its account as the compose
+# file's header says (`docker compose run --rm -T migrate token create ...`), posts a request
+# with it and produces one to Kafka with an `authorization: Bearer` header, and waits for both
+# to be COMPLETED. The project and its volumes are removed at the end, also on failure.
 #
 #   DNSORCH_IMAGE=dnsorch:local scripts/compose-docker-smoke.sh
 #
@@ -46,14 +48,14 @@ healthy() {
 }
 
 status_of() {
-    curl -fsS "http://$api/api/v1/dns/requests/$1" | python3 -c 'import json, sys; print(json.load(sys.stdin)["status"])'
+    curl -fsS -H "Authorization: Bearer $token" "http://$api/api/v1/dns/requests/$1" | python3 -c 'import json, sys; print(json.load(sys.stdin)["status"])'
 }
 
 completed() { [ "$(status_of "$1")" = COMPLETED ]; }
 
 kafka_request_completed() {
     local id
-    id="$(curl -fsS "http://$api/api/v1/dns/requests?domain=$kafka_domain" \
+    id="$(curl -fsS -H "Authorization: Bearer $token" "http://$api/api/v1/dns/requests?domain=$kafka_domain" \
         | python3 -c 'import json, sys; items = json.load(sys.stdin)["items"]; print(items[0]["request_id"] if items else "")')"
     [ -n "$id" ] && completed "$id"
 }
@@ -67,15 +69,25 @@ api="$(compose port api 8000)"
 echo "api on $api"
 [ "$(docker inspect --format '{{.State.ExitCode}}' "$(compose ps -a -q migrate)")" = 0 ]
 
+# serve creates no token: the first one as the compose file's header says, then the smoke's.
+admin_token="$(compose run --rm -T migrate token create --account admin --name ops --admin)"
+token="$(compose run --rm -T migrate token create --account acct-smoke --name smoke --policy example.test=read,create)"
+[ "$(curl -s -o /dev/null -w '%{http_code}' -X POST "http://$api/api/v1/dns/create")" = 401 ]
+echo "created the admin token and the smoke's token; the API refuses a request without one"
+
 domain="compose-$$.example.test"
 request_id="$(curl -fsS -X POST "http://$api/api/v1/dns/create" -H 'Content-Type: application/json' \
+    -H "Authorization: Bearer $token" \
     -d "{\"context\": {\"account_id\": \"acct-smoke\"}, \"resource\": {\"record_type\": \"A\", \"domain\": \"$domain\", \"target\": \"192.0.2.53\"}}" \
     | python3 -c 'import json, sys; print(json.load(sys.stdin)["request_id"])')"
 echo "posted request $request_id"
 
 kafka_domain="kafka-$domain"
-echo "{\"context\": {\"account_id\": \"acct-smoke\"}, \"resource\": {\"record_type\": \"A\", \"domain\": \"$kafka_domain\", \"target\": \"192.0.2.54\"}}" \
-    | compose exec -T kafka /opt/kafka/bin/kafka-console-producer.sh --bootstrap-server kafka:9092 --topic dns_requests
+# parse.headers: `authorization:Bearer <token>`, a tab, then the value.
+printf 'authorization:Bearer %s\t%s\n' "$token" \
+    "{\"context\": {\"account_id\": \"acct-smoke\"}, \"resource\": {\"record_type\": \"A\", \"domain\": \"$kafka_domain\", \"target\": \"192.0.2.54\"}}" \
+    | compose exec -T kafka /opt/kafka/bin/kafka-console-producer.sh --bootstrap-server kafka:9092 --topic dns_requests \
+        --property parse.headers=true
 echo "produced a request for $kafka_domain"
 
 # The dev profile's simulated backend takes 10 s per request.
@@ -83,4 +95,6 @@ wait_until "request $request_id COMPLETED" 120 completed "$request_id"
 wait_until "the Kafka request COMPLETED" 120 kafka_request_completed
 curl -fsS "http://$api/readyz"
 echo
+curl -fsS -H "Authorization: Bearer $admin_token" "http://$api/metrics" | grep '^dnsorch_requests{status="COMPLETED"}'
+
 echo "compose topology with Docker: ok"

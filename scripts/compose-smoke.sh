@@ -9,8 +9,11 @@
 # It starts PostgreSQL (with the compose file's user and database), Redis and tansu (a
 # Kafka-protocol broker) with the scripts/lib helpers on free ports, then hands over to
 # scripts/lib/compose.py, which runs migrate, then serve (2 replicas), worker (2 replicas) and
-# consume as the compose file orders them, waits for each dependency's condition, posts a
-# request and produces one to Kafka, and waits for both to be COMPLETED; then it stops every
+# consume as the compose file orders them (each listen address, BIND_ADDR or OPS_ADDR, on a free
+# loopback port), waits for each dependency's condition, creates the first admin token as the
+# compose file's header says (`docker compose run --rm -T migrate token create ...`) and a token
+# for its own account, posts a request with that token and produces one to Kafka with an
+# `authorization: Bearer` header, and waits for both to be COMPLETED; then it stops every
 # process with SIGTERM and requires a clean exit. Everything it started is stopped by PID when
 # it ends, also on failure.
 set -euo pipefail

@@ -6,21 +6,29 @@
 
 `check` (scripts/check-shipping.sh) reads the compose file and verifies that every dnsorch
 service runs a real `dnsorch` subcommand and sets only environment variables the binary reads
-(its `environment:` keys and the keys of every profile its `env_file` can select), and that the
-file's wiring holds together (dependencies exist, `service_healthy` targets have a health check,
-one-shot services do not restart, scalable services have no container_name or fixed host port).
-The subcommands and variables are read from src/cli.rs and src/config.rs (clap's `env = "..."`
-attributes and `std::env::var("...")` calls); with --bin, each command line is also parsed by the
-binary itself (`dnsorch <command> --help`) and the variables are also looked up in its --help.
+(its `environment:` keys and the keys of every profile its `env_file` can select, also those
+shown commented out as `# KEY=value`), and that the file's wiring holds together (dependencies
+exist, `service_healthy` targets have a health check, one-shot services do not restart, scalable
+services have no container_name or fixed host port). The operator commands of the header
+comment (`docker compose run [--rm] [-T] SERVICE ARGS...`) must name a dnsorch service and a
+subcommand. The subcommands and variables are read from src/cli.rs and src/config.rs (clap's
+`env = "..."` attributes and `std::env::var("...")` calls); with --bin, each command line is
+also parsed by the binary itself (`dnsorch <command> --help`) and the variables are also looked
+up in its --help.
 
 `smoke` (scripts/compose-smoke.sh) runs the dnsorch services with the commands, env files,
 `environment:` blocks and start order of the compose file, as local processes: the runtime
 stage's ENV of the Dockerfile, then the env file, then `environment:`, with the compose service
 addresses (postgres:5432, redis:6379, kafka:9092) replaced by the local servers the caller
-started, BIND_ADDR by a free loopback port per replica, and SIMULATED_DELAY_SECONDS made short.
-Each process runs in an empty directory with no other environment, as in the image. It waits
-for each dependency's condition (healthy: /healthz answers; completed: exited 0), posts a
-request to the API and produces one to Kafka, and waits for both to be COMPLETED.
+started, the listen addresses (BIND_ADDR, OPS_ADDR) by a free loopback port per container port
+and replica (as the container's port 8000 is a port of its own in each replica), and
+SIMULATED_DELAY_SECONDS made short. Each process runs in an empty directory with no other
+environment, as in the image. It waits for each dependency's condition (healthy: /healthz
+answers on the port the service's health check probes; completed: exited 0), runs the header's
+`docker compose run` commands (the first admin token), creates a token for the smoke's account
+with `dnsorch token create`, checks that the API refuses a request without a token, posts a
+request to the API with the token and produces one to Kafka with an `authorization: Bearer`
+header, and waits for both to be COMPLETED (read with the token; /metrics with the admin token).
 """
 
 from __future__ import annotations
@@ -30,8 +38,10 @@ import glob
 import json
 import os
 import re
+import shlex
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import time
@@ -51,6 +61,13 @@ INFRA_PORTS = {"postgres": 5432, "redis": 6379, "kafka": 9092}
 SMOKE_OVERRIDES = {"SIMULATED_DELAY_SECONDS": "0.2"}
 # Replicas the smoke starts, as `docker compose up --scale api=2 --scale worker=2` would.
 SMOKE_SCALE = {"api": 2, "worker": 2}
+# The variables that name an address a dnsorch process listens on (`ip:port`).
+LISTEN_VARS = ("BIND_ADDR", "OPS_ADDR")
+# The smoke's own account and token: requests and the Kafka message are submitted with it.
+SMOKE_ACCOUNT = "acct-smoke"
+SMOKE_TOKEN_ARGS = ["token", "create", "--account", SMOKE_ACCOUNT, "--name", "smoke", "--policy", "example.test=read,create"]
+# `docker compose run` options the header's commands may use (none takes a value).
+RUN_FLAGS = {"--rm", "-T", "--no-TTY", "--no-deps", "-i", "--interactive", "--quiet-pull"}
 
 
 # --- reading the compose file ---------------------------------------------------------------
@@ -130,6 +147,49 @@ def read_env_file(path: Path) -> dict[str, str]:
             value = value[1:-1]
         values[key.strip()] = value
     return values
+
+
+def commented_variables(path: Path) -> dict[str, int]:
+    """Variables a profile shows commented out (`# KEY=value`), with their line numbers."""
+    found = {}
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        match = re.match(r"^#\s*([A-Z][A-Z0-9_]*)=", line)
+        if match:
+            found.setdefault(match.group(1), number)
+    return found
+
+
+def operator_commands() -> list[tuple[str, list[str], str]]:
+    """The `docker compose run [FLAGS] SERVICE ARGS...` lines of the compose file's comments:
+    (service, dnsorch arguments, the line as written)."""
+    commands = []
+    for line in COMPOSE.read_text().splitlines():
+        match = re.match(r"^#\s+(docker compose run\s.*?)\s*(?:#.*)?$", line)
+        if not match:
+            continue
+        words = shlex.split(match.group(1))[3:]
+        while words and words[0].startswith("-"):
+            if words[0] not in RUN_FLAGS:
+                raise ValueError(f"docker-compose.yml: `{match.group(1)}`: the smoke does not know the option {words[0]}")
+            words.pop(0)
+        if not words:
+            raise ValueError(f"docker-compose.yml: `{match.group(1)}` names no service")
+        commands.append((words[0], words[1:], match.group(1)))
+    return commands
+
+
+def healthcheck_port(service: dict) -> int:
+    """The container port a service's health check probes (the image's: EXPOSE)."""
+    check = service.get("healthcheck") or {}
+    test = check.get("test") or []
+    text = test if isinstance(test, str) else " ".join(str(t) for t in test)
+    match = re.search(r"https?://[^/\s:]+:(\d+)/healthz", text)
+    if match:
+        return int(match.group(1))
+    exposed = re.search(r"^EXPOSE (\d+)", DOCKERFILE.read_text().split("\nFROM ")[-1], re.M)
+    if not exposed:
+        raise ValueError("Dockerfile: the runtime stage exposes no port")
+    return int(exposed.group(1))
 
 
 def depends_on(service: dict) -> dict[str, str]:
@@ -270,6 +330,9 @@ def check(binary: str | None) -> list[str]:
                         continue
                     for key in sorted(set(keys) - variables):
                         errors.append(f"{path.name}: {key} is not a variable dnsorch reads")
+                    for key, number in sorted(commented_variables(path).items()):
+                        if key not in variables:
+                            errors.append(f"{path.name}:{number}: {key} (commented out) is not a variable dnsorch reads")
         if name not in dnsorch:
             continue
         command = command_of(service)
@@ -298,6 +361,27 @@ def check(binary: str | None) -> list[str]:
                 if host_port:
                     errors.append(f"{where}.ports: fixed host port {host_port} prevents --scale")
     print(f"dnsorch services: {', '.join(dnsorch)}; env files checked: {', '.join(p.name for p in sorted(checked_files))}")
+
+    try:
+        documented = operator_commands()
+    except ValueError as e:
+        documented = []
+        errors.append(str(e))
+    for name, command, line in documented:
+        # `run` hands the arguments to the image's entrypoint (dnsorch) in place of `command`.
+        if name not in dnsorch:
+            errors.append(f"`{line}`: {name} is not a dnsorch service")
+        elif "entrypoint" in services[name]:
+            errors.append(f"`{line}`: {name} sets an entrypoint, so the arguments do not go to dnsorch")
+        elif not command or command[0] not in commands:
+            errors.append(f"`{line}`: {command[:1]} is not a dnsorch subcommand")
+        elif binary:
+            code, output = binary_help(binary, command)
+            if code != 0:
+                errors.append(f"`{line}`: `dnsorch {' '.join(command)}` is refused: {output.strip()[:300]}")
+    if not any(c[:2] == ["token", "create"] and "--admin" in c for _, c, _ in documented):
+        errors.append("the header documents no `docker compose run ... token create ... --admin` (serve creates no token)")
+    print(f"operator commands in the header: {len(documented)}")
 
     text = DOCKERFILE.read_text()
     runtime = text.split("\nFROM ")[-1]
@@ -374,9 +458,14 @@ class Process:
         return self.popen.returncode
 
 
-def http(method: str, url: str, body: dict | None = None, timeout: float = 5) -> tuple[int, dict | str]:
+def http(
+    method: str, url: str, body: dict | None = None, timeout: float = 5, token: str | None = None
+) -> tuple[int, dict | str]:
     data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
+    headers = {"Content-Type": "application/json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    request = urllib.request.Request(url, data=data, method=method, headers=headers)
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
             status, raw = response.status, response.read()
@@ -386,6 +475,125 @@ def http(method: str, url: str, body: dict | None = None, timeout: float = 5) ->
         return status, json.loads(raw)
     except ValueError:
         return status, raw.decode(errors="replace")
+
+
+def run_once(name: str, argv: list[str], env: dict[str, str], work: Path) -> str:
+    """Runs a one-shot dnsorch command like `docker compose run -T`: standard output is
+    returned, standard error goes to work/NAME.log."""
+    directory = work / name
+    directory.mkdir(parents=True, exist_ok=True)
+    log = work / f"{name}.log"
+    with log.open("w") as err:
+        done = subprocess.run(argv, cwd=directory, env=env, stdout=subprocess.PIPE, stderr=err, text=True, timeout=120)
+    if done.returncode != 0:
+        tail = "\n".join(f"    {line}" for line in log.read_text(errors="replace").splitlines()[-25:])
+        raise RuntimeError(f"{name}: `dnsorch {' '.join(argv[1:])}` exited {done.returncode}:\n{tail}")
+    return done.stdout
+
+
+def secret_of(output: str, what: str) -> str:
+    """The secret `dnsorch token create` printed: alone on standard output."""
+    lines = output.splitlines()
+    if len(lines) != 1 or not re.fullmatch(r"dnsorch_[0-9a-f]{48}", lines[0]):
+        raise RuntimeError(f"{what}: standard output is not one secret alone ({len(lines)} lines)")
+    return lines[0]
+
+
+# --- a Kafka producer with headers (tansu's `cat produce` sends none) ----------------------------
+
+
+def _crc32c_table() -> list[int]:
+    table = []
+    for byte in range(256):
+        crc = byte
+        for _ in range(8):
+            crc = (crc >> 1) ^ 0x82F63B78 if crc & 1 else crc >> 1
+        table.append(crc)
+    return table
+
+
+CRC32C_TABLE = _crc32c_table()
+
+
+def crc32c(data: bytes) -> int:
+    crc = 0xFFFFFFFF
+    for byte in data:
+        crc = CRC32C_TABLE[(crc ^ byte) & 0xFF] ^ (crc >> 8)
+    return crc ^ 0xFFFFFFFF
+
+
+def varint(value: int) -> bytes:
+    """A zigzag varint, as records and their headers are framed."""
+    zigzag = (value << 1) ^ (value >> 63)
+    out = bytearray()
+    while zigzag >= 0x80:
+        out.append((zigzag & 0x7F) | 0x80)
+        zigzag >>= 7
+    out.append(zigzag)
+    return bytes(out)
+
+
+def kafka_string(text: str) -> bytes:
+    raw = text.encode()
+    return struct.pack(">h", len(raw)) + raw
+
+
+def record_batch(value: bytes, headers: list[tuple[str, bytes]], key: bytes | None = None) -> bytes:
+    """One record in a v2 record batch (magic 2, uncompressed, not transactional)."""
+    record = b"\x00" + varint(0) + varint(0)  # attributes, timestamp delta, offset delta
+    record += varint(-1) if key is None else varint(len(key)) + key
+    record += varint(len(value)) + value + varint(len(headers))
+    for name, header_value in headers:
+        record += varint(len(name.encode())) + name.encode() + varint(len(header_value)) + header_value
+    record = varint(len(record)) + record
+    now = int(time.time() * 1000)
+    # attributes, last offset delta, first and max timestamp, producer id, epoch, base sequence,
+    # record count: what the CRC (Castagnoli) covers.
+    checked = struct.pack(">hiqqqhii", 0, 0, now, now, -1, -1, -1, 1) + record
+    after_length = struct.pack(">ibI", -1, 2, crc32c(checked)) + checked
+    return struct.pack(">qi", 0, len(after_length)) + after_length
+
+
+def kafka_produce(broker: str, topic: str, value: bytes, headers: list[tuple[str, bytes]], partition: int = 0) -> int:
+    """Produces one record (Produce v3, acks=all) to a single-broker cluster; returns its
+    offset. Retries while the broker does not know the topic's partition yet."""
+    host, port = broker.rsplit(":", 1)
+    batch = record_batch(value, headers)
+    body = struct.pack(">hhi", -1, -1, 10_000)  # no transactional id, acks=all, timeout
+    body += struct.pack(">i", 1) + kafka_string(topic)
+    body += struct.pack(">i", 1) + struct.pack(">ii", partition, len(batch)) + batch
+    deadline = time.monotonic() + 30
+    correlation = 0
+    while True:
+        correlation += 1
+        header = struct.pack(">hhi", 0, 3, correlation) + kafka_string("dnsorch-compose-smoke")
+        request = header + body
+        with socket.create_connection((host, int(port)), timeout=10) as conn:
+            conn.sendall(struct.pack(">i", len(request)) + request)
+            size = struct.unpack(">i", _read_exactly(conn, 4))[0]
+            answer = _read_exactly(conn, size)
+        got_correlation, topics = struct.unpack_from(">ii", answer, 0)
+        if got_correlation != correlation or topics != 1:
+            raise RuntimeError(f"Produce: an unexpected answer ({got_correlation}, {topics} topics)")
+        name_length = struct.unpack_from(">h", answer, 8)[0]
+        offset = 10 + name_length
+        partitions, _index, error, base_offset = struct.unpack_from(">iihq", answer, offset)
+        if partitions == 1 and error == 0:
+            return base_offset
+        # 3 UNKNOWN_TOPIC_OR_PARTITION, 5 LEADER_NOT_AVAILABLE, 6 NOT_LEADER_OR_FOLLOWER
+        if error not in (3, 5, 6) or time.monotonic() > deadline:
+            raise RuntimeError(f"Produce to {topic}[{partition}] answered error code {error}")
+        time.sleep(0.5)
+
+
+def _read_exactly(conn: socket.socket, size: int) -> bytes:
+    data = bytearray()
+    while len(data) < size:
+        chunk = conn.recv(size - len(data))
+        if not chunk:
+            raise RuntimeError("the broker closed the connection")
+        data += chunk
+    return bytes(data)
 
 
 def wait_for(what: str, bound: float, ready, processes: list[Process]) -> None:
@@ -421,16 +629,33 @@ def smoke(args: argparse.Namespace) -> None:
             value = re.sub(rf"(?<![\w.-]){service}:{port}\b", local[service], value)
         return value
 
-    def service_env(name: str, service: dict) -> dict[str, str]:
+    def service_env(name: str, service: dict) -> tuple[dict[str, str], dict[int, str]]:
+        """The process's environment, and where each container port it listens on is here."""
         env = dict(base_env)
         for pattern in env_file_patterns(service):
             env.update(read_env_file(ROOT / interpolate(pattern, outer)))
         env.update({k: interpolate(v, outer) for k, v in environment_of(service).items()})
         env = {k: localize(v) for k, v in env.items()}
+        # Each replica is a container of its own: one free loopback port per container port,
+        # shared by the listen variables that name it (BIND_ADDR and OPS_ADDR may both say
+        # 8000: a process binds only one of them). Port 0 stays "any free port".
+        ports: dict[int, str] = {}
+        for var in LISTEN_VARS:
+            if var not in env:
+                continue
+            host, _, port = env[var].rpartition(":")
+            if not host or not port.isdigit():
+                raise ValueError(f"services.{name}: {var}={env[var]!r} is not ip:port")
+            if int(port) == 0:
+                env[var] = "127.0.0.1:0"
+                continue
+            ports.setdefault(int(port), f"127.0.0.1:{free_port()}")
+            env[var] = ports[int(port)]
         env.update(SMOKE_OVERRIDES)
         env["PATH"] = os.environ.get("PATH", "/usr/bin:/bin")
-        return env
+        return env, ports
 
+    one_shot = {dep for s in services.values() for dep, c in depends_on(s).items() if c == "service_completed_successfully"}
     try:
         for name in start_order(services):
             service = services[name]
@@ -467,14 +692,19 @@ def smoke(args: argparse.Namespace) -> None:
             replicas = SMOKE_SCALE.get(name, 1)
             print(f"  dnsorch {' '.join(command_of(service))} x{replicas}")
             processes[name], addresses[name] = [], []
+            health_port = healthcheck_port(service)
             for index in range(1, replicas + 1):
-                env = service_env(name, service)
-                address = f"127.0.0.1:{free_port()}"
-                env["BIND_ADDR"] = address
+                env, ports = service_env(name, service)
+                # Where the health check (and a client in the network) reaches this replica; a
+                # process that does not bind the variable naming that port fails its health wait.
+                if health_port not in ports and has_healthcheck(service) and name not in one_shot:
+                    raise RuntimeError(f"services.{name}: its health check probes port {health_port}, which none of {', '.join(LISTEN_VARS)} names")
+                address = ports.get(health_port, f"127.0.0.1:{free_port()}")
                 processes[name].append(Process(f"{name}-{index}", [args.bin, *command_of(service)], env, work, pids))
                 addresses[name].append(address)
+                listens = ", ".join(f"{v}={env[v]}" for v in LISTEN_VARS if v in env)
+                print(f"    {name}-{index}: {listens}; port {health_port} is {address}")
 
-        one_shot = {dep for s in services.values() for dep, c in depends_on(s).items() if c == "service_completed_successfully"}
         by_command: dict[str, str] = {}
         for name, group in processes.items():
             if group:
@@ -491,45 +721,65 @@ def smoke(args: argparse.Namespace) -> None:
 
         api = addresses[by_command["serve"]]
         probe = healthcheck_command()
-        done = subprocess.run(["/bin/sh", "-c", probe], env={"PATH": os.environ["PATH"], "BIND_ADDR": api[0]})
-        if done.returncode != 0:
-            raise RuntimeError(f"the Dockerfile's HEALTHCHECK command failed against {api[0]}: {probe}")
-        print(f"the Dockerfile's HEALTHCHECK command passes against api-1 ({api[0]})")
+        for name, group in processes.items():
+            if name in one_shot or not group or not has_healthcheck(services[name]):
+                continue
+            probe_env = {"PATH": os.environ["PATH"], **{v: group[0].env[v] for v in LISTEN_VARS if v in group[0].env}}
+            done = subprocess.run(["/bin/sh", "-c", probe], env=probe_env, stdout=subprocess.DEVNULL)
+            if done.returncode != 0:
+                raise RuntimeError(f"the Dockerfile's HEALTHCHECK command failed for {group[0].name} ({probe_env}): {probe}")
+            print(f"the Dockerfile's HEALTHCHECK command passes for {group[0].name}")
+
+        # The operator's first token, as the header comment says to create it.
+        documented = operator_commands()
+        if not documented:
+            raise RuntimeError("docker-compose.yml documents no `docker compose run` command for the first token")
+        admin_token, token_service = None, None
+        for index, (name, command, line) in enumerate(documented, 1):
+            if name not in services or not is_dnsorch(services[name]):
+                raise RuntimeError(f"`{line}`: {name} is not a dnsorch service")
+            env, _ = service_env(name, services[name])
+            output = run_once(f"run-{index}-{name}", [args.bin, *command], env, work)
+            print(f"`{line}`: exited 0")
+            if command[:2] == ["token", "create"] and "--admin" in command:
+                admin_token, token_service = secret_of(output, line), name
+        if admin_token is None or token_service is None:
+            raise RuntimeError("no documented `docker compose run` command creates an admin token")
+        print("the first admin token: printed alone on standard output")
+
+        # The smoke's own token, the same way (the settings of the service the header names).
+        env, _ = service_env(token_service, services[token_service])
+        token = secret_of(run_once("token-create", [args.bin, *SMOKE_TOKEN_ARGS], env, work), "token create")
+        print(f"dnsorch {' '.join(SMOKE_TOKEN_ARGS)} (settings of {token_service}): a token")
 
         domain = f"smoke-{uuid.uuid4().hex[:8]}.example.test"
-        status, accepted = http(
-            "POST",
-            f"http://{api[0]}/api/v1/dns/create",
-            {"context": {"account_id": "acct-smoke"}, "resource": {"record_type": "A", "domain": domain, "target": "192.0.2.53"}},
-        )
+        change = {"context": {"account_id": SMOKE_ACCOUNT}, "resource": {"record_type": "A", "domain": domain, "target": "192.0.2.53"}}
+        status, refused = http("POST", f"http://{api[0]}/api/v1/dns/create", change)
+        if status != 401:
+            raise RuntimeError(f"POST without a token answered {status}, not 401: {refused}")
+        print("POST /api/v1/dns/create without a token: 401")
+        status, accepted = http("POST", f"http://{api[0]}/api/v1/dns/create", change, token=token)
         if status != 202:
             raise RuntimeError(f"POST answered {status}: {accepted}")
         ids = {accepted["request_id"]: "api"}
-        print(f"POST /api/v1/dns/create on api-1: 202, request {accepted['request_id']}")
+        print(f"POST /api/v1/dns/create on api-1 with the token: 202, request {accepted['request_id']}")
 
         consumer_env = processes[by_command["consume"]][0].env
         topic = consumer_env.get("KAFKA_DNS_TOPIC", "dns_requests")
-        message = {"context": {"account_id": "acct-smoke"}, "resource": {"record_type": "A", "domain": f"kafka-{domain}", "target": "192.0.2.54"}}
-        produced = subprocess.run(
-            [args.tansu, "cat", "produce", topic, "-", "--broker", f"tcp://{args.kafka}"],
-            input=json.dumps({"value": message}) + "\n",  # tansu cat: one {"key", "value"} per line
-            text=True,
-            capture_output=True,
-            env={"PATH": os.environ["PATH"]},
-        )
-        if produced.returncode != 0:
-            raise RuntimeError(f"could not produce to {topic} with tansu: {produced.stderr.strip()[:300]}")
+        message = {"context": {"account_id": SMOKE_ACCOUNT}, "resource": {"record_type": "A", "domain": f"kafka-{domain}", "target": "192.0.2.54"}}
+        offset = kafka_produce(args.kafka, topic, json.dumps(message).encode(), [("authorization", f"Bearer {token}".encode())])
         kafka_domain = message["resource"]["domain"]
-        print(f"produced one message to {topic} with tansu")
+        print(f"produced one message to {topic} (offset {offset}) with the header 'authorization: Bearer <token>'")
 
         reader = api[-1]
         deadline = time.monotonic() + 60
         while True:
             if len(ids) < 2:
-                status, page = http("GET", f"http://{reader}/api/v1/dns/requests?domain={kafka_domain}")
+                status, page = http("GET", f"http://{reader}/api/v1/dns/requests?domain={kafka_domain}", token=token)
                 if status == 200 and page.get("items"):
                     ids.setdefault(page["items"][0]["request_id"], "kafka")
-            states = {rid: http("GET", f"http://{reader}/api/v1/dns/requests/{rid}")[1].get("status") for rid in ids}
+            answers = {rid: http("GET", f"http://{reader}/api/v1/dns/requests/{rid}", token=token)[1] for rid in ids}
+            states = {rid: a.get("status") if isinstance(a, dict) else a for rid, a in answers.items()}
             if len(states) == 2 and all(s == "COMPLETED" for s in states.values()):
                 break
             if time.monotonic() > deadline:
@@ -537,21 +787,34 @@ def smoke(args: argparse.Namespace) -> None:
                 raise RuntimeError(f"not COMPLETED within 60 s: {states}\n{logs}")
             time.sleep(0.2)
         for rid, source in ids.items():
-            print(f"request {rid} (from {source}) is COMPLETED, read on api-{len(api)}")
+            submitter = answers[rid].get("submitted_by") or {}
+            if submitter.get("token_name") != "smoke" or submitter.get("account_id") != SMOKE_ACCOUNT:
+                raise RuntimeError(f"request {rid} (from {source}) was not submitted by the smoke's token: {submitter}")
+            print(f"request {rid} (from {source}) is COMPLETED, submitted by token smoke, read on api-{len(api)} with it")
 
         status, ready = http("GET", f"http://{api[0]}/readyz")
         if status != 200 or ready.get("status") != "ready":
             raise RuntimeError(f"api /readyz: {status} {ready}")
         print(f"api /readyz: {ready}")
-        status, ready = http("GET", f"http://{addresses[by_command['consume']][0]}/readyz")
-        if status != 200 or ready.get("status") != "ready":
-            raise RuntimeError(f"consumer /readyz: {status} {ready}")
-        print(f"consumer /readyz: {ready}")
-        status, metrics = http("GET", f"http://{api[0]}/metrics")
+        for role in ("consume", "worker"):
+            name = by_command.get(role)
+            if name is None:
+                continue
+            for p, address in zip(processes[name], addresses[name]):
+                status, ready = http("GET", f"http://{address}/readyz")
+                if status != 200 or ready.get("status") != "ready":
+                    raise RuntimeError(f"{p.name} /readyz on {address}: {status} {ready}")
+                print(f"{p.name} /readyz on {address}: {ready}")
+        status, _ = http("GET", f"http://{api[0]}/metrics")
+        public = str(processes[by_command["serve"]][0].env.get("METRICS_PUBLIC", "false")).lower() in ("1", "true", "yes", "on")
+        if not public and status != 401:
+            raise RuntimeError(f"api /metrics without a token answered {status}, not 401")
+        print(f"api /metrics without a token: {status}")
+        status, metrics = http("GET", f"http://{api[0]}/metrics", token=admin_token)
         completed = re.search(r'^dnsorch_requests\{status="COMPLETED"\} (\d+)', metrics if isinstance(metrics, str) else "", re.M)
-        if not completed or int(completed.group(1)) < len(ids):
-            raise RuntimeError(f"api /metrics does not count {len(ids)} COMPLETED")
-        print(f"api /metrics: dnsorch_requests{{status=\"COMPLETED\"}} {completed.group(1)}")
+        if status != 200 or not completed or int(completed.group(1)) < len(ids):
+            raise RuntimeError(f"api /metrics with the admin token ({status}) does not count {len(ids)} COMPLETED")
+        print(f"api /metrics with the admin token: dnsorch_requests{{status=\"COMPLETED\"}} {completed.group(1)}")
     finally:
         failed = []
         for group in reversed(list(processes.values())):
