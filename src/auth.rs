@@ -17,6 +17,10 @@ use chrono::Utc;
 use crate::domain::{Principal, Secret, TokenId, TokenSpec};
 use crate::store::{ApiToken, StoreError, TokenChange, TokenStore};
 
+/// The header with which forward mode's consumer vouches that a request it posts with a
+/// message's own token came from Kafka: `Bearer <a --forwarder token>`.
+pub const FORWARDED_BY: &str = "dnsorch-forwarded-by";
+
 /// How long and how much the authenticator caches.
 #[derive(Debug, Clone, Copy)]
 pub struct AuthConfig {

@@ -345,7 +345,7 @@ fn kafka_intake(
         topic: settings.kafka_dns_topic.clone(),
         group_id: settings.kafka_group_id.clone(),
         api_url: settings.api_url.clone(),
-        api_token: forward_token(settings)?,
+        api_token_file: forward_token_file(settings)?,
         trusted_accounts: settings.trusted_accounts(),
     };
     let kafka =
@@ -354,19 +354,19 @@ fn kafka_intake(
     Ok(Some(kafka))
 }
 
-/// Forward mode's own token (`API_TOKEN_FILE`), sent with messages that carry none.
+/// Forward mode's token file (`API_TOKEN_FILE`), checked once at start (it is read again at
+/// each use, so it can be replaced in place). Without forward mode it is not used.
 #[cfg(feature = "kafka")]
-fn forward_token(settings: &Settings) -> anyhow::Result<Option<Secret>> {
-    let Some(path) = &settings.api_token_file else {
+fn forward_token_file(settings: &Settings) -> anyhow::Result<Option<std::path::PathBuf>> {
+    let Some(path) = settings
+        .api_token_file
+        .clone()
+        .filter(|_| settings.api_url.is_some())
+    else {
         return Ok(None);
     };
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("API_TOKEN_FILE: cannot read {}", path.display()))?;
-    let text = text.trim();
-    if text.is_empty() {
-        anyhow::bail!("API_TOKEN_FILE: {} is empty", path.display());
-    }
-    Ok(Some(Secret::presented(text)))
+    crate::intake::kafka::read_token_file(&path).context("API_TOKEN_FILE")?;
+    Ok(Some(path))
 }
 
 /// The name of the first run's admin token file, beside the SQLite database.

@@ -13,6 +13,7 @@ use crate::config::Settings;
 use crate::domain::token::{PolicyBody, TokenBody, parse_duration};
 use crate::domain::{Policy, TokenId, TokenSpec, ValidationError};
 use crate::startup::open_store;
+use crate::store::tokens::LAST_ADMIN;
 use crate::store::{ApiToken, TokenChange, TokenFilter, TokenStore};
 
 /// The most tokens `list` prints.
@@ -92,7 +93,7 @@ pub async fn run_command(settings: &Settings, command: TokenCommand) -> anyhow::
                 }
                 TokenChange::NotFound => anyhow::bail!("no token with id {id}"),
                 TokenChange::LastAdmin => {
-                    anyhow::bail!("{}", crate::api::tokens::LAST_ADMIN)
+                    anyhow::bail!("{LAST_ADMIN}")
                 }
             }
         }

@@ -17,7 +17,7 @@ use axum::response::{IntoResponse, Response};
 
 use super::AppState;
 use super::error::ApiError;
-use crate::auth::{AuthError, AuthFailure, bearer};
+use crate::auth::{AuthError, AuthFailure, FORWARDED_BY, bearer};
 use crate::domain::{Actor, Source, Subnet};
 
 /// The authenticated caller of an API request.
@@ -120,6 +120,36 @@ pub async fn authenticate(
         Err(AuthError::Refused(failure)) => {
             failure.emit("http");
             tracing::info!(reason = failure.reason(), client = ?client, "request refused: {failure}");
+            Err(ApiError::Unauthorized(failure))
+        }
+        Err(AuthError::Store(e)) => Err(e.into()),
+    }
+}
+
+/// The source to record: `kafka` when the request carries a valid `--forwarder` token in
+/// [`FORWARDED_BY`], else `api`.
+///
+/// # Errors
+/// 401 for a refused token there, 403 for one that is not a forwarder.
+pub async fn forwarded_source(
+    state: &AppState,
+    headers: &HeaderMap,
+    client: Option<IpAddr>,
+) -> Result<Source, ApiError> {
+    let Some(value) = headers.get(FORWARDED_BY) else {
+        return Ok(Source::Api);
+    };
+    let principal = match bearer(Some(value.as_bytes())) {
+        Ok(secret) => state.access.auth.authenticate(&secret, client).await,
+        Err(failure) => Err(failure.into()),
+    };
+    match principal {
+        Ok(principal) if principal.forwarder => Ok(Source::Kafka),
+        Ok(_) => Err(ApiError::Forbidden(format!(
+            "{FORWARDED_BY} needs a token created with --forwarder"
+        ))),
+        Err(AuthError::Refused(failure)) => {
+            failure.emit("http");
             Err(ApiError::Unauthorized(failure))
         }
         Err(AuthError::Store(e)) => Err(e.into()),

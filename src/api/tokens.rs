@@ -18,6 +18,7 @@ use super::query::{ListQuery, Page};
 use crate::auth;
 use crate::domain::token::TokenBody;
 use crate::domain::{TokenId, TokenSpec};
+use crate::store::tokens::LAST_ADMIN;
 use crate::store::{ApiToken, TokenChange, TokenFilter};
 
 /// A token with its secret: the answer of a create or a rotation, and the only time the
@@ -216,10 +217,6 @@ pub async fn revoke_token(
         TokenChange::Revoked(token) => Ok(Json(token)),
     }
 }
-
-/// Why the last admin token stays.
-pub const LAST_ADMIN: &str =
-    "this is the last valid admin token; create another admin token before revoking it";
 
 fn parse_id(id: &str) -> Result<TokenId, ApiError> {
     id.parse()

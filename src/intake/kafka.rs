@@ -65,6 +65,8 @@ const WARN_EVERY: Duration = Duration::from_secs(30);
 const IDEMPOTENCY_HEADER: &str = "idempotency-key";
 /// The message header that carries the token.
 const AUTHORIZATION_HEADER: &str = "authorization";
+/// Why a message without a token is refused.
+const NO_TOKEN: &str = "no 'authorization: Bearer <token>' header, and context.account_id is not one of KAFKA_TRUSTED_ACCOUNTS";
 
 /// Settings of the Kafka intake.
 #[derive(Debug, Clone)]
@@ -74,8 +76,9 @@ pub struct KafkaConfig {
     pub group_id: String,
     /// Forward mode: the API's create URL.
     pub api_url: Option<String>,
-    /// Forward mode: the token sent with messages that carry none.
-    pub api_token: Option<Secret>,
+    /// Forward mode: the file holding the token sent with trusted accounts' messages that
+    /// carry none (read at each use, so it can be replaced in place).
+    pub api_token_file: Option<std::path::PathBuf>,
     /// Accounts whose messages need no token.
     pub trusted_accounts: Vec<String>,
 }
@@ -152,7 +155,7 @@ enum Sink {
     Forward {
         client: reqwest::Client,
         url: String,
-        token: Option<Secret>,
+        token_file: Option<std::path::PathBuf>,
     },
 }
 
@@ -213,7 +216,7 @@ impl KafkaIntake {
                     .timeout(Duration::from_secs(10))
                     .build()?,
                 url: url.clone(),
-                token: config.api_token.clone(),
+                token_file: config.api_token_file.clone(),
             },
             None => Sink::Direct(intake),
         };
@@ -506,19 +509,77 @@ impl KafkaIntake {
                 }
                 record_direct(intake, authorized, shutdown).await
             }
-            Sink::Forward { client, url, token } => {
+            Sink::Forward {
+                client,
+                url,
+                token_file,
+            } => {
                 let mut fates = Vec::with_capacity(decoded.len());
                 for message in decoded {
-                    fates.push(match message {
+                    let token = match message {
+                        Err(reason) => Err(reason),
+                        Ok(message) => self
+                            .forward_token(&message, token_file.as_deref())
+                            .map(|t| (message, t)),
+                    };
+                    fates.push(match token {
                         Err(reason) => Fate::Dead(reason),
-                        Ok(message) => {
-                            forward(client, url, token.as_ref(), &message, shutdown).await?
+                        Ok((message, token)) => {
+                            // A message with its own token is vouched for as Kafka's by our
+                            // forwarder token, so the API records it as `kafka`.
+                            let vouch = match (&message.token, token_file) {
+                                (Ok(_), Some(file)) => read_token_file(file).ok(),
+                                _ => None,
+                            };
+                            forward(client, url, &token, vouch.as_ref(), &message, shutdown).await?
                         }
                     });
                 }
                 Some(fates)
             }
         }
+    }
+
+    /// The token a message is forwarded with: its own; or, for a trusted account's message
+    /// without one, the token in `API_TOKEN_FILE` (a `--forwarder` token). The API
+    /// authenticates it; here we only refuse what cannot be sent.
+    fn forward_token(
+        &self,
+        message: &DecodedMessage,
+        token_file: Option<&std::path::Path>,
+    ) -> Result<Secret, DeadLetterReason> {
+        let refuse = |failure: AuthFailure, why: String| {
+            failure.emit("kafka");
+            Err(DeadLetterReason::Unauthorized(why))
+        };
+        match &message.token {
+            Ok(token) => Ok(token.clone()),
+            Err(AuthFailure::Missing) if !self.is_trusted(message) => {
+                refuse(AuthFailure::Missing, NO_TOKEN.to_owned())
+            }
+            Err(AuthFailure::Missing) => match token_file.map(read_token_file) {
+                Some(Ok(token)) => Ok(token),
+                Some(Err(e)) => refuse(
+                    AuthFailure::Missing,
+                    format!("no token, and API_TOKEN_FILE: {e:#}"),
+                ),
+                None => refuse(
+                    AuthFailure::Missing,
+                    "no token, and API_TOKEN_FILE is not set".to_owned(),
+                ),
+            },
+            Err(failure) => refuse(*failure, failure.to_string()),
+        }
+    }
+
+    /// Whether the message names one of `KAFKA_TRUSTED_ACCOUNTS`.
+    fn is_trusted(&self, message: &DecodedMessage) -> bool {
+        message
+            .body
+            .context
+            .as_ref()
+            .and_then(|c| c.account_id.as_deref())
+            .is_some_and(|a| self.trusted_accounts.iter().any(|t| t == a))
     }
 
     /// The message with its actor: its token's principal, or `kafka-trusted` for a trusted
@@ -547,16 +608,13 @@ impl KafkaIntake {
                     }
                 }
             }
-            Err(AuthFailure::Missing) => {
+            Err(AuthFailure::Missing) if self.is_trusted(&message) => {
                 let account = message
                     .body
                     .context
                     .as_ref()
                     .and_then(|c| c.account_id.as_deref());
-                match account.filter(|a| self.trusted_accounts.iter().any(|t| t == a)) {
-                    Some(account) => Ok(Principal::kafka_trusted(account)),
-                    None => Err(AuthFailure::Missing),
-                }
+                Ok(Principal::kafka_trusted(account.unwrap_or_default()))
             }
             Err(failure) => Err(*failure),
         };
@@ -574,8 +632,11 @@ impl KafkaIntake {
             Err(failure) => {
                 failure.emit("kafka");
                 Err(DeadLetterReason::Unauthorized(match failure {
-                    AuthFailure::Missing => "no 'authorization: Bearer <token>' header, and context.account_id is not one of KAFKA_TRUSTED_ACCOUNTS".to_owned(),
-                    AuthFailure::Subnet => "the token is limited to subnets, which a Kafka message cannot show".to_owned(),
+                    AuthFailure::Missing => NO_TOKEN.to_owned(),
+                    AuthFailure::Subnet => {
+                        "the token is limited to subnets, which a Kafka message cannot show"
+                            .to_owned()
+                    }
                     other => other.to_string(),
                 }))
             }
@@ -701,34 +762,22 @@ fn forward_url(api_url: &str, operation: Operation) -> String {
 async fn forward(
     client: &reqwest::Client,
     url: &str,
-    own_token: Option<&Secret>,
+    token: &Secret,
+    forwarder: Option<&Secret>,
     message: &DecodedMessage,
     shutdown: &CancellationToken,
 ) -> Option<Fate> {
-    let token = match (&message.token, own_token) {
-        (Ok(token), _) => token,
-        (Err(AuthFailure::Missing), Some(token)) => token,
-        (Err(failure), _) => {
-            failure.emit("kafka");
-            return Some(Fate::Dead(DeadLetterReason::Unauthorized(format!(
-                "{failure}, and API_TOKEN_FILE gives no token to forward it with"
-            ))));
-        }
-    };
-    let mut authorization =
-        reqwest::header::HeaderValue::from_str(&format!("Bearer {}", token.expose()))
-            .unwrap_or_else(|_| reqwest::header::HeaderValue::from_static("Bearer -"));
-    authorization.set_sensitive(true);
     let url = forward_url(url, message.operation);
     let mut pause = Duration::from_millis(200);
     loop {
-        let sent = client
+        let mut post = client
             .post(&url)
             .header("Idempotency-Key", &message.idempotency_key)
-            .header(reqwest::header::AUTHORIZATION, authorization.clone())
-            .json(&message.body)
-            .send()
-            .await;
+            .header(reqwest::header::AUTHORIZATION, bearer_value(token));
+        if let Some(forwarder) = forwarder {
+            post = post.header(crate::auth::FORWARDED_BY, bearer_value(forwarder));
+        }
+        let sent = post.json(&message.body).send().await;
         match sent {
             Ok(response) if response.status().is_success() => {
                 return Some(if response.status() == reqwest::StatusCode::ACCEPTED {
@@ -823,6 +872,29 @@ fn origin_of(message: &OwnedMessage) -> MessageOrigin {
         partition: message.partition(),
         offset: message.offset(),
     }
+}
+
+/// `Bearer <secret>`, marked sensitive so that no log prints it.
+fn bearer_value(secret: &Secret) -> reqwest::header::HeaderValue {
+    let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {}", secret.expose()))
+        .unwrap_or_else(|_| reqwest::header::HeaderValue::from_static("Bearer -"));
+    value.set_sensitive(true);
+    value
+}
+
+/// Reads a token file (`API_TOKEN_FILE`): the secret, trimmed.
+///
+/// # Errors
+/// The file cannot be read or is empty.
+pub fn read_token_file(path: &std::path::Path) -> anyhow::Result<Secret> {
+    use anyhow::Context as _;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let text = text.trim();
+    if text.is_empty() {
+        anyhow::bail!("{} is empty", path.display());
+    }
+    Ok(Secret::presented(text))
 }
 
 fn header_value<'m>(message: &'m OwnedMessage, name: &str) -> Option<&'m [u8]> {

@@ -62,6 +62,10 @@ pub enum TokenChange {
     LastAdmin,
 }
 
+/// Why the last valid admin token is not revoked.
+pub const LAST_ADMIN: &str =
+    "this is the last valid admin token; create another admin token before revoking it";
+
 /// Filters for listing tokens, newest first.
 #[derive(Debug, Clone, Default)]
 pub struct TokenFilter {

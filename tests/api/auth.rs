@@ -519,3 +519,50 @@ async fn last_used_is_recorded() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+#[tokio::test]
+async fn a_forwarder_token_acts_for_the_trusted_accounts_and_vouches_for_kafka() {
+    // Arrange
+    let app = spawn_app_with(|s| s.kafka_trusted_accounts = vec!["acct-k".into()]).await;
+    let (_, forwarder) = token(
+        &app,
+        json!({"account": "kafka", "name": "consumer", "forwarder": true}),
+    )
+    .await;
+    let (_, plain) = token_of(&app, "acct-1").await;
+    let mut trusted = a_record("www.example.test", "192.0.2.20");
+    trusted["context"]["account_id"] = "acct-k".into();
+    let mut untrusted = a_record("www.example.test", "192.0.2.21");
+    untrusted["context"]["account_id"] = "acct-x".into();
+    let vouched = |secret: &str, by: &str| {
+        client_with(secret)
+            .post(format!("{}/api/v1/dns/create", app.address))
+            .header("dnsorch-forwarded-by", format!("Bearer {by}"))
+            .json(&a_record("www.example.test", "192.0.2.22"))
+            .send()
+    };
+
+    // Act
+    let for_trusted = post_as(&app, &forwarder, &trusted).await;
+    let for_untrusted = post_as(&app, &forwarder, &untrusted).await;
+    let own_token_vouched = vouched(&plain, &forwarder).await.unwrap();
+    let vouched_by_plain = vouched(&plain, &plain).await.unwrap();
+
+    // Assert
+    assert_eq!(for_trusted.status(), StatusCode::ACCEPTED);
+    let recorded: Value = for_trusted.json().await.unwrap();
+    assert_eq!(
+        (&recorded["account_id"], &recorded["source"]),
+        (&json!("acct-k"), &json!("kafka"))
+    );
+    assert_eq!(for_untrusted.status(), StatusCode::FORBIDDEN);
+    assert_eq!(own_token_vouched.status(), StatusCode::ACCEPTED);
+    let recorded: Value = own_token_vouched.json().await.unwrap();
+    assert_eq!(
+        (&recorded["account_id"], &recorded["source"]),
+        (&json!("acct-1"), &json!("kafka"))
+    );
+    assert_eq!(recorded["submitted_by"]["token_name"], "acct-1-ci");
+    assert_eq!(vouched_by_plain.status(), StatusCode::FORBIDDEN);
+    assert_eq!(stored_requests(&app).await, 2);
+}

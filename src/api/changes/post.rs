@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 
 use super::location_of;
 use crate::api::AppState;
-use crate::api::auth::Caller;
+use crate::api::auth::{Caller, forwarded_source};
 use crate::api::error::{ApiError, ErrorBody};
 use crate::api::json::JsonBody;
 use crate::domain::{ChangeBody, Operation, ValidationError};
@@ -96,7 +96,9 @@ async fn submit(
     operation: Operation,
 ) -> Result<Response, ApiError> {
     let key = idempotency_key(headers)?;
-    let submitted = state.intake.submit(&caller.0, body, operation, key).await?;
+    let mut actor = caller.0.clone();
+    actor.source = forwarded_source(state, headers, actor.client_addr).await?;
+    let submitted = state.intake.submit(&actor, body, operation, key).await?;
     let (status, request) = match submitted {
         Submitted::Created(request) => (StatusCode::ACCEPTED, request),
         Submitted::Replayed(request) => (StatusCode::OK, request),
