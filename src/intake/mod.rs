@@ -88,17 +88,21 @@ impl Intake {
     fn decide_account(&self, actor: &Actor, body: &mut ChangeBody) -> Result<(), IntakeError> {
         let principal = &actor.principal;
         let context = body.context.get_or_insert_with(Default::default);
-        let mut source = actor.source;
-        match context.account_id.as_deref() {
-            None => context.account_id = Some(principal.account_id.clone()),
-            Some(account) if account == principal.account_id || account.trim().is_empty() => {}
-            Some(_) if principal.admin => {}
-            Some(account)
-                if principal.forwarder && self.trusted_accounts.iter().any(|a| a == account) =>
-            {
-                source = Source::Kafka;
-            }
-            Some(account) => {
+        let account = context
+            .account_id
+            .get_or_insert_with(|| principal.account_id.clone());
+        let trusted = self.trusted_accounts.iter().any(|a| a == account);
+        // A forwarder acting for a trusted account forwards a Kafka message, whichever
+        // account the forwarder's own is.
+        let source = if principal.forwarder && trusted {
+            Source::Kafka
+        } else {
+            actor.source
+        };
+        match account.as_str() {
+            account if account == principal.account_id || account.trim().is_empty() => {}
+            _ if principal.admin || (principal.forwarder && trusted) => {}
+            account => {
                 return Err(IntakeError::Forbidden(format!(
                     "context.account_id: this token acts for account '{}' and may not act for '{account}'",
                     principal.account_id
