@@ -1,5 +1,5 @@
-//! The binary itself: configuration from `.env` files and the environment, bad values, and
-//! `migrate`.
+//! The binary itself: configuration from `.env` files and the environment, bad values,
+//! `migrate`, `dnsorch token`, and the first run's admin token file.
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -151,6 +151,8 @@ async fn run_serves_completes_a_request_and_exits_zero_on_sigterm() {
             break line["address"].as_str().unwrap().to_owned();
         }
     };
+    // The first run wrote its admin token before it listened.
+    let token = std::fs::read_to_string(dir.path().join("dnsorch-admin.token")).unwrap();
     let client = reqwest::Client::new();
     let body = serde_json::json!({
         "context": {"account_id": "acct-1"},
@@ -160,6 +162,7 @@ async fn run_serves_completes_a_request_and_exits_zero_on_sigterm() {
     // Act: submit, then SIGTERM while the request is being provisioned.
     let accepted: serde_json::Value = client
         .post(format!("http://{address}/api/v1/dns/create"))
+        .bearer_auth(token.trim())
         .json(&body)
         .send()
         .await
@@ -199,4 +202,323 @@ impl Drop for KillOnDrop {
             let _ = self.0.wait();
         }
     }
+}
+
+fn stdout_of(output: &Output) -> String {
+    String::from_utf8(output.stdout.clone()).unwrap()
+}
+
+fn stderr_of(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// `dnsorch token create <args>` in `dir`, which must succeed: its secret.
+fn create_token(dir: &Path, args: &[&str]) -> String {
+    let output = dnsorch(dir, &[&["token", "create"][..], args].concat(), &[]);
+    assert!(output.status.success(), "{}", stderr_of(&output));
+    stdout_of(&output).trim().to_owned()
+}
+
+/// `dnsorch token list` in `dir`: its token lines (without the header), split at tabs.
+fn token_lines(dir: &Path) -> (String, Vec<Vec<String>>) {
+    let output = dnsorch(dir, &["token", "list"], &[]);
+    assert!(output.status.success(), "{}", stderr_of(&output));
+    let stdout = stdout_of(&output);
+    let mut lines = stdout.lines();
+    assert!(
+        lines.next().unwrap().starts_with("id\taccount\tname"),
+        "{stdout}"
+    );
+    let tokens = lines
+        .map(|l| l.split('\t').map(str::to_owned).collect())
+        .collect();
+    (stdout, tokens)
+}
+
+/// The bytes of the SQLite database in `dir` (its main file and write-ahead log).
+fn database_bytes(dir: &Path) -> Vec<u8> {
+    let mut bytes = std::fs::read(dir.join("dnsorch.db")).unwrap();
+    bytes.extend(std::fs::read(dir.join("dnsorch.db-wal")).unwrap_or_default());
+    bytes
+}
+
+#[test]
+fn token_create_prints_only_the_secret_and_list_and_show_never_do() {
+    // Arrange
+    let dir = tempfile::tempdir().unwrap();
+
+    // Act
+    let created = dnsorch(
+        dir.path(),
+        &[
+            "token",
+            "create",
+            "--account",
+            "acct-1",
+            "--name",
+            "ci",
+            "--policy",
+            "example.test=read,create",
+            "--expires-in",
+            "90d",
+            "--allowed-subnet",
+            "10.0.0.0/8",
+        ],
+        &[],
+    );
+    let (listed, tokens) = token_lines(dir.path());
+    let shown = dnsorch(dir.path(), &["token", "show", &tokens[0][0]], &[]);
+
+    // Assert: standard output is the secret alone; the details go to standard error and
+    // never name it, and the database holds only its digest.
+    assert!(created.status.success(), "{}", stderr_of(&created));
+    let stdout = stdout_of(&created);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 1, "{stdout}");
+    let secret = lines[0];
+    let random = secret
+        .strip_prefix("dnsorch_")
+        .expect("the dnsorch_ prefix");
+    assert_eq!(random.len(), 48, "{secret}");
+    assert!(random.chars().all(|c| c.is_ascii_hexdigit()), "{secret}");
+    assert!(stderr_of(&created).contains("\"account\": \"acct-1\""));
+    assert!(!stderr_of(&created).contains(secret));
+    assert_eq!(tokens.len(), 1, "{listed}");
+    assert_eq!(tokens[0][1..3], ["acct-1", "ci"]);
+    assert!(tokens[0][4].starts_with("example.test="), "{listed}");
+    assert_ne!(tokens[0][5], "-", "no expiry listed: {listed}");
+    assert!(!listed.contains(secret));
+    assert!(shown.status.success(), "{}", stderr_of(&shown));
+    let token: serde_json::Value = serde_json::from_slice(&shown.stdout).unwrap();
+    assert_eq!(token["name"], "ci");
+    assert_eq!(token["allowed_subnets"], serde_json::json!(["10.0.0.0/8"]));
+    assert!(token.get("secret").is_none(), "{token}");
+    assert!(!stdout_of(&shown).contains(secret));
+    let stored = database_bytes(dir.path());
+    assert!(
+        !stored.windows(secret.len()).any(|w| w == secret.as_bytes()),
+        "the secret is in the database"
+    );
+}
+
+#[test]
+fn a_bad_policy_fails_naming_it_and_stores_no_token() {
+    // Arrange
+    let dir = tempfile::tempdir().unwrap();
+
+    for policy in ["example.test=read,fly", "example.test", "bad..name=read"] {
+        // Act
+        let output = dnsorch(
+            dir.path(),
+            &[
+                "token",
+                "create",
+                "--account",
+                "acct-1",
+                "--name",
+                "ci",
+                "--policy",
+                policy,
+            ],
+            &[],
+        );
+
+        // Assert
+        assert!(!output.status.success(), "--policy {policy} was accepted");
+        assert_eq!(stdout_of(&output), "", "--policy {policy}");
+        let stderr = stderr_of(&output);
+        assert!(
+            stderr.contains("--policy") && stderr.contains(policy),
+            "--policy {policy}: {stderr}"
+        );
+    }
+    assert_eq!(token_lines(dir.path()).1.len(), 0);
+}
+
+#[test]
+fn the_last_valid_admin_token_cannot_be_revoked_and_list_shows_no_secrets() {
+    // Arrange: an admin token and an ordinary one.
+    let dir = tempfile::tempdir().unwrap();
+    let first = create_token(
+        dir.path(),
+        &["--account", "admin", "--name", "first-admin", "--admin"],
+    );
+    let user = create_token(dir.path(), &["--account", "acct-1", "--name", "user"]);
+    let id_of = |name: &str| {
+        token_lines(dir.path())
+            .1
+            .into_iter()
+            .find(|t| t[2] == name)
+            .unwrap()[0]
+            .clone()
+    };
+    let (first_id, user_id) = (id_of("first-admin"), id_of("user"));
+
+    // Act
+    let last_admin = dnsorch(dir.path(), &["token", "revoke", &first_id], &[]);
+    let ordinary = dnsorch(dir.path(), &["token", "revoke", &user_id], &[]);
+    let second = create_token(
+        dir.path(),
+        &["--account", "admin", "--name", "second-admin", "--admin"],
+    );
+    let no_longer_last = dnsorch(dir.path(), &["token", "revoke", &first_id], &[]);
+    let now_last = dnsorch(
+        dir.path(),
+        &["token", "revoke", &id_of("second-admin")],
+        &[],
+    );
+
+    // Assert: refused with a message while it is the last valid admin token, and allowed
+    // once another exists.
+    assert!(!last_admin.status.success());
+    assert!(
+        stderr_of(&last_admin).contains("last valid admin token"),
+        "{}",
+        stderr_of(&last_admin)
+    );
+    assert!(ordinary.status.success(), "{}", stderr_of(&ordinary));
+    assert!(
+        no_longer_last.status.success(),
+        "{}",
+        stderr_of(&no_longer_last)
+    );
+    assert!(!now_last.status.success());
+    assert!(stderr_of(&now_last).contains("last valid admin token"));
+    let (listed, tokens) = token_lines(dir.path());
+    let revoked: Vec<(&str, bool)> = tokens
+        .iter()
+        .map(|t| (t[2].as_str(), t[6] != "-"))
+        .collect();
+    assert_eq!(
+        revoked,
+        [
+            ("second-admin", false),
+            ("user", true),
+            ("first-admin", true)
+        ],
+        "{listed}"
+    );
+    for secret in [&first, &user, &second] {
+        assert!(!listed.contains(secret.as_str()), "{listed}");
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `dnsorch run` in `dir` on `port`, logging to `log`.
+fn spawn_run(dir: &Path, port: u16, log: &Path) -> KillOnDrop {
+    let log = std::fs::File::create(log).unwrap();
+    KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_dnsorch"))
+            .arg("run")
+            .current_dir(dir)
+            .env_remove("DATABASE_URL")
+            .env_remove("APP_ENV")
+            .env("BIND_ADDR", format!("127.0.0.1:{port}"))
+            .env("LOG_LEVEL", "info")
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    )
+}
+
+/// Polls `/readyz` on `port` until it answers at all; then whether `file` existed, checked
+/// right after that first answer.
+async fn first_answer_finds(port: u16, file: &Path) -> bool {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        if reqwest::get(format!("http://127.0.0.1:{port}/readyz"))
+            .await
+            .is_ok()
+        {
+            return file.exists();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "dnsorch run never answered"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// SIGTERM, and wait for the exit.
+async fn terminate(mut child: KillOnDrop) {
+    Command::new("kill")
+        .args(["-TERM", &child.0.id().to_string()])
+        .status()
+        .unwrap();
+    let status = tokio::task::spawn_blocking(move || child.0.wait().unwrap())
+        .await
+        .unwrap();
+    assert!(status.success(), "exit status {status}");
+}
+
+async fn list_requests_status(port: u16, token: Option<&str>) -> reqwest::StatusCode {
+    let mut request =
+        reqwest::Client::new().get(format!("http://127.0.0.1:{port}/api/v1/dns/requests"));
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    request.send().await.unwrap().status()
+}
+
+#[tokio::test]
+async fn run_writes_an_owner_only_admin_token_file_before_it_answers_and_keeps_it_on_restart() {
+    use std::os::unix::fs::PermissionsExt as _;
+
+    // Arrange
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("dnsorch-admin.token");
+    let port = free_port();
+
+    // Act: a first start on a fresh directory, then a second one.
+    let first = spawn_run(dir.path(), port, &dir.path().join("first.log"));
+    let there_at_first_answer = first_answer_finds(port, &file).await;
+    let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+    let written = std::fs::read_to_string(&file).unwrap();
+    let secret = written.trim().to_owned();
+    let with_token = list_requests_status(port, Some(&secret)).await;
+    let without = list_requests_status(port, None).await;
+    terminate(first).await;
+    let second = spawn_run(dir.path(), port, &dir.path().join("second.log"));
+    let there_again = first_answer_finds(port, &file).await;
+    let after_restart = list_requests_status(port, Some(&secret)).await;
+    terminate(second).await;
+
+    // Assert: there when it first answered, owner-only, one line, working; unchanged by the
+    // second start, which made no second admin token; and never in the logs.
+    assert!(
+        there_at_first_answer,
+        "no admin token file when /readyz first answered"
+    );
+    assert_eq!(mode, 0o600, "mode {mode:o}");
+    assert_eq!(written.lines().count(), 1, "{written:?}");
+    assert!(secret.starts_with("dnsorch_"), "{secret}");
+    assert_eq!(
+        (with_token, without),
+        (reqwest::StatusCode::OK, reqwest::StatusCode::UNAUTHORIZED)
+    );
+    assert!(there_again);
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), written);
+    assert_eq!(after_restart, reqwest::StatusCode::OK);
+    let (_, tokens) = token_lines(dir.path());
+    assert_eq!(tokens.len(), 1, "{tokens:?}");
+    assert_eq!(
+        tokens[0][1..4],
+        ["admin", "first-run admin", "admin,metrics"]
+    );
+    let first_log = std::fs::read_to_string(dir.path().join("first.log")).unwrap();
+    let second_log = std::fs::read_to_string(dir.path().join("second.log")).unwrap();
+    assert!(
+        first_log.contains("dnsorch-admin.token"),
+        "the first run did not say where the token is: {first_log}"
+    );
+    assert!(!first_log.contains(&secret) && !second_log.contains(&secret));
 }

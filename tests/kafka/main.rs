@@ -1,6 +1,8 @@
 //! Kafka intake against a real Kafka-protocol broker (tansu, started by `scripts/test.sh`,
 //! which exports `TEST_KAFKA_URL` and `TEST_TANSU`). Each test uses a topic and a group of its
-//! own.
+//! own. Messages for `acct-k` need no token (it is in `KAFKA_TRUSTED_ACCOUNTS`); the others
+//! carry `authorization: Bearer <token>` headers with tokens made over the admin API or with
+//! `dnsorch token create`.
 
 #![cfg(feature = "kafka")]
 
@@ -61,20 +63,45 @@ async fn produce(
     payload: &str,
     idempotency_key: Option<&str>,
 ) {
+    let headers: Vec<(&str, &str)> = idempotency_key
+        .map(|key| ("idempotency-key", key))
+        .into_iter()
+        .collect();
+    produce_with(producer, topic, payload, &headers).await;
+}
+
+/// Produces `payload` with `headers` (name, value), all on one partition.
+async fn produce_with(
+    producer: &FutureProducer,
+    topic: &str,
+    payload: &str,
+    headers: &[(&str, &str)],
+) {
     let mut record = FutureRecord::to(topic)
         .payload(payload)
         .key("same-partition-key");
-    if let Some(key) = idempotency_key {
-        record = record.headers(OwnedHeaders::new().insert(Header {
-            key: "idempotency-key",
-            value: Some(key),
-        }));
+    if !headers.is_empty() {
+        let headers = headers
+            .iter()
+            .fold(OwnedHeaders::new(), |headers, (key, value)| {
+                headers.insert(Header {
+                    key,
+                    value: Some(*value),
+                })
+            });
+        record = record.headers(headers);
     }
     producer
         .send(record, Duration::from_secs(10))
         .await
         .map_err(|(e, _)| e)
         .unwrap();
+}
+
+/// Produces `payload` with `authorization: Bearer <token>`.
+async fn produce_with_token(producer: &FutureProducer, topic: &str, payload: &str, token: &str) {
+    let bearer = format!("Bearer {token}");
+    produce_with(producer, topic, payload, &[("authorization", &bearer)]).await;
 }
 
 /// `n` A-record messages for `<prefix>0.example.test` and on, one after another.
@@ -85,20 +112,34 @@ async fn produce_a_records(producer: &FutureProducer, topic: &str, prefix: &str,
     }
 }
 
+/// A message for the trusted account `acct-k`.
 fn a_record(domain: &str) -> String {
-    json!({
-        "context": {"account_id": "acct-k"},
+    a_record_for(Some("acct-k"), domain)
+}
+
+/// A message for `account` (`None`: no `account_id`, the token's account).
+fn a_record_for(account: Option<&str>, domain: &str) -> String {
+    let mut message = json!({
+        "context": {},
         "resource": {"record_type": "A", "domain": domain, "target": "192.0.2.90"}
-    })
-    .to_string()
+    });
+    if let Some(account) = account {
+        message["context"]["account_id"] = json!(account);
+    }
+    message.to_string()
 }
 
 #[path = "../support/settings.rs"]
 mod support_settings;
 
-/// Test settings consuming `topic` in a group of its own, with two workers.
+/// The account whose messages need no token in these tests (`KAFKA_TRUSTED_ACCOUNTS`).
+const TRUSTED: &str = "acct-k";
+
+/// Test settings consuming `topic` in a group of its own, with two workers; `acct-k` is a
+/// trusted account, whose messages need no token.
 fn settings(dir: &TempDir, topic: &str) -> Settings {
     Settings {
+        kafka_trusted_accounts: vec![TRUSTED.to_owned()],
         kafka_broker_url: Some(broker()),
         kafka_dns_topic: topic.to_owned(),
         kafka_group_id: format!("group_{}", uuid::Uuid::new_v4().simple()),
@@ -112,15 +153,101 @@ fn settings(dir: &TempDir, topic: &str) -> Settings {
 /// The all-in-one app consuming `topic`, in this process.
 struct App {
     store: Arc<dyn RequestStore>,
+    address: String,
+    /// Sends the first run's admin token, when the run wrote one.
+    admin: reqwest::Client,
     shutdown: CancellationToken,
 }
 
-async fn spawn_app(settings: Settings) -> App {
+/// The app over the database in `dir`.
+async fn spawn_app(dir: &TempDir, settings: Settings) -> App {
     let app = Application::build(settings).await.unwrap();
     let store = app.store();
+    let address = format!("http://127.0.0.1:{}", app.port());
+    // A database that already held tokens gets no admin token file.
+    let admin = std::fs::read_to_string(dir.path().join("dnsorch-admin.token"))
+        .map(|token| client_with(token.trim()))
+        .unwrap_or_default();
     let shutdown = CancellationToken::new();
     tokio::spawn(app.run_until_stopped(shutdown.clone()));
-    App { store, shutdown }
+    App {
+        store,
+        address,
+        admin,
+        shutdown,
+    }
+}
+
+/// A client that sends `token` as its bearer token.
+fn client_with(token: &str) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    let mut value: reqwest::header::HeaderValue = format!("Bearer {token}").parse().unwrap();
+    value.set_sensitive(true);
+    headers.insert(reqwest::header::AUTHORIZATION, value);
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .unwrap()
+}
+
+impl App {
+    /// Creates a token for `account` over the API: its id and secret.
+    async fn create_token(&self, account: &str, name: &str) -> (String, String) {
+        let response = self
+            .admin
+            .post(format!("{}/api/v1/tokens", self.address))
+            .json(&json!({"account": account, "name": name}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 201);
+        let token: serde_json::Value = response.json().await.unwrap();
+        (
+            token["id"].as_str().unwrap().to_owned(),
+            token["secret"].as_str().unwrap().to_owned(),
+        )
+    }
+
+    /// Revokes a token over the API.
+    async fn revoke_token(&self, id: &str) {
+        let response = self
+            .admin
+            .delete(format!("{}/api/v1/tokens/{id}", self.address))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+    }
+
+    /// `GET path` with the admin token, as JSON.
+    async fn get(&self, path: &str) -> serde_json::Value {
+        self.admin
+            .get(format!("{}{path}", self.address))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    /// The value of the counter `name` with `labels` in `/metrics` (0 when absent).
+    async fn counter(&self, name: &str, labels: &[&str]) -> f64 {
+        let text = self
+            .admin
+            .get(format!("{}/metrics", self.address))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .filter(|l| l.starts_with(&format!("{name}{{")))
+            .filter(|l| labels.iter().all(|label| l.contains(label)))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
 }
 
 impl Drop for App {
@@ -207,7 +334,7 @@ async fn valid_messages_become_kafka_requests_that_complete() {
     // Arrange
     let topic = create_topic(2);
     let dir = TempDir::new().unwrap();
-    let app = spawn_app(settings(&dir, &topic)).await;
+    let app = spawn_app(&dir, settings(&dir, &topic)).await;
     let producer = producer();
 
     // Act
@@ -237,7 +364,7 @@ async fn malformed_and_invalid_messages_go_to_the_dead_letter_topic_and_are_not_
     // Arrange
     let topic = create_topic(1);
     let dir = TempDir::new().unwrap();
-    let app = spawn_app(settings(&dir, &topic)).await;
+    let app = spawn_app(&dir, settings(&dir, &topic)).await;
     let producer = producer();
     let invalid = json!({"context": {"account_id": "acct-k"},
         "resource": {"record_type": "A", "domain": "bad..name", "target": "300.0.0.1"}});
@@ -293,7 +420,7 @@ async fn the_same_message_twice_records_one_request_and_a_reused_key_is_a_dead_l
     // Arrange
     let topic = create_topic(1);
     let dir = TempDir::new().unwrap();
-    let app = spawn_app(settings(&dir, &topic)).await;
+    let app = spawn_app(&dir, settings(&dir, &topic)).await;
     let producer = producer();
 
     // Act
@@ -380,6 +507,7 @@ fn spawn_run_on(brokers: &str, port: u16, dir: &TempDir, topic: &str, group: &st
         .env("KAFKA_BROKER_URL", brokers)
         .env("KAFKA_DNS_TOPIC", topic)
         .env("KAFKA_GROUP_ID", group)
+        .env("KAFKA_TRUSTED_ACCOUNTS", TRUSTED)
         .env("WORKER_CONCURRENCY", "0")
         .env("LOG_LEVEL", "warn")
         .stdout(Stdio::null())
@@ -472,46 +600,348 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// `dnsorch token create <args>` against the SQLite database in `dir`, as an operator makes
+/// tokens: the secret.
+fn cli_token(dir: &TempDir, args: &[&str]) -> String {
+    let output = Command::new(env!("CARGO_BIN_EXE_dnsorch"))
+        .args(["token", "create"])
+        .args(args)
+        .current_dir(dir.path())
+        .env_clear()
+        .env(
+            "DATABASE_URL",
+            format!("sqlite://{}/dnsorch.db?mode=rwc", dir.path().display()),
+        )
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "token create failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap().trim().to_owned()
+}
+
 #[tokio::test]
 async fn forward_mode_with_the_api_down_then_up_loses_nothing() {
-    // Arrange: a consumer forwarding to an API that is not there yet.
+    // Arrange: the API's database gets a forwarder token (the consumer's API_TOKEN_FILE) and
+    // a producer's token before the API runs; a consumer forwards to that API, which is not
+    // up yet. Both trust acct-k.
     let topic = create_topic(1);
     let api_port = free_port();
+    let api_dir = TempDir::new().unwrap();
+    let forwarder = cli_token(
+        &api_dir,
+        &["--account", "bridge", "--name", "bridge", "--forwarder"],
+    );
+    let producer_token = cli_token(&api_dir, &["--account", "acct-m", "--name", "producer-m"]);
     let consumer_dir = TempDir::new().unwrap();
+    let token_file = consumer_dir.path().join("api.token");
+    std::fs::write(&token_file, format!("{forwarder}\n")).unwrap();
     let mut forwarding = settings(&consumer_dir, &topic);
     forwarding.api_url = Some(format!("http://127.0.0.1:{api_port}/api/v1/dns/create"));
+    forwarding.api_token_file = Some(token_file);
     forwarding.worker_concurrency = 0;
-    let consumer = spawn_app(forwarding).await;
+    let consumer = spawn_app(&consumer_dir, forwarding).await;
     let producer = producer();
+    // Five for the trusted account without a token (posted with the forwarder's), two with
+    // the producer's own token (posted with it, the forwarder's vouching for Kafka); an
+    // invalid one, one for an untrusted account without a token, and one with a made-up
+    // token.
     produce_a_records(&producer, &topic, "f", 5).await;
+    for i in 0..2 {
+        let message = a_record_for(None, &format!("t{i}.example.test"));
+        produce_with_token(&producer, &topic, &message, &producer_token).await;
+    }
     produce(&producer, &topic, &a_record("bad..name"), None).await;
+    let untrusted = a_record_for(Some("acct-x"), "untrusted.example.test");
+    produce(&producer, &topic, &untrusted, None).await;
+    let made_up = format!("dnsorch_{}", "0".repeat(48));
+    produce_with_token(
+        &producer,
+        &topic,
+        &a_record("made-up.example.test"),
+        &made_up,
+    )
+    .await;
     tokio::time::sleep(Duration::from_secs(1)).await;
 
-    // Act: the API comes up.
-    let api_dir = TempDir::new().unwrap();
+    // Act: the API comes up; it trusts the same accounts as the consumer.
     let mut api_settings = settings(&api_dir, "unused");
     api_settings.kafka_broker_url = None;
     api_settings.bind_addr = format!("127.0.0.1:{api_port}").parse().unwrap();
-    let api = spawn_app(api_settings).await;
+    let api = spawn_app(&api_dir, api_settings).await;
 
-    // Assert: every message reached the API once, the invalid one is a dead letter with the
-    // API's answer, and the consumer wrote nothing to its own database.
+    // Assert: every good message reached the API once, recorded as from Kafka, by its own
+    // token or else by the forwarder's for the trusted account; the invalid and the made-up
+    // ones are dead letters with the API's answer, the untrusted one without a token is one
+    // at once; and the consumer wrote nothing to its own database.
     wait_for(
-        "five forwarded requests",
+        "seven forwarded requests",
         Duration::from_secs(60),
-        async || requests(&*api.store).await.len() == 5,
+        async || requests(&*api.store).await.len() == 7,
     )
     .await;
-    let letters = read_dead_letters(&topic, 1).await;
-    assert_eq!(letters.len(), 1);
-    assert!(
-        header(&letters[0].1, "dnsorch-error").contains("422"),
-        "{:?}",
-        letters[0]
+    let letters = read_dead_letters(&topic, 3).await;
+    let kinds: Vec<(&str, bool)> = letters
+        .iter()
+        .zip(["422", "KAFKA_TRUSTED_ACCOUNTS", "401"])
+        .map(|((_, h), status)| {
+            (
+                header(h, "dnsorch-error-kind"),
+                header(h, "dnsorch-error").contains(status),
+            )
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            ("invalid", true),
+            ("unauthorized", true),
+            ("unauthorized", true)
+        ],
+        "{letters:?}"
     );
     let forwarded = requests(&*api.store).await;
+    let (bridged, own): (Vec<_>, Vec<_>) = forwarded
+        .iter()
+        .partition(|r| r.submitted_by.token_name.as_deref() == Some("bridge"));
+    assert_eq!((bridged.len(), own.len()), (5, 2));
     assert!(forwarded.iter().all(|r| r.source == "kafka"));
+    assert!(
+        bridged
+            .iter()
+            .all(|r| r.account_id == TRUSTED
+                && r.submitted_by.account_id.as_deref() == Some("bridge"))
+    );
+    assert!(
+        own.iter().all(|r| r.account_id == "acct-m"
+            && r.submitted_by.token_name.as_deref() == Some("producer-m"))
+    );
     assert!(requests(&*consumer.store).await.is_empty());
+}
+
+#[tokio::test]
+async fn a_message_with_a_valid_token_is_recorded_with_its_principal_and_source_kafka() {
+    // Arrange
+    let topic = create_topic(1);
+    let dir = TempDir::new().unwrap();
+    let app = spawn_app(&dir, settings(&dir, &topic)).await;
+    let (token_id, token) = app.create_token("acct-t", "producer-t").await;
+    let producer = producer();
+
+    // Act: one message names the token's account, one leaves it to the token.
+    let named = a_record_for(Some("acct-t"), "named.example.test");
+    let implied = a_record_for(None, "implied.example.test");
+    produce_with_token(&producer, &topic, &named, &token).await;
+    produce_with_token(&producer, &topic, &implied, &token).await;
+
+    // Assert
+    wait_for(
+        "two recorded requests",
+        Duration::from_secs(30),
+        async || requests(&*app.store).await.len() == 2,
+    )
+    .await;
+    let all = requests(&*app.store).await;
+    for request in &all {
+        assert_eq!(
+            (request.source.as_str(), request.account_id.as_str()),
+            ("kafka", "acct-t")
+        );
+        let by = &request.submitted_by;
+        assert_eq!(by.token_id.map(|t| t.to_string()), Some(token_id.clone()));
+        assert_eq!(by.token_name.as_deref(), Some("producer-t"));
+        assert_eq!(by.account_id.as_deref(), Some("acct-t"));
+        assert_eq!(by.client_addr, None);
+    }
+    let one = app
+        .get(&format!("/api/v1/dns/requests/{}", all[0].id))
+        .await;
+    assert_eq!(one["submitted_by"]["token_name"], "producer-t", "{one}");
+    let first_line = one["log_messages"][0]["message"].as_str().unwrap();
+    assert!(
+        first_line.contains(&format!("token producer-t ({token_id})")),
+        "{first_line}"
+    );
+}
+
+#[tokio::test]
+async fn made_up_and_revoked_tokens_are_unauthorized_dead_letters_and_nothing_is_stored() {
+    // Arrange: a token that worked before it was revoked.
+    let topic = create_topic(1);
+    let dir = TempDir::new().unwrap();
+    let app = spawn_app(&dir, settings(&dir, &topic)).await;
+    let (revoked_id, revoked) = app.create_token("acct-r", "to-revoke").await;
+    let producer = producer();
+    let before = a_record_for(Some("acct-r"), "before.example.test");
+    produce_with_token(&producer, &topic, &before, &revoked).await;
+    wait_for("the message before", Duration::from_secs(30), async || {
+        requests(&*app.store).await.len() == 1
+    })
+    .await;
+    app.revoke_token(&revoked_id).await;
+
+    // Act: a made-up token (for the trusted account: a token that fails is not excused by
+    // trust), the revoked token, then a trusted message without a token.
+    let made_up = format!("dnsorch_{}", "0".repeat(48));
+    produce_with_token(
+        &producer,
+        &topic,
+        &a_record("made-up.example.test"),
+        &made_up,
+    )
+    .await;
+    let after = a_record_for(Some("acct-r"), "after.example.test");
+    produce_with_token(&producer, &topic, &after, &revoked).await;
+    produce(&producer, &topic, &a_record("last.example.test"), None).await;
+
+    // Assert
+    let letters = read_dead_letters(&topic, 2).await;
+    assert_eq!(letters.len(), 2, "{letters:?}");
+    for ((_, headers), why) in letters.iter().zip(["not known", "revoked"]) {
+        assert_eq!(header(headers, "dnsorch-error-kind"), "unauthorized");
+        assert!(
+            header(headers, "dnsorch-error").contains(why),
+            "{headers:?}"
+        );
+    }
+    wait_for("the last message", Duration::from_secs(30), async || {
+        requests(&*app.store).await.len() == 2
+    })
+    .await;
+    let domains: Vec<String> = requests(&*app.store)
+        .await
+        .into_iter()
+        .map(|r| r.domain)
+        .collect();
+    assert_eq!(domains, ["last.example.test", "before.example.test"]);
+    let failures = [r#"reason="unknown""#, r#"reason="revoked""#];
+    for reason in failures {
+        let counted = app
+            .counter("dnsorch_auth_failures_total", &[reason, r#"via="kafka""#])
+            .await;
+        assert_eq!(counted, 1.0, "{reason}");
+    }
+}
+
+#[tokio::test]
+async fn a_trusted_account_needs_no_token_and_an_untrusted_one_is_unauthorized() {
+    // Arrange
+    let topic = create_topic(1);
+    let dir = TempDir::new().unwrap();
+    let app = spawn_app(&dir, settings(&dir, &topic)).await;
+    let producer = producer();
+
+    // Act: no token, first for an account that is not trusted, then for one that is.
+    let untrusted = a_record_for(Some("acct-u"), "untrusted.example.test");
+    produce(&producer, &topic, &untrusted, None).await;
+    produce(&producer, &topic, &a_record("trusted.example.test"), None).await;
+
+    // Assert
+    let letters = read_dead_letters(&topic, 1).await;
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    assert_eq!(letters[0].0, untrusted);
+    assert_eq!(header(&letters[0].1, "dnsorch-error-kind"), "unauthorized");
+    assert!(
+        header(&letters[0].1, "dnsorch-error").contains("KAFKA_TRUSTED_ACCOUNTS"),
+        "{letters:?}"
+    );
+    wait_for("the trusted message", Duration::from_secs(30), async || {
+        !requests(&*app.store).await.is_empty()
+    })
+    .await;
+    let all = requests(&*app.store).await;
+    assert_eq!(all.len(), 1);
+    assert_eq!(
+        (all[0].domain.as_str(), all[0].account_id.as_str()),
+        ("trusted.example.test", TRUSTED)
+    );
+    assert_eq!(all[0].source, "kafka");
+    assert_eq!(
+        all[0].submitted_by.token_name.as_deref(),
+        Some("kafka-trusted")
+    );
+    assert_eq!(all[0].submitted_by.token_id, None);
+}
+
+#[tokio::test]
+async fn a_spoofed_context_source_is_recorded_as_kafka() {
+    // Arrange
+    let topic = create_topic(1);
+    let dir = TempDir::new().unwrap();
+    let app = spawn_app(&dir, settings(&dir, &topic)).await;
+    let (_, token) = app.create_token("acct-t", "producer-t").await;
+    let producer = producer();
+    let spoofed = |account: &str, domain: &str| {
+        let mut message: serde_json::Value =
+            serde_json::from_str(&a_record_for(Some(account), domain)).unwrap();
+        message["context"]["source"] = json!("api");
+        message.to_string()
+    };
+
+    // Act: both say they came from the API, one trusted without a token, one with a token.
+    let trusted = spoofed(TRUSTED, "trusted.example.test");
+    produce(&producer, &topic, &trusted, None).await;
+    let tokened = spoofed("acct-t", "tokened.example.test");
+    produce_with_token(&producer, &topic, &tokened, &token).await;
+
+    // Assert
+    wait_for(
+        "two recorded requests",
+        Duration::from_secs(30),
+        async || requests(&*app.store).await.len() == 2,
+    )
+    .await;
+    let sources: Vec<String> = requests(&*app.store)
+        .await
+        .into_iter()
+        .map(|r| r.source)
+        .collect();
+    assert_eq!(sources, ["kafka", "kafka"]);
+}
+
+#[tokio::test]
+async fn a_message_for_another_account_than_its_tokens_is_a_dead_letter() {
+    // Arrange: an ordinary token (not an admin, not a forwarder) of acct-t.
+    let topic = create_topic(1);
+    let dir = TempDir::new().unwrap();
+    let app = spawn_app(&dir, settings(&dir, &topic)).await;
+    let (_, token) = app.create_token("acct-t", "producer-t").await;
+    let producer = producer();
+
+    // Act: for another account, for the trusted account, then for its own.
+    for (account, domain) in [
+        ("acct-other", "other.example.test"),
+        (TRUSTED, "trusted.example.test"),
+        ("acct-t", "own.example.test"),
+    ] {
+        let message = a_record_for(Some(account), domain);
+        produce_with_token(&producer, &topic, &message, &token).await;
+    }
+
+    // Assert
+    let letters = read_dead_letters(&topic, 2).await;
+    assert_eq!(letters.len(), 2, "{letters:?}");
+    for (payload, headers) in &letters {
+        assert_eq!(header(headers, "dnsorch-error-kind"), "unauthorized");
+        assert!(
+            header(headers, "dnsorch-error").contains("may not act for"),
+            "{payload}: {headers:?}"
+        );
+    }
+    wait_for(
+        "the message for its own account",
+        Duration::from_secs(30),
+        async || !requests(&*app.store).await.is_empty(),
+    )
+    .await;
+    let all = requests(&*app.store).await;
+    assert_eq!(all.len(), 1);
+    assert_eq!(
+        (all[0].domain.as_str(), all[0].account_id.as_str()),
+        ("own.example.test", "acct-t")
+    );
 }
 
 /// A private tansu broker on `port`, storing in `dir` (so a restart keeps its topics), and

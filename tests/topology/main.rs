@@ -1,6 +1,9 @@
 //! The production topology with real processes: `dnsorch migrate`, `serve` and `worker`
 //! against a real PostgreSQL and Redis, and the faults they must survive: a worker killed
-//! with SIGKILL, Redis stopped, PostgreSQL stopped.
+//! with SIGKILL, Redis stopped, PostgreSQL stopped. Clients send an admin token made with
+//! `dnsorch token create` after the migration; a token revoked or rotated through one
+//! `serve` stops working at another within `TOKEN_CACHE_SECONDS`, and `serve` and `worker`
+//! start side by side with one environment (the worker listens on `OPS_ADDR`).
 
 mod servers;
 #[path = "../support/postgres.rs"]
@@ -16,13 +19,45 @@ use servers::{
 use sqlx::PgPool;
 use tempfile::TempDir;
 
-/// A topology: the settings every process gets, and the API's address.
+/// A topology: the settings every process gets, the API's address, and an admin token made
+/// with `dnsorch token create` after the migration.
 struct Topology {
     dir: TempDir,
     env: Vec<(&'static str, String)>,
     api: String,
+    /// Sends the admin token.
     client: reqwest::Client,
     db: PgPool,
+}
+
+/// A client that sends `token` as its bearer token.
+fn client_with(token: &str) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    let mut value: reqwest::header::HeaderValue = format!("Bearer {token}").parse().unwrap();
+    value.set_sensitive(true);
+    headers.insert(reqwest::header::AUTHORIZATION, value);
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap()
+}
+
+/// The API's base URL in `env` (its `BIND_ADDR`).
+fn api_of(env: &[(&'static str, String)]) -> String {
+    let (_, address) = env.iter().find(|(k, _)| *k == "BIND_ADDR").unwrap();
+    format!("http://{address}")
+}
+
+/// `env` with `key` set to `value`.
+fn with(
+    env: &[(&'static str, String)],
+    key: &'static str,
+    value: &str,
+) -> Vec<(&'static str, String)> {
+    let mut env: Vec<_> = env.iter().filter(|(k, _)| *k != key).cloned().collect();
+    env.push((key, value.to_owned()));
+    env
 }
 
 impl Topology {
@@ -54,39 +89,37 @@ impl Topology {
             Dnsorch::run_to_end(dir.path(), &["migrate"], &env),
             "migrate failed"
         );
+        // On PostgreSQL no process makes a first admin token: the operator does, as here.
+        let admin_token = Dnsorch::create_token(
+            dir.path(),
+            &env,
+            &["--account", "admin", "--name", "topology-admin", "--admin"],
+        );
         let db = PgPool::connect(&database_url).await.unwrap();
         Self {
             dir,
             env,
             api: format!("http://127.0.0.1:{port}"),
-            client: reqwest::Client::builder()
-                .timeout(Duration::from_secs(10))
-                .build()
-                .unwrap(),
+            client: client_with(&admin_token),
             db,
         }
     }
 
     fn with(&self, key: &'static str, value: &str) -> Vec<(&'static str, String)> {
-        let mut env: Vec<_> = self
-            .env
-            .iter()
-            .filter(|(k, _)| *k != key)
-            .cloned()
-            .collect();
-        env.push((key, value.to_owned()));
-        env
+        with(&self.env, key, value)
     }
 
     async fn serve(&self) -> Dnsorch {
-        let process = Dnsorch::spawn(self.dir.path(), &["serve"], &self.env);
+        self.serve_with(&self.env).await
+    }
+
+    /// A `serve` process with `env`; returns once its `/healthz` (on its `BIND_ADDR`) answers.
+    async fn serve_with(&self, env: &[(&'static str, String)]) -> Dnsorch {
+        let api = api_of(env);
+        let process = Dnsorch::spawn(self.dir.path(), &["serve"], env);
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            let ready = self
-                .client
-                .get(format!("{}/healthz", self.api))
-                .send()
-                .await;
+            let ready = self.client.get(format!("{api}/healthz")).send().await;
             if ready.is_ok_and(|r| r.status().is_success()) {
                 return process;
             }
@@ -99,19 +132,14 @@ impl Topology {
         }
     }
 
-    /// A worker process; its health and metrics listener takes any free port.
+    /// A worker process with `env` as it is: its health and metrics listener is on
+    /// `OPS_ADDR` (by default any free port), never on `BIND_ADDR`.
     fn worker(&self, env: &[(&'static str, String)], concurrency: u16) -> Dnsorch {
         let concurrency = concurrency.to_string();
-        let mut env: Vec<_> = env
-            .iter()
-            .filter(|(k, _)| *k != "BIND_ADDR")
-            .cloned()
-            .collect();
-        env.push(("BIND_ADDR", "127.0.0.1:0".into()));
         Dnsorch::spawn(
             self.dir.path(),
             &["worker", "--concurrency", &concurrency],
-            &env,
+            env,
         )
     }
 
@@ -132,6 +160,24 @@ impl Topology {
         assert_eq!(response.status(), StatusCode::ACCEPTED);
         let body: Value = response.json().await.unwrap();
         body["request_id"].as_str().unwrap().to_owned()
+    }
+
+    /// Creates a token for `account` through the API at `api` (with the admin token): its id
+    /// and secret.
+    async fn create_token_at(&self, api: &str, account: &str, name: &str) -> (String, String) {
+        let response = self
+            .client
+            .post(format!("{api}/api/v1/tokens"))
+            .json(&json!({"account": account, "name": name}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::CREATED);
+        let token: Value = response.json().await.unwrap();
+        (
+            token["id"].as_str().unwrap().to_owned(),
+            token["secret"].as_str().unwrap().to_owned(),
+        )
     }
 
     async fn count(&self, sql: &'static str) -> i64 {
@@ -499,4 +545,194 @@ async fn serve_worker_and_migrate_run_on_a_schema_newer_than_theirs() {
     topology
         .wait_for_completed(1, Duration::from_secs(30))
         .await;
+}
+
+/// Submits an A record for `domain` to `api` with `token`, for the token's own account.
+async fn submit_with(api: &str, token: &str, domain: &str) -> StatusCode {
+    let body = json!({
+        "resource": {"record_type": "A", "domain": domain, "target": "192.0.2.81"}
+    });
+    client_with(token)
+        .post(format!("{api}/api/v1/dns/create"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+        .status()
+}
+
+/// Lists requests at `api` with `token`: the status, and the `WWW-Authenticate` challenge.
+async fn list_with(api: &str, token: &str) -> (StatusCode, String) {
+    let response = client_with(token)
+        .get(format!("{api}/api/v1/dns/requests"))
+        .send()
+        .await
+        .unwrap();
+    let challenge = response
+        .headers()
+        .get(reqwest::header::WWW_AUTHENTICATE)
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    (response.status(), challenge)
+}
+
+/// Polls `api` with `token` until it answers 401 (failing after `bound`); the challenge.
+async fn wait_for_refusal(api: &str, token: &str, bound: Duration) -> String {
+    let deadline = Instant::now() + bound;
+    loop {
+        let (status, challenge) = list_with(api, token).await;
+        if status == StatusCode::UNAUTHORIZED {
+            return challenge;
+        }
+        assert_eq!(status, StatusCode::OK, "neither accepted nor refused");
+        assert!(
+            Instant::now() < deadline,
+            "{api} still accepts the token after {bound:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_token_revoked_or_rotated_through_one_serve_process_stops_working_at_the_other() {
+    // Arrange: two serve processes on one database, each caching token lookups for 1 s; two
+    // tokens of acct-1, made through the first and used at the second (which caches them).
+    let topology = Topology::new(shared_postgres_database().await, None).await;
+    let cached = topology.with("TOKEN_CACHE_SECONDS", "1");
+    let other = with(&cached, "BIND_ADDR", &format!("127.0.0.1:{}", free_port()));
+    let (a, b) = (api_of(&cached), api_of(&other));
+    let _a = topology.serve_with(&cached).await;
+    let _b = topology.serve_with(&other).await;
+    let (revoked_id, revoked) = topology.create_token_at(&a, "acct-1", "to-revoke").await;
+    let (rotated_id, rotated) = topology.create_token_at(&a, "acct-1", "to-rotate").await;
+    let accepted_before = [
+        submit_with(&b, &revoked, "revoked-before.example.test").await,
+        submit_with(&b, &rotated, "rotated-before.example.test").await,
+    ];
+
+    // Act: one is revoked and the other rotated, both through the first process.
+    let revocation = topology
+        .client
+        .delete(format!("{a}/api/v1/tokens/{revoked_id}"))
+        .send()
+        .await
+        .unwrap();
+    let rotation = topology
+        .client
+        .post(format!("{a}/api/v1/tokens/{rotated_id}/rotate"))
+        .send()
+        .await
+        .unwrap();
+    let revocation_status = revocation.status();
+    let rotation_status = rotation.status();
+    let fresh: Value = rotation.json().await.unwrap();
+    let fresh = fresh["secret"].as_str().unwrap().to_owned();
+
+    // Assert: accepted before; refused at once by the process that made the change, and by
+    // the other one once its cache entry is older than TOKEN_CACHE_SECONDS (polled with a
+    // deadline); the new secret works at both, and nothing was recorded for the old ones.
+    assert_eq!(
+        accepted_before,
+        [StatusCode::ACCEPTED, StatusCode::ACCEPTED]
+    );
+    assert_eq!(
+        (revocation_status, rotation_status),
+        (StatusCode::OK, StatusCode::OK)
+    );
+    assert_eq!(list_with(&a, &revoked).await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(list_with(&a, &rotated).await.0, StatusCode::UNAUTHORIZED);
+    let bound = Duration::from_secs(15);
+    for old in [&revoked, &rotated] {
+        let challenge = wait_for_refusal(&b, old, bound).await;
+        assert!(challenge.contains("invalid_token"), "{challenge}");
+        assert_eq!(
+            submit_with(&b, old, "after.example.test").await,
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    assert_eq!(
+        submit_with(&a, &fresh, "fresh-a.example.test").await,
+        StatusCode::ACCEPTED
+    );
+    assert_eq!(
+        submit_with(&b, &fresh, "fresh-b.example.test").await,
+        StatusCode::ACCEPTED
+    );
+    let by_token: Vec<(String, i64)> = sqlx::query_as(
+        "select principal_name, count(*) from dns_requests group by principal_name \
+         order by principal_name",
+    )
+    .fetch_all(&topology.db)
+    .await
+    .unwrap();
+    assert_eq!(
+        by_token,
+        [("to-revoke".to_owned(), 1), ("to-rotate".to_owned(), 3)]
+    );
+}
+
+#[tokio::test]
+async fn serve_and_worker_started_with_one_environment_on_one_host_both_start_and_work() {
+    // Arrange: one environment for both roles, naming the API's and the operations' ports.
+    let topology = Topology::new(shared_postgres_database().await, Some(shared_redis_url())).await;
+    let ops = format!("127.0.0.1:{}", free_port());
+    let env = topology.with("OPS_ADDR", &ops);
+
+    // Act
+    let api = topology.serve_with(&env).await;
+    let mut worker = topology.worker(&env, 2);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let worker_address = loop {
+        if let Some(address) = worker.serving_address() {
+            break address;
+        }
+        assert!(
+            !worker.has_exited() && Instant::now() < deadline,
+            "the worker did not start: {}",
+            std::fs::read_to_string(&worker.log).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let health = topology
+        .client
+        .get(format!("http://{ops}/healthz"))
+        .send()
+        .await
+        .unwrap()
+        .status();
+    let anonymous_metrics = reqwest::get(format!("http://{ops}/metrics"))
+        .await
+        .unwrap()
+        .status();
+    let admin_metrics = topology
+        .client
+        .get(format!("http://{ops}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .status();
+    topology.post_accepted("one-env.example.test").await;
+
+    // Assert: each listens where its role says, both run, and the request completes.
+    topology
+        .wait_for_completed(1, Duration::from_secs(30))
+        .await;
+    assert_eq!(
+        api.serving_address().as_deref(),
+        api_of(&env).strip_prefix("http://")
+    );
+    assert_eq!(worker_address, ops);
+    assert_eq!(health, StatusCode::OK);
+    assert_eq!(
+        (anonymous_metrics, admin_metrics),
+        (StatusCode::UNAUTHORIZED, StatusCode::OK)
+    );
+    assert!(!worker.has_exited());
+    for process in [&api, &worker] {
+        let log = std::fs::read_to_string(&process.log).unwrap();
+        assert!(
+            !log.contains("Failed to bind") && !log.to_lowercase().contains("address in use"),
+            "{log}"
+        );
+    }
 }

@@ -3,7 +3,7 @@
 //! that stop and restart a server, and `dnsorch` processes.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
@@ -266,9 +266,49 @@ impl Dnsorch {
         status.success()
     }
 
+    /// Runs `dnsorch <args>` to the end with exactly `env` (plus PATH) and returns what it
+    /// wrote: `dnsorch token` prints its answer on standard output and its log on standard
+    /// error.
+    pub(crate) fn output(dir: &Path, args: &[&str], env: &[(&str, String)]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_dnsorch"))
+            .args(args)
+            .current_dir(dir)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .output()
+            .unwrap()
+    }
+
+    /// `dnsorch token create <args>` against the database of `env`: the new secret.
+    pub(crate) fn create_token(dir: &Path, env: &[(&str, String)], args: &[&str]) -> String {
+        let output = Self::output(dir, &[&["token", "create"][..], args].concat(), env);
+        assert!(
+            output.status.success(),
+            "token create failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).unwrap().trim().to_owned()
+    }
+
     /// Waits for the process to exit by itself.
     pub(crate) fn wait(&mut self) -> std::process::ExitStatus {
         self.child.wait().unwrap()
+    }
+
+    /// Whether the process has exited.
+    pub(crate) fn has_exited(&mut self) -> bool {
+        !matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// The address of its "dnsorch is serving" log line, once it has logged one.
+    pub(crate) fn serving_address(&self) -> Option<String> {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains("dnsorch is serving"))
+            .find_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .and_then(|line| line["address"].as_str().map(str::to_owned))
     }
 
     /// SIGKILL: the process gets no chance to clean up.
