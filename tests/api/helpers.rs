@@ -17,6 +17,7 @@ use tempfile::TempDir;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+pub(crate) use crate::client::{client_with, first_run_admin_token};
 pub(crate) use crate::settings::test_settings;
 
 /// A running application.
@@ -50,10 +51,8 @@ pub(crate) async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> Tes
 pub(crate) async fn spawn_app_on(dir: Arc<TempDir>, settings: Settings) -> TestApp {
     let app = Application::build(settings).await.expect("the app builds");
     let address = format!("http://127.0.0.1:{}", app.port());
-    let admin_token = std::fs::read_to_string(dir.path().join("dnsorch-admin.token"))
-        .expect("the first run wrote dnsorch-admin.token")
-        .trim()
-        .to_owned();
+    let admin_token =
+        first_run_admin_token(dir.path()).expect("the first run wrote dnsorch-admin.token");
     let store = app.store();
     let worker = app.worker();
     let app_reconciler = app.reconciler();
@@ -169,17 +168,6 @@ impl TestApp {
         }
         self.dir.clone()
     }
-}
-
-/// A client that sends `token` as its bearer token.
-pub(crate) fn client_with(token: &str) -> reqwest::Client {
-    let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}")).unwrap();
-    value.set_sensitive(true);
-    let headers = reqwest::header::HeaderMap::from_iter([(reqwest::header::AUTHORIZATION, value)]);
-    reqwest::Client::builder()
-        .default_headers(headers)
-        .build()
-        .unwrap()
 }
 
 /// A create body for an A record.

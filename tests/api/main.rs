@@ -1,5 +1,7 @@
 mod auth;
 mod changes;
+#[path = "../support/client.rs"]
+mod client;
 mod health;
 mod helpers;
 mod idempotency;

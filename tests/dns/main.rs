@@ -16,8 +16,12 @@ use serde_json::{Value, json};
 use tempfile::TempDir;
 use tokio_util::sync::CancellationToken;
 
+#[path = "../support/client.rs"]
+mod client;
 #[path = "../support/settings.rs"]
 mod support_settings;
+
+use client::{client_with, first_run_admin_token};
 
 fn env(name: &str) -> String {
     std::env::var(name)
@@ -121,22 +125,7 @@ async fn spawn_app(configure: impl FnOnce(&TempDir, &mut Settings)) -> App {
 /// The first run's admin token, written beside the database (admins may act for any
 /// account, as these tests do).
 fn admin_token(dir: &TempDir) -> String {
-    std::fs::read_to_string(dir.path().join("dnsorch-admin.token"))
-        .expect("the first run wrote dnsorch-admin.token")
-        .trim()
-        .to_owned()
-}
-
-/// A client that sends `token` as its bearer token.
-fn client_with(token: &str) -> reqwest::Client {
-    let mut headers = reqwest::header::HeaderMap::new();
-    let mut value: reqwest::header::HeaderValue = format!("Bearer {token}").parse().unwrap();
-    value.set_sensitive(true);
-    headers.insert(reqwest::header::AUTHORIZATION, value);
-    reqwest::Client::builder()
-        .default_headers(headers)
-        .build()
-        .unwrap()
+    first_run_admin_token(dir.path()).expect("the first run wrote dnsorch-admin.token")
 }
 
 /// The app over the shared BIND, with its real key.

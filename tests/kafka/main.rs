@@ -129,8 +129,12 @@ fn a_record_for(account: Option<&str>, domain: &str) -> String {
     message.to_string()
 }
 
+#[path = "../support/client.rs"]
+mod client;
 #[path = "../support/settings.rs"]
 mod support_settings;
+
+use client::{client_with, first_run_admin_token};
 
 /// The account whose messages need no token in these tests (`KAFKA_TRUSTED_ACCOUNTS`).
 const TRUSTED: &str = "acct-k";
@@ -165,8 +169,8 @@ async fn spawn_app(dir: &TempDir, settings: Settings) -> App {
     let store = app.store();
     let address = format!("http://127.0.0.1:{}", app.port());
     // A database that already held tokens gets no admin token file.
-    let admin = std::fs::read_to_string(dir.path().join("dnsorch-admin.token"))
-        .map(|token| client_with(token.trim()))
+    let admin = first_run_admin_token(dir.path())
+        .map(|token| client_with(&token))
         .unwrap_or_default();
     let shutdown = CancellationToken::new();
     tokio::spawn(app.run_until_stopped(shutdown.clone()));
@@ -176,18 +180,6 @@ async fn spawn_app(dir: &TempDir, settings: Settings) -> App {
         admin,
         shutdown,
     }
-}
-
-/// A client that sends `token` as its bearer token.
-fn client_with(token: &str) -> reqwest::Client {
-    let mut headers = reqwest::header::HeaderMap::new();
-    let mut value: reqwest::header::HeaderValue = format!("Bearer {token}").parse().unwrap();
-    value.set_sensitive(true);
-    headers.insert(reqwest::header::AUTHORIZATION, value);
-    reqwest::Client::builder()
-        .default_headers(headers)
-        .build()
-        .unwrap()
 }
 
 impl App {

@@ -5,9 +5,15 @@
 //! `serve` stops working at another within `TOKEN_CACHE_SECONDS`, and `serve` and `worker`
 //! start side by side with one environment (the worker listens on `OPS_ADDR`).
 
+// The processes here are `serve`, never a first `run`: no admin token file to read.
+#[allow(dead_code)]
+#[path = "../support/client.rs"]
+mod client;
 mod servers;
 #[path = "../support/postgres.rs"]
 mod support;
+
+use client::client_with;
 
 use std::time::{Duration, Instant};
 
@@ -28,19 +34,6 @@ struct Topology {
     /// Sends the admin token.
     client: reqwest::Client,
     db: PgPool,
-}
-
-/// A client that sends `token` as its bearer token.
-fn client_with(token: &str) -> reqwest::Client {
-    let mut headers = reqwest::header::HeaderMap::new();
-    let mut value: reqwest::header::HeaderValue = format!("Bearer {token}").parse().unwrap();
-    value.set_sensitive(true);
-    headers.insert(reqwest::header::AUTHORIZATION, value);
-    reqwest::Client::builder()
-        .default_headers(headers)
-        .timeout(Duration::from_secs(10))
-        .build()
-        .unwrap()
 }
 
 /// The API's base URL in `env` (its `BIND_ADDR`).
