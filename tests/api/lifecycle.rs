@@ -171,8 +171,9 @@ async fn a_retry_waits_for_its_backoff() {
 
 #[tokio::test]
 async fn a_request_whose_worker_died_is_claimed_again_after_the_lease_expires() {
-    // Arrange: a worker claims the request and dies without a word.
-    let app = spawn_app().await;
+    // Arrange: a worker claims the request and dies without a word. The app's own reconciler
+    // waits an hour between passes, so the pass below is the one that releases the lease.
+    let app = spawn_app_with(|s| s.reconcile_interval_seconds = Duration::from_secs(3600)).await;
     let id = app
         .create(&a_record("www.example.test", "192.0.2.14"))
         .await;
