@@ -6,11 +6,17 @@
 //! kafka_bench produce BROKERS TOPIC COUNT   # COUNT valid create messages, distinct domains
 //! kafka_bench drain BROKERS TOPIC COUNT     # time to read COUNT messages from the start
 //! ```
+//!
+//! `produce` gives every message the header `authorization: Bearer <token>` with the token in
+//! the environment variable `BENCH_TOKEN` (an API token of the database the consuming dnsorch
+//! records into, as `dnsorch token create` prints it); without one it refuses to run, since
+//! dnsorch dead-letters such messages unless their account is in `KAFKA_TRUSTED_ACCOUNTS`.
 
 use std::time::{Duration, Instant};
 
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
 #[tokio::main]
@@ -28,6 +34,12 @@ async fn main() -> anyhow::Result<()> {
 }
 
 async fn produce(brokers: &str, topic: &str, count: usize) -> anyhow::Result<()> {
+    let token = std::env::var("BENCH_TOKEN").unwrap_or_default();
+    let token = token.trim();
+    if token.is_empty() {
+        anyhow::bail!("BENCH_TOKEN is not set: the messages' authorization header needs a token");
+    }
+    let authorization = format!("Bearer {token}");
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("linger.ms", "20")
@@ -41,12 +53,19 @@ async fn produce(brokers: &str, topic: &str, count: usize) -> anyhow::Result<()>
             i % 254 + 1
         );
         let key = format!("k{}", i % 64);
+        let headers = OwnedHeaders::new().insert(Header {
+            key: "authorization",
+            value: Some(authorization.as_str()),
+        });
         let producer = producer.clone();
         let topic = topic.to_owned();
         pending.push(tokio::spawn(async move {
             producer
                 .send(
-                    FutureRecord::to(&topic).payload(&payload).key(&key),
+                    FutureRecord::to(&topic)
+                        .payload(&payload)
+                        .key(&key)
+                        .headers(headers),
                     Duration::from_secs(60),
                 )
                 .await

@@ -1,7 +1,23 @@
 #!/usr/bin/env bash
 # Throughput benchmark for dnsorch (release build), in four topologies: SQLite, PostgreSQL +
 # Redis and the Kafka intake with the simulated backend (no delay), then a real BIND with the
-# rfc2136 backend.
+# rfc2136 backend; and, on its own, a comparison of POST throughput with an earlier commit.
+#
+# Tokens: every /api/v1 call and every /metrics scrape carries `Authorization: Bearer <token>`
+# (wrk's scripts/bench/post.lua and the Python clients read it from BENCH_TOKEN, which this
+# script sets for them; curl sends it from a header file in the temp dir). `dnsorch run` on a
+# fresh SQLite database writes its admin token to dnsorch-admin.token beside the database, and
+# that is the token used; on PostgreSQL every fresh database gets one from `dnsorch token create
+# --account bench --name bench --admin` after `dnsorch migrate`. Kafka messages carry it in their
+# `authorization` header (examples/kafka_bench produce); KAFKA_TRUSTED_ACCOUNTS is not used.
+# Authentication cannot be turned off: every dnsorch of this tree started here must answer a
+# POST without a token with 401 and serve /metrics to the bench token (checked once it is
+# ready), and METRICS_PUBLIC, KAFKA_TRUSTED_ACCOUNTS, TOKEN_CACHE_SECONDS, API_URL,
+# API_TOKEN_FILE and OPS_ADDR are removed from the dnsorch processes' environment. `dnsorch
+# worker` and `dnsorch consume` listen on OPS_ADDR, not BIND_ADDR: the workers get the default
+# (127.0.0.1:0), `consume` gets BENCH_PORT (nothing else listens there then) so that its
+# /metrics can be polled. The dnsorch binary measured is a copy of target/release/dnsorch in
+# the temp dir, so that another build in the tree cannot replace it during the run.
 #
 # SQLite: `dnsorch run` (API and workers in one process, embedded SQLite).
 #   1. POST throughput: wrk against POST /api/v1/dns/create at 16 and 64 connections.
@@ -22,17 +38,23 @@
 #      processes (a fresh database each).
 #
 # Kafka intake: a throwaway tansu broker (Kafka protocol, sqlite storage) under the temp dir on
-# a free port, one topic with 3 partitions (and its .dlq), filled once by examples/kafka_bench.
-#   6. produce: BENCH_KAFKA_MESSAGES valid create messages (`kafka_bench produce`, rdkafka).
+# a free port, one topic with 3 partitions (and its .dlq) per dnsorch run below, since each
+# topic's messages carry the token of the database they are recorded into.
+#   6. produce: BENCH_KAFKA_MESSAGES valid create messages into each topic (`kafka_bench
+#      produce`, rdkafka), each with an `authorization: Bearer <token>` header: a token created
+#      in the fresh PostgreSQL database of 8 for the first topic, one created in the fresh
+#      SQLite database of 8 (`dnsorch token create`, before `dnsorch run` opens it) for the other.
 #   7. plain consumer: `kafka_bench drain`, an rdkafka consumer in a fresh group that reads the
-#      topic from the start and discards it: the broker's own consume rate with dnsorch's client
-#      library.
+#      first topic from the start and discards it: the broker's own consume rate with dnsorch's
+#      client library.
 #   8. dnsorch: `dnsorch consume` on a fresh migrated database on the durable PostgreSQL of the
 #      PostgreSQL topology (with its Redis: each recorded request is also XADDed to the task
 #      stream; started here if that topology did not run), then `dnsorch run` on a fresh SQLite
-#      database with WORKER_CONCURRENCY=0; each in a fresh consumer group, timed from the
-#      process start until dnsorch_kafka_requests_recorded_total (/metrics, polled every 0.2 s)
-#      reaches BENCH_KAFKA_MESSAGES. The table gives each rate from the process start and, as
+#      database with WORKER_CONCURRENCY=0; each in a fresh consumer group on its own topic,
+#      every message authenticated by its header (one database lookup per process and
+#      TOKEN_CACHE_SECONDS, the token cache), timed from the process start until
+#      dnsorch_kafka_requests_recorded_total (/metrics, polled every 0.2 s) reaches
+#      BENCH_KAFKA_MESSAGES. The table gives each rate from the process start and, as
 #      "steady", from the first message on (the plain consumer's own timing; for dnsorch, from
 #      the first poll that saw a recorded message), and dnsorch's rate as a percentage of the
 #      plain consumer's.
@@ -56,8 +78,23 @@
 #  11. Every name of 9 and 10 is queried at the BIND (`dig +norecurse`, one `dig -f` batch)
 #      and must hold its A record; the table counts the names that do not.
 #
+# Baseline (BENCH_TOPOLOGY=baseline, not part of "all"): POST throughput of this tree against
+# the commit BENCH_BASELINE (default d3e4c2c, the commit before API tokens), both measured in
+# the same run. The baseline is checked out with `git worktree add --detach` under the temp
+# dir and built in release with CARGO_TARGET_DIR=$BENCH_CACHE/target-baseline (kept, so a
+# later run rebuilds only dnsorch itself); the worktree is removed once built (and by the EXIT
+# trap). Then BENCH_BASELINE_ROUNDS rounds (default 3), each running the baseline and then
+# this tree, each on a fresh database with the same request bodies (post.lua), each with a
+# token as above if it has tokens (a binary with a `dnsorch token` command; d3e4c2c has not,
+# and gets requests without one):
+#  12. SQLite: `dnsorch run` as in 1, wrk at 16 and then 64 connections.
+#  13. PostgreSQL: `dnsorch serve` alone (no workers) as in 3, on a fresh database migrated by
+#      the binary under test, a CHECKPOINT before each wrk run.
+#      The table gives each round's req/s, the medians (req/s, p50, p99) and the ratio of the
+#      medians, this tree / baseline; a ratio below 0.90 is flagged (but does not fail the run).
+#
 # Settings (environment):
-#   BENCH_TOPOLOGY      sqlite, postgres, kafka, dns or all (default all: in that order)
+#   BENCH_TOPOLOGY      sqlite, postgres, kafka, dns, all (default: in that order) or baseline
 #   BENCH_PORT          port to listen on (default 18080; the next free one if 18080 is taken)
 #   BENCH_DURATION      wrk and pgbench duration per run (default 10s; pgbench needs whole
 #                       seconds: 10, 10s, 2m)
@@ -65,7 +102,7 @@
 #   WORKER_CONCURRENCY  workers of `dnsorch run`, and --concurrency of each `dnsorch worker`
 #                       (default 16)
 #   BENCH_E2E_TIMEOUT   seconds to wait for all COMPLETED (default 600)
-#   BENCH_KAFKA_MESSAGES  messages produced to the Kafka topic (default 100000)
+#   BENCH_KAFKA_MESSAGES  messages produced to each Kafka topic (default 100000)
 #   BENCH_KAFKA_TIMEOUT   seconds allowed to each produce, drain and dnsorch intake run
 #                         (default 600)
 #   BENCH_DNS_RECORDS     A records per DNS run (default 5000)
@@ -74,11 +111,28 @@
 #   BENCH_DNS_NSUPDATE_BATCH  adds per UPDATE of each nsupdate run, space-separated
 #                         (default "50 1")
 #   The DNS runs wait up to BENCH_E2E_TIMEOUT for all requests to finish.
+#   BENCH_BASELINE        the commit (any git revision) the baseline topology compares with
+#                         (default d3e4c2c)
+#   BENCH_BASELINE_ROUNDS rounds of the baseline topology (default 3)
+#   BENCH_CACHE           where the baseline's cargo target dir is kept
+#                         (default ${XDG_CACHE_HOME:-~/.cache}/dnsorch-bench)
+#   BENCH_OUT             a file to append one JSON line per scenario to (default none):
+#                         {"commit": short rev of the tree measured ("-dirty" if src/,
+#                         migrations/ or Cargo.* differ from it), "scenario": post, e2e,
+#                         pgbench_insert, post_vs_pgbench, kafka_produce, kafka_drain,
+#                         kafka_consume, dns_nsupdate, dns or post_vs_baseline, "topology":
+#                         sqlite, postgres, kafka, dns, "label": the table's row, "concurrency":
+#                         connections, clients or workers, "rps": requests (messages, records)
+#                         per second, "p50_ms", "p99_ms" (null where not measured), "at", "cpus",
+#                         and each scenario's own: requests, non2xx, socket_errors, duration,
+#                         completions_per_s, worker_processes, messages, seconds, steady_rps,
+#                         ratio, baseline_commit, baseline_rps, baseline_p50_ms, baseline_p99_ms,
+#                         rps_rounds, baseline_rps_rounds, ...}
 #
 # Exits non-zero if any answer was not 2xx (or a socket error, a timeout, a failed pgbench
 # transaction, a dead-lettered Kafka message, a PENDING count other than the messages
 # produced, a DNS request not COMPLETED, a failed nsupdate or a record missing at the BIND
-# happened).
+# happened), or if a dnsorch of this tree accepted a request without a token.
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -98,17 +152,30 @@ kafka_timeout="${BENCH_KAFKA_TIMEOUT:-600}"
 dns_records="${BENCH_DNS_RECORDS:-5000}"
 dns_concurrency="${BENCH_DNS_CONCURRENCY:-$workers $([ "$workers" = 64 ] || echo 64)}"
 dns_batches="${BENCH_DNS_NSUPDATE_BATCH:-50 1}"
+baseline="${BENCH_BASELINE:-d3e4c2c}"
+rounds="${BENCH_BASELINE_ROUNDS:-3}"
+cache_dir="${BENCH_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/dnsorch-bench}"
+bench_out=""
+[ -z "${BENCH_OUT:-}" ] || bench_out="$(realpath -m "$BENCH_OUT")"
 
 log() { printf '==> %s\n' "$*" >&2; }
 
+want_sqlite=0 want_pg=0 want_kafka=0 want_dns=0 want_base=0
 case "$topology" in
-  sqlite) want_sqlite=1 want_pg=0 want_kafka=0 want_dns=0 ;;
-  postgres) want_sqlite=0 want_pg=1 want_kafka=0 want_dns=0 ;;
-  kafka) want_sqlite=0 want_pg=0 want_kafka=1 want_dns=0 ;;
-  dns) want_sqlite=0 want_pg=0 want_kafka=0 want_dns=1 ;;
+  sqlite) want_sqlite=1 ;;
+  postgres) want_pg=1 ;;
+  kafka) want_kafka=1 ;;
+  dns) want_dns=1 ;;
   all) want_sqlite=1 want_pg=1 want_kafka=1 want_dns=1 ;;
-  *) log "BENCH_TOPOLOGY must be sqlite, postgres, kafka, dns or all, not '$topology'"; exit 2 ;;
+  baseline) want_base=1 ;;
+  *) log "BENCH_TOPOLOGY must be sqlite, postgres, kafka, dns, all or baseline, not '$topology'"; exit 2 ;;
 esac
+if [ "$want_base" = 1 ]; then
+  [[ "$rounds" =~ ^[1-9][0-9]*$ ]] || { log "BENCH_BASELINE_ROUNDS must be a positive integer"; exit 2; }
+  base_commit="$(git -C "$root" rev-parse --verify --quiet "$baseline^{commit}")" ||
+    { log "BENCH_BASELINE '$baseline' is not a commit of $root"; exit 2; }
+  base_rev="$(git -C "$root" rev-parse --short "$base_commit")"
+fi
 if [ "$want_kafka" = 1 ]; then
   for v in "$kafka_messages" "$kafka_timeout"; do
     [[ "$v" =~ ^[1-9][0-9]*$ ]] || { log "BENCH_KAFKA_MESSAGES and BENCH_KAFKA_TIMEOUT must be positive integers"; exit 2; }
@@ -147,14 +214,14 @@ fi
 . "$root/scripts/lib/bind.sh"
 
 # --- 1. tools ----------------------------------------------------------------------------
-if { [ "$want_sqlite" = 1 ] || [ "$want_pg" = 1 ]; } && ! command -v wrk >/dev/null 2>&1; then
+if { [ "$want_sqlite" = 1 ] || [ "$want_pg" = 1 ] || [ "$want_base" = 1 ]; } && ! command -v wrk >/dev/null 2>&1; then
   log "installing wrk"
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"
   $sudo apt-get update -qq >/dev/null
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq wrk >/dev/null
 fi
-if [ "$want_pg" = 1 ] || [ "$want_kafka" = 1 ]; then
+if [ "$want_pg" = 1 ] || [ "$want_kafka" = 1 ] || [ "$want_base" = 1 ]; then
   postgres_install >&2 # postgresql-15, which brings pgbench
   redis_install >&2
 fi
@@ -170,6 +237,11 @@ build=(--bin dnsorch)
 [ "$want_kafka" = 0 ] || build+=(--example kafka_bench)
 log "cargo build --release ${build[*]}"
 (cd "$root" && cargo build --release --quiet "${build[@]}")
+# The tree measured: HEAD, "-dirty" if what goes into the binary differs from it.
+rev="$(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo '?')"
+if [ -n "$(git -C "$root" --no-optional-locks status --porcelain -- src migrations Cargo.toml Cargo.lock build.rs 2>/dev/null)" ]; then
+  rev="$rev-dirty"
+fi
 
 # --- port --------------------------------------------------------------------------------
 port_free() {
@@ -206,6 +278,15 @@ logs=() # their logs
 run=0
 kbench_pid="" # a kafka_bench process running now
 pg_dir=""     # the data directory of the PostgreSQL we started, once started
+worktree=""   # the baseline's git worktree while it exists
+# The binary measured, copied out of target/ so that another build in this tree cannot replace
+# it mid-run.
+cp "$bin" "$dir/dnsorch"
+bin="$dir/dnsorch"
+if ! "$bin" token --help >/dev/null 2>&1; then
+  log "$bin has no \`token\` command: this script measures dnsorch with API tokens"
+  exit 1
+fi
 
 # SIGTERM to every dnsorch process we started, then up to 15 s each for a graceful stop.
 stop_server() {
@@ -270,6 +351,9 @@ cleanup() {
   redis_stop
   postgres_stop
   bind_stop
+  if [ -n "$worktree" ]; then
+    git -C "$root" worktree remove --force "$worktree" >/dev/null 2>&1 || true
+  fi
   rm -rf "$dir"
   exit "$rc"
 }
@@ -300,32 +384,128 @@ check_alive() {
   done
 }
 
+# --- tokens ------------------------------------------------------------------------------
+# token: the bearer token of the dnsorch at $base now; empty only for a baseline binary from
+# before tokens. Clients get it as BENCH_TOKEN, curl from $dir/auth.header.
+token=""
+set_token() {
+  token="$1"
+  (
+    umask 077
+    if [ -n "$token" ]; then
+      printf 'Authorization: Bearer %s\n' "$token" >"$dir/auth.header"
+    else
+      : >"$dir/auth.header"
+    fi
+  )
+}
+set_token ""
+
+# has_tokens BINARY: whether that dnsorch has API tokens (a `token` command). This tree's has:
+# it is checked, so that nothing here can run this tree's dnsorch without authentication.
+has_tokens() {
+  "$1" token --help >/dev/null 2>&1
+}
+
+# curl_auth ARGS...: curl with the Authorization header of $token (none if it is empty).
+curl_auth() {
+  if [ -n "$token" ]; then
+    curl -H @"$dir/auth.header" "$@"
+  else
+    curl "$@"
+  fi
+}
+
+# auth_check: the dnsorch at $base (of this tree) refuses a POST without a token with 401,
+# and serves /metrics to $token. There is no way to run this tree's dnsorch without tokens.
+auth_check() {
+  local code
+  [ -n "$token" ] || { log "no token for the dnsorch at $base"; exit 1; }
+  code="$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 -X POST \
+    -H 'Content-Type: application/json' --data '{}' "$base/api/v1/dns/create" || true)"
+  if [ "$code" != 401 ]; then
+    log "POST /api/v1/dns/create without a token answered $code, not 401"
+    exit 1
+  fi
+  code="$(curl_auth -s -o /dev/null -w '%{http_code}' --max-time 5 "$base/metrics" || true)"
+  if [ "$code" != 200 ]; then
+    log "GET /metrics with the bench token answered $code, not 200"
+    exit 1
+  fi
+}
+
+# The settings that would weaken or bypass authentication, or move a listener, are never
+# passed on to a dnsorch process (nor Kafka and zones, unless a phase sets them).
+dnsorch_unset() {
+  unset KAFKA_BROKER_URL DNSORCH_CONFIG METRICS_PUBLIC KAFKA_TRUSTED_ACCOUNTS \
+    TOKEN_CACHE_SECONDS API_URL API_TOKEN_FILE OPS_ADDR BENCH_TOKEN
+}
+
+# --- BENCH_OUT ---------------------------------------------------------------------------
+# out_json KEY=TEXT | KEY:=JSON ...: appends one JSON object to BENCH_OUT (when set), with
+# commit (default $rev), topology, scenario, ... as given, and at and cpus. A :=JSON value
+# of "", "-", "?" or "nan" becomes null; one that does not parse stays text.
+out_json() {
+  [ -n "$bench_out" ] || return 0
+  python3 - "commit=$rev" "at=$(date -u +%Y-%m-%dT%H:%M:%SZ)" "cpus:=$(nproc)" "$@" >>"$bench_out" <<'PY'
+import json, re, sys
+out = {}
+for arg in sys.argv[1:]:
+    m = re.match(r"^([A-Za-z0-9_]+)(:?)=(.*)$", arg, re.S)
+    if not m:
+        sys.exit(f"out_json: bad argument {arg!r}")
+    key, raw, value = m.groups()
+    if raw:
+        if value in ("", "-", "?", "nan"):
+            value = None
+        else:
+            try:
+                value = json.loads(value)
+            except ValueError:
+                pass
+    out[key] = value
+print(json.dumps(out))
+PY
+}
+
 zones_file="" # the DNSORCH_CONFIG of `dnsorch run`, when set (the DNS topology)
 
-# start_server [CONCURRENCY]: `dnsorch run` on a fresh SQLite database, with CONCURRENCY
-# workers (default WORKER_CONCURRENCY) and the zones of $zones_file (none: the simulated
-# backend for every name).
+# start_server [CONCURRENCY [BINARY]]: `dnsorch run` (BINARY, default this tree's) on a fresh
+# SQLite database, with CONCURRENCY workers (default WORKER_CONCURRENCY) and the zones of
+# $zones_file (none: the simulated backend for every name). Sets token: the admin token this
+# tree's `dnsorch run` writes to dnsorch-admin.token beside a fresh database before it listens
+# (none for a baseline binary without tokens).
 start_server() {
-  local concurrency="${1:-$workers}"
+  local concurrency="${1:-$workers}" server_bin="${2:-$bin}"
   stop_server
   run=$((run + 1))
   local db="$dir/bench-$run"
   mkdir -p "$db"
   (
     cd "$db"
-    unset KAFKA_BROKER_URL DNSORCH_CONFIG # no Kafka intake and no zones unless a phase asks
+    dnsorch_unset
     [ -z "$zones_file" ] || export DNSORCH_CONFIG="$zones_file"
     export DATABASE_URL="sqlite://$db/bench.db?mode=rwc" \
       BIND_ADDR="127.0.0.1:$port" \
       SIMULATED_DELAY_SECONDS=0 \
       LOG_LEVEL=warn \
       WORKER_CONCURRENCY="$concurrency"
-    exec "$bin" run
+    exec "$server_bin" run
   ) >"$dir/dnsorch-$run.log" 2>&1 &
   pids=("$!")
   logs=("$dir/dnsorch-$run.log")
   wait_ready
-  log "dnsorch ready on $base (pid ${pids[0]}, database $db/bench.db, $concurrency workers${zones_file:+, zones $zones_file})"
+  if has_tokens "$server_bin"; then
+    if [ ! -s "$db/dnsorch-admin.token" ]; then
+      log "dnsorch run wrote no $db/dnsorch-admin.token"
+      exit 1
+    fi
+    set_token "$(tr -d '[:space:]' <"$db/dnsorch-admin.token")"
+    auth_check
+  else
+    set_token ""
+  fi
+  log "dnsorch ready on $base (pid ${pids[0]}, $(basename "$server_bin"), database $db/bench.db, $concurrency workers${zones_file:+, zones $zones_file}${token:+, admin token from dnsorch-admin.token})"
 }
 
 field() { # field NAME LINE
@@ -335,12 +515,18 @@ field() { # field NAME LINE
 failed=0
 row=""
 rps=""
+p50=""
+p99=""
+w_requests=""
+w_non2xx=""
+w_sock=""
 
-# wrk_post C LABEL: one wrk run against $base; sets row and rps.
+# wrk_post C LABEL: one wrk run against $base (with $token); sets row, rps, p50, p99,
+# w_requests, w_non2xx and w_sock.
 wrk_post() {
   local c="$1" label="$2" out line wrk_non2xx non2xx sock
-  log "wrk POST /api/v1/dns/create, -t2 -c$c -d$duration"
-  out="$(wrk -t2 -c"$c" -d"$duration" --latency -s "$lua" "$base/api/v1/dns/create")"
+  log "wrk POST /api/v1/dns/create, -t2 -c$c -d$duration${token:+, with a bearer token}"
+  out="$(BENCH_TOKEN="$token" wrk -t2 -c"$c" -d"$duration" --latency -s "$lua" "$base/api/v1/dns/create")"
   printf '%s\n' "$out"
   line="$(grep '^BENCH ' <<<"$out" || true)"
   if [ -z "$line" ]; then
@@ -353,15 +539,29 @@ wrk_post() {
   [ "$non2xx" = 0 ] && [ "${wrk_non2xx:-0}" = 0 ] || failed=1
   [ "$sock" = 0 ] || failed=1
   rps="$(field rps "$line")"
-  row="| $label | $(field requests "$line") | $rps | $(field p50_ms "$line") | $(field p99_ms "$line") | $non2xx | $sock |"
+  p50="$(field p50_ms "$line")"
+  p99="$(field p99_ms "$line")"
+  w_requests="$(field requests "$line")"
+  w_non2xx="$non2xx"
+  w_sock="$sock"
+  row="| $label | $w_requests | $rps | $p50 | $p99 | $non2xx | $sock |"
 }
 
-# e2e_run LABEL: BENCH_REQUESTS submissions to $base, then until all are COMPLETED; sets row.
+# out_post TOPOLOGY C LABEL: the JSON line of the wrk run just made.
+out_post() {
+  out_json "topology=$1" scenario=post "label=$3" "concurrency:=$2" "rps:=$rps" "p50_ms:=$p50" \
+    "p99_ms:=$p99" "requests:=$w_requests" "non2xx:=$w_non2xx" "socket_errors:=$w_sock" \
+    "duration=$duration"
+}
+
+# e2e_run LABEL: BENCH_REQUESTS submissions to $base (with $token), then until all are
+# COMPLETED; sets row and e2e_line.
+e2e_line=""
 e2e_run() {
   local label="$1" line e2e_rc
   log "end to end: $requests requests, 32 client threads, then wait for all COMPLETED"
   set +e
-  line="$(python3 "$e2e" --port "$port" --requests "$requests" --threads 32 --timeout "$e2e_timeout" | grep '^E2E ')"
+  line="$(BENCH_TOKEN="$token" python3 "$e2e" --port "$port" --requests "$requests" --threads 32 --timeout "$e2e_timeout" | grep '^E2E ')"
   e2e_rc=$?
   set -e
   if [ -z "$line" ]; then
@@ -371,7 +571,20 @@ e2e_run() {
   printf '%s\n' "$line"
   [ "$e2e_rc" -eq 0 ] || failed=1
   [ "$(field timed_out "$line")" = 0 ] || label="$label (TIMED OUT)"
+  e2e_line="$line"
   row="| $label | $(field completed "$line") | $(field completions_per_s "$line") completions/s (submit $(field submit_rps "$line")/s) | - | - | $(field non2xx "$line") | $(field errors "$line") |"
+}
+
+# out_e2e TOPOLOGY LABEL [KEY=VALUE...]: the JSON line of the end-to-end run just made (rps:
+# the submission rate; concurrency: the client threads).
+out_e2e() {
+  local topo="$1" label="$2" l="$e2e_line"
+  shift 2
+  out_json "topology=$topo" scenario=e2e "label=$label" "concurrency:=32" \
+    "rps:=$(field submit_rps "$l")" "p50_ms:=" "p99_ms:=" "requests:=$requests" \
+    "completed:=$(field completed "$l")" "completions_per_s:=$(field completions_per_s "$l")" \
+    "total_s:=$(field total_s "$l")" "non2xx:=$(field non2xx "$l")" "errors:=$(field errors "$l")" \
+    "timed_out:=$(field timed_out "$l")" "workers:=$workers" "$@"
 }
 
 # ===================================== SQLite ==========================================
@@ -382,12 +595,14 @@ if [ "$want_sqlite" = 1 ]; then
   for c in 16 64; do
     wrk_post "$c" "POST c=$c"
     rows+=("$row")
+    out_post sqlite "$c" "POST c=$c"
   done
 
   # --- 5. end to end -------------------------------------------------------------------
   start_server # a fresh, empty database
   e2e_run "end-to-end $requests"
   rows+=("$row")
+  out_e2e sqlite "end-to-end $requests"
   report_logs
   stop_server
 fi
@@ -414,33 +629,59 @@ pg_up() {
 
 psql_() { "$PGBIN/psql" -h 127.0.0.1 -p "$pg_port" -U postgres -v ON_ERROR_STOP=1 -qAt "$@"; }
 
-# In a subshell: the environment of a dnsorch process on database (and stream) $1.
+# In a subshell: the environment of a dnsorch process on database (and stream) $1 running
+# command $2. Only `serve` gets BIND_ADDR; `worker` and `consume` listen on OPS_ADDR (unset
+# here: the default 127.0.0.1:0, unless the caller sets one).
 pg_env() {
-  unset KAFKA_BROKER_URL DNSORCH_CONFIG # no Kafka intake and no zones unless a phase asks
+  dnsorch_unset
   export DATABASE_URL="postgres://postgres@127.0.0.1:$pg_port/$1" \
     CELERY_BROKER_URL="$REDIS_URL" \
     TASK_STREAM="$1" \
-    BIND_ADDR="127.0.0.1:$port" \
     SIMULATED_DELAY_SECONDS=0 \
     LOG_LEVEL=warn \
     WORKER_CONCURRENCY="$workers"
-}
-
-# pg_database DB: a new database with dnsorch's schema (`dnsorch migrate`).
-pg_database() {
-  psql_ -d postgres -c "create database $1" >/dev/null
-  if ! (cd "$dir" && pg_env "$1" && exec "$bin" migrate) >"$dir/migrate-$1.log" 2>&1; then
-    log "dnsorch migrate failed:"
-    cat "$dir/migrate-$1.log" >&2
-    exit 1
+  if [ "${2:-}" = serve ]; then
+    export BIND_ADDR="127.0.0.1:$port"
+  else
+    unset BIND_ADDR
   fi
 }
 
-# pg_spawn DB NAME ARGS...: `dnsorch ARGS` on DB in the background, logging to NAME.log.
+# pg_database DB [BINARY]: a new database with dnsorch's schema (`BINARY migrate`, default
+# this tree's dnsorch). Sets token to a new admin token of the account bench (`BINARY token
+# create --account bench --name bench --admin`, which also reads /metrics), or to none for a
+# baseline binary without tokens.
+pg_database() {
+  local db="$1" migrate_bin="${2:-$bin}" secret
+  psql_ -d postgres -c "create database $db" >/dev/null
+  if ! (cd "$dir" && pg_env "$db" migrate && exec "$migrate_bin" migrate) >"$dir/migrate-$db.log" 2>&1; then
+    log "dnsorch migrate failed:"
+    cat "$dir/migrate-$db.log" >&2
+    exit 1
+  fi
+  if ! has_tokens "$migrate_bin"; then
+    set_token ""
+    return 0
+  fi
+  if ! secret="$(cd "$dir" && pg_env "$db" token &&
+    exec "$migrate_bin" token create --account bench --name bench --admin 2>"$dir/token-$db.log")" ||
+    [ -z "$secret" ]; then
+    log "dnsorch token create failed:"
+    cat "$dir/token-$db.log" >&2
+    exit 1
+  fi
+  set_token "$secret"
+}
+
+# pg_spawn DB NAME ARGS...: `dnsorch ARGS` (this tree's) on DB in the background, logging to
+# NAME.log. pg_spawn_with BINARY DB NAME ARGS...: the same with another binary.
 pg_spawn() {
-  local db="$1" name="$2"
-  shift 2
-  (cd "$dir" && pg_env "$db" && exec "$bin" "$@") >"$dir/$name.log" 2>&1 &
+  pg_spawn_with "$bin" "$@"
+}
+pg_spawn_with() {
+  local spawn_bin="$1" db="$2" name="$3"
+  shift 3
+  (cd "$dir" && pg_env "$db" "$1" && exec "$spawn_bin" "$@") >"$dir/$name.log" 2>&1 &
   pids+=("$!")
   logs+=("$dir/$name.log")
 }
@@ -475,6 +716,7 @@ if [ "$want_pg" = 1 ]; then
   logs=()
   pg_spawn bench_post serve serve
   wait_ready
+  auth_check
   log "dnsorch serve ready on $base (pid ${pids[0]}, database bench_post, no workers)"
   post_rps=()
   for c in 16 64; do
@@ -482,6 +724,7 @@ if [ "$want_pg" = 1 ]; then
     wrk_post "$c" "POST c=$c (serve, intake only, no workers)"
     pg_rows+=("$row")
     post_rps+=("$rps")
+    out_post postgres "$c" "POST c=$c (serve, intake only, no workers)"
   done
   serve_conns="$(psql_ -d postgres -c "select count(*) from pg_stat_activity where datname = 'bench_post'")"
   report_logs
@@ -517,12 +760,18 @@ if [ "$want_pg" = 1 ]; then
       END { if (NR) printf "%.3f %.3f\n", pct(0.50), pct(0.99); else print "- -" }')
     pg_rows+=("| pgbench INSERT c=$c (-j 2 -M prepared) | $txns | $tps | $p50 | $p99 | - | ${pg_failed:-?} failed |")
     pg_tps+=("$tps")
+    out_json topology=postgres scenario=pgbench_insert "label=pgbench INSERT c=$c (-j 2 -M prepared)" \
+      "concurrency:=$c" "rps:=$tps" "p50_ms:=$p50" "p99_ms:=$p99" "requests:=$txns" \
+      "failed:=${pg_failed:-}" "duration=$pg_seconds"
   done
   rm -rf "$dir/pgbench"
   for i in 0 1; do
     c=$((16 * (i * 3 + 1)))
     ratio="$(awk -v a="${post_rps[$i]}" -v b="${pg_tps[$i]}" 'BEGIN { if (b > 0) printf "%.1f%%", 100 * a / b; else print "-" }')"
     pg_rows+=("| dnsorch intake / pgbench INSERT, c=$c | - | $ratio | - | - | - | - |")
+    out_json topology=postgres scenario=post_vs_pgbench "label=dnsorch intake / pgbench INSERT, c=$c" \
+      "concurrency:=$c" "rps:=${post_rps[$i]}" "p50_ms:=" "p99_ms:=" "pgbench_tps:=${pg_tps[$i]}" \
+      "ratio:=$(awk -v a="${post_rps[$i]}" -v b="${pg_tps[$i]}" 'BEGIN { if (b > 0) printf "%.4f", a / b; else print "-" }')"
   done
 
   # --- 8. end to end, 1 and 2 worker processes -----------------------------------------
@@ -535,6 +784,7 @@ if [ "$want_pg" = 1 ]; then
     done
     pg_spawn "$db" "serve-e2e-$n" serve
     wait_ready
+    auth_check
     wait_workers "$n"
     log "dnsorch serve ready on $base, $n worker process(es) with --concurrency $workers (database $db)"
     checkpoint
@@ -545,6 +795,7 @@ if [ "$want_pg" = 1 ]; then
     fi
     e2e_run "$label"
     pg_rows+=("$row")
+    out_e2e postgres "$label" "worker_processes:=$n"
     report_logs
     stop_server
   done
@@ -562,13 +813,14 @@ check_tansu() {
   fi
 }
 
-# kbench_run PREFIX ARGS...: `kafka_bench ARGS` (bounded by BENCH_KAFKA_TIMEOUT); sets kb_line
-# (its output line starting with PREFIX) and kb_seconds (its time from the process start).
+# kbench_run PREFIX ARGS...: `kafka_bench ARGS` (bounded by BENCH_KAFKA_TIMEOUT; produce puts
+# $token in every message's authorization header); sets kb_line (its output line starting
+# with PREFIX) and kb_seconds (its time from the process start).
 kbench_run() {
   local prefix="$1" t0 t1 rc=0 deadline=$((SECONDS + kafka_timeout))
   shift
   t0="${EPOCHREALTIME/,/.}"
-  "$kbench" "$@" >"$dir/kbench.out" 2>"$dir/kbench.err" &
+  BENCH_TOKEN="$token" "$kbench" "$@" >"$dir/kbench.out" 2>"$dir/kbench.err" &
   kbench_pid=$!
   while kill -0 "$kbench_pid" 2>/dev/null; do
     if [ "$SECONDS" -ge "$deadline" ]; then
@@ -591,6 +843,20 @@ kbench_run() {
   kb_seconds="$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", b - a }')"
 }
 
+# metrics_get SECONDS: the /metrics text of $base (read with $token, at most SECONDS); empty
+# while nothing answers; a 401 or 403 ends the run.
+metrics_get() {
+  local code
+  code="$(curl_auth -s -o "$dir/metrics.txt" -w '%{http_code}' --max-time "$1" "$base/metrics" || true)"
+  case "$code" in
+    200) cat "$dir/metrics.txt" ;;
+    401 | 403)
+      log "GET /metrics answered $code to the bench token: $(head -c 300 "$dir/metrics.txt")"
+      exit 1
+      ;;
+  esac
+}
+
 # kafka_wait T0 LABEL: polls /metrics every 0.2 s until the dnsorch process started at T0
 # (EPOCHREALTIME) has recorded or dead-lettered all BENCH_KAFKA_MESSAGES; then checks the
 # PENDING count in its database. Appends a row to k_rows; sets k_rate (from T0) and k_steady
@@ -599,7 +865,7 @@ kafka_wait() {
   local t0="$1" label="$2" deadline=$((SECONDS + kafka_timeout)) m now recorded dead
   local first="" first_n=0 seconds pending warnings=0 f
   while :; do
-    m="$(curl -s --max-time 1 "$base/metrics" || true)"
+    m="$(metrics_get 1)"
     now="${EPOCHREALTIME/,/.}"
     recorded="$(awk '$1 == "dnsorch_kafka_requests_recorded_total" { printf "%d", $2 }' <<<"$m")"
     dead="$(awk '$1 ~ /^dnsorch_kafka_dead_letters_total/ { s += $2 } END { printf "%d", s }' <<<"$m")"
@@ -623,7 +889,7 @@ kafka_wait() {
   k_steady="$(awk -v n="$recorded" -v n0="$first_n" -v a="${first:-0}" -v b="$now" \
     'BEGIN { if (a > 0 && b > a) printf "%.1f", (n - n0) / (b - a); else print "-" }')"
   # dnsorch_requests{status="PENDING"} is read from the database at each scrape.
-  pending="$(curl -s --max-time 10 "$base/metrics" | awk '$1 == "dnsorch_requests{status=\"PENDING\"}" { printf "%d", $2 }' || true)"
+  pending="$(metrics_get 10 | awk '$1 == "dnsorch_requests{status=\"PENDING\"}" { printf "%d", $2 }' || true)"
   if [ "${pending:-x}" != "$kafka_messages" ]; then
     log "$label: the database holds ${pending:-?} PENDING requests, not $kafka_messages"
     failed=1
@@ -637,19 +903,24 @@ kafka_wait() {
   done
   log "$label: $recorded recorded in $seconds s ($k_rate/s; steady $k_steady/s)"
   k_rows+=("| $label | $recorded | $seconds | $k_rate | $k_steady | $dead | ${pending:-?} | $warnings |")
+  out_json topology=kafka scenario=kafka_consume "label=$label" "concurrency:=" "rps:=$k_rate" \
+    "p50_ms:=" "p99_ms:=" "steady_rps:=$k_steady" "messages:=$recorded" "seconds:=$seconds" \
+    "dead_letters:=$dead" "pending:=${pending:-}" "warning_lines:=$warnings"
 }
 
 k_rows=()
 k_note=""
 if [ "$want_kafka" = 1 ]; then
   kbench="$root/target/release/examples/kafka_bench"
-  k_topic="dns_requests_bench"
+  # One topic per dnsorch run: each one's messages carry the token of its own database.
+  k_topic_pg="dns_requests_bench_pg"
+  k_topic_sqlite="dns_requests_bench_sqlite"
 
-  # --- 10. broker and topic -----------------------------------------------------------
+  # --- 10. broker and topics ----------------------------------------------------------
   tansu_port="$(free_port)"
   log "starting tansu on 127.0.0.1:$tansu_port (sqlite storage under the temp dir)"
   tansu_start "$dir/tansu" "$tansu_port"
-  for spec in "$k_topic:3" "$k_topic.dlq:1"; do
+  for spec in "$k_topic_pg:3" "$k_topic_pg.dlq:1" "$k_topic_sqlite:3" "$k_topic_sqlite.dlq:1"; do
     if ! "$TANSU" topic create "${spec%:*}" --partitions "${spec##*:}" --broker "tcp://$KAFKA_URL" \
       >"$dir/topic.log" 2>&1; then
       log "could not create topic ${spec%:*}:"
@@ -657,30 +928,63 @@ if [ "$want_kafka" = 1 ]; then
       exit 1
     fi
   done
-  log "tansu (pid $TANSU_PID) at $KAFKA_URL, topic $k_topic (3 partitions) and $k_topic.dlq (1)"
+  log "tansu (pid $TANSU_PID) at $KAFKA_URL, topics $k_topic_pg and $k_topic_sqlite (3 partitions each, and a .dlq of 1 each)"
 
-  # --- 11. produce ----------------------------------------------------------------------
-  log "kafka_bench produce: $kafka_messages messages"
-  kbench_run PRODUCED produce "$KAFKA_URL" "$k_topic" "$kafka_messages"
-  k_rows+=("| produce (kafka_bench, rdkafka, linger.ms=20) | $(field messages "$kb_line") | $(field seconds "$kb_line") | $(field rate "$kb_line") | - | - | - | - |")
-
-  # --- 12. plain consumer -----------------------------------------------------------------
-  log "kafka_bench drain: a plain rdkafka consumer reads all $kafka_messages messages"
-  kbench_run DRAINED drain "$KAFKA_URL" "$k_topic" "$kafka_messages"
-  plain_rate="$(awk -v n="$kafka_messages" -v s="$kb_seconds" 'BEGIN { printf "%.1f", n / s }')"
-  plain_steady="$(field rate "$kb_line")"
-  k_rows+=("| plain consumer (kafka_bench drain, rdkafka, fresh group) | $(field messages "$kb_line") | $kb_seconds | $plain_rate | $plain_steady | - | - | - |")
-
-  # --- 13. dnsorch consume, PostgreSQL ----------------------------------------------------
+  # --- the databases of 13 and 14, and their tokens ------------------------------------
   pg_up
   pg_database bench_kafka
+  pg_kafka_token="$token"
+  run=$((run + 1))
+  k_db="$dir/bench-$run"
+  mkdir -p "$k_db"
+  if ! sqlite_kafka_token="$(cd "$k_db" && dnsorch_unset &&
+    DATABASE_URL="sqlite://$k_db/bench.db?mode=rwc" LOG_LEVEL=warn \
+      exec "$bin" token create --account bench --name bench --admin 2>"$dir/token-sqlite-kafka.log")" ||
+    [ -z "$sqlite_kafka_token" ]; then
+    log "dnsorch token create (SQLite) failed:"
+    cat "$dir/token-sqlite-kafka.log" >&2
+    exit 1
+  fi
+
+  # --- 11. produce ----------------------------------------------------------------------
+  for k in pg sqlite; do
+    if [ "$k" = pg ]; then
+      topic="$k_topic_pg" what="PostgreSQL database bench_kafka"
+      set_token "$pg_kafka_token"
+    else
+      topic="$k_topic_sqlite" what="SQLite database $k_db/bench.db"
+      set_token "$sqlite_kafka_token"
+    fi
+    log "kafka_bench produce: $kafka_messages messages to $topic, each with the token of the $what"
+    kbench_run PRODUCED produce "$KAFKA_URL" "$topic" "$kafka_messages"
+    label="produce to $topic (kafka_bench, rdkafka, linger.ms=20, authorization header)"
+    k_rows+=("| $label | $(field messages "$kb_line") | $(field seconds "$kb_line") | $(field rate "$kb_line") | - | - | - | - |")
+    out_json topology=kafka scenario=kafka_produce "label=$label" "concurrency:=" \
+      "rps:=$(field rate "$kb_line")" "p50_ms:=" "p99_ms:=" "messages:=$(field messages "$kb_line")" \
+      "seconds:=$(field seconds "$kb_line")"
+  done
+
+  # --- 12. plain consumer -----------------------------------------------------------------
+  log "kafka_bench drain: a plain rdkafka consumer reads all $kafka_messages messages of $k_topic_pg"
+  kbench_run DRAINED drain "$KAFKA_URL" "$k_topic_pg" "$kafka_messages"
+  plain_rate="$(awk -v n="$kafka_messages" -v s="$kb_seconds" 'BEGIN { printf "%.1f", n / s }')"
+  plain_steady="$(field rate "$kb_line")"
+  label="plain consumer (kafka_bench drain, rdkafka, fresh group)"
+  k_rows+=("| $label | $(field messages "$kb_line") | $kb_seconds | $plain_rate | $plain_steady | - | - | - |")
+  out_json topology=kafka scenario=kafka_drain "label=$label" "concurrency:=" "rps:=$plain_rate" \
+    "p50_ms:=" "p99_ms:=" "steady_rps:=$plain_steady" "messages:=$(field messages "$kb_line")" \
+    "seconds:=$kb_seconds"
+
+  # --- 13. dnsorch consume, PostgreSQL ----------------------------------------------------
   checkpoint
   logs=()
-  log "dnsorch consume on a fresh PostgreSQL database (bench_kafka), Redis task stream"
+  set_token "$pg_kafka_token"
+  log "dnsorch consume on a fresh PostgreSQL database (bench_kafka), Redis task stream, /metrics on OPS_ADDR 127.0.0.1:$port"
   t0="${EPOCHREALTIME/,/.}"
   (
-    cd "$dir" && pg_env bench_kafka &&
-      export KAFKA_BROKER_URL="$KAFKA_URL" KAFKA_DNS_TOPIC="$k_topic" KAFKA_GROUP_ID=dnsorch-bench-pg &&
+    cd "$dir" && pg_env bench_kafka consume &&
+      export KAFKA_BROKER_URL="$KAFKA_URL" KAFKA_DNS_TOPIC="$k_topic_pg" KAFKA_GROUP_ID=dnsorch-bench-pg \
+        OPS_ADDR="127.0.0.1:$port" &&
       exec "$bin" consume
   ) >"$dir/consume-pg.log" 2>&1 &
   pids+=("$!")
@@ -691,22 +995,20 @@ if [ "$want_kafka" = 1 ]; then
   stop_server
 
   # --- 14. dnsorch run, SQLite ------------------------------------------------------------
-  run=$((run + 1))
-  db="$dir/bench-$run"
-  mkdir -p "$db"
   logs=("$dir/run-kafka.log")
-  log "dnsorch run on a fresh SQLite database, WORKER_CONCURRENCY=0"
+  set_token "$sqlite_kafka_token"
+  log "dnsorch run on a fresh SQLite database (its token created above), WORKER_CONCURRENCY=0"
   t0="${EPOCHREALTIME/,/.}"
   (
-    cd "$db"
-    unset DNSORCH_CONFIG # no zones: the simulated backend
-    export DATABASE_URL="sqlite://$db/bench.db?mode=rwc" \
+    cd "$k_db"
+    dnsorch_unset # no zones: the simulated backend
+    export DATABASE_URL="sqlite://$k_db/bench.db?mode=rwc" \
       BIND_ADDR="127.0.0.1:$port" \
       SIMULATED_DELAY_SECONDS=0 \
       LOG_LEVEL=warn \
       WORKER_CONCURRENCY=0 \
       KAFKA_BROKER_URL="$KAFKA_URL" \
-      KAFKA_DNS_TOPIC="$k_topic" \
+      KAFKA_DNS_TOPIC="$k_topic_sqlite" \
       KAFKA_GROUP_ID=dnsorch-bench-sqlite
     exec "$bin" run
   ) >"$dir/run-kafka.log" 2>&1 &
@@ -726,7 +1028,7 @@ if [ "$want_kafka" = 1 ]; then
   pct() { awk -v a="$1" -v b="$2" 'BEGIN { if (a != "-" && b != "-" && b > 0) printf "%.1f%%", 100 * a / b; else print "-" }'; }
   k_rows+=("| dnsorch consume (PostgreSQL) / plain consumer | - | - | $(pct "$pg_kafka_rate" "$plain_rate") | $(pct "$pg_kafka_steady" "$plain_steady") | - | - | - |")
   k_rows+=("| dnsorch run (SQLite) / plain consumer | - | - | $(pct "$sqlite_kafka_rate" "$plain_rate") | $(pct "$sqlite_kafka_steady" "$plain_steady") | - | - | - |")
-  k_note="$("$TANSU" --version 2>/dev/null | head -n 1) (sqlite storage, ${tansu_errors:-0} panic/error log lines), topic with 3 partitions; PostgreSQL $(psql_ -d postgres -c 'show server_version' | cut -d' ' -f1) (fsync=on, synchronous_commit=on)"
+  k_note="$("$TANSU" --version 2>/dev/null | head -n 1) (sqlite storage, ${tansu_errors:-0} panic/error log lines), 2 topics with 3 partitions, every message with an authorization header; PostgreSQL $(psql_ -d postgres -c 'show server_version' | cut -d' ' -f1) (fsync=on, synchronous_commit=on)"
 fi
 
 # ========================================= DNS ===========================================
@@ -770,7 +1072,7 @@ dns_run() {
   local label="$1" line dns_rc warnings=0 f
   log "DNS: $dns_records A records through POST /api/v1/dns/create, 32 client threads, then until all are COMPLETED or FAILED"
   set +e
-  line="$(python3 "$dnspy" --port "$port" --requests "$dns_records" --threads 32 \
+  line="$(BENCH_TOKEN="$token" python3 "$dnspy" --port "$port" --requests "$dns_records" --threads 32 \
     --timeout "$e2e_timeout" --run-id "$2" --dns-port "$BIND_PORT" | grep '^DNS ')"
   dns_rc=$?
   set -e
@@ -785,6 +1087,7 @@ dns_run() {
     [ ! -s "$f" ] || warnings=$((warnings + $(wc -l <"$f")))
   done
   row="| $label | $(field completed "$line") COMPLETED of $dns_records | $(field span_s "$line") | $(field verified_per_s "$line") verified/s (submit $(field submit_rps "$line")/s) | $(field p50_ms "$line") | $(field p99_ms "$line") | $(field failed "$line") | $(field dig_missing "$line") | $warnings |"
+  dns_line="$line" dns_warnings="$warnings"
 }
 
 d_rows=()
@@ -827,6 +1130,9 @@ if [ "$want_dns" = 1 ]; then
     log "nsupdate, $b per UPDATE: $dns_records adds in $seconds s ($rate/s), $missing missing at the BIND"
     dns_bind_errors
     d_rows+=("| nsupdate -v, $b add(s) per UPDATE (BIND alone) | $dns_records (exit status $ns_rc) | $seconds | $rate applied/s | - | - | - | $missing | - |")
+    out_json topology=dns scenario=dns_nsupdate "label=nsupdate -v, $b add(s) per UPDATE (BIND alone)" \
+      "concurrency:=1" "rps:=$rate" "p50_ms:=" "p99_ms:=" "records:=$dns_records" "batch:=$b" \
+      "seconds:=$seconds" "exit_status:=$ns_rc" "missing:=$missing"
   done
 
   # --- 16. dnsorch run, rfc2136 backend ------------------------------------------------------
@@ -846,6 +1152,12 @@ TOML
     start_server "$c"
     dns_run "dnsorch run, rfc2136, WORKER_CONCURRENCY=$c" "$dns_id-c$c"
     d_rows+=("$row")
+    out_json topology=dns scenario=dns "label=dnsorch run, rfc2136, WORKER_CONCURRENCY=$c" \
+      "concurrency:=$c" "rps:=$(field verified_per_s "$dns_line")" "p50_ms:=$(field p50_ms "$dns_line")" \
+      "p99_ms:=$(field p99_ms "$dns_line")" "records:=$dns_records" \
+      "completed:=$(field completed "$dns_line")" "failed:=$(field failed "$dns_line")" \
+      "span_s:=$(field span_s "$dns_line")" "submit_rps:=$(field submit_rps "$dns_line")" \
+      "missing:=$(field dig_missing "$dns_line")" "warning_lines:=$dns_warnings"
     report_logs
     stop_server
     zones_file=""
@@ -856,8 +1168,110 @@ TOML
   d_note="$(/usr/sbin/named -v 2>/dev/null || named -v) (named -n 1: one worker thread; journal under $(dirname "$dir"), $(df -PT "$dir" | awk 'NR == 2 { print $2 }')), a fresh one per run, ${bind_errors} error lines in its logs; nsupdate over TCP with TSIG; dnsorch: latency from accept (created_at) to verified_at, rate N / (last verified_at - first created_at); nsupdate: N / wall time (no verification)"
 fi
 
+# ================================= baseline comparison ===================================
+# median FORMAT NUMBER...: the median (of an even count, the mean of the middle two).
+median() {
+  local format="$1"
+  shift
+  printf '%s\n' "$@" | sort -g | awk -v f="$format" '
+    { v[NR] = $1 }
+    END {
+      if (NR == 0) print "-"
+      else if (NR % 2) printf f, v[(NR + 1) / 2]
+      else printf f, (v[NR / 2] + v[NR / 2 + 1]) / 2
+    }'
+}
+
+declare -A cmp=() # "TOPOLOGY C VARIANT MEASURE" -> the rounds' values, space-separated
+cmp_add() { cmp[$1]="${cmp[$1]:-}${cmp[$1]:+ }$2"; }
+# cmp_wrk TOPOLOGY VARIANT ROUND: wrk at 16 and 64 connections against $base, into cmp.
+cmp_wrk() {
+  local c
+  for c in 16 64; do
+    [ "$1" != postgres ] || checkpoint
+    wrk_post "$c" "$1 POST c=$c, $2, round $3 of $rounds"
+    cmp_add "$1 $c $2 rps" "$rps"
+    cmp_add "$1 $c $2 p50" "$p50"
+    cmp_add "$1 $c $2 p99" "$p99"
+  done
+}
+
+b_rows=()
+b_note=""
+if [ "$want_base" = 1 ]; then
+  # --- baseline: its binary, from a worktree of its own -----------------------------------
+  worktree="$dir/baseline-$base_rev"
+  log "git worktree add --detach $worktree $base_rev"
+  git -C "$root" worktree add --quiet --detach "$worktree" "$base_commit" >&2
+  mkdir -p "$cache_dir"
+  log "cargo build --release --bin dnsorch at $base_rev (CARGO_TARGET_DIR=$cache_dir/target-baseline)"
+  (cd "$worktree" && CARGO_TARGET_DIR="$cache_dir/target-baseline" cargo build --release --quiet --bin dnsorch)
+  base_bin="$dir/dnsorch-$base_rev"
+  cp "$cache_dir/target-baseline/release/dnsorch" "$base_bin"
+  git -C "$root" worktree remove --force "$worktree"
+  worktree=""
+
+  # --- 12. SQLite: dnsorch run ------------------------------------------------------------
+  for r in $(seq 1 "$rounds"); do
+    for v in baseline current; do
+      if [ "$v" = baseline ]; then vbin="$base_bin"; else vbin="$bin"; fi
+      start_server "$workers" "$vbin" # a fresh database, and its admin token
+      cmp_wrk sqlite "$v" "$r"
+      report_logs
+      stop_server
+    done
+  done
+
+  # --- 13. PostgreSQL: dnsorch serve, no workers -------------------------------------------
+  pg_up
+  for r in $(seq 1 "$rounds"); do
+    for v in baseline current; do
+      if [ "$v" = baseline ]; then vbin="$base_bin"; else vbin="$bin"; fi
+      db="bench_cmp_${r}_$v"
+      pg_database "$db" "$vbin" # and a token, if the binary has tokens
+      logs=()
+      pg_spawn_with "$vbin" "$db" "serve-cmp-$r-$v" serve
+      wait_ready
+      [ -z "$token" ] || auth_check
+      log "dnsorch serve ready on $base (pid ${pids[0]}, $v, database $db, no workers)"
+      cmp_wrk postgres "$v" "$r"
+      report_logs
+      stop_server
+      # The next round starts from the same state: no database or task stream left behind.
+      psql_ -d postgres -c "drop database $db" >/dev/null
+      redis-cli -h 127.0.0.1 -p "$redis_port" del "$db" >/dev/null
+    done
+  done
+
+  for t in sqlite postgres; do
+    for c in 16 64; do
+      # shellcheck disable=SC2086 # the lists split into numbers
+      {
+        b_rps="$(median %.1f ${cmp[$t $c baseline rps]})"
+        c_rps="$(median %.1f ${cmp[$t $c current rps]})"
+        b_p50="$(median %.3f ${cmp[$t $c baseline p50]})"
+        c_p50="$(median %.3f ${cmp[$t $c current p50]})"
+        b_p99="$(median %.3f ${cmp[$t $c baseline p99]})"
+        c_p99="$(median %.3f ${cmp[$t $c current p99]})"
+      }
+      ratio="$(awk -v a="$c_rps" -v b="$b_rps" 'BEGIN { if (b > 0) printf "%.3f", a / b; else print "-" }')"
+      within="$(awk -v r="$ratio" 'BEGIN { print (r != "-" && r >= 0.90) ? "yes" : "NO" }')"
+      if [ "$t" = sqlite ]; then what="SQLite (run)"; else what="PostgreSQL (serve)"; fi
+      b_rows+=("| $what | $c | ${cmp[$t $c baseline rps]// / · } | ${cmp[$t $c current rps]// / · } | $b_rps | $c_rps | $ratio | $b_p50 / $c_p50 | $b_p99 / $c_p99 | $within |")
+      out_json "topology=$t" scenario=post_vs_baseline \
+        "label=$what POST c=$c, $rev / $base_rev, median of $rounds" "concurrency:=$c" \
+        "rps:=$c_rps" "p50_ms:=$c_p50" "p99_ms:=$c_p99" "ratio:=$ratio" \
+        "baseline_commit=$base_rev" "baseline_rps:=$b_rps" "baseline_p50_ms:=$b_p50" \
+        "baseline_p99_ms:=$b_p99" "rounds:=$rounds" "duration=$duration" \
+        "rps_rounds:=[${cmp[$t $c current rps]// /,}]" \
+        "baseline_rps_rounds:=[${cmp[$t $c baseline rps]// /,}]"
+    done
+  done
+  if has_tokens "$base_bin"; then base_auth="also with tokens"; else base_auth="no tokens, requests without one"; fi
+  b_note="dnsorch $rev (this tree: every request with a bearer token, the admin token of dnsorch-admin.token on SQLite, one of \`dnsorch token create --admin\` on PostgreSQL) against $base_rev ($base_auth); $rounds rounds, each the baseline then this tree on a fresh database; WORKER_CONCURRENCY=$workers for \`run\`; PostgreSQL $(psql_ -d postgres -c 'show server_version' | cut -d' ' -f1) (fsync=on, synchronous_commit=on) + $(redis-server --version | sed -n 's/.*v=\([^ ]*\).*/Redis \1/p'), a CHECKPOINT before each wrk run"
+fi
+
 # --- 9. tables ---------------------------------------------------------------------------
-rev="$(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo '?')"
 if [ "$want_sqlite" = 1 ]; then
   echo
   echo "SQLite (dnsorch run): dnsorch $rev, $(nproc) CPUs, WORKER_CONCURRENCY=$workers, wrk -t2 -d$duration"
@@ -888,6 +1302,15 @@ if [ "$want_dns" = 1 ]; then
   echo "| scenario | records | seconds | records/s | p50 ms | p99 ms | FAILED | missing at BIND | warning lines |"
   echo "|---|---|---|---|---|---|---|---|---|"
   printf '%s\n' "${d_rows[@]}"
+fi
+
+if [ "$want_base" = 1 ]; then
+  echo
+  echo "POST /api/v1/dns/create, this tree against the baseline: $(nproc) CPUs, wrk -t2 -d$duration, req/s per round and medians"
+  echo "$b_note"
+  echo "| topology | connections | $base_rev req/s (rounds) | $rev req/s (rounds) | $base_rev median | $rev median | ratio $rev / $base_rev | p50 ms median ($base_rev / $rev) | p99 ms median ($base_rev / $rev) | ratio >= 0.90 |"
+  echo "|---|---|---|---|---|---|---|---|---|---|"
+  printf '%s\n' "${b_rows[@]}"
 fi
 
 if [ "$failed" -ne 0 ]; then

@@ -16,7 +16,9 @@ The request logs (GET /api/v1/dns/requests/{id}) give the UPDATE exchange alone 
 ... in N ms") and the verification ("verified at ... after Q queries, M ms").
 
 Every name is then queried at the server with `dig +norecurse` (one `dig -f` batch) and must
-hold exactly its target. Standard library and dig only. Prints one machine-readable line:
+hold exactly its target. Every API call carries the bearer token of BENCH_TOKEN (as in e2e.py;
+the list and the request logs need one that may read the account's requests). Standard library
+and dig only. Prints one machine-readable line:
   DNS requests=.. completed=.. failed=.. verified_per_s=.. p50_ms=.. p99_ms=.. ...
 Exits 1 on a non-2xx answer, a transport error, a timeout, a request not COMPLETED or a record
 missing at the server.
@@ -36,7 +38,7 @@ import time
 from datetime import datetime
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from e2e import metrics, submit  # noqa: E402
+from e2e import Unauthorized, auth_headers, metrics, submit  # noqa: E402
 
 STATUS = re.compile(r'^dnsorch_requests\{status="(\w+)"\}\s+(\S+)\s*$', re.M)
 UPDATE = re.compile(r"^update sent to \S+ \(key [^)]*\): (.+?)(?:, TSIG error .*)? in (\d+) ms$")
@@ -48,9 +50,11 @@ def target(i: int) -> str:
 
 
 def get_json(conn: http.client.HTTPConnection, path: str):
-    conn.request("GET", path)
+    conn.request("GET", path, headers=auth_headers())
     resp = conn.getresponse()
     text = resp.read()
+    if resp.status in (401, 403):
+        raise Unauthorized(f"GET {path} answered {resp.status}: {text[:300]!r}")
     if resp.status != 200:
         raise RuntimeError(f"GET {path} answered {resp.status}: {text[:300]!r}")
     return json.loads(text)
@@ -277,4 +281,8 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except Unauthorized as e:
+        print(f"{e} (BENCH_TOKEN is {'set' if os.environ.get('BENCH_TOKEN') else 'not set'})", file=sys.stderr)
+        sys.exit(1)

@@ -2,6 +2,10 @@
 """End-to-end throughput: submit N create requests as fast as possible, then wait until all
 of them are COMPLETED, polling the dnsorch_requests{status="COMPLETED"} gauge in /metrics.
 
+Every request (the POSTs and /metrics) carries `Authorization: Bearer <token>` with the token
+in the environment variable BENCH_TOKEN (scripts/bench.sh sets it); a 401 or 403 from /metrics
+ends the run at once.
+
 Standard library only. Prints one machine-readable line:
   E2E requests=.. submit_s=.. submit_rps=.. total_s=.. completions_per_s=.. non2xx=.. errors=..
 Exits 1 on a non-2xx answer, a transport error or a timeout.
@@ -11,12 +15,23 @@ import argparse
 import http.client
 import itertools
 import json
+import os
 import re
 import sys
 import threading
 import time
 
 GAUGE = re.compile(r'^dnsorch_requests\{status="COMPLETED"\}\s+(\S+)\s*$', re.M)
+
+
+class Unauthorized(Exception):
+    """dnsorch refused the token (401 or 403): no point in polling on."""
+
+
+def auth_headers() -> dict:
+    """The Authorization header of BENCH_TOKEN (none when it is unset or empty)."""
+    token = os.environ.get("BENCH_TOKEN", "").strip()
+    return {"Authorization": f"Bearer {token}"} if token else {}
 
 
 def body(i: int) -> bytes:
@@ -37,11 +52,13 @@ def metrics(host: str, port: int) -> str:
     """The /metrics text."""
     conn = http.client.HTTPConnection(host, port, timeout=10)
     try:
-        conn.request("GET", "/metrics")
+        conn.request("GET", "/metrics", headers=auth_headers())
         resp = conn.getresponse()
         text = resp.read().decode()
     finally:
         conn.close()
+    if resp.status in (401, 403):
+        raise Unauthorized(f"/metrics answered {resp.status}: {text[:300]!r}")
     if resp.status != 200:
         raise RuntimeError(f"/metrics answered {resp.status}")
     return text
@@ -58,6 +75,7 @@ def submit(host: str, port: int, requests: int, threads: int, make_body, on_answ
     the submitting thread). Returns the counts: non2xx, errors, statuses, and the monotonic
     times first (the first request) and submitted (the last answer)."""
     counter = itertools.count()  # next() on itertools.count is atomic under the GIL
+    headers = {"Content-Type": "application/json", **auth_headers()}
     lock = threading.Lock()
     stats = {"non2xx": 0, "errors": 0, "first": None, "statuses": {}}
 
@@ -80,7 +98,7 @@ def submit(host: str, port: int, requests: int, threads: int, make_body, on_answ
                         "POST",
                         "/api/v1/dns/create",
                         body=payload,
-                        headers={"Content-Type": "application/json"},
+                        headers=headers,
                     )
                     resp = conn.getresponse()
                     text = resp.read()
@@ -177,4 +195,8 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except Unauthorized as e:
+        print(f"{e} (BENCH_TOKEN is {'set' if os.environ.get('BENCH_TOKEN') else 'not set'})", file=sys.stderr)
+        sys.exit(1)

@@ -1,7 +1,9 @@
 -- wrk script for `POST /api/v1/dns/create`.
 --
 -- Every request carries a distinct domain, h<thread>-<n>.bench.example.test, so no two
--- requests in a run collide. Non-2xx answers are counted per thread and summed in done(),
+-- requests in a run collide. With BENCH_TOKEN set (scripts/bench.sh sets it for every dnsorch
+-- that has API tokens), every request carries `Authorization: Bearer <BENCH_TOKEN>`; the body
+-- is the same either way. Non-2xx answers are counted per thread and summed in done(),
 -- which prints one machine-readable line:
 --   BENCH requests=.. duration_s=.. rps=.. p50_ms=.. p99_ms=.. non2xx=.. socket_errors=..
 
@@ -20,6 +22,10 @@ local n = 0
 non2xx = 0 -- global, so done() can read it with thread:get("non2xx")
 
 local headers = { ["Content-Type"] = "application/json" }
+local token = os.getenv("BENCH_TOKEN")
+if token and token ~= "" then
+  headers["Authorization"] = "Bearer " .. token
+end
 
 function request()
   n = n + 1
