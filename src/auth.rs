@@ -113,7 +113,7 @@ struct Known {
 pub struct Authenticator {
     tokens: Arc<dyn TokenStore>,
     config: AuthConfig,
-    cache: Arc<Mutex<HashMap<String, Cached>>>,
+    cache: Arc<Mutex<HashMap<[u8; 32], Cached>>>,
     /// When this process last wrote each token's `last_used_at`.
     touched: Arc<Mutex<HashMap<TokenId, Instant>>>,
 }
@@ -170,13 +170,14 @@ impl Authenticator {
     }
 
     async fn lookup(&self, secret: &Secret) -> Result<Option<Arc<Known>>, StoreError> {
-        let digest = secret.digest();
+        let digest = secret.digest_bytes();
         if let Some(cached) = self.cache.lock().expect("not poisoned").get(&digest)
             && cached.fetched.elapsed() < self.config.cache_for
         {
             return Ok(cached.token.clone());
         }
-        let token = self.tokens.token_by_digest(&digest).await?.map(|token| {
+        let stored = crate::domain::token::hex(&digest);
+        let token = self.tokens.token_by_digest(&stored).await?.map(|token| {
             let principal = Principal {
                 token_id: Some(token.id),
                 name: token.name.clone(),

@@ -209,11 +209,11 @@ impl Application {
             zones,
             settings.trusted_accounts(),
         );
-        let access = Access {
+        let access = Arc::new(Access {
             auth: Authenticator::new(stores.tokens.clone(), settings.auth_config()),
             trusted_proxies: settings.trusted_proxies.clone().into(),
             metrics_public: settings.metrics_public,
-        };
+        });
         #[cfg(feature = "kafka")]
         let kafka = kafka_intake(&settings, role, &intake, &access)?;
         let state = AppState {

@@ -8,6 +8,7 @@
 //! the client.
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 
 use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
 use axum::http::request::Parts;
@@ -15,8 +16,8 @@ use axum::http::{HeaderMap, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
-use super::AppState;
 use super::error::ApiError;
+use super::{Access, AppState};
 use crate::auth::{AuthError, AuthFailure, FORWARDED_BY, bearer};
 use crate::domain::{Actor, Source, Subnet};
 
@@ -56,7 +57,8 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        parts.extensions.get::<Self>().cloned().ok_or_else(|| {
+        // Taken, not cloned: one handler extracts the caller once.
+        parts.extensions.remove::<Self>().ok_or_else(|| {
             ApiError::Internal(anyhow::anyhow!("a route is missing the token layer"))
         })
     }
@@ -64,7 +66,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
 
 /// The middleware in front of every `/api/v1/…` route.
 pub async fn require_token(
-    State(state): State<AppState>,
+    State(access): State<Arc<Access>>,
     mut request: Request,
     next: Next,
 ) -> Response {
@@ -72,7 +74,7 @@ pub async fn require_token(
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0.ip());
-    match authenticate(&state, request.headers(), peer).await {
+    match authenticate(&access, request.headers(), peer).await {
         Ok(actor) => {
             request.extensions_mut().insert(Caller(actor));
             next.run(request).await
@@ -101,14 +103,14 @@ pub async fn require_admin(request: Request, next: Next) -> Response {
 /// # Errors
 /// 401 for a missing or refused token, 503 when the database is unavailable.
 pub async fn authenticate(
-    state: &AppState,
+    access: &Access,
     headers: &HeaderMap,
     peer: Option<IpAddr>,
 ) -> Result<Actor, ApiError> {
-    let client = peer.map(|p| client_address(p, headers, &state.access.trusted_proxies));
+    let client = peer.map(|p| client_address(p, headers, &access.trusted_proxies));
     let presented = headers.get(header::AUTHORIZATION).map(|v| v.as_bytes());
     let principal = match bearer(presented) {
-        Ok(secret) => state.access.auth.authenticate(&secret, client).await,
+        Ok(secret) => access.auth.authenticate(&secret, client).await,
         Err(failure) => Err(failure.into()),
     };
     match principal {
@@ -169,7 +171,7 @@ pub async fn authorize_metrics(
     if state.access.metrics_public {
         return Ok(());
     }
-    let actor = authenticate(state, headers, peer).await?;
+    let actor = authenticate(&state.access, headers, peer).await?;
     if actor.principal.admin || actor.principal.metrics {
         Ok(())
     } else {

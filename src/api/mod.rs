@@ -57,7 +57,7 @@ pub struct Access {
 #[derive(Clone)]
 pub struct AppState {
     pub intake: Intake,
-    pub access: Access,
+    pub access: Arc<Access>,
     pub store: Arc<dyn RequestStore>,
     pub channel: Arc<dyn TaskChannel>,
     /// The Kafka intake's health, in processes that consume.
@@ -137,7 +137,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/dns/records", get(records::list_records))
         .merge(tokens)
         .route_layer(middleware::from_fn_with_state(
-            state.clone(),
+            state.access.clone(),
             auth::require_token,
         ));
     let api = protected

@@ -105,16 +105,18 @@ impl Submitter {
 
     /// `token ci (0193…) of account acct-42 from 10.0.0.7`, for the request's log.
     pub fn describe(&self) -> String {
-        let mut text = match (&self.token_name, self.token_id) {
-            (Some(name), Some(id)) => format!("token {name} ({id})"),
-            (Some(name), None) => name.clone(),
-            (None, _) => "an unknown principal".to_owned(),
+        use std::fmt::Write as _;
+        let mut text = String::with_capacity(96);
+        let _ = match (&self.token_name, self.token_id) {
+            (Some(name), Some(id)) => write!(text, "token {name} ({id})"),
+            (Some(name), None) => write!(text, "{name}"),
+            (None, _) => write!(text, "an unknown principal"),
         };
         if let Some(account) = &self.account_id {
-            text.push_str(&format!(" of account {account}"));
+            let _ = write!(text, " of account {account}");
         }
         if let Some(addr) = &self.client_addr {
-            text.push_str(&format!(" from {addr}"));
+            let _ = write!(text, " from {addr}");
         }
         text
     }

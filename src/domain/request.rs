@@ -1,6 +1,6 @@
 //! A DNS change request: its identity, its life-cycle states, and the validated change it asks for.
 
-use std::fmt::{self, Write as _};
+use std::fmt;
 use std::str::FromStr;
 
 use chrono::{DateTime, Utc};
@@ -194,12 +194,7 @@ impl ChangeRequest {
             "comment": self.comment,
             "config": self.config(),
         });
-        let digest = Sha256::digest(canonical.to_string().as_bytes());
-        let mut hex = String::with_capacity(2 * digest.len());
-        for b in digest {
-            let _ = write!(hex, "{b:02x}");
-        }
-        hex
+        super::token::hex(&Sha256::digest(canonical.to_string().as_bytes()))
     }
 }
 

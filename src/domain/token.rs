@@ -5,7 +5,7 @@
 //! scanners recognise a leaked one. Only its SHA-256 digest is stored. Policies are validated
 //! here and stored with the token; what they allow is decided where a change is authorized.
 
-use std::fmt::{self, Write as _};
+use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -84,7 +84,12 @@ impl Secret {
 
     /// The stored form: the SHA-256 digest in hex.
     pub fn digest(&self) -> String {
-        hex(&Sha256::digest(self.0.as_bytes()))
+        hex(&self.digest_bytes())
+    }
+
+    /// The SHA-256 digest itself (a cache key that costs no allocation).
+    pub fn digest_bytes(&self) -> [u8; 32] {
+        Sha256::digest(self.0.as_bytes()).into()
     }
 }
 
@@ -96,9 +101,11 @@ impl fmt::Debug for Secret {
 
 /// Lower-case hex of `bytes`.
 pub fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut text = String::with_capacity(2 * bytes.len());
     for b in bytes {
-        let _ = write!(text, "{b:02x}");
+        text.push(char::from(DIGITS[usize::from(b >> 4)]));
+        text.push(char::from(DIGITS[usize::from(b & 0xf)]));
     }
     text
 }

@@ -50,7 +50,7 @@ pub async fn create(
     headers: HeaderMap,
     JsonBody(body): JsonBody<ChangeBody>,
 ) -> Result<Response, ApiError> {
-    submit(&state, &caller, &headers, body, Operation::Create).await
+    submit(&state, caller, &headers, body, Operation::Create).await
 }
 
 /// Submit a DNS record delete request.
@@ -85,18 +85,17 @@ pub async fn delete(
     headers: HeaderMap,
     JsonBody(body): JsonBody<ChangeBody>,
 ) -> Result<Response, ApiError> {
-    submit(&state, &caller, &headers, body, Operation::Delete).await
+    submit(&state, caller, &headers, body, Operation::Delete).await
 }
 
 async fn submit(
     state: &AppState,
-    caller: &Caller,
+    Caller(mut actor): Caller,
     headers: &HeaderMap,
     body: ChangeBody,
     operation: Operation,
 ) -> Result<Response, ApiError> {
     let key = idempotency_key(headers)?;
-    let mut actor = caller.0.clone();
     actor.source = forwarded_source(state, headers, actor.client_addr).await?;
     let submitted = state.intake.submit(&actor, body, operation, key).await?;
     let (status, request) = match submitted {
