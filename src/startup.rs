@@ -10,7 +10,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::{self, Access, AppState};
+use crate::api::{self, Access, AppParts, AppState};
 use crate::auth::Authenticator;
 use crate::config::Settings;
 use crate::domain::{Secret, TokenSpec};
@@ -216,7 +216,7 @@ impl Application {
         });
         #[cfg(feature = "kafka")]
         let kafka = kafka_intake(&settings, role, &intake, &access)?;
-        let state = AppState {
+        let state = AppState::new(AppParts {
             intake,
             access,
             store,
@@ -224,7 +224,7 @@ impl Application {
             metrics: telemetry::metrics_handle(),
             #[cfg(feature = "kafka")]
             kafka: kafka.as_ref().map(|k| k.health()),
-        };
+        });
         Ok(Self {
             role,
             #[cfg(feature = "kafka")]

@@ -53,9 +53,28 @@ pub struct Access {
     pub metrics_public: bool,
 }
 
-/// What every handler can reach.
+/// What every handler can reach: shared behind one `Arc`, so that the per-request copy each
+/// handler and layer takes costs one reference count.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<AppParts>);
+
+impl AppState {
+    /// The state over its parts.
+    pub fn new(parts: AppParts) -> Self {
+        Self(Arc::new(parts))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = AppParts;
+
+    fn deref(&self) -> &AppParts {
+        &self.0
+    }
+}
+
+/// The parts of [`AppState`].
+pub struct AppParts {
     pub intake: Intake,
     pub access: Arc<Access>,
     pub store: Arc<dyn RequestStore>,
