@@ -209,11 +209,11 @@ impl Application {
             zones,
             settings.trusted_accounts(),
         );
-        let access = Arc::new(Access {
+        let access = Access {
             auth: Authenticator::new(stores.tokens.clone(), settings.auth_config()),
             trusted_proxies: settings.trusted_proxies.clone().into(),
             metrics_public: settings.metrics_public,
-        });
+        };
         #[cfg(feature = "kafka")]
         let kafka = kafka_intake(&settings, role, &intake, &access)?;
         let state = AppState::new(AppParts {
@@ -354,8 +354,8 @@ fn kafka_intake(
     Ok(Some(kafka))
 }
 
-/// Forward mode's token file (`API_TOKEN_FILE`), checked once at start (it is read again at
-/// each use, so it can be replaced in place). Without forward mode it is not used.
+/// Forward mode's token file (`API_TOKEN_FILE`), checked once at start (it is read again for
+/// every batch, so it can be replaced in place). Without forward mode it is not used.
 #[cfg(feature = "kafka")]
 fn forward_token_file(settings: &Settings) -> anyhow::Result<Option<std::path::PathBuf>> {
     let Some(path) = settings

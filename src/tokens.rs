@@ -108,9 +108,14 @@ fn spec_from_flags(
     expires_in: Option<&str>,
 ) -> anyhow::Result<TokenSpec> {
     let mut errors = ValidationError::default();
+    // The flags' texts in the order of `body.policies`, to name them in errors.
+    let mut texts = Vec::new();
     for text in policies {
         match PolicyBody::from_flag(text) {
-            Some(policy) => body.policies.push(policy),
+            Some(policy) => {
+                body.policies.push(policy);
+                texts.push(text);
+            }
             None => errors.push(
                 "--policy",
                 format!("'{text}' is not SUFFIX[:TYPE,TYPE...]=PERM,PERM..."),
@@ -123,25 +128,26 @@ fn spec_from_flags(
             Err(e) => errors.push("--expires-in", e),
         }
     }
-    if let Err(e) = TokenSpec::parse(body.clone()) {
-        for mut field in e.fields {
+    let spec = TokenSpec::parse(body);
+    if let Err(e) = &spec {
+        for field in &e.fields {
             // `policies[2].suffix` → `--policy 'text'`, as the user typed it.
-            if let Some(i) = field
+            let name = field
                 .field
                 .strip_prefix("policies[")
                 .and_then(|rest| rest.split_once(']'))
                 .and_then(|(i, _)| i.parse::<usize>().ok())
-            {
-                field.field = format!("--policy '{}'", policies[i]);
-            }
-            field.field = field.field.replace("allowed_subnets", "--allowed-subnet");
-            errors.fields.push(field);
+                .and_then(|i| texts.get(i))
+                .map_or_else(
+                    || field.field.replace("allowed_subnets", "--allowed-subnet"),
+                    |text| format!("--policy '{text}'"),
+                );
+            errors.push(name, field.message.clone());
         }
     }
-    if errors.fields.is_empty() {
-        Ok(TokenSpec::parse(body)?)
-    } else {
-        Err(anyhow::anyhow!("{errors}"))
+    match spec {
+        Ok(spec) if errors.fields.is_empty() => Ok(spec),
+        _ => Err(anyhow::anyhow!("{errors}")),
     }
 }
 

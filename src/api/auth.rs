@@ -8,7 +8,6 @@
 //! the client.
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
 
 use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
 use axum::http::request::Parts;
@@ -66,7 +65,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
 
 /// The middleware in front of every `/api/v1/…` route.
 pub async fn require_token(
-    State(access): State<Arc<Access>>,
+    State(state): State<AppState>,
     mut request: Request,
     next: Next,
 ) -> Response {
@@ -74,7 +73,7 @@ pub async fn require_token(
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0.ip());
-    match authenticate(&access, request.headers(), peer).await {
+    match authenticate(&state.access, request.headers(), peer).await {
         Ok(actor) => {
             request.extensions_mut().insert(Caller(actor));
             next.run(request).await

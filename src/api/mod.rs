@@ -76,7 +76,7 @@ impl std::ops::Deref for AppState {
 /// The parts of [`AppState`].
 pub struct AppParts {
     pub intake: Intake,
-    pub access: Arc<Access>,
+    pub access: Access,
     pub store: Arc<dyn RequestStore>,
     pub channel: Arc<dyn TaskChannel>,
     /// The Kafka intake's health, in processes that consume.
@@ -156,7 +156,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/dns/records", get(records::list_records))
         .merge(tokens)
         .route_layer(middleware::from_fn_with_state(
-            state.access.clone(),
+            state.clone(),
             auth::require_token,
         ));
     let api = protected

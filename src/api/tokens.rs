@@ -1,4 +1,5 @@
-//! `/api/v1/tokens`: admins create, list, show, rotate and revoke API tokens.
+//! `/api/v1/tokens`: admins create, list, show, rotate and revoke API tokens (the router's
+//! `require_admin` layer refuses everyone else before a handler runs).
 //!
 //! A secret appears in exactly one answer: the one that created or rotated it. Revoking the
 //! last valid admin token is refused with 409, so an installation can never lock out its
@@ -69,7 +70,6 @@ pub async fn create_token(
     caller: Caller,
     JsonBody(body): JsonBody<TokenBody>,
 ) -> Result<(StatusCode, Json<IssuedToken>), ApiError> {
-    caller.require_admin()?;
     let spec = TokenSpec::parse(body)?;
     let (token, secret) = auth::issue(state.access.auth.store().as_ref(), &spec).await?;
     tracing::info!(token_id = %token.id, token_name = %token.name, account_id = %token.account, admin = token.admin, by = %caller.0.principal.name, "token created");
@@ -97,10 +97,8 @@ pub async fn create_token(
 )]
 pub async fn list_tokens(
     State(state): State<AppState>,
-    caller: Caller,
     ListQuery(params): ListQuery<ListTokensParams>,
 ) -> Result<Json<TokenPage>, ApiError> {
-    caller.require_admin()?;
     let mut page = Page::default();
     let (before, limit) = page.window(params.cursor.as_deref(), params.limit.as_deref());
     page.finish()?;
@@ -130,10 +128,8 @@ pub async fn list_tokens(
 )]
 pub async fn get_token(
     State(state): State<AppState>,
-    caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<ApiToken>, ApiError> {
-    caller.require_admin()?;
     let id = parse_id(&id)?;
     let token = state.access.auth.store().get_token(id).await?;
     token.map(Json).ok_or_else(|| not_found(id))
@@ -159,7 +155,6 @@ pub async fn rotate_token(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<IssuedToken>, ApiError> {
-    caller.require_admin()?;
     let id = parse_id(&id)?;
     let (change, secret) = auth::rotate(state.access.auth.store().as_ref(), id).await?;
     state.access.auth.forget();
@@ -203,7 +198,6 @@ pub async fn revoke_token(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<ApiToken>, ApiError> {
-    caller.require_admin()?;
     let id = parse_id(&id)?;
     let change = state.access.auth.store().revoke_token(id).await?;
     state.access.auth.forget();

@@ -77,7 +77,7 @@ pub struct KafkaConfig {
     /// Forward mode: the API's create URL.
     pub api_url: Option<String>,
     /// Forward mode: the file holding the token sent with trusted accounts' messages that
-    /// carry none (read at each use, so it can be replaced in place).
+    /// carry none (read again for every batch, so it can be replaced in place).
     pub api_token_file: Option<std::path::PathBuf>,
     /// Accounts whose messages need no token.
     pub trusted_accounts: Vec<String>,
@@ -514,23 +514,20 @@ impl KafkaIntake {
                 url,
                 token_file,
             } => {
+                // The forwarder token is read once per batch: a file replaced in place is
+                // seen by the next batch.
+                let own = token_file.as_deref().map(read_token_file);
                 let mut fates = Vec::with_capacity(decoded.len());
                 for message in decoded {
-                    let token = match message {
+                    let sent = match message {
                         Err(reason) => Err(reason),
                         Ok(message) => self
-                            .forward_token(&message, token_file.as_deref())
+                            .forward_tokens(&message, own.as_ref())
                             .map(|t| (message, t)),
                     };
-                    fates.push(match token {
+                    fates.push(match sent {
                         Err(reason) => Fate::Dead(reason),
-                        Ok((message, token)) => {
-                            // A message with its own token is vouched for as Kafka's by our
-                            // forwarder token, so the API records it as `kafka`.
-                            let vouch = match (&message.token, token_file) {
-                                (Ok(_), Some(file)) => read_token_file(file).ok(),
-                                _ => None,
-                            };
+                        Ok((message, (token, vouch))) => {
                             forward(client, url, &token, vouch.as_ref(), &message, shutdown).await?
                         }
                     });
@@ -540,46 +537,42 @@ impl KafkaIntake {
         }
     }
 
-    /// The token a message is forwarded with: its own; or, for a trusted account's message
-    /// without one, the token in `API_TOKEN_FILE` (a `--forwarder` token). The API
-    /// authenticates it; here we only refuse what cannot be sent.
-    fn forward_token(
+    /// The tokens a message is forwarded with: its own, vouched for as Kafka's by our
+    /// forwarder token (`API_TOKEN_FILE`) when there is one, so the API records it as
+    /// `kafka`; or, for a trusted account's message without a token, the forwarder token
+    /// itself. The API authenticates them; here we only refuse what cannot be sent.
+    fn forward_tokens(
         &self,
         message: &DecodedMessage,
-        token_file: Option<&std::path::Path>,
-    ) -> Result<Secret, DeadLetterReason> {
-        let refuse = |failure: AuthFailure, why: String| {
-            failure.emit("kafka");
-            Err(DeadLetterReason::Unauthorized(why))
-        };
-        match &message.token {
-            Ok(token) => Ok(token.clone()),
-            Err(AuthFailure::Missing) if !self.is_trusted(message) => {
-                refuse(AuthFailure::Missing, NO_TOKEN.to_owned())
+        own: Option<&anyhow::Result<Secret>>,
+    ) -> Result<(Secret, Option<Secret>), DeadLetterReason> {
+        let own_token = own.and_then(|t| t.as_ref().ok()).cloned();
+        match (&message.token, own) {
+            (Ok(token), _) => Ok((token.clone(), own_token)),
+            (Err(AuthFailure::Missing), _) if self.trusted_account(message).is_none() => {
+                Err(unauthorized(AuthFailure::Missing))
             }
-            Err(AuthFailure::Missing) => match token_file.map(read_token_file) {
-                Some(Ok(token)) => Ok(token),
-                Some(Err(e)) => refuse(
-                    AuthFailure::Missing,
-                    format!("no token, and API_TOKEN_FILE: {e:#}"),
-                ),
-                None => refuse(
-                    AuthFailure::Missing,
-                    "no token, and API_TOKEN_FILE is not set".to_owned(),
-                ),
-            },
-            Err(failure) => refuse(*failure, failure.to_string()),
+            (Err(AuthFailure::Missing), Some(Ok(token))) => Ok((token.clone(), None)),
+            (Err(AuthFailure::Missing), Some(Err(e))) => Err(unauthorized_because(
+                AuthFailure::Missing,
+                format!("no token, and API_TOKEN_FILE: {e:#}"),
+            )),
+            (Err(AuthFailure::Missing), None) => Err(unauthorized_because(
+                AuthFailure::Missing,
+                "no token, and API_TOKEN_FILE is not set".to_owned(),
+            )),
+            (Err(failure), _) => Err(unauthorized(*failure)),
         }
     }
 
-    /// Whether the message names one of `KAFKA_TRUSTED_ACCOUNTS`.
-    fn is_trusted(&self, message: &DecodedMessage) -> bool {
+    /// The message's `context.account_id` when it is one of `KAFKA_TRUSTED_ACCOUNTS`.
+    fn trusted_account<'m>(&self, message: &'m DecodedMessage) -> Option<&'m str> {
         message
             .body
             .context
             .as_ref()
             .and_then(|c| c.account_id.as_deref())
-            .is_some_and(|a| self.trusted_accounts.iter().any(|t| t == a))
+            .filter(|a| self.trusted_accounts.iter().any(|t| t == a))
     }
 
     /// The message with its actor: its token's principal, or `kafka-trusted` for a trusted
@@ -608,14 +601,10 @@ impl KafkaIntake {
                     }
                 }
             }
-            Err(AuthFailure::Missing) if self.is_trusted(&message) => {
-                let account = message
-                    .body
-                    .context
-                    .as_ref()
-                    .and_then(|c| c.account_id.as_deref());
-                Ok(Principal::kafka_trusted(account.unwrap_or_default()))
-            }
+            Err(AuthFailure::Missing) => match self.trusted_account(&message) {
+                Some(account) => Ok(Principal::kafka_trusted(account)),
+                None => Err(AuthFailure::Missing),
+            },
             Err(failure) => Err(*failure),
         };
         Some(match principal {
@@ -629,17 +618,7 @@ impl KafkaIntake {
                 operation: message.operation,
                 idempotency_key: message.idempotency_key,
             }),
-            Err(failure) => {
-                failure.emit("kafka");
-                Err(DeadLetterReason::Unauthorized(match failure {
-                    AuthFailure::Missing => NO_TOKEN.to_owned(),
-                    AuthFailure::Subnet => {
-                        "the token is limited to subnets, which a Kafka message cannot show"
-                            .to_owned()
-                    }
-                    other => other.to_string(),
-                }))
-            }
+            Err(failure) => Err(unauthorized(failure)),
         })
     }
 
@@ -872,6 +851,24 @@ fn origin_of(message: &OwnedMessage) -> MessageOrigin {
         partition: message.partition(),
         offset: message.offset(),
     }
+}
+
+/// Counts a refused message and says why, in the words a Kafka producer needs.
+fn unauthorized(failure: AuthFailure) -> DeadLetterReason {
+    let why = match failure {
+        AuthFailure::Missing => NO_TOKEN.to_owned(),
+        AuthFailure::Subnet => {
+            "the token is limited to subnets, which a Kafka message cannot show".to_owned()
+        }
+        other => other.to_string(),
+    };
+    unauthorized_because(failure, why)
+}
+
+/// Counts a refused message, with the reason given.
+fn unauthorized_because(failure: AuthFailure, why: String) -> DeadLetterReason {
+    failure.emit("kafka");
+    DeadLetterReason::Unauthorized(why)
 }
 
 /// `Bearer <secret>`, marked sensitive so that no log prints it.
