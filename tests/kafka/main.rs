@@ -258,6 +258,17 @@ async fn requests(store: &dyn RequestStore) -> Vec<dnsorch::store::DnsRequest> {
         .unwrap()
 }
 
+/// Waits (up to 30 s) until the store holds `n` requests, and gives them, newest first.
+async fn requests_when(store: &dyn RequestStore, n: usize) -> Vec<dnsorch::store::DnsRequest> {
+    wait_for(
+        &format!("{n} recorded requests"),
+        Duration::from_secs(30),
+        async || requests(store).await.len() == n,
+    )
+    .await;
+    requests(store).await
+}
+
 async fn wait_for(what: &str, bound: Duration, mut done: impl AsyncFnMut() -> bool) {
     let deadline = Instant::now() + bound;
     while !done().await {
@@ -393,13 +404,7 @@ async fn malformed_and_invalid_messages_go_to_the_dead_letter_topic_and_are_not_
     assert_eq!(header(&letters[0].1, "dnsorch-original-topic"), topic);
     assert_eq!(header(&letters[0].1, "dnsorch-original-partition"), "0");
     assert_eq!(header(&letters[0].1, "dnsorch-original-offset"), "1");
-    wait_for(
-        "the two good messages",
-        Duration::from_secs(30),
-        async || requests(&*app.store).await.len() == 2,
-    )
-    .await;
-    let domains: Vec<String> = requests(&*app.store)
+    let domains: Vec<String> = requests_when(&*app.store, 2)
         .await
         .into_iter()
         .map(|r| r.domain)
@@ -729,13 +734,7 @@ async fn a_message_with_a_valid_token_is_recorded_with_its_principal_and_source_
     produce_with_token(&producer, &topic, &implied, &token).await;
 
     // Assert
-    wait_for(
-        "two recorded requests",
-        Duration::from_secs(30),
-        async || requests(&*app.store).await.len() == 2,
-    )
-    .await;
-    let all = requests(&*app.store).await;
+    let all = requests_when(&*app.store, 2).await;
     for request in &all {
         assert_eq!(
             (request.source.as_str(), request.account_id.as_str()),
@@ -879,13 +878,7 @@ async fn a_spoofed_context_source_is_recorded_as_kafka() {
     produce_with_token(&producer, &topic, &tokened, &token).await;
 
     // Assert
-    wait_for(
-        "two recorded requests",
-        Duration::from_secs(30),
-        async || requests(&*app.store).await.len() == 2,
-    )
-    .await;
-    let sources: Vec<String> = requests(&*app.store)
+    let sources: Vec<String> = requests_when(&*app.store, 2)
         .await
         .into_iter()
         .map(|r| r.source)
