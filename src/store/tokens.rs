@@ -42,13 +42,6 @@ pub struct ApiToken {
     pub seq: i64,
 }
 
-impl ApiToken {
-    /// Whether it authenticates at `now`: not revoked, not expired.
-    pub fn is_valid_at(&self, now: DateTime<Utc>) -> bool {
-        self.revoked_at.is_none() && self.expires_at.is_none_or(|at| at > now)
-    }
-}
-
 /// What a rotation or revocation did.
 #[derive(Debug, Clone)]
 pub enum TokenChange {
