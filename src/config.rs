@@ -111,6 +111,20 @@ pub struct Settings {
     #[arg(long, env = "METRICS_PUBLIC", default_value = "false", value_parser = clap::builder::BoolishValueParser::new(), global = true)]
     pub metrics_public: bool,
 
+    /// Change requests per second each non-admin token may make, per process (a token
+    /// bucket; admin tokens and trusted Kafka messages are exempt).
+    #[arg(long, env = "RATE_LIMIT_PER_SECOND", default_value = "1000", value_parser = clap::value_parser!(u32).range(1..), global = true)]
+    pub rate_limit_per_second: u32,
+
+    /// How many change requests a non-admin token may make at once before the rate applies.
+    #[arg(long, env = "RATE_LIMIT_BURST", default_value = "2000", value_parser = clap::value_parser!(u32).range(1..), global = true)]
+    pub rate_limit_burst: u32,
+
+    /// The most unfinished (PENDING or PROCESSING) requests one account may have for one owner
+    /// name; more are refused with 429, so one account's flood cannot block a name for long.
+    #[arg(long, env = "MAX_UNFINISHED_PER_NAME", default_value = "100", value_parser = clap::value_parser!(u32).range(1..), global = true)]
+    pub max_unfinished_per_name: u32,
+
     /// Accounts (comma-separated) whose Kafka messages need no token: only for a topic whose
     /// producers the broker's ACLs control. Such requests are recorded as `kafka-trusted`.
     #[arg(
@@ -219,6 +233,18 @@ impl Settings {
             cache_for: self.token_cache_seconds,
             cache_entries: self.token_cache_entries as usize,
             last_used_every: self.token_last_used_interval_seconds,
+        }
+    }
+
+    /// What intake enforces per token and per name.
+    pub fn intake_limits(&self) -> crate::intake::IntakeLimits {
+        crate::intake::IntakeLimits {
+            buckets: crate::ratelimit::TokenBuckets::new(
+                self.rate_limit_per_second,
+                self.rate_limit_burst,
+                self.token_cache_entries as usize,
+            ),
+            max_unfinished_per_name: self.max_unfinished_per_name,
         }
     }
 

@@ -34,6 +34,7 @@ pub mod domain;
 pub mod intake;
 pub mod provision;
 pub mod queue;
+pub mod ratelimit;
 pub mod reconciler;
 pub mod startup;
 pub mod store;

@@ -18,7 +18,7 @@ use crate::intake::Intake;
 use crate::provision::{Provisioner, SimulatedProvisioner, ZoneRouter};
 use crate::queue::{DatabaseOnly, LocalChannel, RedisChannel, TaskChannel};
 use crate::reconciler::Reconciler;
-use crate::store::{PostgresStore, RequestStore, Schema, SqliteStore, TokenStore};
+use crate::store::{AuditStore, PostgresStore, RequestStore, Schema, SqliteStore, TokenStore};
 use crate::telemetry;
 use crate::worker::Worker;
 use crate::zones::Zones;
@@ -59,19 +59,21 @@ impl Role {
     }
 }
 
-/// The database, seen through its two traits.
+/// The database, seen through its three traits.
 #[derive(Clone)]
 pub struct Stores {
     pub requests: Arc<dyn RequestStore>,
     pub tokens: Arc<dyn TokenStore>,
+    pub audit: Arc<dyn AuditStore>,
 }
 
 impl Stores {
-    fn of<S: RequestStore + TokenStore + 'static>(store: S) -> Self {
+    fn of<S: RequestStore + TokenStore + AuditStore + 'static>(store: S) -> Self {
         let store = Arc::new(store);
         Self {
             requests: store.clone(),
-            tokens: store,
+            tokens: store.clone(),
+            audit: store,
         }
     }
 }
@@ -208,6 +210,7 @@ impl Application {
             channel.clone(),
             zones,
             settings.trusted_accounts(),
+            settings.intake_limits(),
         );
         let access = Access {
             auth: Authenticator::new(stores.tokens.clone(), settings.auth_config()),
@@ -220,6 +223,7 @@ impl Application {
             intake,
             access,
             store,
+            audit: stores.audit.clone(),
             channel,
             metrics: telemetry::metrics_handle(),
             #[cfg(feature = "kafka")]

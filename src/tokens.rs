@@ -4,6 +4,7 @@
 //! A secret is printed alone on standard output (so `TOKEN=$(dnsorch token create …)` works)
 //! and only by `create` and `rotate`; everything else (the token's details, messages, logs)
 //! goes to standard error. `list` prints one line per token, `show` the token as JSON.
+//! Creations, rotations and revocations are recorded in the audit log with the actor `cli`.
 
 use anyhow::Context as _;
 
@@ -11,8 +12,9 @@ use crate::auth;
 use crate::cli::TokenCommand;
 use crate::config::Settings;
 use crate::domain::token::{PolicyBody, TokenBody, parse_duration};
-use crate::domain::{Policy, TokenId, TokenSpec, ValidationError};
+use crate::domain::{Policy, Submitter, TokenId, TokenSpec, ValidationError};
 use crate::startup::open_store;
+use crate::store::audit::{self, NewAuditEntry};
 use crate::store::tokens::LAST_ADMIN;
 use crate::store::{ApiToken, TokenChange, TokenFilter, TokenStore};
 
@@ -25,7 +27,8 @@ const LIST_LIMIT: u32 = 10_000;
 /// Bad arguments (each named), the database cannot be opened, or the command is refused
 /// (an unknown id, the last admin token).
 pub async fn run_command(settings: &Settings, command: TokenCommand) -> anyhow::Result<()> {
-    let tokens = open_store(settings, false).await?.tokens;
+    let stores = open_store(settings, false).await?;
+    let (tokens, log) = (stores.tokens, stores.audit);
     match command {
         TokenCommand::Create {
             account,
@@ -52,6 +55,7 @@ pub async fn run_command(settings: &Settings, command: TokenCommand) -> anyhow::
                 expires_in.as_deref(),
             )?;
             let (token, secret) = auth::issue(tokens.as_ref(), &spec).await?;
+            audit::record(log.as_ref(), NewAuditEntry::token_created(&token, cli())).await;
             eprintln!("created token {}:\n{}", token.id, describe(&token)?);
             println!("{}", secret.expose());
         }
@@ -72,6 +76,7 @@ pub async fn run_command(settings: &Settings, command: TokenCommand) -> anyhow::
             let id = parse_id(&id)?;
             match auth::rotate(tokens.as_ref(), id).await? {
                 (TokenChange::Done(token), secret) => {
+                    audit::record(log.as_ref(), NewAuditEntry::token_rotated(&token, cli())).await;
                     eprintln!("rotated token {}; the old secret no longer works", token.id);
                     println!("{}", secret.expose());
                 }
@@ -86,6 +91,7 @@ pub async fn run_command(settings: &Settings, command: TokenCommand) -> anyhow::
             let id = parse_id(&id)?;
             match tokens.revoke_token(id).await? {
                 TokenChange::Done(token) | TokenChange::Revoked(token) => {
+                    audit::record(log.as_ref(), NewAuditEntry::token_revoked(&token, cli())).await;
                     eprintln!(
                         "revoked token {} ({}); it stops working within TOKEN_CACHE_SECONDS",
                         token.id, token.name
@@ -99,6 +105,14 @@ pub async fn run_command(settings: &Settings, command: TokenCommand) -> anyhow::
         }
     }
     Ok(())
+}
+
+/// The actor of the command line in the audit log.
+fn cli() -> Submitter {
+    Submitter {
+        token_name: Some("cli".into()),
+        ..Default::default()
+    }
 }
 
 /// A token's spec from the command line's flags; problems name the flag.

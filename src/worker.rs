@@ -13,15 +13,12 @@ use anyhow::Context as _;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
-use crate::domain::{LogEntry, Operation, RecordData, RequestId, RequestStatus};
+use crate::domain::{LiveRrset, LogEntry, Operation, RecordData, RequestId, RequestStatus};
 use crate::provision::{Applied, PlannedChange, ProvisionError, Provisioner};
 use crate::queue::TaskChannel;
 use crate::queue::retry::RetryPolicy;
-use crate::store::{Claim, DnsRecord, OpeningLog, Outcome, RecordFilter, RequestStore};
+use crate::store::{Claim, DnsRecord, OpeningLog, Outcome, RequestStore};
 use crate::telemetry::{ProvisioningAttempt, RequestFinished};
-
-/// The most ledger rows read for one RRset when checking a delete.
-const LEDGER_LIMIT: u32 = 10_000;
 
 /// The settings a worker needs.
 #[derive(Debug, Clone)]
@@ -174,7 +171,7 @@ impl Worker {
             return Ok(self.lost(id));
         }
         let status = match outcome {
-            Outcome::Completed { .. } => RequestStatus::Completed,
+            Outcome::Completed { .. } | Outcome::Adopted { .. } => RequestStatus::Completed,
             Outcome::Failed { .. } => RequestStatus::Failed,
             Outcome::Retry { .. } | Outcome::Released => RequestStatus::Pending,
         };
@@ -190,21 +187,33 @@ impl Worker {
         Ok(ExecutionOutcome::Processed(id, status))
     }
 
-    /// Checks a delete against the ledger, then applies the change.
-    async fn plan_and_apply(&self, change: &mut PlannedChange) -> Result<Applied, ProvisionError> {
-        if change.operation == Operation::Delete {
-            let filter = RecordFilter {
-                domain: Some(change.domain.clone()),
-                record_type: Some(change.record_type),
-                limit: LEDGER_LIMIT,
-                ..Default::default()
-            };
-            let ledger = self.store.list_records(&filter).await.map_err(|e| {
-                ProvisionError::Transient(format!("could not read the ledger: {e}"))
-            })?;
-            check_ownership(change, &ledger)?;
+    /// Reads the RRset's ledger rows and owner, checks the change against them, then applies
+    /// it (or, for an adoption, reads the live RRset).
+    async fn plan_and_apply(&self, change: &mut PlannedChange) -> Result<Done, ProvisionError> {
+        let (owner, ledger) = self
+            .store
+            .rrset(&change.domain, change.record_type)
+            .await
+            .map_err(|e| ProvisionError::Transient(format!("could not read the ledger: {e}")))?;
+        change.managed = ledger.iter().map(ledger_data).collect::<Result<_, _>>()?;
+        match change.operation {
+            Operation::Create => {
+                check_owner(change, owner.as_deref())?;
+                self.provisioner.apply(change).await.map(Done::Applied)
+            }
+            Operation::Delete => {
+                check_owner(change, owner.as_deref())?;
+                check_delete(change, &ledger)?;
+                self.provisioner.apply(change).await.map(Done::Applied)
+            }
+            Operation::Adopt => {
+                let live = self
+                    .provisioner
+                    .read_rrset(&change.domain, change.record_type)
+                    .await?;
+                adoption(change, owner.as_deref(), &ledger, live)
+            }
         }
-        self.provisioner.apply(change).await
     }
 
     /// The log lines written with each claim: attempt, config, backend.
@@ -231,12 +240,21 @@ impl Worker {
     fn judge(
         &self,
         claim: &Claim,
-        result: Result<Applied, ProvisionError>,
+        result: Result<Done, ProvisionError>,
         elapsed: Duration,
     ) -> (Outcome, Vec<LogEntry>) {
         let attempt = claim.request.attempts;
         match result {
-            Ok(applied) => {
+            Ok(Done::Adopted { live, notes }) => {
+                let mut entries: Vec<LogEntry> = notes.into_iter().map(LogEntry::info).collect();
+                entries.push(LogEntry::info("RRset adopted; status COMPLETED"));
+                let outcome = Outcome::Adopted {
+                    at: chrono::Utc::now(),
+                    live,
+                };
+                (outcome, entries)
+            }
+            Ok(Done::Applied(applied)) => {
                 let mut entries: Vec<LogEntry> =
                     applied.notes.into_iter().map(LogEntry::info).collect();
                 entries.push(LogEntry::info(format!(
@@ -299,6 +317,17 @@ impl Worker {
     }
 }
 
+/// What an attempt did when it succeeded.
+#[derive(Debug)]
+enum Done {
+    Applied(Applied),
+    /// The RRset read for an adoption (`None`: the ledger is the live state).
+    Adopted {
+        live: Option<LiveRrset>,
+        notes: Vec<String>,
+    },
+}
+
 fn planned_change(claim: &Claim) -> PlannedChange {
     let request = &claim.request;
     PlannedChange {
@@ -309,31 +338,47 @@ fn planned_change(claim: &Claim) -> PlannedChange {
         domain: request.domain.clone(),
         target: request.target.clone(),
         config: request.config.clone(),
-        owned: Vec::new(),
+        managed: Vec::new(),
+    }
+}
+
+fn ledger_data(record: &DnsRecord) -> Result<RecordData, ProvisionError> {
+    RecordData::parse(
+        record.record_type,
+        &record.target,
+        record.priority.map(i64::from),
+    )
+    .map_err(|e| ProvisionError::Rejected(format!("ledger row {} is invalid: {e:?}", record.id)))
+}
+
+/// Intake refused changes in another account's RRset; this holds for requests accepted before
+/// RRsets had owners, and for an adoption that moved the RRset since.
+fn check_owner(change: &PlannedChange, owner: Option<&str>) -> Result<(), ProvisionError> {
+    match owner {
+        Some(owner) if owner != change.account_id => Err(ProvisionError::Rejected(format!(
+            "the {} {} RRset belongs to another account",
+            change.domain,
+            change.record_type.as_str()
+        ))),
+        _ => Ok(()),
     }
 }
 
 /// Checks a delete against the ledger: dnsorch deletes only records it holds for the
-/// requesting account, and never an RRset that holds another account's records. Fills in
-/// `change.owned` with the account's records of the RRset.
-fn check_ownership(change: &mut PlannedChange, ledger: &[DnsRecord]) -> Result<(), ProvisionError> {
-    let (mine, theirs): (Vec<&DnsRecord>, Vec<&DnsRecord>) = ledger
-        .iter()
-        .partition(|r| r.account_id == change.account_id);
-    let parse = |r: &DnsRecord| {
-        RecordData::parse(r.record_type, &r.target, r.priority.map(i64::from))
-            .map_err(|e| ProvisionError::Rejected(format!("ledger row {} is invalid: {e:?}", r.id)))
-    };
-    change.owned = mine.iter().map(|r| parse(r)).collect::<Result<_, _>>()?;
+/// requesting account, and never an RRset that holds another account's records.
+fn check_delete(change: &PlannedChange, ledger: &[DnsRecord]) -> Result<(), ProvisionError> {
     let what = format!("{} {}", change.domain, change.record_type.as_str());
+    let theirs = ledger
+        .iter()
+        .filter(|r| r.account_id != change.account_id)
+        .count();
+    if theirs > 0 {
+        return Err(ProvisionError::Rejected(format!(
+            "the {what} RRset holds {theirs} record(s) of another account; dnsorch deletes only the requesting account's records"
+        )));
+    }
     if change.target.is_empty() {
-        if !theirs.is_empty() {
-            return Err(ProvisionError::Rejected(format!(
-                "the {what} RRset holds {} record(s) of another account; dnsorch deletes only the requesting account's records",
-                theirs.len()
-            )));
-        }
-        if change.owned.is_empty() {
+        if change.managed.is_empty() {
             return Err(ProvisionError::Rejected(format!(
                 "dnsorch's ledger holds no {what} records for account {}",
                 change.account_id
@@ -341,24 +386,53 @@ fn check_ownership(change: &mut PlannedChange, ledger: &[DnsRecord]) -> Result<(
         }
         return Ok(());
     }
-    let wanted = change.record_data()?;
-    if change.owned.contains(&wanted) {
+    if change.managed.contains(&change.record_data()?) {
         return Ok(());
     }
-    let owner = if theirs.iter().any(|r| parse(r).is_ok_and(|d| d == wanted)) {
-        "it belongs to another account"
-    } else {
-        "dnsorch's ledger does not hold it"
-    };
     Err(ProvisionError::Rejected(format!(
-        "cannot delete {what} {}: {owner}; dnsorch deletes only records it created for the requesting account",
+        "cannot delete {what} {}: dnsorch's ledger does not hold it; dnsorch deletes only records it created for the requesting account",
         change.target
     )))
 }
 
+/// The outcome of an adoption: the live RRset (or, where the ledger is the live state, the
+/// ledger's rows) for the request's account. Nothing to adopt is a failure.
+fn adoption(
+    change: &PlannedChange,
+    owner: Option<&str>,
+    ledger: &[DnsRecord],
+    live: Option<LiveRrset>,
+) -> Result<Done, ProvisionError> {
+    let what = format!("{} {}", change.domain, change.record_type.as_str());
+    let count = live.as_ref().map_or(ledger.len(), |l| l.records.len());
+    if count == 0 {
+        return Err(ProvisionError::Rejected(format!(
+            "there is no {what} RRset to adopt"
+        )));
+    }
+    let from = match owner {
+        Some(owner) if owner == change.account_id => "already owned by this account".to_owned(),
+        Some(_) => "owned by another account until now".to_owned(),
+        None => "unowned until now".to_owned(),
+    };
+    let mut notes = vec![format!(
+        "{what}: {count} record(s) adopted for account {} ({from})",
+        change.account_id
+    )];
+    if let Some(live) = &live {
+        let records: Vec<String> = live.records.iter().map(RecordData::presentation).collect();
+        notes.push(format!(
+            "live RRset (TTL {}): {}",
+            live.ttl,
+            records.join(", ")
+        ));
+    }
+    Ok(Done::Adopted { live, notes })
+}
+
 fn outcome_label(outcome: &Outcome) -> &'static str {
     match outcome {
-        Outcome::Completed { .. } => "completed",
+        Outcome::Completed { .. } | Outcome::Adopted { .. } => "completed",
         Outcome::Retry { .. } => "retry",
         Outcome::Failed { .. } => "failed",
         Outcome::Released => "released",

@@ -34,7 +34,7 @@ impl Caller {
             Ok(())
         } else {
             Err(ApiError::Forbidden(
-                "only admin tokens may manage tokens".into(),
+                "only admin tokens may do this (tokens, the audit log, adoptions)".into(),
             ))
         }
     }

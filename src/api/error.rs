@@ -43,6 +43,12 @@ pub enum ApiError {
     /// 405.
     #[error("method not allowed")]
     MethodNotAllowed,
+    /// 429: over a rate limit; nothing was stored. `Retry-After` says when to try again.
+    #[error("{message}")]
+    TooManyRequests {
+        message: String,
+        retry_after: std::time::Duration,
+    },
     /// 409: an idempotency key reused with another body.
     #[error("Idempotency-Key already used for request {0} with a different body")]
     KeyReused(RequestId),
@@ -83,6 +89,7 @@ impl ApiError {
             Self::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             Self::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             Self::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+            Self::TooManyRequests { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             Self::KeyReused(_) => (StatusCode::CONFLICT, "conflict"),
             Self::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
@@ -105,6 +112,13 @@ impl From<IntakeError> for ApiError {
             IntakeError::Invalid(e) => Self::Invalid(e),
             IntakeError::KeyReused(id) => Self::KeyReused(id),
             IntakeError::Forbidden(why) => Self::Forbidden(why),
+            IntakeError::RateLimited {
+                message,
+                retry_after,
+            } => Self::TooManyRequests {
+                message,
+                retry_after,
+            },
             IntakeError::Store(e) => e.into(),
         }
     }
@@ -115,6 +129,14 @@ impl IntoResponse for ApiError {
         let (status, code) = self.status_and_code();
         let challenge = match &self {
             Self::Unauthorized(failure) => Some(super::auth::challenge(*failure)),
+            _ => None,
+        };
+        // Whole seconds, rounded up: a client that waits this long finds room.
+        let retry_after = match &self {
+            Self::TooManyRequests { retry_after, .. } => {
+                Some(retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0))
+            }
+            Self::Unavailable(_) => Some(1),
             _ => None,
         };
         match &self {
@@ -145,10 +167,11 @@ impl IntoResponse for ApiError {
                 axum::http::HeaderValue::from_static(challenge),
             );
         }
-        if status == StatusCode::SERVICE_UNAVAILABLE {
-            response
-                .headers_mut()
-                .insert("retry-after", axum::http::HeaderValue::from_static("1"));
+        if let Some(seconds) = retry_after {
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from(seconds.max(1)),
+            );
         }
         response
     }

@@ -1,11 +1,12 @@
 //! The HTTP API: routes, shared state, the OpenAPI document and cross-cutting layers.
 //!
 //! Handlers live one concern per file (`changes/post.rs` submits, `changes/get.rs` reads,
-//! `records.rs` lists the ledger, `tokens.rs` manages API tokens, `health.rs` serves probes
-//! and metrics). Every `/api/v1/…` route is behind the token layer (`auth.rs`). Every answer,
-//! including errors, 401s, 404s and 405s, is JSON; every request is counted and timed in
-//! `/metrics`.
+//! `records.rs` lists the ledger, `tokens.rs` manages API tokens, `audit.rs` lists the audit
+//! log, `health.rs` serves probes and metrics). Every `/api/v1/…` route is behind the token
+//! layer (`auth.rs`). Every answer, including errors, 401s, 404s and 405s, is JSON; every
+//! request is counted and timed in `/metrics`.
 
+pub mod audit;
 pub mod auth;
 pub mod changes;
 pub mod error;
@@ -36,7 +37,7 @@ use crate::auth::Authenticator;
 use crate::domain::Subnet;
 use crate::intake::Intake;
 use crate::queue::TaskChannel;
-use crate::store::RequestStore;
+use crate::store::{AuditStore, RequestStore};
 use crate::telemetry::HttpRequestServed;
 use error::ApiError;
 
@@ -78,6 +79,8 @@ pub struct AppParts {
     pub intake: Intake,
     pub access: Access,
     pub store: Arc<dyn RequestStore>,
+    /// The audit log of token changes and adoptions.
+    pub audit: Arc<dyn AuditStore>,
     pub channel: Arc<dyn TaskChannel>,
     /// The Kafka intake's health, in processes that consume.
     #[cfg(feature = "kafka")]
@@ -92,6 +95,7 @@ pub struct AppParts {
     paths(
         changes::post::create,
         changes::post::delete,
+        changes::post::adopt,
         changes::get::get_request,
         changes::get::list_requests,
         records::list_records,
@@ -100,6 +104,7 @@ pub struct AppParts {
         tokens::get_token,
         tokens::rotate_token,
         tokens::revoke_token,
+        audit::list_audit,
         health::healthz,
         health::readyz,
         health::metrics,
@@ -108,6 +113,7 @@ pub struct AppParts {
         (name = "requests", description = "Submit change requests and follow them"),
         (name = "records", description = "The ledger of provisioned records"),
         (name = "tokens", description = "API tokens (admins only)"),
+        (name = "audit", description = "Who changed tokens and ownership, and when (admins only)"),
         (name = "operations", description = "Probes and metrics"),
     ),
     modifiers(&BearerScheme)
@@ -136,8 +142,8 @@ impl utoipa::Modify for BearerScheme {
 
 /// The application's router.
 pub fn router(state: AppState) -> Router {
-    // Token management is for admins: refused before its body is even read.
-    let tokens = Router::new()
+    // Token management and the audit log are for admins: refused before a body is even read.
+    let admin = Router::new()
         .route(
             "/api/v1/tokens",
             post(tokens::create_token).get(tokens::list_tokens),
@@ -147,6 +153,8 @@ pub fn router(state: AppState) -> Router {
             get(tokens::get_token).delete(tokens::revoke_token),
         )
         .route("/api/v1/tokens/{id}/rotate", post(tokens::rotate_token))
+        .route("/api/v1/audit", get(audit::list_audit))
+        .route("/api/v1/dns/adopt", post(changes::post::adopt))
         .route_layer(middleware::from_fn(auth::require_admin));
     let protected = Router::new()
         .route("/api/v1/dns/create", post(changes::post::create))
@@ -154,7 +162,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/dns/requests", get(changes::get::list_requests))
         .route("/api/v1/dns/requests/{id}", get(changes::get::get_request))
         .route("/api/v1/dns/records", get(records::list_records))
-        .merge(tokens)
+        .merge(admin)
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::require_token,

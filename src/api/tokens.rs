@@ -4,7 +4,8 @@
 //! A secret appears in exactly one answer: the one that created or rotated it. Revoking the
 //! last valid admin token is refused with 409, so an installation can never lock out its
 //! admins. Changes made here are seen at once by this process and by the others within
-//! `TOKEN_CACHE_SECONDS`.
+//! `TOKEN_CACHE_SECONDS`. Every creation, rotation and revocation is recorded in the audit
+//! log with its caller (`GET /api/v1/audit`).
 
 use axum::Json;
 use axum::extract::{Path, State};
@@ -18,7 +19,8 @@ use super::json::JsonBody;
 use super::query::{ListQuery, Page};
 use crate::auth;
 use crate::domain::token::TokenBody;
-use crate::domain::{TokenId, TokenSpec};
+use crate::domain::{Submitter, TokenId, TokenSpec};
+use crate::store::audit::{self, NewAuditEntry};
 use crate::store::tokens::LAST_ADMIN;
 use crate::store::{ApiToken, TokenChange, TokenFilter};
 
@@ -73,6 +75,8 @@ pub async fn create_token(
     let spec = TokenSpec::parse(body)?;
     let (token, secret) = auth::issue(state.access.auth.store().as_ref(), &spec).await?;
     tracing::info!(token_id = %token.id, token_name = %token.name, account_id = %token.account, admin = token.admin, by = %caller.0.principal.name, "token created");
+    let entry = NewAuditEntry::token_created(&token, Submitter::of(&caller.0));
+    audit::record(state.audit.as_ref(), entry).await;
     Ok((
         StatusCode::CREATED,
         Json(IssuedToken {
@@ -161,6 +165,8 @@ pub async fn rotate_token(
     match change {
         TokenChange::Done(token) => {
             tracing::info!(token_id = %token.id, token_name = %token.name, by = %caller.0.principal.name, "token rotated");
+            let entry = NewAuditEntry::token_rotated(&token, Submitter::of(&caller.0));
+            audit::record(state.audit.as_ref(), entry).await;
             Ok(Json(IssuedToken {
                 secret: secret.expose().to_owned(),
                 token,
@@ -204,6 +210,8 @@ pub async fn revoke_token(
     match change {
         TokenChange::Done(token) => {
             tracing::info!(token_id = %token.id, token_name = %token.name, by = %caller.0.principal.name, "token revoked");
+            let entry = NewAuditEntry::token_revoked(&token, Submitter::of(&caller.0));
+            audit::record(state.audit.as_ref(), entry).await;
             Ok(Json(token))
         }
         TokenChange::NotFound => Err(not_found(id)),

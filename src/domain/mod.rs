@@ -3,6 +3,7 @@
 
 pub mod body;
 pub mod fqdn;
+pub mod policy;
 pub mod principal;
 pub mod record;
 pub mod request;
@@ -11,8 +12,9 @@ pub mod validation;
 
 pub use body::{ChangeBody, ConfigBody, ContextBody, ResourceBody};
 pub use fqdn::{Fqdn, NameRules};
+pub use policy::{Denial, Sensitive, authorize, deciding};
 pub use principal::{Actor, Principal, Source, Submitter};
-pub use record::{RecordData, RecordType};
+pub use record::{LiveRrset, RecordData, RecordType};
 pub use request::{
     ChangeRequest, LogEntry, LogLevel, Operation, RecordConfig, RequestId, RequestStatus,
 };

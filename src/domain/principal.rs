@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use super::token::{Policy, TokenId};
+use super::token::{Permission, Policy, TokenId};
 
 /// The principal name of trusted Kafka messages, which carry no token.
 pub const KAFKA_TRUSTED: &str = "kafka-trusted";
@@ -29,12 +29,14 @@ pub struct Principal {
     pub metrics: bool,
     /// May act for the trusted Kafka accounts, recorded as `kafka` (forward mode).
     pub forwarder: bool,
-    /// What it may do by name and type (enforced from the next version on).
+    /// What it may do by name and type (see `domain::policy`); admins are not limited by it.
     pub policies: Arc<[Policy]>,
 }
 
 impl Principal {
-    /// The principal of a trusted Kafka message for `account_id`.
+    /// The principal of a trusted Kafka message for `account_id`: a broad grant over every
+    /// name (the root suffix), so it may change anything but sensitive records (NS, DS, CAA,
+    /// zone apexes, `_acme-challenge`), which need a token whose policy lists the type.
     pub fn kafka_trusted(account_id: &str) -> Self {
         Self {
             token_id: None,
@@ -43,7 +45,11 @@ impl Principal {
             admin: false,
             metrics: false,
             forwarder: false,
-            policies: Arc::from([]),
+            policies: Arc::from([Policy {
+                suffix: String::new(),
+                types: Vec::new(),
+                permissions: vec![Permission::Read, Permission::Create, Permission::Delete],
+            }]),
         }
     }
 

@@ -142,6 +142,13 @@ pub enum RecordData {
     },
 }
 
+/// An RRset as a server holds it: its TTL and records.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiveRrset {
+    pub ttl: u32,
+    pub records: Vec<RecordData>,
+}
+
 /// Where a bad value came from, so the error names the right field.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DataError {

@@ -103,6 +103,8 @@ pub enum Operation {
     Create,
     /// Remove the record, or without a target the whole RRset.
     Delete,
+    /// Take the RRset as it is live into the ledger, for the request's account (admins).
+    Adopt,
 }
 
 impl Operation {
@@ -111,6 +113,7 @@ impl Operation {
         match self {
             Self::Create => "create",
             Self::Delete => "delete",
+            Self::Adopt => "adopt",
         }
     }
 }
@@ -122,6 +125,7 @@ impl FromStr for Operation {
         match s {
             "create" => Ok(Self::Create),
             "delete" => Ok(Self::Delete),
+            "adopt" => Ok(Self::Adopt),
             other => Err(format!("unknown operation '{other}'")),
         }
     }

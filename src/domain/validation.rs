@@ -74,8 +74,17 @@ pub fn validate(
         (Some(d), t) => check_domain(&d, t, &mut errors),
     };
     // A delete without a target removes the whole RRset: there is no record data then.
-    let data = match (resource.target, record_type) {
-        (None, _) if operation == Operation::Delete => {
+    // An adoption takes the RRset as the server holds it: there is no record data either.
+    let data = match (operation, resource.target, record_type) {
+        (Operation::Adopt, Some(_), _) => {
+            errors.push(
+                "resource.target",
+                "an adoption takes the whole RRset as the server holds it; give no target",
+            );
+            None
+        }
+        (Operation::Adopt, None, _) => Some(None),
+        (Operation::Delete, None, _) => {
             if config.priority.is_some() {
                 errors.push(
                     "resource.config.priority",
@@ -84,9 +93,11 @@ pub fn validate(
             }
             Some(None)
         }
-        (None, _) => required(&mut errors, "resource.target"),
-        (Some(target), Some(t)) => check_data(t, &target, config.priority, &mut errors).map(Some),
-        (Some(_), None) => None,
+        (Operation::Create, None, _) => required(&mut errors, "resource.target"),
+        (_, Some(target), Some(t)) => {
+            check_data(t, &target, config.priority, &mut errors).map(Some)
+        }
+        (_, Some(_), None) => None,
     };
     let ttl = check_ttl(&config, &mut errors);
     let comment = resource.comment.filter(|c| {

@@ -715,7 +715,10 @@ async fn record_direct(
                         Fate::Dead(DeadLetterReason::KeyReused(id.to_string()))
                     }
                     Err(IntakeError::Forbidden(why)) => {
-                        Fate::Dead(DeadLetterReason::Unauthorized(why))
+                        Fate::Dead(DeadLetterReason::Forbidden(why))
+                    }
+                    Err(IntakeError::RateLimited { message, .. }) => {
+                        Fate::Dead(DeadLetterReason::RateLimited(message))
                     }
                     Err(IntakeError::Store(e)) => {
                         Fate::Dead(DeadLetterReason::Malformed(format!("not recorded: {e}")))
@@ -771,8 +774,12 @@ async fn forward(
                 let reason = format!("the API answered {status}: {body}");
                 return Some(Fate::Dead(if status == reqwest::StatusCode::CONFLICT {
                     DeadLetterReason::KeyReused(reason)
-                } else if matches!(status.as_u16(), 401 | 403) {
+                } else if status == reqwest::StatusCode::UNAUTHORIZED {
                     DeadLetterReason::Unauthorized(reason)
+                } else if status == reqwest::StatusCode::FORBIDDEN {
+                    DeadLetterReason::Forbidden(reason)
+                } else if status == reqwest::StatusCode::TOO_MANY_REQUESTS {
+                    DeadLetterReason::RateLimited(reason)
                 } else {
                     DeadLetterReason::Invalid(crate::domain::ValidationError::field("body", reason))
                 }));

@@ -54,9 +54,16 @@ pub enum DeadLetterReason {
     /// The idempotency key was used before for another change.
     #[error("idempotency key already used for request {0} with a different body")]
     KeyReused(String),
-    /// No valid token, and not a trusted account; or the token may not do this.
+    /// No valid token, and not a trusted account.
     #[error("unauthorized: {0}")]
     Unauthorized(String),
+    /// The token (or the trusted channel) may not do this: another account, a policy, an
+    /// RRset another account owns.
+    #[error("forbidden: {0}")]
+    Forbidden(String),
+    /// Over a rate limit: the token's, or the unfinished requests per name.
+    #[error("rate limited: {0}")]
+    RateLimited(String),
 }
 
 impl DeadLetterReason {
@@ -67,6 +74,8 @@ impl DeadLetterReason {
             Self::Invalid(_) => "invalid",
             Self::KeyReused(_) => "key_reused",
             Self::Unauthorized(_) => "unauthorized",
+            Self::Forbidden(_) => "forbidden",
+            Self::RateLimited(_) => "rate_limited",
         }
     }
 }

@@ -1,25 +1,29 @@
 //! Intake: the one path by which a change request enters dnsorch, whatever carried it.
 //!
 //! HTTP handlers (and the Kafka consumer) call [`Intake::submit`] with the verified actor:
-//! decide the account from the principal, validate, record the request durably as PENDING
-//! with who submitted it, then hand its id to the task channel. The row is committed before
-//! `submit` returns, so an accepted request is never lost; a failed enqueue only delays it
-//! (workers sweep the database).
+//! decide the account from the principal, validate, route to a zone, authorize by the token's
+//! policies (see `domain::policy`) and its rate limit, record the request durably as PENDING
+//! with who submitted it (the store checks RRset ownership and the unfinished requests per
+//! name in the same statement), then hand its id to the task channel. The row is committed
+//! before `submit` returns, so an accepted request is never lost; a failed enqueue only
+//! delays it (workers sweep the database).
 
 #[cfg(feature = "kafka")]
 pub mod kafka;
 pub mod message;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::domain::{
-    Actor, ChangeBody, ChangeRequest, Operation, RequestId, Source, Submitter, ValidationError,
-    validate,
+    Actor, ChangeBody, ChangeRequest, Operation, Permission, Policy, Principal, RequestId, Source,
+    Submitter, ValidationError, authorize, validate,
 };
 use crate::queue::TaskChannel;
+use crate::ratelimit::TokenBuckets;
 use crate::store::{DnsRequest, Inserted, RequestStore, StoreError};
 use crate::telemetry::RequestAccepted;
-use crate::zones::Zones;
+use crate::zones::{Backend, Zones};
 
 /// What `submit` did: the request as a row (`DnsRequest`), or by its id in batches.
 #[derive(Debug)]
@@ -41,6 +45,12 @@ pub enum IntakeError {
     /// The principal may not do this (403).
     #[error("{0}")]
     Forbidden(String),
+    /// Over a rate limit (429): nothing was stored; try again after `retry_after`.
+    #[error("{message}")]
+    RateLimited {
+        message: String,
+        retry_after: Duration,
+    },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -62,7 +72,20 @@ pub struct Intake {
     zones: Arc<Zones>,
     /// The accounts `--forwarder` tokens may act for (`KAFKA_TRUSTED_ACCOUNTS`).
     trusted_accounts: Arc<[String]>,
+    limits: Arc<IntakeLimits>,
 }
+
+/// The limits intake enforces.
+#[derive(Debug)]
+pub struct IntakeLimits {
+    /// Per non-admin token (`RATE_LIMIT_PER_SECOND`, `RATE_LIMIT_BURST`).
+    pub buckets: TokenBuckets,
+    /// Unfinished requests per account and owner name (`MAX_UNFINISHED_PER_NAME`).
+    pub max_unfinished_per_name: u32,
+}
+
+/// When to try again after the unfinished-requests limit: some of them will have finished.
+const BUSY_RETRY_AFTER: Duration = Duration::from_secs(1);
 
 impl Intake {
     /// Intake over a store and a channel, accepting names in `zones` (any name when there
@@ -72,12 +95,14 @@ impl Intake {
         channel: Arc<dyn TaskChannel>,
         zones: Arc<Zones>,
         trusted_accounts: Vec<String>,
+        limits: IntakeLimits,
     ) -> Self {
         Self {
             store,
             channel,
             zones,
             trusted_accounts: trusted_accounts.into(),
+            limits: Arc::new(limits),
         }
     }
 
@@ -85,7 +110,7 @@ impl Intake {
     /// the body's `account_id` is the principal's when omitted, and may name another account
     /// only for an admin (or a forwarder, for a trusted Kafka account, recorded as `kafka`).
     /// The body's `source` is ignored. An empty `account_id` is left for validation to refuse.
-    fn decide_account(&self, actor: &Actor, body: &mut ChangeBody) -> Result<(), IntakeError> {
+    fn decide_account(&self, actor: &Actor, body: &mut ChangeBody) -> Result<Source, IntakeError> {
         let principal = &actor.principal;
         let context = body.context.get_or_insert_with(Default::default);
         let account = context
@@ -110,11 +135,11 @@ impl Intake {
             }
         }
         context.source = Some(source.as_str().to_owned());
-        Ok(())
+        Ok(source)
     }
 
     /// Decides the account, validates the body, checks that its name is in a configured zone,
-    /// and notes the zone and backend that will apply it and who submitted it.
+    /// authorizes it, and notes the zone and backend that will apply it and who submitted it.
     fn check(
         &self,
         actor: &Actor,
@@ -122,27 +147,96 @@ impl Intake {
         operation: Operation,
         idempotency_key: Option<&str>,
     ) -> Result<ChangeRequest, IntakeError> {
-        self.decide_account(actor, &mut body)?;
+        let source = self.decide_account(actor, &mut body)?;
         let mut change = validate(body, operation, idempotency_key)?;
         change.submitter = Submitter::of(actor);
-        if self.zones.is_empty() {
+        let apex = if self.zones.is_empty() {
             change.backend = Some("simulated".into());
-            return Ok(change);
-        }
-        let Some(zone) = self.zones.route(change.domain.as_str()) else {
-            let served: Vec<&str> = self.zones.iter().map(|z| z.name.as_str()).collect();
-            return Err(ValidationError::field(
-                "resource.domain",
-                format!(
-                    "is in no zone dnsorch manages (zones: {})",
-                    served.join(", ")
-                ),
-            )
-            .into());
+            None
+        } else {
+            let Some(zone) = self.zones.route(change.domain.as_str()) else {
+                let served: Vec<&str> = self.zones.iter().map(|z| z.name.as_str()).collect();
+                return Err(ValidationError::field(
+                    "resource.domain",
+                    format!(
+                        "is in no zone dnsorch manages (zones: {})",
+                        served.join(", ")
+                    ),
+                )
+                .into());
+            };
+            if operation == Operation::Adopt
+                && let Backend::Ansible(config) = &zone.backend
+                && config.verify_server.is_none()
+            {
+                return Err(ValidationError::field(
+                    "resource.domain",
+                    format!(
+                        "zone {} is applied by ansible without a verify_server, so dnsorch cannot read the RRset to adopt it",
+                        zone.name
+                    ),
+                )
+                .into());
+            }
+            change.zone = Some(zone.name.clone());
+            change.backend = Some(zone.backend.kind().to_owned());
+            Some(zone.name.as_str())
         };
-        change.zone = Some(zone.name.clone());
-        change.backend = Some(zone.backend.kind().to_owned());
+        self.authorize(&actor.principal, source, &change, apex)?;
         Ok(change)
+    }
+
+    /// The token's policies (or, for a forwarded Kafka message, the trusted channel's) must
+    /// allow the change, and the token's rate limit must have room. Admins are limited by
+    /// neither; adoptions are theirs alone.
+    fn authorize(
+        &self,
+        principal: &Principal,
+        source: Source,
+        change: &ChangeRequest,
+        apex: Option<&str>,
+    ) -> Result<(), IntakeError> {
+        if principal.admin {
+            return Ok(());
+        }
+        let permission = match change.operation {
+            Operation::Create => Permission::Create,
+            Operation::Delete => Permission::Delete,
+            Operation::Adopt => {
+                return Err(IntakeError::Forbidden(
+                    "only admin tokens may adopt an RRset".into(),
+                ));
+            }
+        };
+        let trusted;
+        let policies: &[Policy] = match (source, principal.forwarder) {
+            // A forwarder carries trusted Kafka messages: the channel's grant applies.
+            (Source::Kafka, true) => {
+                trusted = Principal::kafka_trusted(&change.account_id);
+                &trusted.policies
+            }
+            (Source::Kafka | Source::Api, _) => &principal.policies,
+        };
+        authorize(
+            policies,
+            change.domain.as_str(),
+            change.record_type,
+            permission,
+            apex,
+        )
+        .map_err(|denial| IntakeError::Forbidden(denial.to_string()))?;
+        if let Some(token) = principal.token_id
+            && let Err(retry_after) = self.limits.buckets.take(token)
+        {
+            return Err(IntakeError::RateLimited {
+                message: format!(
+                    "token {} is over its rate limit (RATE_LIMIT_PER_SECOND, RATE_LIMIT_BURST)",
+                    principal.name
+                ),
+                retry_after,
+            });
+        }
+        Ok(())
     }
 
     /// Validates, records and queues one request.
@@ -157,7 +251,13 @@ impl Intake {
         idempotency_key: Option<&str>,
     ) -> Result<Submitted, IntakeError> {
         let change = self.check(actor, body, operation, idempotency_key)?;
-        let submitted = Self::settle(self.store.insert(&change).await?, &change, |r| r.id)?;
+        let submitted = self.settle(
+            self.store
+                .insert(&change, self.limits.max_unfinished_per_name)
+                .await?,
+            &change,
+            |r| r.id,
+        )?;
         if let Submitted::Created(request) = &submitted {
             self.enqueue(&[request.id]).await;
         }
@@ -190,13 +290,17 @@ impl Intake {
                 Err(e) => answers.push(Some(Err(e))),
             }
         }
-        let mut inserted = valid.iter().zip(self.store.insert_many(&valid).await?);
+        let mut inserted = valid.iter().zip(
+            self.store
+                .insert_many(&valid, self.limits.max_unfinished_per_name)
+                .await?,
+        );
         let mut settled = Vec::with_capacity(answers.len());
         let mut created = Vec::new();
         for answer in answers {
             let answer = answer.unwrap_or_else(|| {
                 let (change, inserted) = inserted.next().expect("one answer per valid change");
-                Self::settle(inserted, change, |id| *id)
+                self.settle(inserted, change, |id| *id)
             });
             if let Ok(Submitted::Created(id)) = &answer {
                 created.push(*id);
@@ -209,6 +313,7 @@ impl Intake {
 
     /// What an insert of `change` means for the caller; a new request is logged and counted.
     fn settle<T>(
+        &self,
         inserted: Inserted<T>,
         change: &ChangeRequest,
         id: impl Fn(&T) -> RequestId,
@@ -217,6 +322,21 @@ impl Intake {
             Inserted::Created(request) => request,
             Inserted::Existing(request) => return Ok(Submitted::Replayed(request)),
             Inserted::KeyReused(id) => return Err(IntakeError::KeyReused(id)),
+            Inserted::NotOwner => {
+                return Err(IntakeError::Forbidden(format!(
+                    "the {} {} RRset belongs to another account",
+                    change.domain, change.record_type
+                )));
+            }
+            Inserted::Busy => {
+                return Err(IntakeError::RateLimited {
+                    message: format!(
+                        "account {} has {} unfinished requests for {} (MAX_UNFINISHED_PER_NAME); try again when some have finished",
+                        change.account_id, self.limits.max_unfinished_per_name, change.domain
+                    ),
+                    retry_after: BUSY_RETRY_AFTER,
+                });
+            }
         };
         tracing::info!(
             request_id = %id(&request),

@@ -21,9 +21,12 @@ use std::time::Instant;
 use chrono::Utc;
 use tokio::io::{AsyncRead, AsyncReadExt as _};
 
-use super::dns::{Expect, absolute, dns_type, parse_rdata, verify_at};
+use super::dns::{
+    Expect, absolute, dns_type, live_rrset, managed_rdata, parse_rdata, query, unmanaged,
+    unmanaged_error, verify_at,
+};
 use super::{Applied, PlannedChange, ProvisionError, Provisioner};
-use crate::domain::Operation;
+use crate::domain::{LiveRrset, Operation, RecordType};
 use crate::zones::AnsibleZone;
 
 /// How much of the playbook's output goes into the request's log.
@@ -151,21 +154,6 @@ impl Provisioner for AnsibleProvisioner {
     }
 
     async fn apply(&self, change: &PlannedChange) -> Result<Applied, ProvisionError> {
-        let vars = self.variables(change)?;
-        let vars_file = VarsFile::write(&vars).map_err(|e| {
-            ProvisionError::Transient(format!("could not write the vars file: {e}"))
-        })?;
-        let mut notes = vec![self.run(&vars_file).await?];
-        drop(vars_file);
-        let applied_at = Utc::now();
-        let Some(server) = &self.config.verify_server else {
-            notes.push("not verified: the zone names no verify_server".into());
-            return Ok(Applied {
-                applied_at,
-                verified_at: None,
-                notes,
-            });
-        };
         let name = absolute(&change.domain).map_err(ProvisionError::Rejected)?;
         let rdata = if change.target.is_empty() {
             None
@@ -186,6 +174,27 @@ impl Provisioner for AnsibleProvisioner {
                 ));
             }
             (Operation::Delete, rdata) => Expect::Absent { rdata },
+            (Operation::Adopt, _) => {
+                return Err(ProvisionError::Rejected(
+                    "an adoption reads the RRset; it runs no playbook".into(),
+                ));
+            }
+        };
+        self.check_live(change, &name, &expect).await?;
+        let vars = self.variables(change)?;
+        let vars_file = VarsFile::write(&vars).map_err(|e| {
+            ProvisionError::Transient(format!("could not write the vars file: {e}"))
+        })?;
+        let mut notes = vec![self.run(&vars_file).await?];
+        drop(vars_file);
+        let applied_at = Utc::now();
+        let Some(server) = &self.config.verify_server else {
+            notes.push("not verified: the zone names no verify_server".into());
+            return Ok(Applied {
+                applied_at,
+                verified_at: None,
+                notes,
+            });
         };
         let bound = self.config.verify_timeout;
         notes.push(
@@ -204,6 +213,54 @@ impl Provisioner for AnsibleProvisioner {
             verified_at: Some(Utc::now()),
             notes,
         })
+    }
+
+    async fn read_rrset(
+        &self,
+        domain: &str,
+        record_type: RecordType,
+    ) -> Result<Option<LiveRrset>, ProvisionError> {
+        let server = self.verify_server("an adoption")?;
+        let name = absolute(domain).map_err(ProvisionError::Rejected)?;
+        let live = query(server, &name, dns_type(record_type), QUERY_TIMEOUT).await?;
+        live_rrset(record_type, &live).map(Some)
+    }
+}
+
+impl AnsibleProvisioner {
+    /// The zone's `verify_server`, which `what` needs to read the live RRset.
+    fn verify_server(&self, what: &str) -> Result<&str, ProvisionError> {
+        self.config.verify_server.as_deref().ok_or_else(|| {
+            ProvisionError::Rejected(format!(
+                "{what} in zone {} needs the zone's verify_server, to read the live RRset",
+                self.zone
+            ))
+        })
+    }
+
+    /// Before the playbook runs: a create (where a `verify_server` can be read) and a
+    /// whole-RRset delete (which needs one) must find no records dnsorch does not manage.
+    async fn check_live(
+        &self,
+        change: &PlannedChange,
+        name: &hickory_proto::rr::Name,
+        expect: &Expect,
+    ) -> Result<(), ProvisionError> {
+        let (server, wanted) = match expect {
+            Expect::Present { rdata, .. } => match &self.config.verify_server {
+                Some(server) => (server.as_str(), Some(rdata)),
+                None => return Ok(()),
+            },
+            Expect::Absent { rdata: None } => (self.verify_server("a whole-RRset delete")?, None),
+            Expect::Absent { rdata: Some(_) } => return Ok(()),
+        };
+        let live = query(server, name, dns_type(change.record_type), QUERY_TIMEOUT).await?;
+        let foreign = unmanaged(&live, &managed_rdata(change)?, wanted);
+        if foreign.is_empty() {
+            Ok(())
+        } else {
+            Err(unmanaged_error(name, change.record_type, &foreign))
+        }
     }
 }
 

@@ -10,8 +10,8 @@ use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType as DnsType};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpStream, UdpSocket};
 
-use super::ProvisionError;
-use crate::domain::RecordType;
+use super::{PlannedChange, ProvisionError};
+use crate::domain::{LiveRrset, RecordData, RecordType};
 
 /// The first pause between verification queries; it doubles up to `MAX_POLL`.
 const FIRST_POLL: Duration = Duration::from_millis(20);
@@ -296,6 +296,80 @@ pub(super) fn same_data(a: &RData, b: &RData) -> bool {
         }
         _ => a == b,
     }
+}
+
+/// The records of `live` that dnsorch does not manage: neither in the ledger (`managed`) nor
+/// the record being created (`wanted`, which may be there from an attempt that crashed before
+/// its outcome was written), in presentation form.
+pub(super) fn unmanaged(live: &[Record], managed: &[RData], wanted: Option<&RData>) -> Vec<String> {
+    live.iter()
+        .filter(|r| !managed.iter().chain(wanted).any(|m| same_data(&r.data, m)))
+        .map(|r| r.data.to_string())
+        .collect()
+}
+
+/// The ledger's records of the change's RRset, in hickory's form.
+pub(super) fn managed_rdata(change: &PlannedChange) -> Result<Vec<RData>, ProvisionError> {
+    change
+        .managed
+        .iter()
+        .map(|data| parse_rdata(change.record_type, &data.presentation()))
+        .collect()
+}
+
+/// The refusal of a change into an RRset that holds records made outside dnsorch.
+pub(super) fn unmanaged_error(
+    name: &Name,
+    record_type: RecordType,
+    records: &[String],
+) -> ProvisionError {
+    ProvisionError::Rejected(format!(
+        "the {} RRset at {name} holds records dnsorch does not manage ({}); an admin can adopt it (POST /api/v1/dns/adopt) or they can be removed at the server",
+        record_type.as_str(),
+        records.join(", ")
+    ))
+}
+
+/// A live RRset as the ledger would hold it.
+pub(super) fn live_rrset(
+    record_type: RecordType,
+    live: &[Record],
+) -> Result<LiveRrset, ProvisionError> {
+    let ttl = live.iter().map(|r| r.ttl).min().unwrap_or_default();
+    let records = live
+        .iter()
+        .map(|r| record_data_of(record_type, &r.data))
+        .collect::<Result<_, _>>()?;
+    Ok(LiveRrset { ttl, records })
+}
+
+/// A server's RDATA in dnsorch's form (priority split off for MX and SRV, names relative to
+/// the root without the trailing dot, TXT strings joined).
+pub(super) fn record_data_of(
+    record_type: RecordType,
+    rdata: &RData,
+) -> Result<RecordData, ProvisionError> {
+    let name = |n: &Name| n.to_ascii().trim_end_matches('.').to_owned();
+    let (target, priority) = match rdata {
+        RData::MX(mx) => (name(&mx.exchange), Some(i64::from(mx.preference))),
+        RData::SRV(srv) => (
+            format!("{} {} {}", srv.weight, srv.port, name(&srv.target)),
+            Some(i64::from(srv.priority)),
+        ),
+        RData::TXT(txt) => {
+            let bytes: Vec<u8> = txt.txt_data.iter().flatten().copied().collect();
+            (String::from_utf8_lossy(&bytes).into_owned(), None)
+        }
+        RData::CNAME(n) => (name(&n.0), None),
+        RData::NS(n) => (name(&n.0), None),
+        RData::PTR(n) => (name(&n.0), None),
+        other => (other.to_string(), None),
+    };
+    RecordData::parse(record_type, &target, priority).map_err(|e| {
+        ProvisionError::Rejected(format!(
+            "the live record '{rdata}' is not one dnsorch can manage: {e:?}"
+        ))
+    })
 }
 
 #[cfg(test)]

@@ -14,7 +14,7 @@ mod simulated;
 
 use chrono::{DateTime, Utc};
 
-use crate::domain::{Operation, RecordConfig, RecordData, RecordType, RequestId};
+use crate::domain::{LiveRrset, Operation, RecordConfig, RecordData, RecordType, RequestId};
 
 pub use ansible::AnsibleProvisioner;
 pub use rfc2136::Rfc2136Provisioner;
@@ -33,9 +33,10 @@ pub struct PlannedChange {
     /// The normalised target as stored; empty for a delete of the whole RRset.
     pub target: String,
     pub config: RecordConfig,
-    /// For a delete: the records of this RRset that the requesting account holds in the
-    /// ledger (the worker has checked the ledger before planning the delete).
-    pub owned: Vec<RecordData>,
+    /// The records of this RRset that dnsorch's ledger holds (all the owner's: an RRset has
+    /// one owner, and the worker has checked it is the requesting account before a delete).
+    /// A live record outside this set was made behind dnsorch's back.
+    pub managed: Vec<RecordData>,
 }
 
 impl PlannedChange {
@@ -104,4 +105,15 @@ pub trait Provisioner: Send + Sync {
     /// # Errors
     /// A [`ProvisionError`] saying whether to retry.
     async fn apply(&self, change: &PlannedChange) -> Result<Applied, ProvisionError>;
+
+    /// The RRset as the server holds it, for an adoption; `None` when the backend has no live
+    /// state apart from dnsorch's ledger (simulated).
+    ///
+    /// # Errors
+    /// The server could not be read, or the backend has no server to read.
+    async fn read_rrset(
+        &self,
+        domain: &str,
+        record_type: RecordType,
+    ) -> Result<Option<LiveRrset>, ProvisionError>;
 }

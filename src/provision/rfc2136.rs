@@ -28,11 +28,11 @@ use tokio::net::TcpStream;
 use tokio::sync::{OnceCell, mpsc, oneshot};
 
 use super::dns::{
-    Expect, absolute, dns_type, exchange_on, mnemonic, none_class, parse_rdata, permanent_rcode,
-    poll, query, same_data, verify_at,
+    Expect, absolute, dns_type, exchange_on, live_rrset, managed_rdata, mnemonic, none_class,
+    parse_rdata, permanent_rcode, poll, query, same_data, unmanaged, unmanaged_error, verify_at,
 };
 use super::{Applied, PlannedChange, ProvisionError, Provisioner};
-use crate::domain::Operation;
+use crate::domain::{LiveRrset, Operation, RecordType};
 use crate::zones::{Rfc2136Zone, TsigAlgorithm};
 
 /// The TSIG fudge: how far apart our clock and the server's may be, in seconds.
@@ -87,6 +87,12 @@ impl Rfc2136Provisioner {
         let ttl = change.config.ttl;
         let record = Record::from_rdata(name.clone(), ttl, rdata.clone());
         let mut notes = Vec::new();
+        // Records made behind dnsorch's back stop a create until the RRset is adopted.
+        let live = self.query(&self.config.server, &name, dns_type).await?;
+        let foreign = unmanaged(&live, &managed_rdata(change)?, Some(&rdata));
+        if !foreign.is_empty() {
+            return Err(unmanaged_error(&name, change.record_type, &foreign));
+        }
         let mut update = Update::default();
         // CNAME exclusivity (RFC 2136 2.4.5 and 2.4.3): a CNAME needs an unused name; other
         // data needs a name without a CNAME.
@@ -140,22 +146,9 @@ impl Rfc2136Provisioner {
         let expect = if change.target.is_empty() {
             // The whole RRset: only if every record in it is the account's.
             let live = self.query(&self.config.server, &name, dns_type).await?;
-            let owned = change
-                .owned
-                .iter()
-                .map(|data| parse_rdata(change.record_type, &data.presentation()))
-                .collect::<Result<Vec<_>, _>>()?;
-            let foreign: Vec<String> = live
-                .iter()
-                .filter(|r| !owned.iter().any(|o| same_data(&r.data, o)))
-                .map(|r| r.data.to_string())
-                .collect();
+            let foreign = unmanaged(&live, &managed_rdata(change)?, None);
             if !foreign.is_empty() {
-                return Err(ProvisionError::Rejected(format!(
-                    "the {} RRset at {name} holds records this account does not own in dnsorch's ledger ({}); delete them one by one or ask their owner",
-                    change.record_type.as_str(),
-                    foreign.join(", ")
-                )));
+                return Err(unmanaged_error(&name, change.record_type, &foreign));
             }
             if live.is_empty() {
                 notes.push(format!(
@@ -489,6 +482,21 @@ impl Provisioner for Rfc2136Provisioner {
         match change.operation {
             Operation::Create => self.create(change).await,
             Operation::Delete => self.delete(change).await,
+            Operation::Adopt => Err(ProvisionError::Rejected(
+                "an adoption reads the RRset; it applies nothing".into(),
+            )),
         }
+    }
+
+    async fn read_rrset(
+        &self,
+        domain: &str,
+        record_type: RecordType,
+    ) -> Result<Option<LiveRrset>, ProvisionError> {
+        let name = absolute(domain).map_err(ProvisionError::Rejected)?;
+        let live = self
+            .query(&self.config.server, &name, dns_type(record_type))
+            .await?;
+        live_rrset(record_type, &live).map(Some)
     }
 }

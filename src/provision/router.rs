@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use super::{Applied, PlannedChange, ProvisionError, Provisioner, Rfc2136Provisioner};
+use crate::domain::{LiveRrset, RecordType};
 use crate::zones::{Backend, Zones};
 
 /// One backend per configured zone, or the simulated backend for all.
@@ -71,6 +72,19 @@ impl Provisioner for ZoneRouter {
             None => Err(ProvisionError::Rejected(format!(
                 "{} is in no configured zone",
                 change.domain
+            ))),
+        }
+    }
+
+    async fn read_rrset(
+        &self,
+        domain: &str,
+        record_type: RecordType,
+    ) -> Result<Option<LiveRrset>, ProvisionError> {
+        match self.route(domain) {
+            Some(backend) => backend.read_rrset(domain, record_type).await,
+            None => Err(ProvisionError::Rejected(format!(
+                "{domain} is in no configured zone"
             ))),
         }
     }

@@ -6,6 +6,7 @@ use chrono::Utc;
 use rand::Rng;
 
 use super::{Applied, PlannedChange, ProvisionError, Provisioner};
+use crate::domain::{LiveRrset, RecordType};
 
 /// Sleeps for `delay`, then succeeds, or fails transiently with probability `failure_rate`.
 #[derive(Debug, Clone)]
@@ -50,5 +51,14 @@ impl Provisioner for SimulatedProvisioner {
                 self.delay.as_secs_f64()
             )],
         })
+    }
+
+    /// The simulation's live state is the ledger itself.
+    async fn read_rrset(
+        &self,
+        _domain: &str,
+        _record_type: RecordType,
+    ) -> Result<Option<LiveRrset>, ProvisionError> {
+        Ok(None)
     }
 }

@@ -6,6 +6,7 @@
 //! embedded default (with group commit in `sqlite/writer.rs`); a PostgreSQL implementation
 //! plugs in behind the same trait.
 
+pub mod audit;
 mod postgres;
 mod sqlite;
 pub mod tokens;
@@ -18,10 +19,11 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use crate::domain::{
-    ChangeRequest, LogEntry, Operation, RecordConfig, RecordType, RequestId, RequestStatus,
-    Submitter,
+    ChangeRequest, LiveRrset, LogEntry, Operation, RecordConfig, RecordType, RequestId,
+    RequestStatus, Submitter,
 };
 
+pub use audit::{AuditAction, AuditEntry, AuditFilter, AuditStore, NewAuditEntry};
 pub use postgres::{PostgresStore, Schema};
 pub use sqlite::SqliteStore;
 pub use tokens::{ApiToken, TokenChange, TokenFilter, TokenStore};
@@ -110,6 +112,26 @@ pub enum Inserted<T = DnsRequest> {
     Existing(T),
     /// The idempotency key was used before for another change.
     KeyReused(RequestId),
+    /// The RRset belongs to another account: nothing was stored.
+    NotOwner,
+    /// The account has `max_unfinished` unfinished requests for the name: nothing was stored.
+    Busy,
+}
+
+/// Why intake's admission stored nothing (see [`RequestStore::insert`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refused {
+    NotOwner,
+    Busy,
+}
+
+impl<T> From<Refused> for Inserted<T> {
+    fn from(refused: Refused) -> Self {
+        match refused {
+            Refused::NotOwner => Self::NotOwner,
+            Refused::Busy => Self::Busy,
+        }
+    }
 }
 
 impl Inserted {
@@ -119,6 +141,8 @@ impl Inserted {
             Self::Created(request) => Inserted::Created(request.id),
             Self::Existing(request) => Inserted::Existing(request.id),
             Self::KeyReused(id) => Inserted::KeyReused(id),
+            Self::NotOwner => Inserted::NotOwner,
+            Self::Busy => Inserted::Busy,
         }
     }
 }
@@ -152,6 +176,13 @@ pub enum Outcome {
     Retry { error: String, retry_in: Duration },
     /// A permanent error, or attempts exhausted.
     Failed { error: String },
+    /// An adoption read the RRset: COMPLETED, with the ledger set to `live` (or, for a
+    /// backend whose live state is the ledger, the ledger's rows given to the account) and
+    /// the RRset given to the request's account.
+    Adopted {
+        at: DateTime<Utc>,
+        live: Option<LiveRrset>,
+    },
     /// The worker stopped before it knew the outcome: back to PENDING, due now.
     Released,
 }
@@ -185,6 +216,12 @@ impl Outcome {
                 status: "COMPLETED",
                 applied_at: Some(*applied_at),
                 verified_at: *verified_at,
+                ..none
+            },
+            Self::Adopted { at, .. } => OutcomeColumns {
+                status: "COMPLETED",
+                applied_at: Some(*at),
+                verified_at: Some(*at),
                 ..none
             },
             Self::Retry { error, retry_in } => OutcomeColumns {
@@ -293,6 +330,17 @@ where
     query
 }
 
+/// The migration that gave every RRset one owner and merged duplicate ledger rows.
+const OWNERSHIP_MIGRATION: i64 = 20_261_202_000_001;
+
+/// Logs, once when the ownership migration ran, each RRset that held ledger rows of several
+/// accounts and was given to the account of its oldest row (also in the audit log).
+fn log_merged(merged: &[(String, String)]) {
+    for (rrset, details) in merged {
+        tracing::warn!(rrset = %rrset, details = %details, "this RRset held ledger rows of several accounts; the migration gave it to the account of its oldest row (audit action rrset.merged)");
+    }
+}
+
 /// Parses a text column into a closed vocabulary (status, record type, operation).
 fn parse_column<T: std::str::FromStr>(text: &str) -> Result<T, StoreError> {
     text.parse()
@@ -339,7 +387,16 @@ pub trait RequestStore: Send + Sync {
     async fn ping(&self) -> Result<(), StoreError>;
 
     /// Records a validated request as PENDING, or finds the request its idempotency key names.
-    async fn insert(&self, change: &ChangeRequest) -> Result<Inserted, StoreError>;
+    ///
+    /// In the same unit as the insert: a create claims its RRset for the account when no one
+    /// owns it, and a create or delete in an RRset another account owns stores nothing
+    /// ([`Inserted::NotOwner`]); an account with `max_unfinished` unfinished requests for the
+    /// name stores nothing ([`Inserted::Busy`]). An adoption is subject to neither.
+    async fn insert(
+        &self,
+        change: &ChangeRequest,
+        max_unfinished: u32,
+    ) -> Result<Inserted, StoreError>;
 
     /// Records several requests in one transaction (all or none), answering for each as
     /// `insert` would but with ids only (the caller holds the changes, and reading the rows
@@ -347,6 +404,7 @@ pub trait RequestStore: Send + Sync {
     async fn insert_many(
         &self,
         changes: &[ChangeRequest],
+        max_unfinished: u32,
     ) -> Result<Vec<Inserted<RequestId>>, StoreError>;
 
     /// One request with its log.
@@ -357,6 +415,13 @@ pub trait RequestStore: Send + Sync {
 
     /// Ledger rows, newest first.
     async fn list_records(&self, filter: &RecordFilter) -> Result<Vec<DnsRecord>, StoreError>;
+
+    /// Every ledger row of one RRset, oldest first, and the account that owns the RRset.
+    async fn rrset(
+        &self,
+        domain: &str,
+        record_type: RecordType,
+    ) -> Result<(Option<String>, Vec<DnsRecord>), StoreError>;
 
     /// Claims a request for `lease`: request `id`, or with `None` the oldest due one. Only a
     /// PENDING, due request with no older unfinished request for the same owner name is

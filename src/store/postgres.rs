@@ -19,9 +19,11 @@ use super::{
     parse_column,
 };
 use crate::domain::{
-    ChangeRequest, LogEntry, Operation, RequestId, RequestStatus, Submitter, TokenId,
+    ChangeRequest, LogEntry, RecordType, RequestId, RequestStatus, Submitter, TokenId,
 };
 
+mod audit;
+mod ledger;
 mod tokens;
 
 /// A claimable request: PENDING, due, and no older request for its owner name unfinished.
@@ -99,7 +101,19 @@ impl PostgresStore {
         let mut migrator = sqlx::migrate!("migrations/postgres");
         // A newer binary may have applied migrations this one does not know: tolerate them.
         migrator.set_ignore_missing(true);
+        let applied: Vec<i64> = sqlx::query_scalar("select version from _sqlx_migrations")
+            .fetch_all(&self.pool)
+            .await
+            .unwrap_or_default();
         migrator.run(&self.pool).await?;
+        if !applied.contains(&super::OWNERSHIP_MIGRATION) {
+            let merged: Vec<(String, String)> = sqlx::query_as(
+                "select subject, details::text from dns_audit where action = 'rrset.merged' order by seq",
+            )
+            .fetch_all(&self.pool)
+            .await?;
+            super::log_merged(&merged);
+        }
         Ok(())
     }
 
@@ -131,102 +145,32 @@ impl RequestStore for PostgresStore {
         Ok(())
     }
 
-    async fn insert(&self, change: &ChangeRequest) -> Result<Inserted, StoreError> {
+    async fn insert(
+        &self,
+        change: &ChangeRequest,
+        max_unfinished: u32,
+    ) -> Result<Inserted, StoreError> {
         let mut connection = self.pool.acquire().await?;
-        insert_request(&mut connection, change).await
+        insert_request(&mut connection, change, max_unfinished).await
     }
 
     async fn insert_many(
         &self,
         changes: &[ChangeRequest],
+        max_unfinished: u32,
     ) -> Result<Vec<Inserted<RequestId>>, StoreError> {
-        if changes.is_empty() {
-            return Ok(Vec::new());
-        }
-        // One statement for the whole batch: a round trip per row would cap intake at the
-        // round-trip rate. Rows are inserted in the batch's order, so of two rows with one key
-        // the first is the one recorded.
-        let ids: Vec<Uuid> = changes.iter().map(|_| RequestId::new().0).collect();
-        let sql = "insert into dns_requests (id, account_id, source, operation, record_type, domain, \
-             target, comment, config, status, log_messages, idempotency_key, fingerprint, \
-             zone, backend, principal_token_id, principal_name, principal_account, client_addr, \
-             next_attempt_at, enqueued_at, created_at, updated_at) \
-             select id, account_id, source, operation, record_type, domain, target, comment, \
-             config, 'PENDING', jsonb_build_array(accepted), idempotency_key, fingerprint, \
-             zone, backend, principal_token_id, principal_name, principal_account, client_addr, \
-             now(), now(), now(), now() \
-             from unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], \
-               $7::text[], $8::text[], $9::jsonb[], $10::jsonb[], $11::text[], $12::text[], \
-               $13::text[], $14::text[], $15::uuid[], $16::text[], $17::text[], $18::text[]) \
-               with ordinality as batch(id, account_id, source, operation, record_type, domain, \
-               target, comment, config, accepted, idempotency_key, fingerprint, zone, backend, \
-               principal_token_id, principal_name, principal_account, client_addr, position) \
-             order by position \
-             on conflict (account_id, idempotency_key) where idempotency_key is not null \
-             do nothing returning id";
-        let column = |f: fn(&ChangeRequest) -> String| changes.iter().map(f).collect::<Vec<_>>();
-        let created: std::collections::HashSet<Uuid> = sqlx::query_scalar(sql)
-            .bind(&ids)
-            .bind(column(|c| c.account_id.clone()))
-            .bind(column(|c| c.source.clone()))
-            .bind(column(|c| c.operation.as_str().to_owned()))
-            .bind(column(|c| c.record_type.as_str().to_owned()))
-            .bind(column(|c| c.domain.to_string()))
-            .bind(column(|c| c.target()))
-            .bind(
-                changes
-                    .iter()
-                    .map(|c| c.comment.clone())
-                    .collect::<Vec<_>>(),
-            )
-            .bind(changes.iter().map(|c| Json(c.config())).collect::<Vec<_>>())
-            .bind(
-                changes
-                    .iter()
-                    .map(|c| Json(LogEntry::accepted(c)))
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                changes
-                    .iter()
-                    .map(|c| c.idempotency_key.clone())
-                    .collect::<Vec<_>>(),
-            )
-            .bind(column(ChangeRequest::fingerprint))
-            .bind(changes.iter().map(|c| c.zone.clone()).collect::<Vec<_>>())
-            .bind(
-                changes
-                    .iter()
-                    .map(|c| c.backend.clone())
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                changes
-                    .iter()
-                    .map(|c| c.submitter.token_id.map(|t| t.0))
-                    .collect::<Vec<_>>(),
-            )
-            .bind(submitter_column(changes, |s| s.token_name.clone()))
-            .bind(submitter_column(changes, |s| s.account_id.clone()))
-            .bind(submitter_column(changes, |s| s.client_addr.clone()))
-            .fetch_all(&self.pool)
-            .await?
-            .into_iter()
-            .collect();
-        let mut lookups = None;
+        // One transaction, one statement per request: each admission must see the claims and
+        // requests of the ones before it in the batch.
+        let mut tx = self.pool.begin().await?;
         let mut answers = Vec::with_capacity(changes.len());
-        for (change, id) in changes.iter().zip(&ids) {
-            answers.push(if created.contains(id) {
-                Inserted::Created(RequestId(*id))
-            } else {
-                // Its key was taken, before this batch or earlier in it.
-                let connection = match &mut lookups {
-                    Some(connection) => connection,
-                    None => lookups.insert(self.pool.acquire().await?),
-                };
-                existing_for_key(connection, change).await?.id_only()
-            });
+        for change in changes {
+            answers.push(
+                insert_request(&mut tx, change, max_unfinished)
+                    .await?
+                    .id_only(),
+            );
         }
+        tx.commit().await?;
         Ok(answers)
     }
 
@@ -256,6 +200,14 @@ impl RequestStore for PostgresStore {
         );
         let rows = query.build().fetch_all(&self.pool).await?;
         rows.iter().map(record_from_row).collect()
+    }
+
+    async fn rrset(
+        &self,
+        domain: &str,
+        record_type: RecordType,
+    ) -> Result<(Option<String>, Vec<DnsRecord>), StoreError> {
+        ledger::rrset(&self.pool, domain, record_type).await
     }
 
     async fn claim(
@@ -354,9 +306,7 @@ impl RequestStore for PostgresStore {
         if done.rows_affected() != 1 {
             return Ok(false);
         }
-        if matches!(outcome, Outcome::Completed { .. }) {
-            write_ledger_row(&mut tx, &claim.request).await?;
-        }
+        ledger::settle(&mut tx, &claim.request, outcome).await?;
         tx.commit().await?;
         Ok(true)
     }
@@ -365,6 +315,7 @@ impl RequestStore for PostgresStore {
         &self,
         max_attempts: u32,
     ) -> Result<Vec<RequestId>, StoreError> {
+        let mut tx = self.pool.begin().await?;
         let rows = sqlx::query(
             "update dns_requests set \
              status = case when attempts >= $1 then 'FAILED' else 'PENDING' end, \
@@ -381,14 +332,28 @@ impl RequestStore for PostgresStore {
              updated_at = now() \
              where id in (select id from dns_requests where status = 'PROCESSING' \
                and lease_expires_at < now() for update skip locked) \
-             returning id",
+             returning id, status, domain, record_type, account_id",
         )
         .bind(i32::try_from(max_attempts).unwrap_or(i32::MAX))
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *tx)
         .await?;
-        rows.iter()
-            .map(|row| Ok(RequestId(row.try_get("id")?)))
-            .collect()
+        let mut released = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let id: Uuid = row.try_get("id")?;
+            let status: String = row.try_get("status")?;
+            if status == "FAILED" {
+                let held = ledger::Held {
+                    domain: row.try_get("domain")?,
+                    record_type: row.try_get("record_type")?,
+                    account_id: row.try_get("account_id")?,
+                    id,
+                };
+                ledger::release_if_idle(&mut tx, &held).await?;
+            }
+            released.push(RequestId(id));
+        }
+        tx.commit().await?;
+        Ok(released)
     }
 
     async fn requeue_due(
@@ -426,19 +391,39 @@ impl RequestStore for PostgresStore {
     }
 }
 
-/// Inserts a PENDING request, or finds the one its idempotency key names.
+/// Inserts a PENDING request, or finds the one its idempotency key names, with admission in
+/// the same statement: a create or delete in an RRset another account owns, or beyond the
+/// account's `$19` unfinished requests for the name, stores nothing, and a create claims an
+/// unowned RRset. The claim is an upsert so that of two accounts racing into one RRset the
+/// second waits for the first and then sees its row, which a snapshot read would not.
 async fn insert_request(
     connection: &mut PgConnection,
     change: &ChangeRequest,
+    max_unfinished: u32,
 ) -> Result<Inserted, StoreError> {
     let accepted = LogEntry::accepted(change);
     let sql = format!(
-        "insert into dns_requests (id, account_id, source, operation, record_type, domain, \
+        "with existing as ( \
+           select 1 from dns_requests where $11::text is not null \
+             and account_id = $2 and idempotency_key = $11), \
+         admitted as ( \
+           select 1 where not exists (select 1 from existing) and ($4 = 'adopt' or ( \
+             not exists (select 1 from dns_rrsets where domain = $6 and record_type = $5 \
+               and account_id <> $2) \
+             and (select count(*) from (select 1 from dns_requests where domain = $6 \
+               and account_id = $2 and status in ('PENDING', 'PROCESSING') limit $19) b) < $19))), \
+         claimed as ( \
+           insert into dns_rrsets (domain, record_type, account_id, created_at, updated_at) \
+           select $6, $5, $2, now(), now() from admitted where $4 = 'create' \
+           on conflict (domain, record_type) do update set updated_at = dns_rrsets.updated_at \
+           returning account_id) \
+         insert into dns_requests (id, account_id, source, operation, record_type, domain, \
          target, comment, config, status, log_messages, idempotency_key, fingerprint, zone, \
          backend, principal_token_id, principal_name, principal_account, client_addr, \
          next_attempt_at, enqueued_at, created_at, updated_at) \
-         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'PENDING', $10, $11, $12, $13, $14, \
-         $15, $16, $17, $18, now(), now(), now(), now()) \
+         select $1, $2, $3, $4, $5, $6, $7, $8, $9, 'PENDING', $10, $11, $12, $13, $14, \
+         $15, $16, $17, $18, now(), now(), now(), now() from admitted \
+         where coalesce((select account_id from claimed), $2) = $2 \
          on conflict (account_id, idempotency_key) where idempotency_key is not null \
          do nothing returning {REQUEST_COLUMNS}, log_messages"
     );
@@ -461,20 +446,26 @@ async fn insert_request(
         .bind(&change.submitter.token_name)
         .bind(&change.submitter.account_id)
         .bind(&change.submitter.client_addr)
+        .bind(i64::from(max_unfinished))
         .fetch_optional(&mut *connection)
         .await?;
     if let Some(row) = row {
         return Ok(Inserted::Created(request_from_row(&row, true)?));
     }
-    // The insert did nothing, so the key is taken: the unique index decided.
-    existing_for_key(connection, change).await
+    // Nothing was stored: the key was taken (the unique index decided), or admission refused.
+    if change.idempotency_key.is_some()
+        && let Some(existing) = existing_for_key(connection, change).await?
+    {
+        return Ok(existing);
+    }
+    Ok(ledger::refusal(connection, change).await?.into())
 }
 
 /// The request that holds `change`'s idempotency key: the same change, or another.
 async fn existing_for_key(
     connection: &mut PgConnection,
     change: &ChangeRequest,
-) -> Result<Inserted, StoreError> {
+) -> Result<Option<Inserted>, StoreError> {
     let sql = format!(
         "select {REQUEST_COLUMNS}, log_messages from dns_requests \
          where account_id = $1 and idempotency_key = $2"
@@ -482,14 +473,15 @@ async fn existing_for_key(
     let row = sqlx::query(AssertSqlSafe(sql))
         .bind(&change.account_id)
         .bind(&change.idempotency_key)
-        .fetch_one(&mut *connection)
+        .fetch_optional(&mut *connection)
         .await?;
+    let Some(row) = row else { return Ok(None) };
     let existing = request_from_row(&row, true)?;
-    Ok(if existing.fingerprint == change.fingerprint() {
+    Ok(Some(if existing.fingerprint == change.fingerprint() {
         Inserted::Existing(existing)
     } else {
         Inserted::KeyReused(existing.id)
-    })
+    }))
 }
 
 async fn append_log_on<'e, E>(
@@ -510,56 +502,6 @@ where
     .execute(executor)
     .await?;
     Ok(done.rows_affected() == 1)
-}
-
-/// Writes the ledger for a completed request: a create adds its row and brings the TTL of the
-/// other rows of the same RRset in line (TTL belongs to the RRset, and the latest change sets
-/// it); a delete removes the account's row (or, without a target, all its rows of the RRset).
-async fn write_ledger_row(
-    tx: &mut sqlx::Transaction<'_, Postgres>,
-    request: &DnsRequest,
-) -> Result<(), StoreError> {
-    if request.operation == Operation::Delete {
-        sqlx::query(
-            "delete from dns_records where domain = $1 and record_type = $2 and account_id = $3 \
-             and ($4 = '' or (target = $4 and priority is not distinct from $5))",
-        )
-        .bind(&request.domain)
-        .bind(request.record_type.as_str())
-        .bind(&request.account_id)
-        .bind(&request.target)
-        .bind(request.config.priority.map(i32::from))
-        .execute(&mut **tx)
-        .await?;
-        return Ok(());
-    }
-    sqlx::query(
-        "insert into dns_records (id, request_id, account_id, record_type, domain, target, \
-         comment, ttl, priority, zone, provisioned_at, created_at, updated_at) \
-         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, now(), now(), now())",
-    )
-    .bind(Uuid::now_v7())
-    .bind(request.id.0)
-    .bind(&request.account_id)
-    .bind(request.record_type.as_str())
-    .bind(&request.domain)
-    .bind(&request.target)
-    .bind(&request.comment)
-    .bind(i64::from(request.config.ttl))
-    .bind(request.config.priority.map(i32::from))
-    .bind(&request.zone)
-    .execute(&mut **tx)
-    .await?;
-    sqlx::query(
-        "update dns_records set ttl = $1, updated_at = now() \
-         where domain = $2 and record_type = $3 and ttl != $1",
-    )
-    .bind(i64::from(request.config.ttl))
-    .bind(&request.domain)
-    .bind(request.record_type.as_str())
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
 }
 
 fn request_from_row(row: &PgRow, with_log: bool) -> Result<DnsRequest, StoreError> {
@@ -610,14 +552,6 @@ fn request_from_row(row: &PgRow, with_log: bool) -> Result<DnsRequest, StoreErro
         },
         log_messages,
     })
-}
-
-/// One column of the submitters of a batch.
-fn submitter_column(
-    changes: &[ChangeRequest],
-    field: impl Fn(&Submitter) -> Option<String>,
-) -> Vec<Option<String>> {
-    changes.iter().map(|c| field(&c.submitter)).collect()
 }
 
 fn record_from_row(row: &PgRow) -> Result<DnsRecord, StoreError> {

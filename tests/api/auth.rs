@@ -31,7 +31,8 @@ async fn token(app: &TestApp, body: Value) -> (String, String) {
 async fn token_of(app: &TestApp, account: &str) -> (String, String) {
     token(
         app,
-        json!({"account": account, "name": format!("{account}-ci")}),
+        json!({"account": account, "name": format!("{account}-ci"),
+               "policies": [{"suffix": "example.test", "permissions": ["read", "create", "delete"]}]}),
     )
     .await
 }
@@ -355,8 +356,11 @@ async fn a_revoked_or_rotated_token_is_refused_at_once_by_the_process_that_chang
         post_as(&app, &revoked, &body).await.status(),
         StatusCode::ACCEPTED
     );
+    // acct-1 owns www.example.test A now; acct-2 writes an RRset of its own.
+    let mut theirs = a_record("two.example.test", "192.0.2.10");
+    theirs["context"] = json!({});
     assert_eq!(
-        post_as(&app, &old, &body).await.status(),
+        post_as(&app, &old, &theirs).await.status(),
         StatusCode::ACCEPTED
     );
 
@@ -386,7 +390,7 @@ async fn a_revoked_or_rotated_token_is_refused_at_once_by_the_process_that_chang
     assert_unauthorized(post_as(&app, &revoked, &body).await, "revoked").await;
     assert_unauthorized(post_as(&app, &old, &body).await, "rotated away").await;
     assert_eq!(
-        post_as(&app, &new, &body).await.status(),
+        post_as(&app, &new, &theirs).await.status(),
         StatusCode::ACCEPTED
     );
     assert_eq!(stored_requests(&app).await, 3);
@@ -443,7 +447,8 @@ async fn a_token_works_only_from_its_allowed_subnets() {
     .await;
     let (_, near) = token(
         &app,
-        json!({"account": "acct-1", "name": "near", "allowed_subnets": ["127.0.0.0/8"]}),
+        json!({"account": "acct-1", "name": "near", "allowed_subnets": ["127.0.0.0/8"],
+               "policies": [{"suffix": "example.test", "permissions": ["create"]}]}),
     )
     .await;
     let body = a_record("www.example.test", "192.0.2.11");
@@ -472,7 +477,8 @@ async fn behind_a_trusted_proxy_the_forwarded_client_address_counts() {
     let app = spawn_app_with(|s| s.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()]).await;
     let (_, far) = token(
         &app,
-        json!({"account": "acct-1", "name": "far", "allowed_subnets": ["10.0.0.0/8"]}),
+        json!({"account": "acct-1", "name": "far", "allowed_subnets": ["10.0.0.0/8"],
+               "policies": [{"suffix": "example.test", "permissions": ["create"]}]}),
     )
     .await;
 
@@ -538,7 +544,8 @@ async fn a_forwarder_token_acts_for_the_trusted_accounts_and_vouches_for_kafka()
         client_with(secret)
             .post(format!("{}/api/v1/dns/create", app.address))
             .header("dnsorch-forwarded-by", format!("Bearer {by}"))
-            .json(&a_record("www.example.test", "192.0.2.22"))
+            // Another RRset than the trusted account's: acct-k owns www.example.test A.
+            .json(&a_record("vouched.example.test", "192.0.2.22"))
             .send()
     };
 

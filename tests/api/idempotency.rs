@@ -71,7 +71,7 @@ async fn keys_are_scoped_to_the_account() {
     // Arrange
     let app = spawn_app().await;
     let body = a_record("www.example.test", "192.0.2.33");
-    let mut other_account = body.clone();
+    let mut other_account = a_record("two.example.test", "192.0.2.33");
     other_account["context"]["account_id"] = "acct-2".into();
 
     // Act

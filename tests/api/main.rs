@@ -1,3 +1,4 @@
+mod audit;
 mod auth;
 mod changes;
 #[path = "../support/client.rs"]

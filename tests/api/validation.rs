@@ -303,21 +303,27 @@ async fn account_id_when_given_must_be_non_empty_and_at_most_128_characters() {
     // Arrange: the app's admin token may act for any account; without one named, the
     // request is the token's own account's (`admin`).
     let app = spawn_app().await;
-    let account = |id: &str| with(valid("A"), "/context/account_id", json!(id));
-    let stored_for = |id: &str| Stored(with(normal("A"), "/account_id", json!(id)));
+    // Each account writes an RRset of its own: an RRset has one owner.
+    let name = |id: &str| json!(format!("len{}.example.test", id.len()));
+    let account = |id: &str| {
+        let body = with(valid("A"), "/context/account_id", json!(id));
+        with(body, "/resource/domain", name(id))
+    };
+    let stored_for = |id: &str| {
+        let expected = with(normal("A"), "/account_id", json!(id));
+        Stored(with(expected, "/domain", name(id)))
+    };
     let (x_128, e_128, x_129) = ("x".repeat(128), "é".repeat(128), "x".repeat(129));
     let rejected = || Rejected(&["context.account_id"]);
+    let admin = || Stored(with(normal("A"), "/account_id", json!("admin")));
     let cases = [
         (account("a"), stored_for("a")),
         (account(&x_128), stored_for(&x_128)),
         (account(&e_128), stored_for(&e_128)),
         (account(""), rejected()),
         (account(&x_129), rejected()),
-        (with(valid("A"), "/context", json!({})), stored_for("admin")),
-        (
-            json!({"resource": valid("A")["resource"]}),
-            stored_for("admin"),
-        ),
+        (with(valid("A"), "/context", json!({})), admin()),
+        (json!({"resource": valid("A")["resource"]}), admin()),
     ];
     // Act + Assert
     check(&app, cases).await;

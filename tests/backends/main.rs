@@ -1,3 +1,4 @@
+mod audit;
 mod queue;
 mod store;
 #[path = "../support/postgres.rs"]

@@ -10,18 +10,21 @@ use dnsorch::domain::{
     validate,
 };
 use dnsorch::store::{
-    Claim, Inserted, OpeningLog, Outcome, PostgresStore, RecordFilter, RequestFilter, RequestStore,
-    Schema, SqliteStore, TokenStore, no_opening_log,
+    AuditStore, Claim, Inserted, OpeningLog, Outcome, PostgresStore, RecordFilter, RequestFilter,
+    RequestStore, Schema, SqliteStore, TokenStore, no_opening_log,
 };
 use serde_json::json;
 use tempfile::TempDir;
 
 const LEASE: Duration = Duration::from_secs(30);
+/// `MAX_UNFINISHED_PER_NAME` for the tests that are not about it.
+const UNFINISHED: u32 = 100;
 
 /// A store and what keeps its database alive.
 pub(crate) struct TestStore {
     pub(crate) store: Arc<dyn RequestStore>,
     pub(crate) tokens: Arc<dyn TokenStore>,
+    pub(crate) audit: Arc<dyn AuditStore>,
     _dir: Option<TempDir>,
 }
 
@@ -35,7 +38,8 @@ pub(crate) async fn sqlite_store() -> TestStore {
     );
     TestStore {
         store: store.clone(),
-        tokens: store,
+        tokens: store.clone(),
+        audit: store,
         _dir: Some(dir),
     }
 }
@@ -53,7 +57,8 @@ pub(crate) async fn postgres_store() -> TestStore {
     let store = Arc::new(store);
     TestStore {
         store: store.clone(),
-        tokens: store,
+        tokens: store.clone(),
+        audit: store,
         _dir: None,
     }
 }
@@ -101,7 +106,7 @@ fn change_for(domain: &str, target: &str, key: Option<&str>) -> ChangeRequest {
 
 async fn insert(store: &dyn RequestStore, domain: &str) -> RequestId {
     match store
-        .insert(&change_for(domain, "192.0.2.1", None))
+        .insert(&change_for(domain, "192.0.2.1", None), UNFINISHED)
         .await
         .unwrap()
     {
@@ -141,7 +146,10 @@ async fn an_inserted_request_is_pending_with_its_first_log_line(t: TestStore) {
 async fn an_idempotency_key_replays_its_change_and_refuses_another(t: TestStore) {
     let first = t
         .store
-        .insert(&change_for("www.example.test", "192.0.2.1", Some("k")))
+        .insert(
+            &change_for("www.example.test", "192.0.2.1", Some("k")),
+            UNFINISHED,
+        )
         .await
         .unwrap();
     let Inserted::Created(first) = first else {
@@ -149,7 +157,10 @@ async fn an_idempotency_key_replays_its_change_and_refuses_another(t: TestStore)
     };
     let again = t
         .store
-        .insert(&change_for("WWW.example.test.", "192.0.2.1", Some("k")))
+        .insert(
+            &change_for("WWW.example.test.", "192.0.2.1", Some("k")),
+            UNFINISHED,
+        )
         .await
         .unwrap();
     assert!(
@@ -158,7 +169,10 @@ async fn an_idempotency_key_replays_its_change_and_refuses_another(t: TestStore)
     );
     let other = t
         .store
-        .insert(&change_for("www.example.test", "192.0.2.2", Some("k")))
+        .insert(
+            &change_for("www.example.test", "192.0.2.2", Some("k")),
+            UNFINISHED,
+        )
         .await
         .unwrap();
     assert!(
@@ -168,14 +182,14 @@ async fn an_idempotency_key_replays_its_change_and_refuses_another(t: TestStore)
     let mut another_account = change_for("www.example.test", "192.0.2.2", Some("k"));
     another_account.account_id = "acct-2".into();
     assert!(matches!(
-        t.store.insert(&another_account).await.unwrap(),
+        t.store.insert(&another_account, UNFINISHED).await.unwrap(),
         Inserted::Created(_)
     ));
 }
 
 async fn concurrent_inserts_with_one_key_create_one_row(t: TestStore) {
     let change = change_for("www.example.test", "192.0.2.1", Some("same"));
-    let inserts = (0..16).map(|_| t.store.insert(&change));
+    let inserts = (0..16).map(|_| t.store.insert(&change, UNFINISHED));
     let results = futures::future::join_all(inserts).await;
     let created = results
         .iter()
@@ -344,8 +358,8 @@ async fn completion_writes_the_ledger_row_and_the_rrset_ttl(t: TestStore) {
     first.ttl = 600;
     let mut second = change_for("www.example.test", "192.0.2.2", None);
     second.ttl = 60;
-    t.store.insert(&first).await.unwrap();
-    t.store.insert(&second).await.unwrap();
+    t.store.insert(&first, UNFINISHED).await.unwrap();
+    t.store.insert(&second, UNFINISHED).await.unwrap();
     for _ in 0..2 {
         let c = claim(&*t.store, None).await.unwrap();
         assert!(t.store.finish(&c, &completed(), &[]).await.unwrap());
@@ -392,7 +406,10 @@ async fn a_completed_delete_removes_only_the_accounts_ledger_rows(t: TestStore) 
         ("acct-2", "192.0.2.3"),
     ] {
         t.store
-            .insert(&change_by(account, Operation::Create, Some(target)))
+            .insert(
+                &change_by(account, Operation::Create, Some(target)),
+                UNFINISHED,
+            )
             .await
             .unwrap();
         let c = claim(&*t.store, None).await.unwrap();
@@ -412,7 +429,10 @@ async fn a_completed_delete_removes_only_the_accounts_ledger_rows(t: TestStore) 
 
     // Act and assert: one record, then the account's whole RRset.
     t.store
-        .insert(&change_by("acct-1", Operation::Delete, Some("192.0.2.2")))
+        .insert(
+            &change_by("acct-1", Operation::Delete, Some("192.0.2.2")),
+            UNFINISHED,
+        )
         .await
         .unwrap();
     let c = claim(&*t.store, None).await.unwrap();
@@ -425,7 +445,7 @@ async fn a_completed_delete_removes_only_the_accounts_ledger_rows(t: TestStore) 
         ]
     );
     t.store
-        .insert(&change_by("acct-1", Operation::Delete, None))
+        .insert(&change_by("acct-1", Operation::Delete, None), UNFINISHED)
         .await
         .unwrap();
     let c = claim(&*t.store, None).await.unwrap();
@@ -600,12 +620,12 @@ async fn the_submitter_is_recorded_by_single_and_batch_inserts(t: TestStore) {
         client_addr: None,
     };
 
-    let Inserted::Created(first) = t.store.insert(&one).await.unwrap() else {
+    let Inserted::Created(first) = t.store.insert(&one, UNFINISHED).await.unwrap() else {
         panic!("not created")
     };
     let answers = t
         .store
-        .insert_many(std::slice::from_ref(&batch))
+        .insert_many(std::slice::from_ref(&batch), UNFINISHED)
         .await
         .unwrap();
 
@@ -626,7 +646,10 @@ async fn the_submitter_is_recorded_by_single_and_batch_inserts(t: TestStore) {
 async fn a_batch_is_recorded_in_one_go_and_answers_in_order(t: TestStore) {
     let earlier = t
         .store
-        .insert(&change_for("a.example.test", "192.0.2.1", Some("k1")))
+        .insert(
+            &change_for("a.example.test", "192.0.2.1", Some("k1")),
+            UNFINISHED,
+        )
         .await
         .unwrap();
     let Inserted::Created(earlier) = earlier else {
@@ -639,7 +662,7 @@ async fn a_batch_is_recorded_in_one_go_and_answers_in_order(t: TestStore) {
         change_for("b.example.test", "192.0.2.2", Some("k2")),
     ];
 
-    let answers = t.store.insert_many(&batch).await.unwrap();
+    let answers = t.store.insert_many(&batch, UNFINISHED).await.unwrap();
 
     assert_eq!(answers.len(), 4);
     let Inserted::Created(new) = &answers[0] else {
@@ -657,7 +680,13 @@ async fn a_batch_is_recorded_in_one_go_and_answers_in_order(t: TestStore) {
         matches!(&answers[3], Inserted::Existing(id) if id == new),
         "a repeat within the batch"
     );
-    assert!(t.store.insert_many(&[]).await.unwrap().is_empty());
+    assert!(
+        t.store
+            .insert_many(&[], UNFINISHED)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     let all = t
         .store
         .list(&RequestFilter {
@@ -685,7 +714,7 @@ async fn a_large_batch_records_every_change_with_its_first_log_line(t: TestStore
         })
         .collect();
 
-    let answers = t.store.insert_many(&batch).await.unwrap();
+    let answers = t.store.insert_many(&batch, UNFINISHED).await.unwrap();
 
     let ids: Vec<RequestId> = answers
         .iter()

@@ -1,5 +1,5 @@
-//! `POST /api/v1/dns/create` and `POST /api/v1/dns/delete`: validate, record, queue; answer
-//! 202 with the request.
+//! `POST /api/v1/dns/create`, `/delete` and `/adopt`: validate, authorize, record, queue;
+//! answer 202 with the request.
 
 use axum::Json;
 use axum::extract::State;
@@ -11,9 +11,10 @@ use crate::api::AppState;
 use crate::api::auth::{Caller, forwarded_source};
 use crate::api::error::{ApiError, ErrorBody};
 use crate::api::json::JsonBody;
-use crate::domain::{ChangeBody, Operation, ValidationError};
+use crate::domain::{ChangeBody, Operation, Submitter, ValidationError};
 use crate::intake::Submitted;
 use crate::store::DnsRequest;
+use crate::store::audit::{self, AuditAction, NewAuditEntry};
 
 /// The header that makes a submission safe to retry.
 const IDEMPOTENCY_KEY: &str = "idempotency-key";
@@ -36,11 +37,12 @@ const IDEMPOTENCY_KEY: &str = "idempotency-key";
         (status = 200, description = "Idempotent replay of an earlier request", body = DnsRequest),
         (status = 400, description = "Malformed JSON", body = ErrorBody),
         (status = 401, description = "No valid token (missing, unknown, revoked, expired, or used from outside its subnets)", body = ErrorBody),
-        (status = 403, description = "`context.account_id` names an account this token may not act for", body = ErrorBody),
+        (status = 403, description = "The token may not do this: `context.account_id` names an account it may not act for, no policy grants the permission for the name and type (the message names the name, type and permission), or the RRset belongs to another account", body = ErrorBody),
         (status = 409, description = "Idempotency key reused with another body", body = ErrorBody),
         (status = 413, description = "Body over 64 KiB", body = ErrorBody),
         (status = 415, description = "Not JSON", body = ErrorBody),
         (status = 422, description = "Invalid fields", body = ErrorBody),
+        (status = 429, description = "Over the token's rate limit, or the account has MAX_UNFINISHED_PER_NAME unfinished requests for the name; nothing was stored (see `Retry-After`)", body = ErrorBody, headers(("Retry-After" = u64, description = "Seconds to wait"))),
         (status = 503, description = "Database unavailable", body = ErrorBody),
     )
 )]
@@ -50,7 +52,8 @@ pub async fn create(
     headers: HeaderMap,
     JsonBody(body): JsonBody<ChangeBody>,
 ) -> Result<Response, ApiError> {
-    submit(&state, caller, &headers, body, Operation::Create).await
+    let (status, request) = submit(&state, caller, &headers, body, Operation::Create).await?;
+    Ok(respond(status, request))
 }
 
 /// Submit a DNS record delete request.
@@ -71,11 +74,12 @@ pub async fn create(
         (status = 200, description = "Idempotent replay of an earlier request", body = DnsRequest),
         (status = 400, description = "Malformed JSON", body = ErrorBody),
         (status = 401, description = "No valid token (missing, unknown, revoked, expired, or used from outside its subnets)", body = ErrorBody),
-        (status = 403, description = "`context.account_id` names an account this token may not act for", body = ErrorBody),
+        (status = 403, description = "The token may not do this: `context.account_id` names an account it may not act for, no policy grants the permission for the name and type (the message names the name, type and permission), or the RRset belongs to another account", body = ErrorBody),
         (status = 409, description = "Idempotency key reused with another body", body = ErrorBody),
         (status = 413, description = "Body over 64 KiB", body = ErrorBody),
         (status = 415, description = "Not JSON", body = ErrorBody),
         (status = 422, description = "Invalid fields", body = ErrorBody),
+        (status = 429, description = "Over the token's rate limit, or the account has MAX_UNFINISHED_PER_NAME unfinished requests for the name; nothing was stored (see `Retry-After`)", body = ErrorBody, headers(("Retry-After" = u64, description = "Seconds to wait"))),
         (status = 503, description = "Database unavailable", body = ErrorBody),
     )
 )]
@@ -85,7 +89,60 @@ pub async fn delete(
     headers: HeaderMap,
     JsonBody(body): JsonBody<ChangeBody>,
 ) -> Result<Response, ApiError> {
-    submit(&state, caller, &headers, body, Operation::Delete).await
+    let (status, request) = submit(&state, caller, &headers, body, Operation::Delete).await?;
+    Ok(respond(status, request))
+}
+
+/// Adopt an RRset (admins only).
+///
+/// Takes the RRset at `resource.domain` of `resource.record_type` as the zone's server holds
+/// it into dnsorch's ledger, for `context.account_id` (default: the token's account), and
+/// gives the account the RRset, whoever owned it. A worker reads the RRset: rfc2136 from the
+/// zone's primary, ansible from the zone's `verify_server` (a zone without one is a 422);
+/// on the simulated backend the ledger is the live state, so adoption transfers ownership.
+/// Records made outside dnsorch stop creates into their RRset until it is adopted.
+#[utoipa::path(
+    post,
+    path = "/api/v1/dns/adopt",
+    tag = "requests",
+    request_body = ChangeBody,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe; scoped to the account")),
+    security(("bearer" = [])),
+    responses(
+        (status = 202, description = "Accepted: PENDING", body = DnsRequest, headers(("Location" = String))),
+        (status = 200, description = "Idempotent replay of an earlier request", body = DnsRequest),
+        (status = 400, description = "Malformed JSON", body = ErrorBody),
+        (status = 401, description = "No valid token", body = ErrorBody),
+        (status = 403, description = "Not an admin token", body = ErrorBody),
+        (status = 409, description = "Idempotency key reused with another body", body = ErrorBody),
+        (status = 413, description = "Body over 64 KiB", body = ErrorBody),
+        (status = 415, description = "Not JSON", body = ErrorBody),
+        (status = 422, description = "Invalid fields (a target, or a zone whose RRsets cannot be read)", body = ErrorBody),
+        (status = 503, description = "Database unavailable", body = ErrorBody),
+    )
+)]
+pub async fn adopt(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody<ChangeBody>,
+) -> Result<Response, ApiError> {
+    let actor = Submitter::of(&caller.0);
+    let (status, request) = submit(&state, caller, &headers, body, Operation::Adopt).await?;
+    if status == StatusCode::ACCEPTED {
+        let entry = NewAuditEntry {
+            action: AuditAction::RrsetAdopt,
+            subject: format!("{} {}", request.domain, request.record_type),
+            actor,
+            details: serde_json::json!({
+                "request_id": request.id,
+                "account_id": request.account_id,
+                "zone": request.zone,
+            }),
+        };
+        audit::record(state.audit.as_ref(), entry).await;
+    }
+    Ok(respond(status, request))
 }
 
 async fn submit(
@@ -94,16 +151,19 @@ async fn submit(
     headers: &HeaderMap,
     body: ChangeBody,
     operation: Operation,
-) -> Result<Response, ApiError> {
+) -> Result<(StatusCode, DnsRequest), ApiError> {
     let key = idempotency_key(headers)?;
     actor.source = forwarded_source(state, headers, actor.client_addr).await?;
     let submitted = state.intake.submit(&actor, body, operation, key).await?;
-    let (status, request) = match submitted {
+    Ok(match submitted {
         Submitted::Created(request) => (StatusCode::ACCEPTED, request),
         Submitted::Replayed(request) => (StatusCode::OK, request),
-    };
+    })
+}
+
+fn respond(status: StatusCode, request: DnsRequest) -> Response {
     let location = location_of(request.id);
-    Ok((status, [(header::LOCATION, location)], Json(request)).into_response())
+    (status, [(header::LOCATION, location)], Json(request)).into_response()
 }
 
 fn idempotency_key(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {

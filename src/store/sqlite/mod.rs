@@ -6,9 +6,6 @@
 //! Reads use their own pool and, in WAL mode, never wait for the writer. A busy timeout covers
 //! other processes that open the same file.
 
-mod tokens;
-mod writer;
-
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -26,7 +23,7 @@ use super::{
     RecordFilter, RequestFilter, RequestStore, SELECT_RECORDS, StoreError, page_query,
     parse_column,
 };
-use crate::domain::{ChangeRequest, LogEntry, Operation, RequestId, RequestStatus, Submitter};
+use crate::domain::{ChangeRequest, LogEntry, RecordType, RequestId, RequestStatus, Submitter};
 use writer::Writer;
 
 /// The database's clock, as RFC 3339 text with milliseconds.
@@ -46,9 +43,10 @@ macro_rules! insert_into {
     };
 }
 
-/// The most rows one insert statement carries (18 parameters each, well under SQLite's limit
-/// of 32,766).
-const INSERT_CHUNK: usize = 500;
+mod audit;
+mod ledger;
+mod tokens;
+mod writer;
 
 /// How long a write waits for another process holding the file's lock.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -73,9 +71,21 @@ impl SqliteStore {
             .busy_timeout(BUSY_TIMEOUT)
             .foreign_keys(true);
         let mut connection = options.connect().await?;
+        let applied: Vec<i64> = sqlx::query_scalar("select version from _sqlx_migrations")
+            .fetch_all(&mut connection)
+            .await
+            .unwrap_or_default();
         sqlx::migrate!("migrations/sqlite")
             .run(&mut connection)
             .await?;
+        if !applied.contains(&super::OWNERSHIP_MIGRATION) {
+            let merged: Vec<(String, String)> = sqlx::query_as(
+                "select subject, details from dns_audit where action = 'rrset.merged' order by seq",
+            )
+            .fetch_all(&mut connection)
+            .await?;
+            super::log_merged(&merged);
+        }
         let writer = Writer::start(connection, acquire_timeout);
         let reader = SqlitePoolOptions::new()
             .max_connections(4)
@@ -93,24 +103,29 @@ impl RequestStore for SqliteStore {
         Ok(())
     }
 
-    async fn insert(&self, change: &ChangeRequest) -> Result<Inserted, StoreError> {
+    async fn insert(
+        &self,
+        change: &ChangeRequest,
+        max_unfinished: u32,
+    ) -> Result<Inserted, StoreError> {
         let change = change.clone();
         self.writer
-            .write(move |c| async move { insert_request(c, &change).await }.boxed())
+            .write(move |c| async move { insert_request(c, &change, max_unfinished).await }.boxed())
             .await
     }
 
     async fn insert_many(
         &self,
         changes: &[ChangeRequest],
+        max_unfinished: u32,
     ) -> Result<Vec<Inserted<RequestId>>, StoreError> {
         let changes = changes.to_vec();
         self.writer
             .write(move |c| {
                 async move {
                     let mut inserted = Vec::with_capacity(changes.len());
-                    for chunk in changes.chunks(INSERT_CHUNK) {
-                        inserted.extend(insert_requests(c, chunk).await?);
+                    for change in &changes {
+                        inserted.push(insert_request(c, change, max_unfinished).await?.id_only());
                     }
                     Ok(inserted)
                 }
@@ -145,6 +160,14 @@ impl RequestStore for SqliteStore {
         );
         let rows = query.build().fetch_all(&self.reader).await?;
         rows.iter().map(record_from_row).collect()
+    }
+
+    async fn rrset(
+        &self,
+        domain: &str,
+        record_type: RecordType,
+    ) -> Result<(Option<String>, Vec<DnsRecord>), StoreError> {
+        ledger::rrset(&self.reader, domain, record_type).await
     }
 
     async fn claim(
@@ -246,11 +269,21 @@ impl RequestStore for SqliteStore {
     }
 }
 
-/// Inserts a PENDING request, or finds the one its idempotency key names.
+/// Inserts a PENDING request, or finds the one its idempotency key names, after admission
+/// (ownership and the unfinished-requests limit, see `ledger::admit`).
 async fn insert_request(
     connection: &mut SqliteConnection,
     change: &ChangeRequest,
+    max_unfinished: u32,
 ) -> Result<Inserted, StoreError> {
+    if change.idempotency_key.is_some()
+        && let Some(existing) = existing_for_key(connection, change).await?
+    {
+        return Ok(existing);
+    }
+    if let Some(refused) = ledger::admit(connection, change, max_unfinished).await? {
+        return Ok(refused.into());
+    }
     let accepted = LogEntry::accepted(change);
     let sql = format!(
         concat!(
@@ -291,76 +324,19 @@ async fn insert_request(
         .bind(&change.submitter.client_addr)
         .fetch_optional(&mut *connection)
         .await?;
-    if let Some(row) = row {
-        return Ok(Inserted::Created(request_from_row(&row, true)?));
+    match row {
+        Some(row) => Ok(Inserted::Created(request_from_row(&row, true)?)),
+        None => Err(StoreError::Corrupt(
+            "the insert did nothing although its idempotency key was free".into(),
+        )),
     }
-    // The insert did nothing, so the key is taken: the unique index decided.
-    existing_for_key(connection, change).await
 }
 
-/// Inserts PENDING requests in one statement, answering for each by id as `insert_request`
-/// would. Rows go in the order given, so of two with one key the first is recorded.
-async fn insert_requests(
-    connection: &mut SqliteConnection,
-    changes: &[ChangeRequest],
-) -> Result<Vec<Inserted<RequestId>>, StoreError> {
-    let ids: Vec<RequestId> = changes.iter().map(|_| RequestId::new()).collect();
-    let texts: Vec<String> = ids.iter().map(ToString::to_string).collect();
-    let mut query = sqlx::QueryBuilder::<Sqlite>::new(insert_into!());
-    query.push_values(changes.iter().zip(&texts), |mut row, (change, id)| {
-        row.push_bind(id.clone())
-            .push_bind(change.account_id.clone())
-            .push_bind(change.source.clone())
-            .push_bind(change.operation.as_str())
-            .push_bind(change.record_type.as_str())
-            .push_bind(change.domain.to_string())
-            .push_bind(change.target())
-            .push_bind(change.comment.clone())
-            .push_bind(to_json(&change.config()))
-            .push("'PENDING'")
-            .push("json_array(json(")
-            .push_bind_unseparated(to_json(&LogEntry::accepted(change)))
-            .push_unseparated("))")
-            .push_bind(change.idempotency_key.clone())
-            .push_bind(change.fingerprint())
-            .push_bind(change.zone.clone())
-            .push_bind(change.backend.clone())
-            .push_bind(change.submitter.token_id.map(|t| t.to_string()))
-            .push_bind(change.submitter.token_name.clone())
-            .push_bind(change.submitter.account_id.clone())
-            .push_bind(change.submitter.client_addr.clone())
-            .push(now!())
-            .push(now!())
-            .push(now!())
-            .push(now!());
-    });
-    query.push(
-        " on conflict (account_id, idempotency_key) where idempotency_key is not null \
-         do nothing returning id",
-    );
-    let created: std::collections::HashSet<String> = query
-        .build_query_scalar()
-        .fetch_all(&mut *connection)
-        .await?
-        .into_iter()
-        .collect();
-    let mut answers = Vec::with_capacity(changes.len());
-    for ((change, id), text) in changes.iter().zip(ids).zip(&texts) {
-        answers.push(if created.contains(text) {
-            Inserted::Created(id)
-        } else {
-            // The key was taken, before this batch or earlier in it.
-            existing_for_key(connection, change).await?.id_only()
-        });
-    }
-    Ok(answers)
-}
-
-/// The request that holds `change`'s idempotency key: the same change, or another.
+/// The request that holds `change`'s idempotency key, if any: the same change, or another.
 async fn existing_for_key(
     connection: &mut SqliteConnection,
     change: &ChangeRequest,
-) -> Result<Inserted, StoreError> {
+) -> Result<Option<Inserted>, StoreError> {
     let sql = format!(
         "select {REQUEST_COLUMNS}, log_messages from dns_requests \
          where account_id = ? and idempotency_key = ?"
@@ -368,14 +344,15 @@ async fn existing_for_key(
     let row = sqlx::query(AssertSqlSafe(sql))
         .bind(&change.account_id)
         .bind(&change.idempotency_key)
-        .fetch_one(&mut *connection)
+        .fetch_optional(&mut *connection)
         .await?;
+    let Some(row) = row else { return Ok(None) };
     let existing = request_from_row(&row, true)?;
-    Ok(if existing.fingerprint == change.fingerprint() {
+    Ok(Some(if existing.fingerprint == change.fingerprint() {
         Inserted::Existing(existing)
     } else {
         Inserted::KeyReused(existing.id)
-    })
+    }))
 }
 
 /// Claims request `id`, or the oldest due one, if it is claimable.
@@ -520,9 +497,7 @@ async fn finish(
     if done.rows_affected() != 1 {
         return Ok(false);
     }
-    if matches!(outcome, Outcome::Completed { .. }) {
-        write_ledger_row(connection, &claim.request).await?;
-    }
+    ledger::settle(connection, &claim.request, outcome).await?;
     Ok(true)
 }
 
@@ -544,73 +519,28 @@ async fn release_expired_leases(
                  then 'lease expired after attempt ' || attempts || ' of ' || ?1 || '; giving up' \
                  else 'lease expired after attempt ' || attempts || '; the worker stopped without reporting, so another will retry' end)), \
              updated_at = ", now!(), " \
-             where status = 'PROCESSING' and lease_expires_at < ", now!(), " returning id"
+             where status = 'PROCESSING' and lease_expires_at < ", now!(), " \
+             returning id, status, domain, record_type, account_id"
         ))
         .bind(i64::from(max_attempts))
         .fetch_all(&mut *connection)
         .await?;
-    rows.iter()
-        .map(|row| parse_id(row.try_get("id")?))
-        .collect()
-}
-
-/// Writes the ledger for a completed request: a create adds its row and brings the TTL of the
-/// other rows of the same RRset in line (TTL belongs to the RRset, and the latest change sets
-/// it); a delete removes the account's row (or, without a target, all its rows of the RRset).
-async fn write_ledger_row(
-    connection: &mut SqliteConnection,
-    request: &DnsRequest,
-) -> Result<(), StoreError> {
-    if request.operation == Operation::Delete {
-        sqlx::query(
-            "delete from dns_records where domain = ? and record_type = ? and account_id = ? \
-             and (? = '' or (target = ? and coalesce(priority, -1) = coalesce(?, -1)))",
-        )
-        .bind(&request.domain)
-        .bind(request.record_type.as_str())
-        .bind(&request.account_id)
-        .bind(&request.target)
-        .bind(&request.target)
-        .bind(request.config.priority.map(i64::from))
-        .execute(&mut *connection)
-        .await?;
-        return Ok(());
+    let mut released = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let id: String = row.try_get("id")?;
+        let status: String = row.try_get("status")?;
+        if status == "FAILED" {
+            let held = ledger::Held {
+                domain: row.try_get("domain")?,
+                record_type: row.try_get("record_type")?,
+                account_id: row.try_get("account_id")?,
+                id: id.clone(),
+            };
+            ledger::release_if_idle(connection, &held).await?;
+        }
+        released.push(parse_id(id)?);
     }
-    sqlx::query(concat!(
-        "insert into dns_records (id, request_id, account_id, record_type, domain, target, \
-         comment, ttl, priority, zone, provisioned_at, created_at, updated_at) \
-         values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ",
-        now!(),
-        ", ",
-        now!(),
-        ", ",
-        now!(),
-        ")"
-    ))
-    .bind(Uuid::now_v7().to_string())
-    .bind(request.id.to_string())
-    .bind(&request.account_id)
-    .bind(request.record_type.as_str())
-    .bind(&request.domain)
-    .bind(&request.target)
-    .bind(&request.comment)
-    .bind(i64::from(request.config.ttl))
-    .bind(request.config.priority.map(i64::from))
-    .bind(&request.zone)
-    .execute(&mut *connection)
-    .await?;
-    sqlx::query(concat!(
-        "update dns_records set ttl = ?, updated_at = ",
-        now!(),
-        " where domain = ? and record_type = ? and ttl != ?"
-    ))
-    .bind(i64::from(request.config.ttl))
-    .bind(&request.domain)
-    .bind(request.record_type.as_str())
-    .bind(i64::from(request.config.ttl))
-    .execute(&mut *connection)
-    .await?;
-    Ok(())
+    Ok(released)
 }
 
 /// `json_insert(log_messages, '$[#]', json(?), ...)`: SQLite applies the edits left to right,
