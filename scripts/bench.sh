@@ -6,10 +6,13 @@
 # Tokens: every /api/v1 call and every /metrics scrape carries `Authorization: Bearer <token>`
 # (wrk's scripts/bench/post.lua and the Python clients read it from BENCH_TOKEN, which this
 # script sets for them; curl sends it from a header file in the temp dir). `dnsorch run` on a
-# fresh SQLite database writes its admin token to dnsorch-admin.token beside the database, and
-# that is the token used; on PostgreSQL every fresh database gets one from `dnsorch token create
-# --account bench --name bench --admin` after `dnsorch migrate`. Kafka messages carry it in their
-# `authorization` header (examples/kafka_bench produce); KAFKA_TRUSTED_ACCOUNTS is not used.
+# fresh SQLite database writes its admin token to dnsorch-admin.token beside the database; the
+# token used is not that one but a least-privilege one, `dnsorch token create --account bench
+# --name bench --metrics --policy 'example.test=read,create,delete'` (on PostgreSQL after
+# `dnsorch migrate`), so every request goes through the policy check and the token bucket, whose
+# limits (RATE_LIMIT_PER_SECOND, RATE_LIMIT_BURST) are set out of reach here: the bench measures
+# the checks, not the limit. Kafka messages carry it in their `authorization` header
+# (examples/kafka_bench produce); KAFKA_TRUSTED_ACCOUNTS is not used.
 # Authentication cannot be turned off: every dnsorch of this tree started here must answer a
 # POST without a token with 401 and serve /metrics to the bench token (checked once it is
 # ready), and METRICS_PUBLIC, KAFKA_TRUSTED_ACCOUNTS, TOKEN_CACHE_SECONDS, API_URL,
@@ -436,6 +439,12 @@ auth_check() {
 
 # The settings that would weaken or bypass authentication, or move a listener, are never
 # passed on to a dnsorch process (nor Kafka and zones, unless a phase sets them).
+# What every bench token may do: read /metrics, and change anything under example.test (all the
+# bench's names), checked by the policy on every request.
+bench_token_flags=(--account bench --name bench --metrics --policy 'example.test=read,create,delete')
+# The token bucket runs on every request but never refuses one.
+export RATE_LIMIT_PER_SECOND=1000000000 RATE_LIMIT_BURST=1000000000
+
 dnsorch_unset() {
   unset KAFKA_BROKER_URL DNSORCH_CONFIG METRICS_PUBLIC KAFKA_TRUSTED_ACCOUNTS \
     TOKEN_CACHE_SECONDS API_URL API_TOKEN_FILE OPS_ADDR BENCH_TOKEN
@@ -472,9 +481,9 @@ zones_file="" # the DNSORCH_CONFIG of `dnsorch run`, when set (the DNS topology)
 
 # start_server [CONCURRENCY [BINARY]]: `dnsorch run` (BINARY, default this tree's) on a fresh
 # SQLite database, with CONCURRENCY workers (default WORKER_CONCURRENCY) and the zones of
-# $zones_file (none: the simulated backend for every name). Sets token: the admin token this
-# tree's `dnsorch run` writes to dnsorch-admin.token beside a fresh database before it listens
-# (none for a baseline binary without tokens).
+# $zones_file (none: the simulated backend for every name). Checks that `dnsorch run` wrote its
+# admin token to dnsorch-admin.token, then sets token to a new bench token (bench_token_flags) of
+# the same database (none for a baseline binary without tokens).
 start_server() {
   local concurrency="${1:-$workers}" server_bin="${2:-$bin}"
   stop_server
@@ -500,12 +509,20 @@ start_server() {
       log "dnsorch run wrote no $db/dnsorch-admin.token"
       exit 1
     fi
-    set_token "$(tr -d '[:space:]' <"$db/dnsorch-admin.token")"
+    local secret
+    if ! secret="$(cd "$db" && dnsorch_unset && DATABASE_URL="sqlite://$db/bench.db?mode=rwc" \
+      LOG_LEVEL=warn exec "$server_bin" token create "${bench_token_flags[@]}" 2>"$db/token.log")" ||
+      [ -z "$secret" ]; then
+      log "dnsorch token create failed:"
+      cat "$db/token.log" >&2
+      exit 1
+    fi
+    set_token "$secret"
     auth_check
   else
     set_token ""
   fi
-  log "dnsorch ready on $base (pid ${pids[0]}, $(basename "$server_bin"), database $db/bench.db, $concurrency workers${zones_file:+, zones $zones_file}${token:+, admin token from dnsorch-admin.token})"
+  log "dnsorch ready on $base (pid ${pids[0]}, $(basename "$server_bin"), database $db/bench.db, $concurrency workers${zones_file:+, zones $zones_file}${token:+, a bench token with a policy})"
 }
 
 field() { # field NAME LINE
@@ -648,8 +665,8 @@ pg_env() {
 }
 
 # pg_database DB [BINARY]: a new database with dnsorch's schema (`BINARY migrate`, default
-# this tree's dnsorch). Sets token to a new admin token of the account bench (`BINARY token
-# create --account bench --name bench --admin`, which also reads /metrics), or to none for a
+# this tree's dnsorch). Sets token to a new bench token (`BINARY token create` with
+# bench_token_flags: a policy over example.test, and /metrics), or to none for a
 # baseline binary without tokens.
 pg_database() {
   local db="$1" migrate_bin="${2:-$bin}" secret
@@ -664,7 +681,7 @@ pg_database() {
     return 0
   fi
   if ! secret="$(cd "$dir" && pg_env "$db" token &&
-    exec "$migrate_bin" token create --account bench --name bench --admin 2>"$dir/token-$db.log")" ||
+    exec "$migrate_bin" token create "${bench_token_flags[@]}" 2>"$dir/token-$db.log")" ||
     [ -z "$secret" ]; then
     log "dnsorch token create failed:"
     cat "$dir/token-$db.log" >&2
@@ -939,7 +956,7 @@ if [ "$want_kafka" = 1 ]; then
   mkdir -p "$k_db"
   if ! sqlite_kafka_token="$(cd "$k_db" && dnsorch_unset &&
     DATABASE_URL="sqlite://$k_db/bench.db?mode=rwc" LOG_LEVEL=warn \
-      exec "$bin" token create --account bench --name bench --admin 2>"$dir/token-sqlite-kafka.log")" ||
+      exec "$bin" token create "${bench_token_flags[@]}" 2>"$dir/token-sqlite-kafka.log")" ||
     [ -z "$sqlite_kafka_token" ]; then
     log "dnsorch token create (SQLite) failed:"
     cat "$dir/token-sqlite-kafka.log" >&2
@@ -1268,7 +1285,7 @@ if [ "$want_base" = 1 ]; then
     done
   done
   if has_tokens "$base_bin"; then base_auth="also with tokens"; else base_auth="no tokens, requests without one"; fi
-  b_note="dnsorch $rev (this tree: every request with a bearer token, the admin token of dnsorch-admin.token on SQLite, one of \`dnsorch token create --admin\` on PostgreSQL) against $base_rev ($base_auth); $rounds rounds, each the baseline then this tree on a fresh database; WORKER_CONCURRENCY=$workers for \`run\`; PostgreSQL $(psql_ -d postgres -c 'show server_version' | cut -d' ' -f1) (fsync=on, synchronous_commit=on) + $(redis-server --version | sed -n 's/.*v=\([^ ]*\).*/Redis \1/p'), a CHECKPOINT before each wrk run"
+  b_note="dnsorch $rev (every request with a bearer token with a policy over example.test, made by \`dnsorch token create\`; the baseline's token is made the same way where it has tokens) against $base_rev ($base_auth); $rounds rounds, each the baseline then this tree on a fresh database; WORKER_CONCURRENCY=$workers for \`run\`; PostgreSQL $(psql_ -d postgres -c 'show server_version' | cut -d' ' -f1) (fsync=on, synchronous_commit=on) + $(redis-server --version | sed -n 's/.*v=\([^ ]*\).*/Redis \1/p'), a CHECKPOINT before each wrk run"
 fi
 
 # --- 9. tables ---------------------------------------------------------------------------
