@@ -135,16 +135,7 @@ async fn add_record(
     .bind(request.record_type.as_str())
     .execute(&mut **tx)
     .await?;
-    sqlx::query(
-        "insert into dns_rrsets (domain, record_type, account_id, created_at, updated_at) \
-         values ($1, $2, $3, now(), now()) on conflict do nothing",
-    )
-    .bind(&request.domain)
-    .bind(request.record_type.as_str())
-    .bind(&request.account_id)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
+    own(tx, request, Take::IfUnowned).await
 }
 
 /// A completed delete: the account's row, or without a target all its rows of the RRset.
@@ -197,16 +188,38 @@ async fn adopt(
             .await?;
         }
     }
-    sqlx::query(
+    own(tx, request, Take::Over).await
+}
+
+/// How `own` treats an RRset someone owns already.
+#[derive(Debug, Clone, Copy)]
+enum Take {
+    /// Only an unowned RRset (a completed create of a request from before owners).
+    IfUnowned,
+    /// Whoever owned it (an adoption).
+    Over,
+}
+
+/// The request's RRset owned by the request's account.
+async fn own(
+    tx: &mut Transaction<'_, Postgres>,
+    request: &DnsRequest,
+    take: Take,
+) -> Result<(), StoreError> {
+    let conflict = match take {
+        Take::IfUnowned => "do nothing",
+        Take::Over => "do update set account_id = excluded.account_id, updated_at = now()",
+    };
+    let sql = format!(
         "insert into dns_rrsets (domain, record_type, account_id, created_at, updated_at) \
-         values ($1, $2, $3, now(), now()) on conflict (domain, record_type) \
-         do update set account_id = excluded.account_id, updated_at = now()",
-    )
-    .bind(domain)
-    .bind(record_type)
-    .bind(&request.account_id)
-    .execute(&mut **tx)
-    .await?;
+         values ($1, $2, $3, now(), now()) on conflict (domain, record_type) {conflict}"
+    );
+    sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(&request.domain)
+        .bind(request.record_type.as_str())
+        .bind(&request.account_id)
+        .execute(&mut **tx)
+        .await?;
     Ok(())
 }
 

@@ -45,7 +45,14 @@ pub(super) async fn admit(
         return Ok(Some(Refused::Busy));
     }
     if owner.is_none() && change.operation == Operation::Create {
-        claim(connection, domain, record_type, &change.account_id).await?;
+        own(
+            connection,
+            domain,
+            record_type,
+            &change.account_id,
+            Take::IfUnowned,
+        )
+        .await?;
     }
     Ok(None)
 }
@@ -132,25 +139,45 @@ pub(super) async fn release_if_idle(
     Ok(())
 }
 
-async fn claim(
+/// How `own` treats an RRset someone owns already.
+#[derive(Debug, Clone, Copy)]
+enum Take {
+    /// Only an unowned RRset (a create's claim).
+    IfUnowned,
+    /// Whoever owned it (an adoption).
+    Over,
+}
+
+async fn own(
     connection: &mut SqliteConnection,
     domain: &str,
     record_type: &str,
     account_id: &str,
+    take: Take,
 ) -> Result<(), StoreError> {
-    sqlx::query(concat!(
-        "insert into dns_rrsets (domain, record_type, account_id, created_at, updated_at) \
-         values (?, ?, ?, ",
-        now!(),
-        ", ",
-        now!(),
-        ") on conflict do nothing"
-    ))
-    .bind(domain)
-    .bind(record_type)
-    .bind(account_id)
-    .execute(&mut *connection)
-    .await?;
+    let conflict = match take {
+        Take::IfUnowned => "do nothing",
+        Take::Over => {
+            "do update set account_id = excluded.account_id, updated_at = excluded.updated_at"
+        }
+    };
+    let sql = format!(
+        concat!(
+            "insert into dns_rrsets (domain, record_type, account_id, created_at, updated_at) \
+             values (?, ?, ?, ",
+            now!(),
+            ", ",
+            now!(),
+            ") on conflict (domain, record_type) {}"
+        ),
+        conflict
+    );
+    sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(domain)
+        .bind(record_type)
+        .bind(account_id)
+        .execute(&mut *connection)
+        .await?;
     Ok(())
 }
 
@@ -170,11 +197,12 @@ async fn add_record(
     )
     .await?;
     set_ttl(connection, request, request.config.ttl).await?;
-    claim(
+    own(
         connection,
         &request.domain,
         request.record_type.as_str(),
         &request.account_id,
+        Take::IfUnowned,
     )
     .await
 }
@@ -238,21 +266,14 @@ async fn adopt(
             .await?;
         }
     }
-    sqlx::query(concat!(
-        "insert into dns_rrsets (domain, record_type, account_id, created_at, updated_at) \
-         values (?, ?, ?, ",
-        now!(),
-        ", ",
-        now!(),
-        ") on conflict (domain, record_type) do update set account_id = excluded.account_id, \
-         updated_at = excluded.updated_at"
-    ))
-    .bind(domain)
-    .bind(record_type)
-    .bind(&request.account_id)
-    .execute(&mut *connection)
-    .await?;
-    Ok(())
+    own(
+        connection,
+        domain,
+        record_type,
+        &request.account_id,
+        Take::Over,
+    )
+    .await
 }
 
 /// One ledger row for `request`'s RRset, unless the record is there already.
