@@ -288,7 +288,8 @@ impl VarsFile {
 fn unsafe_yaml(vars: &serde_json::Value) -> String {
     fn value(v: &serde_json::Value) -> String {
         match v {
-            serde_json::Value::String(_) => format!("!unsafe {v}"),
+            // Ansible loads `!unsafe ""` as null; an empty string holds no template anyway.
+            serde_json::Value::String(s) if !s.is_empty() => format!("!unsafe {v}"),
             serde_json::Value::Array(items) => {
                 format!(
                     "[{}]",
