@@ -110,7 +110,7 @@ impl Intake {
     /// the body's `account_id` is the principal's when omitted, and may name another account
     /// only for an admin (or a forwarder, for a trusted Kafka account, recorded as `kafka`).
     /// The body's `source` is ignored. An empty `account_id` is left for validation to refuse.
-    fn decide_account(&self, actor: &Actor, body: &mut ChangeBody) -> Result<Source, IntakeError> {
+    fn decide_account(&self, actor: &Actor, body: &mut ChangeBody) -> Result<(), IntakeError> {
         let principal = &actor.principal;
         let context = body.context.get_or_insert_with(Default::default);
         let account = context
@@ -135,7 +135,7 @@ impl Intake {
             }
         }
         context.source = Some(source.as_str().to_owned());
-        Ok(source)
+        Ok(())
     }
 
     /// Decides the account, validates the body, checks that its name is in a configured zone,
@@ -147,7 +147,7 @@ impl Intake {
         operation: Operation,
         idempotency_key: Option<&str>,
     ) -> Result<ChangeRequest, IntakeError> {
-        let source = self.decide_account(actor, &mut body)?;
+        self.decide_account(actor, &mut body)?;
         let mut change = validate(body, operation, idempotency_key)?;
         change.submitter = Submitter::of(actor);
         let apex = if self.zones.is_empty() {
@@ -182,17 +182,17 @@ impl Intake {
             change.backend = Some(zone.backend.kind().to_owned());
             Some(zone.name.as_str())
         };
-        self.authorize(&actor.principal, source, &change, apex)?;
+        self.authorize(&actor.principal, &change, apex)?;
         Ok(change)
     }
 
-    /// The token's policies (or, for a forwarded Kafka message, the trusted channel's) must
-    /// allow the change, and the token's rate limit must have room. Admins are limited by
-    /// neither; adoptions are theirs alone.
+    /// The token's policies (or, for a forwarded Kafka message of a trusted account, the
+    /// trusted channel's) must allow the change, and the token's rate limit must have room
+    /// (trusted messages are exempt, as they are when consumed directly). Admins are limited
+    /// by neither; adoptions are theirs alone.
     fn authorize(
         &self,
         principal: &Principal,
-        source: Source,
         change: &ChangeRequest,
         apex: Option<&str>,
     ) -> Result<(), IntakeError> {
@@ -208,14 +208,16 @@ impl Intake {
                 ));
             }
         };
+        // A forwarder carries trusted Kafka messages: the channel's grant applies to those,
+        // and to nothing else the forwarder sends.
+        let forwarded_trusted =
+            principal.forwarder && self.trusted_accounts.contains(&change.account_id);
         let trusted;
-        let policies: &[Policy] = match (source, principal.forwarder) {
-            // A forwarder carries trusted Kafka messages: the channel's grant applies.
-            (Source::Kafka, true) => {
-                trusted = Principal::kafka_trusted(&change.account_id);
-                &trusted.policies
-            }
-            (Source::Kafka | Source::Api, _) => &principal.policies,
+        let policies: &[Policy] = if forwarded_trusted {
+            trusted = Principal::kafka_trusted(&change.account_id);
+            &trusted.policies
+        } else {
+            &principal.policies
         };
         authorize(
             policies,
@@ -226,6 +228,7 @@ impl Intake {
         )
         .map_err(|denial| IntakeError::Forbidden(denial.to_string()))?;
         if let Some(token) = principal.token_id
+            && !forwarded_trusted
             && let Err(retry_after) = self.limits.buckets.take(token)
         {
             return Err(IntakeError::RateLimited {

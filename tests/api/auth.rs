@@ -573,3 +573,55 @@ async fn a_forwarder_token_acts_for_the_trusted_accounts_and_vouches_for_kafka()
     assert_eq!(vouched_by_plain.status(), StatusCode::FORBIDDEN);
     assert_eq!(stored_requests(&app).await, 2);
 }
+
+#[tokio::test]
+async fn a_forwarder_gets_the_trusted_grant_and_exemption_only_for_the_trusted_accounts() {
+    // Arrange: a forwarder without policies, a bucket of one, one trusted account.
+    let app = spawn_app_with(|s| {
+        s.kafka_trusted_accounts = vec!["acct-k".into()];
+        s.rate_limit_burst = 1;
+        s.rate_limit_per_second = 1;
+    })
+    .await;
+    let (_, forwarder) = token(
+        &app,
+        json!({"account": "kafka", "name": "consumer", "forwarder": true}),
+    )
+    .await;
+    let trusted = |i: usize| {
+        let mut body = a_record(&format!("t{i}.example.test"), "192.0.2.30");
+        body["context"]["account_id"] = "acct-k".into();
+        body
+    };
+
+    let mut own_body = a_record("own.example.test", "192.0.2.31");
+    own_body["context"]["account_id"] = "kafka".into();
+
+    // Act: three trusted messages forwarded at once, then the forwarder for its own account,
+    // vouching for itself.
+    let mut forwarded = Vec::new();
+    for i in 0..3 {
+        forwarded.push(post_as(&app, &forwarder, &trusted(i)).await.status());
+    }
+    let own = client_with(&forwarder)
+        .post(format!("{}/api/v1/dns/create", app.address))
+        .header("dnsorch-forwarded-by", format!("Bearer {forwarder}"))
+        .json(&own_body)
+        .send()
+        .await
+        .unwrap();
+
+    // Assert: trusted messages are not limited by the forwarder's bucket (as consumed
+    // directly); its own request has only its own (empty) policies.
+    assert_eq!(forwarded, [StatusCode::ACCEPTED; 3]);
+    assert_eq!(own.status(), StatusCode::FORBIDDEN);
+    let body: Value = own.json().await.unwrap();
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("no policy covers"),
+        "{body}"
+    );
+    assert_eq!(stored_requests(&app).await, 3);
+}
