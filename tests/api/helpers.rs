@@ -128,6 +128,46 @@ impl TestApp {
         body["request_id"].as_str().unwrap().to_owned()
     }
 
+    /// Creates a token over the API as the admin, asserting 201: its id and secret.
+    pub(crate) async fn token(&self, body: &Value) -> (String, String) {
+        let response = self
+            .client
+            .post(format!("{}/api/v1/tokens", self.address))
+            .json(body)
+            .send()
+            .await
+            .expect("the request is sent");
+        assert_eq!(response.status(), StatusCode::CREATED, "token {body}");
+        let created: Value = response.json().await.unwrap();
+        (
+            created["id"].as_str().unwrap().to_owned(),
+            created["secret"].as_str().unwrap().to_owned(),
+        )
+    }
+
+    /// POSTs `body` to `path` with the bearer token `secret`.
+    pub(crate) async fn post_as(
+        &self,
+        secret: &str,
+        path: &str,
+        body: &Value,
+    ) -> reqwest::Response {
+        client_with(secret)
+            .post(format!("{}{path}", self.address))
+            .json(body)
+            .send()
+            .await
+            .expect("the request is sent")
+    }
+
+    /// How many requests exist, of every account (as the admin sees them).
+    pub(crate) async fn stored_requests(&self) -> usize {
+        let response = self.get("/api/v1/dns/requests?limit=500").await;
+        assert_eq!(response.status(), StatusCode::OK);
+        let page: Value = response.json().await.unwrap();
+        page["items"].as_array().unwrap().len()
+    }
+
     /// Processes due requests until none is left.
     pub(crate) async fn run_queued_tasks(&self) -> Vec<ExecutionOutcome> {
         let mut outcomes = Vec::new();

@@ -8,7 +8,9 @@ mod helpers;
 mod idempotency;
 mod lifecycle;
 mod limits;
+mod limits_rate;
 mod lists;
+mod policies;
 #[path = "../support/settings.rs"]
 mod settings;
 mod tokens;

@@ -21,6 +21,8 @@ mod client;
 #[path = "../support/settings.rs"]
 mod support_settings;
 
+mod ownership;
+
 use client::{client_with, first_run_admin_token};
 
 fn env(name: &str) -> String {
@@ -293,6 +295,88 @@ fn unique(prefix: &str) -> String {
     )
 }
 
+/// Policies for a token of one account: read, create and delete under both zones. A token
+/// without policies may change nothing, and a grant that lists no types never covers a
+/// zone's apex, NS and CAA records or `_acme-challenge` names, so the tests use names under
+/// the apex.
+fn zone_policies() -> Value {
+    let all = ["read", "create", "delete"];
+    json!([
+        {"suffix": "example.test", "permissions": all},
+        {"suffix": "other.test", "permissions": all},
+    ])
+}
+
+/// Sends `updates` (nsupdate lines, e.g. `update add …`) to the BIND `bind` for `zone`,
+/// signed with its key: a change made behind dnsorch's back.
+fn nsupdate(bind: &Bind, zone: &str, updates: &[String]) {
+    use std::io::Write as _;
+    let mut child = Command::new("nsupdate")
+        .args(["-k", &bind.key_file])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("nsupdate runs (bind9-dnsutils)");
+    let script = format!(
+        "server 127.0.0.1 {}\nzone {zone}.\n{}\nsend\n",
+        bind.port,
+        updates.join("\n")
+    );
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(script.as_bytes())
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success(), "nsupdate failed: {output:?}");
+}
+
+impl App {
+    /// An `App` sending the secret of a new token for `account` (made with this app's admin
+    /// token, with [`zone_policies`]): no admin, so the token's policies and account apply.
+    async fn for_account(&self, account: &str) -> Self {
+        let (status, token) = self
+            .post_json(
+                "/api/v1/tokens",
+                &json!({"account": account, "name": format!("{account}-token"),
+                        "policies": zone_policies()}),
+            )
+            .await;
+        assert_eq!(status, 201, "{token}");
+        Self {
+            address: self.address.clone(),
+            client: client_with(token["secret"].as_str().unwrap()),
+            store: self.store.clone(),
+            shutdown: CancellationToken::new(),
+            _dir: TempDir::new().unwrap(),
+        }
+    }
+
+    /// The ledger's records at `domain` (all accounts for an admin), as the API lists them.
+    async fn records(&self, domain: &str) -> Vec<Value> {
+        let (status, page) = self
+            .get_text(&format!("/api/v1/dns/records?domain={domain}&limit=500"))
+            .await;
+        assert_eq!(status, 200, "{page}");
+        let page: Value = serde_json::from_str(&page).unwrap();
+        page["items"].as_array().unwrap().clone()
+    }
+
+    /// Every request recorded for `account` (needs an admin token).
+    async fn requests_of(&self, account: &str) -> Vec<Value> {
+        let (status, page) = self
+            .get_text(&format!(
+                "/api/v1/dns/requests?account_id={account}&limit=500"
+            ))
+            .await;
+        assert_eq!(status, 200, "{page}");
+        let page: Value = serde_json::from_str(&page).unwrap();
+        page["items"].as_array().unwrap().clone()
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_record_type_is_created_in_bind_and_seen_by_a_query() {
     let app = spawn_dns_app().await;
@@ -560,7 +644,10 @@ async fn a_create_then_a_delete_posted_back_to_back_leave_the_name_absent() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn deleting_another_accounts_record_fails_and_leaves_it() {
+async fn deleting_another_accounts_record_is_refused_at_intake_and_leaves_it() {
+    // One owner per RRset: the RRset is the owner's from its first create, so another
+    // account's delete (of the record, or of the whole RRset) is refused before anything is
+    // stored, even when an admin submits it for that account.
     let app = spawn_dns_app().await;
     let port = shared_bind().port;
     let domain = format!("{}.example.test", unique("own"));
@@ -570,28 +657,24 @@ async fn deleting_another_accounts_record_fails_and_leaves_it() {
     )
     .await;
 
-    let one = app
-        .apply(
-            "delete",
-            &body("intruder", "A", &domain, Some("192.0.2.40"), None),
-        )
-        .await;
-    assert_eq!(one["status"], "FAILED", "{one}");
-    assert!(
-        log_of(&one).contains("belongs to another account"),
-        "{}",
-        log_of(&one)
-    );
-    let rrset = app
-        .apply("delete", &body("intruder", "A", &domain, None, None))
-        .await;
-    assert_eq!(rrset["status"], "FAILED", "{rrset}");
-    assert!(
-        log_of(&rrset).contains("another account"),
-        "{}",
-        log_of(&rrset)
-    );
+    for target in [Some("192.0.2.40"), None] {
+        let (status, answer) = app
+            .post("delete", &body("intruder", "A", &domain, target, None))
+            .await;
+        assert_eq!(status, 403, "{target:?}: {answer}");
+        assert!(
+            answer["message"]
+                .as_str()
+                .unwrap()
+                .contains("belongs to another account"),
+            "{answer}"
+        );
+    }
     assert_eq!(dig(port, &domain, "A"), ["192.0.2.40"]);
+    assert!(app.requests_of("intruder").await.is_empty());
+    let ledger = app.records(&domain).await;
+    assert_eq!(ledger.len(), 1, "{ledger:?}");
+    assert_eq!(ledger[0]["account_id"], "owner");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -605,21 +688,11 @@ async fn an_rrset_delete_refuses_records_dnsorch_does_not_own() {
     )
     .await;
     // A record added behind dnsorch's back.
-    let status = Command::new("nsupdate")
-        .args(["-k", &bind.key_file])
-        .stdin(Stdio::piped())
-        .spawn()
-        .and_then(|mut child| {
-            use std::io::Write as _;
-            writeln!(
-                child.stdin.take().unwrap(),
-                "server 127.0.0.1 {}\nzone example.test.\nupdate add {domain}. 120 IN A 192.0.2.61\nsend",
-                bind.port
-            )?;
-            child.wait()
-        })
-        .unwrap();
-    assert!(status.success());
+    nsupdate(
+        &bind,
+        "example.test",
+        &[format!("update add {domain}. 120 IN A 192.0.2.61")],
+    );
 
     let rrset = app
         .apply("delete", &body("acct-f", "A", &domain, None, None))
@@ -879,7 +952,8 @@ async fn no_secret_reaches_a_log_line_or_an_api_answer() {
     let (status, created) = admin
         .post_json(
             "/api/v1/tokens",
-            &json!({"account": "acct-s", "name": "secret-test", "metrics": true}),
+            &json!({"account": "acct-s", "name": "secret-test", "metrics": true,
+                    "policies": zone_policies()}),
         )
         .await;
     assert_eq!(status, 201, "{created}");

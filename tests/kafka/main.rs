@@ -119,9 +119,14 @@ fn a_record(domain: &str) -> String {
 
 /// A message for `account` (`None`: no `account_id`, the token's account).
 fn a_record_for(account: Option<&str>, domain: &str) -> String {
+    message_for(account, "A", domain, "192.0.2.90")
+}
+
+/// A message for a record of any type, for `account` (`None`: the token's account).
+fn message_for(account: Option<&str>, record_type: &str, domain: &str, target: &str) -> String {
     let mut message = json!({
         "context": {},
-        "resource": {"record_type": "A", "domain": domain, "target": "192.0.2.90"}
+        "resource": {"record_type": record_type, "domain": domain, "target": target}
     });
     if let Some(account) = account {
         message["context"]["account_id"] = json!(account);
@@ -183,12 +188,24 @@ async fn spawn_app(dir: &TempDir, settings: Settings) -> App {
 }
 
 impl App {
-    /// Creates a token for `account` over the API: its id and secret.
+    /// Creates a token for `account` over the API that may read, create and delete every
+    /// type under example.test and other.test: its id and secret.
     async fn create_token(&self, account: &str, name: &str) -> (String, String) {
+        let all = ["read", "create", "delete"];
+        let policies = json!([
+            {"suffix": "example.test", "permissions": all},
+            {"suffix": "other.test", "permissions": all},
+        ]);
+        self.create_token_with(json!({"account": account, "name": name, "policies": policies}))
+            .await
+    }
+
+    /// Creates a token from `body` over the API: its id and secret.
+    async fn create_token_with(&self, body: serde_json::Value) -> (String, String) {
         let response = self
             .admin
             .post(format!("{}/api/v1/tokens", self.address))
-            .json(&json!({"account": account, "name": name}))
+            .json(&body)
             .send()
             .await
             .unwrap();
@@ -631,7 +648,17 @@ async fn forward_mode_with_the_api_down_then_up_loses_nothing() {
         &api_dir,
         &["--account", "bridge", "--name", "bridge", "--forwarder"],
     );
-    let producer_token = cli_token(&api_dir, &["--account", "acct-m", "--name", "producer-m"]);
+    let producer_token = cli_token(
+        &api_dir,
+        &[
+            "--account",
+            "acct-m",
+            "--name",
+            "producer-m",
+            "--policy",
+            "example.test=read,create,delete",
+        ],
+    );
     let consumer_dir = TempDir::new().unwrap();
     let token_file = consumer_dir.path().join("api.token");
     std::fs::write(&token_file, format!("{forwarder}\n")).unwrap();
@@ -909,7 +936,8 @@ async fn a_message_for_another_account_than_its_tokens_is_a_dead_letter() {
     let letters = read_dead_letters(&topic, 2).await;
     assert_eq!(letters.len(), 2, "{letters:?}");
     for (payload, headers) in &letters {
-        assert_eq!(header(headers, "dnsorch-error-kind"), "unauthorized");
+        // The token is valid but may not do this: forbidden, not unauthorized.
+        assert_eq!(header(headers, "dnsorch-error-kind"), "forbidden");
         assert!(
             header(headers, "dnsorch-error").contains("may not act for"),
             "{payload}: {headers:?}"
@@ -927,6 +955,136 @@ async fn a_message_for_another_account_than_its_tokens_is_a_dead_letter() {
         (all[0].domain.as_str(), all[0].account_id.as_str()),
         ("own.example.test", "acct-t")
     );
+}
+
+#[tokio::test]
+async fn a_message_whose_tokens_policies_do_not_cover_the_name_is_a_forbidden_dead_letter() {
+    // Arrange: a token that may change only names under dev.example.test.
+    let topic = create_topic(1);
+    let dir = TempDir::new().unwrap();
+    let app = spawn_app(&dir, settings(&dir, &topic)).await;
+    let (_, token) = app
+        .create_token_with(json!({"account": "acct-t", "name": "dev-only",
+            "policies": [{"suffix": "dev.example.test", "permissions": ["create", "delete"]}]}))
+        .await;
+    let producer = producer();
+
+    // Act: a name outside its policy (on a label boundary), then one inside.
+    let outside = a_record_for(None, "evildev.example.test");
+    produce_with_token(&producer, &topic, &outside, &token).await;
+    let inside = a_record_for(None, "www.dev.example.test");
+    produce_with_token(&producer, &topic, &inside, &token).await;
+
+    // Assert
+    let letters = read_dead_letters(&topic, 1).await;
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    assert_eq!(letters[0].0, outside);
+    let headers = &letters[0].1;
+    assert_eq!(header(headers, "dnsorch-error-kind"), "forbidden");
+    let why = header(headers, "dnsorch-error");
+    for part in ["evildev.example.test", "A records", "create"] {
+        assert!(why.contains(part), "{part} not in {why:?}");
+    }
+    let all = requests_when(&*app.store, 1).await;
+    assert_eq!(
+        (all[0].domain.as_str(), all[0].account_id.as_str()),
+        ("www.dev.example.test", "acct-t")
+    );
+}
+
+#[tokio::test]
+async fn a_trusted_message_for_a_sensitive_record_is_a_forbidden_dead_letter() {
+    // Arrange: trusted messages act as a broad grant over every name.
+    let topic = create_topic(1);
+    let dir = TempDir::new().unwrap();
+    let app = spawn_app(&dir, settings(&dir, &topic)).await;
+    let producer = producer();
+    let acme = message_for(
+        Some(TRUSTED),
+        "TXT",
+        "_acme-challenge.www.example.test",
+        "challenge",
+    );
+    let ns = message_for(Some(TRUSTED), "NS", "sub.example.test", "ns1.example.test");
+    let ordinary = message_for(Some(TRUSTED), "TXT", "www.example.test", "ordinary");
+
+    // Act
+    for message in [&acme, &ns, &ordinary] {
+        produce(&producer, &topic, message, None).await;
+    }
+
+    // Assert
+    let letters = read_dead_letters(&topic, 2).await;
+    assert_eq!(letters.len(), 2, "{letters:?}");
+    for ((payload, headers), (expected, name)) in letters.iter().zip([
+        (&acme, "_acme-challenge.www.example.test"),
+        (&ns, "sub.example.test"),
+    ]) {
+        assert_eq!(payload, expected);
+        assert_eq!(header(headers, "dnsorch-error-kind"), "forbidden");
+        assert!(
+            header(headers, "dnsorch-error").contains(name),
+            "{headers:?}"
+        );
+    }
+    let all = requests_when(&*app.store, 1).await;
+    assert_eq!(
+        (all[0].domain.as_str(), all[0].account_id.as_str()),
+        ("www.example.test", TRUSTED)
+    );
+    assert_eq!(all[0].record_type.as_str(), "TXT");
+}
+
+#[tokio::test]
+async fn messages_over_the_tokens_rate_limit_are_rate_limited_dead_letters() {
+    // Arrange: a token made before the app starts, and four of its messages waiting, so the
+    // consumer takes them well inside a second; the bucket holds two and refills at one a
+    // second.
+    let topic = create_topic(1);
+    let dir = TempDir::new().unwrap();
+    let token = cli_token(
+        &dir,
+        &[
+            "--account",
+            "acct-t",
+            "--name",
+            "bursty",
+            "--policy",
+            "example.test=create",
+        ],
+    );
+    let producer = producer();
+    for i in 0..4 {
+        let message = a_record_for(None, &format!("burst{i}.example.test"));
+        produce_with_token(&producer, &topic, &message, &token).await;
+    }
+    let mut limited = settings(&dir, &topic);
+    limited.rate_limit_burst = 2;
+    limited.rate_limit_per_second = 1;
+
+    // Act
+    let app = spawn_app(&dir, limited).await;
+
+    // Assert: the first two are recorded, the others are dead letters.
+    let letters = read_dead_letters(&topic, 2).await;
+    assert_eq!(letters.len(), 2, "{letters:?}");
+    for ((payload, headers), i) in letters.iter().zip(2..) {
+        assert_eq!(
+            *payload,
+            a_record_for(None, &format!("burst{i}.example.test"))
+        );
+        assert_eq!(header(headers, "dnsorch-error-kind"), "rate_limited");
+        assert!(
+            header(headers, "dnsorch-error").contains("rate limit"),
+            "{headers:?}"
+        );
+    }
+    let domains: Vec<String> = requests_when(&*app.store, 2)
+        .await
+        .into_iter()
+        .map(|r| r.domain)
+        .collect();
+    assert_eq!(domains, ["burst1.example.test", "burst0.example.test"]);
 }
 
 /// A private tansu broker on `port`, storing in `dir` (so a restart keeps its topics), and

@@ -156,12 +156,19 @@ impl Topology {
     }
 
     /// Creates a token for `account` through the API at `api` (with the admin token): its id
-    /// and secret.
+    /// and secret. Its policies let it read, create and delete under `example.test` and
+    /// `other.test` (a token without policies may change nothing; a grant that lists no types
+    /// never covers a zone's apex, NS, CAA or `_acme-challenge` names).
     async fn create_token_at(&self, api: &str, account: &str, name: &str) -> (String, String) {
+        let all = ["read", "create", "delete"];
+        let policies = json!([
+            {"suffix": "example.test", "permissions": all},
+            {"suffix": "other.test", "permissions": all},
+        ]);
         let response = self
             .client
             .post(format!("{api}/api/v1/tokens"))
-            .json(&json!({"account": account, "name": name}))
+            .json(&json!({"account": account, "name": name, "policies": policies}))
             .send()
             .await
             .unwrap();
