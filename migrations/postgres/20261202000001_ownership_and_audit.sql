@@ -38,6 +38,20 @@ create index dns_audit_by_action on dns_audit (action, seq);
 create index dns_requests_unfinished_by_account_name
     on dns_requests (domain, account_id) where status in ('PENDING', 'PROCESSING');
 
+-- Whether the account may add a request for the name: called inside the insert statement.
+-- The advisory lock (held to the end of the inserting transaction) makes inserts for one
+-- account and name take turns, and a volatile function's query takes a fresh snapshot, so
+-- each one counts the requests the ones before it committed: the limit holds exactly.
+create function dnsorch_room_for(p_domain text, p_account text, p_max bigint)
+returns boolean language plpgsql volatile as $$
+begin
+    perform pg_advisory_xact_lock(hashtextextended(p_account || ' ' || p_domain, 0));
+    return (select count(*) from (select 1 from dns_requests
+            where domain = p_domain and account_id = p_account
+              and status in ('PENDING', 'PROCESSING') limit p_max) unfinished) < p_max;
+end
+$$;
+
 -- RRsets that held rows of several accounts.
 insert into dns_audit (id, at, action, subject, actor_name, details)
 select gen_random_uuid(), now(), 'rrset.merged', domain || ' ' || record_type, 'migration',

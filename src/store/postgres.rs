@@ -395,7 +395,9 @@ impl RequestStore for PostgresStore {
 /// the same statement: a create or delete in an RRset another account owns, or beyond the
 /// account's `$19` unfinished requests for the name, stores nothing, and a create claims an
 /// unowned RRset. The claim is an upsert so that of two accounts racing into one RRset the
-/// second waits for the first and then sees its row, which a snapshot read would not.
+/// second waits for the first and then sees its row, which a snapshot read would not; the
+/// count is `dnsorch_room_for` (see the migration), exact under concurrent inserts for the
+/// same reason.
 async fn insert_request(
     connection: &mut PgConnection,
     change: &ChangeRequest,
@@ -410,8 +412,7 @@ async fn insert_request(
            select 1 where not exists (select 1 from existing) and ($4 = 'adopt' or ( \
              not exists (select 1 from dns_rrsets where domain = $6 and record_type = $5 \
                and account_id <> $2) \
-             and (select count(*) from (select 1 from dns_requests where domain = $6 \
-               and account_id = $2 and status in ('PENDING', 'PROCESSING') limit $19) b) < $19))), \
+             and dnsorch_room_for($6, $2, $19)))), \
          claimed as ( \
            insert into dns_rrsets (domain, record_type, account_id, created_at, updated_at) \
            select $6, $5, $2, now(), now() from admitted where $4 = 'create' \

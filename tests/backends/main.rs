@@ -1,4 +1,6 @@
 mod audit;
+mod migration;
+mod ownership;
 mod queue;
 mod store;
 #[path = "../support/postgres.rs"]

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use dnsorch::domain::{
-    ChangeBody, ChangeRequest, LogEntry, Operation, RequestId, RequestStatus, Submitter, TokenId,
-    validate,
+    ChangeBody, ChangeRequest, LogEntry, Operation, RecordType, RequestId, RequestStatus,
+    Submitter, TokenId, validate,
 };
 use dnsorch::store::{
     AuditStore, Claim, Inserted, OpeningLog, Outcome, PostgresStore, RecordFilter, RequestFilter,
@@ -179,12 +179,15 @@ async fn an_idempotency_key_replays_its_change_and_refuses_another(t: TestStore)
         matches!(other, Inserted::KeyReused(id) if id == first.id),
         "{other:?}"
     );
-    let mut another_account = change_for("www.example.test", "192.0.2.2", Some("k"));
+    // Keys are per account: another account's "k" is a key of its own (at a name of its own,
+    // since acct-1 owns www.example.test A).
+    let mut another_account = change_for("other.example.test", "192.0.2.2", Some("k"));
     another_account.account_id = "acct-2".into();
-    assert!(matches!(
-        t.store.insert(&another_account, UNFINISHED).await.unwrap(),
-        Inserted::Created(_)
-    ));
+    let theirs = t.store.insert(&another_account, UNFINISHED).await.unwrap();
+    assert!(
+        matches!(theirs, Inserted::Created(ref r) if r.id != first.id && r.account_id == "acct-2"),
+        "{theirs:?}"
+    );
 }
 
 async fn concurrent_inserts_with_one_key_create_one_row(t: TestStore) {
@@ -399,35 +402,33 @@ fn change_by(account: &str, operation: Operation, target: Option<&str>) -> Chang
 }
 
 async fn a_completed_delete_removes_only_the_accounts_ledger_rows(t: TestStore) {
-    // Arrange: acct-1 holds .1 and .2, acct-2 holds .3, all in one RRset.
-    for (account, target) in [
-        ("acct-1", "192.0.2.1"),
-        ("acct-1", "192.0.2.2"),
-        ("acct-2", "192.0.2.3"),
-    ] {
-        t.store
+    // Arrange: acct-1 holds .1 and .2, the RRset's only records.
+    for target in ["192.0.2.1", "192.0.2.2"] {
+        let created = t
+            .store
             .insert(
-                &change_by(account, Operation::Create, Some(target)),
+                &change_by("acct-1", Operation::Create, Some(target)),
                 UNFINISHED,
             )
             .await
             .unwrap();
+        assert!(matches!(created, Inserted::Created(_)), "{created:?}");
         let c = claim(&*t.store, None).await.unwrap();
         assert!(t.store.finish(&c, &completed(), &[]).await.unwrap());
     }
-    let targets = async || {
-        let filter = RecordFilter {
-            limit: 10,
-            ..Default::default()
-        };
-        let rows = t.store.list_records(&filter).await.unwrap();
+    let rrset = async || {
+        let (owner, rows) = t
+            .store
+            .rrset("www.example.test", RecordType::A)
+            .await
+            .unwrap();
         let mut rows: Vec<(String, String)> =
             rows.into_iter().map(|r| (r.account_id, r.target)).collect();
         rows.sort();
-        rows
+        (owner, rows)
     };
 
-    // Act and assert: one record, then the account's whole RRset.
+    // Act and assert: one record, then the whole RRset.
     t.store
         .insert(
             &change_by("acct-1", Operation::Delete, Some("192.0.2.2")),
@@ -438,11 +439,11 @@ async fn a_completed_delete_removes_only_the_accounts_ledger_rows(t: TestStore) 
     let c = claim(&*t.store, None).await.unwrap();
     assert!(t.store.finish(&c, &completed(), &[]).await.unwrap());
     assert_eq!(
-        targets().await,
-        [
-            ("acct-1".into(), "192.0.2.1".into()),
-            ("acct-2".into(), "192.0.2.3".into())
-        ]
+        rrset().await,
+        (
+            Some("acct-1".to_owned()),
+            vec![("acct-1".to_owned(), "192.0.2.1".to_owned())]
+        )
     );
     t.store
         .insert(&change_by("acct-1", Operation::Delete, None), UNFINISHED)
@@ -451,10 +452,7 @@ async fn a_completed_delete_removes_only_the_accounts_ledger_rows(t: TestStore) 
     let c = claim(&*t.store, None).await.unwrap();
     assert_eq!(c.request.target, "");
     assert!(t.store.finish(&c, &completed(), &[]).await.unwrap());
-    assert_eq!(
-        targets().await,
-        [("acct-2".to_owned(), "192.0.2.3".to_owned())]
-    );
+    assert_eq!(rrset().await, (None, vec![]), "nothing left, and no owner");
 }
 
 async fn expired_leases_are_released_or_failed_when_attempts_are_used_up(t: TestStore) {

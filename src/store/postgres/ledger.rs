@@ -96,6 +96,21 @@ pub(super) async fn release_if_idle(
     connection: &mut PgConnection,
     held: &Held,
 ) -> Result<(), StoreError> {
+    // The owner row first, locked: a create of the account that claimed it concurrently holds
+    // that lock until it commits, and the delete below is a new statement, so its snapshot
+    // sees that create's request and keeps the RRset.
+    let owned: Option<i32> = sqlx::query_scalar(
+        "select 1 from dns_rrsets where domain = $1 and record_type = $2 and account_id = $3 \
+         for update",
+    )
+    .bind(&held.domain)
+    .bind(&held.record_type)
+    .bind(&held.account_id)
+    .fetch_optional(&mut *connection)
+    .await?;
+    if owned.is_none() {
+        return Ok(());
+    }
     sqlx::query(
         "delete from dns_rrsets where domain = $1 and record_type = $2 and account_id = $3 \
          and not exists (select 1 from dns_records r where r.domain = $1 and r.record_type = $2) \
