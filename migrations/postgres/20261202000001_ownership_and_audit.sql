@@ -34,9 +34,9 @@ create table dns_audit (
 
 create index dns_audit_by_action on dns_audit (action, seq);
 
--- Unfinished requests per account and owner name (MAX_UNFINISHED_PER_NAME).
-create index dns_requests_unfinished_by_account_name
-    on dns_requests (domain, account_id) where status in ('PENDING', 'PROCESSING');
+-- Unfinished requests per account and owner name (MAX_UNFINISHED_PER_NAME) are counted
+-- through dns_requests_unfinished_by_name: at most the name's unfinished requests are read,
+-- and an index of its own would cost every insert and status change more than it saves.
 
 -- Whether the account may add a request for the name: called inside the insert statement.
 -- The advisory lock (held to the end of the inserting transaction) makes inserts for one
@@ -82,7 +82,6 @@ where older.domain = r.domain and older.record_type = r.record_type
 
 -- An adoption writes several rows for one request.
 alter table dns_records drop constraint dns_records_request_id_key;
-create index dns_records_by_request on dns_records (request_id);
 
 create unique index dns_records_unique_record
     on dns_records (domain, record_type, target, (coalesce(priority, -1)));

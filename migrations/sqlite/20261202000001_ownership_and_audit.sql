@@ -13,7 +13,7 @@ create table dns_rrsets (
     created_at text not null,
     updated_at text not null,
     primary key (domain, record_type)
-);
+) without rowid;
 
 create index dns_rrsets_by_account on dns_rrsets (account_id, domain);
 
@@ -34,9 +34,9 @@ create table dns_audit (
 
 create index dns_audit_by_action on dns_audit (action, seq);
 
--- Unfinished requests per account and owner name (MAX_UNFINISHED_PER_NAME).
-create index dns_requests_unfinished_by_account_name
-    on dns_requests (domain, account_id) where status in ('PENDING', 'PROCESSING');
+-- Unfinished requests per account and owner name (MAX_UNFINISHED_PER_NAME) are counted
+-- through dns_requests_unfinished_by_name: at most the name's unfinished requests are read,
+-- and an index of its own would cost every insert and status change more than it saves.
 
 -- RRsets that held rows of several accounts.
 insert into dns_audit (id, at, action, subject, actor_name, details)
@@ -106,6 +106,5 @@ alter table dns_records_next rename to dns_records;
 
 create index dns_records_by_rrset on dns_records (domain, record_type);
 create index dns_records_by_account on dns_records (account_id, seq);
-create index dns_records_by_request on dns_records (request_id);
 create unique index dns_records_unique_record
     on dns_records (domain, record_type, target, coalesce(priority, -1));

@@ -22,25 +22,22 @@ pub(super) async fn admit(
     }
     let domain = change.domain.as_str();
     let record_type = change.record_type.as_str();
-    let owner: Option<String> = sqlx::query_scalar(
-        "select account_id from dns_rrsets where domain = ? and record_type = ?",
+    // One read for both: the owner, and the account's unfinished requests for the name (at
+    // most `max_unfinished` of them are counted).
+    let (owner, unfinished): (Option<String>, i64) = sqlx::query_as(
+        "select (select account_id from dns_rrsets where domain = ?1 and record_type = ?2), \
+         (select count(*) from (select 1 from dns_requests where domain = ?1 \
+           and account_id = ?3 and status in ('PENDING', 'PROCESSING') limit ?4))",
     )
     .bind(domain)
     .bind(record_type)
-    .fetch_optional(&mut *connection)
-    .await?;
-    if owner.as_ref().is_some_and(|o| *o != change.account_id) {
-        return Ok(Some(Refused::NotOwner));
-    }
-    let unfinished: i64 = sqlx::query_scalar(
-        "select count(*) from (select 1 from dns_requests where domain = ? and account_id = ? \
-         and status in ('PENDING', 'PROCESSING') limit ?)",
-    )
-    .bind(domain)
     .bind(&change.account_id)
     .bind(i64::from(max_unfinished))
     .fetch_one(&mut *connection)
     .await?;
+    if owner.as_ref().is_some_and(|o| *o != change.account_id) {
+        return Ok(Some(Refused::NotOwner));
+    }
     if unfinished >= i64::from(max_unfinished) {
         return Ok(Some(Refused::Busy));
     }
