@@ -395,7 +395,8 @@ impl RequestStore for PostgresStore {
 /// the same statement: a create or delete in an RRset another account owns, or beyond the
 /// account's `$19` unfinished requests for the name, stores nothing, and a create claims an
 /// unowned RRset. The claim is an upsert so that of two accounts racing into one RRset the
-/// second waits for the first and then sees its row, which a snapshot read would not; the
+/// second waits for the first and then sees its row, which a snapshot read would not (so a
+/// create needs no read of the owner before it; a delete does); the
 /// count is `dnsorch_room_for` (see the migration), exact under concurrent inserts for the
 /// same reason.
 async fn insert_request(
@@ -410,8 +411,8 @@ async fn insert_request(
              and account_id = $2 and idempotency_key = $11), \
          admitted as ( \
            select 1 where not exists (select 1 from existing) and ($4 = 'adopt' or ( \
-             not exists (select 1 from dns_rrsets where domain = $6 and record_type = $5 \
-               and account_id <> $2) \
+             not exists (select 1 from dns_rrsets where $4 <> 'create' and domain = $6 \
+               and record_type = $5 and account_id <> $2) \
              and dnsorch_room_for($6, $2, $19)))), \
          claimed as ( \
            insert into dns_rrsets (domain, record_type, account_id, created_at, updated_at) \

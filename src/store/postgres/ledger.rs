@@ -3,12 +3,12 @@
 //! request and its claim on the RRset are one statement; the writes here run in the finish's
 //! transaction.
 
-use sqlx::{PgConnection, PgPool, Postgres, Transaction};
+use sqlx::{PgConnection, PgPool, Postgres, Row, Transaction};
 use uuid::Uuid;
 
 use super::record_from_row;
 use crate::domain::{ChangeRequest, LiveRrset, Operation, RecordType};
-use crate::store::{DnsRecord, DnsRequest, Outcome, Refused, SELECT_RECORDS, StoreError};
+use crate::store::{DnsRecord, DnsRequest, Outcome, Refused, StoreError};
 
 /// Why the admission in the insert statement stored nothing, read after it (the key was
 /// checked first). A refusal whose reason passed in between counts as `Busy`: try again.
@@ -29,26 +29,34 @@ pub(super) async fn refusal(
     })
 }
 
-/// Every ledger row of an RRset, oldest first, and its owner.
+/// Every ledger row of an RRset, oldest first, and its owner, in one query: ledger rows
+/// exist only in an owned RRset, so the owner row leads.
 pub(super) async fn rrset(
     pool: &PgPool,
     domain: &str,
     record_type: RecordType,
 ) -> Result<(Option<String>, Vec<DnsRecord>), StoreError> {
-    let owner: Option<String> = sqlx::query_scalar(
-        "select account_id from dns_rrsets where domain = $1 and record_type = $2",
+    let rows = sqlx::query(
+        "select o.account_id as owner, r.seq, r.id, r.request_id, r.account_id, r.record_type, \
+         r.domain, r.target, r.comment, r.ttl, r.priority, r.zone, r.provisioned_at \
+         from dns_rrsets o left join dns_records r \
+           on r.domain = o.domain and r.record_type = o.record_type \
+         where o.domain = $1 and o.record_type = $2 order by r.seq",
     )
     .bind(domain)
     .bind(record_type.as_str())
-    .fetch_optional(pool)
+    .fetch_all(pool)
     .await?;
-    let sql = format!("{SELECT_RECORDS} where domain = $1 and record_type = $2 order by seq");
-    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(domain)
-        .bind(record_type.as_str())
-        .fetch_all(pool)
-        .await?;
-    let records = rows.iter().map(record_from_row).collect::<Result<_, _>>()?;
+    let owner = match rows.first() {
+        Some(row) => Some(row.try_get("owner")?),
+        None => None,
+    };
+    let mut records = Vec::with_capacity(rows.len());
+    for row in &rows {
+        if row.try_get::<Option<i64>, _>("seq")?.is_some() {
+            records.push(record_from_row(row)?);
+        }
+    }
     Ok((owner, records))
 }
 

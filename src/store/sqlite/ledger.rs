@@ -2,12 +2,12 @@
 //! writes. Everything here runs on the writer's connection, inside the unit (savepoint) of
 //! the insert or the finish it belongs to, so the checks and the writes are one step.
 
-use sqlx::{SqliteConnection, SqlitePool};
+use sqlx::{Row, SqliteConnection, SqlitePool};
 use uuid::Uuid;
 
 use super::record_from_row;
 use crate::domain::{ChangeRequest, LiveRrset, Operation, RecordType};
-use crate::store::{DnsRecord, DnsRequest, Outcome, Refused, SELECT_RECORDS, StoreError};
+use crate::store::{DnsRecord, DnsRequest, Outcome, Refused, StoreError};
 
 /// Checks a new request against the RRset's owner and the account's unfinished requests for
 /// the name, and claims an unowned RRset for a create. Adoptions pass (admins decide).
@@ -54,26 +54,34 @@ pub(super) async fn admit(
     Ok(None)
 }
 
-/// Every ledger row of an RRset, oldest first, and its owner.
+/// Every ledger row of an RRset, oldest first, and its owner, in one query: ledger rows
+/// exist only in an owned RRset, so the owner row leads.
 pub(super) async fn rrset(
     reader: &SqlitePool,
     domain: &str,
     record_type: RecordType,
 ) -> Result<(Option<String>, Vec<DnsRecord>), StoreError> {
-    let owner: Option<String> = sqlx::query_scalar(
-        "select account_id from dns_rrsets where domain = ? and record_type = ?",
+    let rows = sqlx::query(
+        "select o.account_id as owner, r.seq, r.id, r.request_id, r.account_id, r.record_type, \
+         r.domain, r.target, r.comment, r.ttl, r.priority, r.zone, r.provisioned_at \
+         from dns_rrsets o left join dns_records r \
+           on r.domain = o.domain and r.record_type = o.record_type \
+         where o.domain = ? and o.record_type = ? order by r.seq",
     )
     .bind(domain)
     .bind(record_type.as_str())
-    .fetch_optional(reader)
+    .fetch_all(reader)
     .await?;
-    let sql = format!("{SELECT_RECORDS} where domain = ? and record_type = ? order by seq");
-    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(domain)
-        .bind(record_type.as_str())
-        .fetch_all(reader)
-        .await?;
-    let records = rows.iter().map(record_from_row).collect::<Result<_, _>>()?;
+    let owner = match rows.first() {
+        Some(row) => Some(row.try_get("owner")?),
+        None => None,
+    };
+    let mut records = Vec::with_capacity(rows.len());
+    for row in &rows {
+        if row.try_get::<Option<i64>, _>("seq")?.is_some() {
+            records.push(record_from_row(row)?);
+        }
+    }
     Ok((owner, records))
 }
 
