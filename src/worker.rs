@@ -351,16 +351,23 @@ fn ledger_data(record: &DnsRecord) -> Result<RecordData, ProvisionError> {
     .map_err(|e| ProvisionError::Rejected(format!("ledger row {} is invalid: {e:?}", record.id)))
 }
 
-/// Intake refused changes in another account's RRset; this holds for requests accepted before
-/// RRsets had owners, and for an adoption that moved the RRset since.
+/// Intake refused changes in another account's RRset, and a create claimed its RRset there;
+/// this holds for requests accepted before RRsets had owners, and for an adoption that moved
+/// the RRset since. A create needs the RRset to be its account's; a delete, no one else's.
 fn check_owner(change: &PlannedChange, owner: Option<&str>) -> Result<(), ProvisionError> {
-    match owner {
-        Some(owner) if owner != change.account_id => Err(ProvisionError::Rejected(format!(
-            "the {} {} RRset belongs to another account",
-            change.domain,
-            change.record_type.as_str()
+    let what = format!(
+        "the {} {} RRset",
+        change.domain,
+        change.record_type.as_str()
+    );
+    match (owner, change.operation) {
+        (Some(owner), _) if owner != change.account_id => Err(ProvisionError::Rejected(format!(
+            "{what} belongs to another account"
         ))),
-        _ => Ok(()),
+        (None, Operation::Create) => Err(ProvisionError::Rejected(format!(
+            "{what} has no owner, so this create (accepted before RRsets had owners) cannot claim it now; submit it again"
+        ))),
+        (_, Operation::Create | Operation::Delete | Operation::Adopt) => Ok(()),
     }
 }
 

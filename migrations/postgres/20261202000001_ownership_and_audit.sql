@@ -69,6 +69,15 @@ select distinct on (domain, record_type) domain, record_type, account_id, now(),
 from dns_records
 order by domain, record_type, seq;
 
+-- Creates still unfinished claim the RRsets nobody owns, each for its oldest request's
+-- account (another account's creates there will fail when a worker takes them).
+insert into dns_rrsets (domain, record_type, account_id, created_at, updated_at)
+select distinct on (domain, record_type) domain, record_type, account_id, now(), now()
+from dns_requests
+where operation = 'create' and status in ('PENDING', 'PROCESSING')
+order by domain, record_type, seq
+on conflict do nothing;
+
 update dns_records r set account_id = o.account_id, updated_at = now()
 from dns_rrsets o
 where o.domain = r.domain and o.record_type = r.record_type and r.account_id <> o.account_id;

@@ -34,6 +34,15 @@ create table dns_audit (
 
 create index dns_audit_by_action on dns_audit (action, seq);
 
+-- A create claims its RRset in the statement that inserts it (the insert itself checks that
+-- no other account owns the RRset): one statement per request on the writer.
+create trigger dns_requests_claim_rrset after insert on dns_requests
+when new.operation = 'create'
+begin
+    insert or ignore into dns_rrsets (domain, record_type, account_id, created_at, updated_at)
+    values (new.domain, new.record_type, new.account_id, new.created_at, new.created_at);
+end;
+
 -- Unfinished requests per account and owner name (MAX_UNFINISHED_PER_NAME) are counted
 -- through dns_requests_unfinished_by_name: at most the name's unfinished requests are read,
 -- and an index of its own would cost every insert and status change more than it saves.
@@ -63,6 +72,15 @@ select domain, record_type,
         where o.domain = g.domain and o.record_type = g.record_type order by o.seq limit 1),
        strftime('%Y-%m-%dT%H:%M:%fZ', 'now'), strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
 from (select distinct domain, record_type from dns_records) g;
+
+-- Creates still unfinished claim the RRsets nobody owns, each for its oldest request's
+-- account (another account's creates there will fail when a worker takes them).
+insert or ignore into dns_rrsets (domain, record_type, account_id, created_at, updated_at)
+select domain, record_type, account_id,
+       strftime('%Y-%m-%dT%H:%M:%fZ', 'now'), strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
+from dns_requests
+where operation = 'create' and status in ('PENDING', 'PROCESSING')
+order by seq;
 
 update dns_records set
     account_id = (select o.account_id from dns_rrsets o

@@ -134,9 +134,9 @@ pub(super) async fn release_if_idle(
     Ok(())
 }
 
-/// A completed create: the record once (a record already held is left as it is), the TTL of
-/// the RRset brought in line (TTL belongs to the RRset and the latest change sets it), and the
-/// RRset owned (requests accepted before ownership existed claim it here).
+/// A completed create: the record once (a record already held is left as it is) and the TTL of
+/// the RRset brought in line (TTL belongs to the RRset and the latest change sets it). The
+/// RRset is the account's already: claimed by the create's insert, and the worker checked it.
 async fn add_record(
     tx: &mut Transaction<'_, Postgres>,
     request: &DnsRequest,
@@ -158,7 +158,7 @@ async fn add_record(
     .bind(request.record_type.as_str())
     .execute(&mut **tx)
     .await?;
-    own(tx, request, Take::IfUnowned).await
+    Ok(())
 }
 
 /// A completed delete: the account's row, or without a target all its rows of the RRset.
@@ -211,38 +211,24 @@ async fn adopt(
             .await?;
         }
     }
-    own(tx, request, Take::Over).await
+    take_over(tx, request).await
 }
 
-/// How `own` treats an RRset someone owns already.
-#[derive(Debug, Clone, Copy)]
-enum Take {
-    /// Only an unowned RRset (a completed create of a request from before owners).
-    IfUnowned,
-    /// Whoever owned it (an adoption).
-    Over,
-}
-
-/// The request's RRset owned by the request's account.
-async fn own(
+/// Gives the request's RRset to the request's account, whoever owned it (an adoption).
+async fn take_over(
     tx: &mut Transaction<'_, Postgres>,
     request: &DnsRequest,
-    take: Take,
 ) -> Result<(), StoreError> {
-    let conflict = match take {
-        Take::IfUnowned => "do nothing",
-        Take::Over => "do update set account_id = excluded.account_id, updated_at = now()",
-    };
-    let sql = format!(
+    sqlx::query(
         "insert into dns_rrsets (domain, record_type, account_id, created_at, updated_at) \
-         values ($1, $2, $3, now(), now()) on conflict (domain, record_type) {conflict}"
-    );
-    sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(&request.domain)
-        .bind(request.record_type.as_str())
-        .bind(&request.account_id)
-        .execute(&mut **tx)
-        .await?;
+         values ($1, $2, $3, now(), now()) on conflict (domain, record_type) \
+         do update set account_id = excluded.account_id, updated_at = now()",
+    )
+    .bind(&request.domain)
+    .bind(request.record_type.as_str())
+    .bind(&request.account_id)
+    .execute(&mut **tx)
+    .await?;
     Ok(())
 }
 

@@ -9,9 +9,10 @@ use super::record_from_row;
 use crate::domain::{ChangeRequest, LiveRrset, Operation, RecordType};
 use crate::store::{DnsRecord, DnsRequest, Outcome, Refused, StoreError};
 
-/// Checks a new request against the RRset's owner and the account's unfinished requests for
-/// the name, and claims an unowned RRset for a create. Adoptions pass (admins decide).
-pub(super) async fn admit(
+/// Why the insert's admission refused a request: the RRset's owner, or the account's
+/// unfinished requests for the name (`None`: neither; adoptions always pass). The insert and
+/// this read are in one writer job, so nothing changed in between.
+pub(super) async fn refusal(
     connection: &mut SqliteConnection,
     change: &ChangeRequest,
     max_unfinished: u32,
@@ -40,16 +41,6 @@ pub(super) async fn admit(
     }
     if unfinished >= i64::from(max_unfinished) {
         return Ok(Some(Refused::Busy));
-    }
-    if owner.is_none() && change.operation == Operation::Create {
-        own(
-            connection,
-            domain,
-            record_type,
-            &change.account_id,
-            Take::IfUnowned,
-        )
-        .await?;
     }
     Ok(None)
 }
@@ -144,51 +135,34 @@ pub(super) async fn release_if_idle(
     Ok(())
 }
 
-/// How `own` treats an RRset someone owns already.
-#[derive(Debug, Clone, Copy)]
-enum Take {
-    /// Only an unowned RRset (a create's claim).
-    IfUnowned,
-    /// Whoever owned it (an adoption).
-    Over,
-}
-
-async fn own(
+/// Gives the RRset to `account_id`, whoever owned it (an adoption).
+async fn take_over(
     connection: &mut SqliteConnection,
     domain: &str,
     record_type: &str,
     account_id: &str,
-    take: Take,
 ) -> Result<(), StoreError> {
-    let conflict = match take {
-        Take::IfUnowned => "do nothing",
-        Take::Over => {
-            "do update set account_id = excluded.account_id, updated_at = excluded.updated_at"
-        }
-    };
-    let sql = format!(
-        concat!(
-            "insert into dns_rrsets (domain, record_type, account_id, created_at, updated_at) \
-             values (?, ?, ?, ",
-            now!(),
-            ", ",
-            now!(),
-            ") on conflict (domain, record_type) {}"
-        ),
-        conflict
-    );
-    sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(domain)
-        .bind(record_type)
-        .bind(account_id)
-        .execute(&mut *connection)
-        .await?;
+    sqlx::query(concat!(
+        "insert into dns_rrsets (domain, record_type, account_id, created_at, updated_at) \
+         values (?, ?, ?, ",
+        now!(),
+        ", ",
+        now!(),
+        ") on conflict (domain, record_type) do update set account_id = excluded.account_id, \
+         updated_at = excluded.updated_at"
+    ))
+    .bind(domain)
+    .bind(record_type)
+    .bind(account_id)
+    .execute(&mut *connection)
+    .await?;
     Ok(())
 }
 
-/// A completed create: the record once (a record already held is left as it is), the TTL of
-/// the RRset brought in line (TTL belongs to the RRset and the latest change sets it), and the
-/// RRset owned (requests accepted before ownership existed claim it here).
+/// A completed create: the record once (a record already held is left as it is) and the TTL of
+/// the RRset brought in line (TTL belongs to the RRset and the latest change sets it). The
+/// RRset is the account's already: claimed when the create was inserted (the trigger
+/// `dns_requests_claim_rrset`), and the worker checked it.
 async fn add_record(
     connection: &mut SqliteConnection,
     request: &DnsRequest,
@@ -201,15 +175,7 @@ async fn add_record(
         request.config.ttl,
     )
     .await?;
-    set_ttl(connection, request, request.config.ttl).await?;
-    own(
-        connection,
-        &request.domain,
-        request.record_type.as_str(),
-        &request.account_id,
-        Take::IfUnowned,
-    )
-    .await
+    set_ttl(connection, request, request.config.ttl).await
 }
 
 /// A completed delete: the account's row, or without a target all its rows of the RRset.
@@ -271,14 +237,7 @@ async fn adopt(
             .await?;
         }
     }
-    own(
-        connection,
-        domain,
-        record_type,
-        &request.account_id,
-        Take::Over,
-    )
-    .await
+    take_over(connection, domain, record_type, &request.account_id).await
 }
 
 /// One ledger row for `request`'s RRset, unless the record is there already.

@@ -269,27 +269,22 @@ impl RequestStore for SqliteStore {
     }
 }
 
-/// Inserts a PENDING request, or finds the one its idempotency key names, after admission
-/// (ownership and the unfinished-requests limit, see `ledger::admit`).
+/// Inserts a PENDING request, or finds the one its idempotency key names, with admission
+/// (ownership and the unfinished-requests limit) as the insert's condition.
 async fn insert_request(
     connection: &mut SqliteConnection,
     change: &ChangeRequest,
     max_unfinished: u32,
 ) -> Result<Inserted, StoreError> {
-    if change.idempotency_key.is_some()
-        && let Some(existing) = existing_for_key(connection, change).await?
-    {
-        return Ok(existing);
-    }
-    if let Some(refused) = ledger::admit(connection, change, max_unfinished).await? {
-        return Ok(refused.into());
-    }
     let accepted = LogEntry::accepted(change);
+    // One statement: admission (no other account owns the RRset, and the account has fewer
+    // than ?19 unfinished requests for the name; adoptions pass) is the insert's condition,
+    // and the trigger dns_requests_claim_rrset claims an unowned RRset for a create.
     let sql = format!(
         concat!(
             insert_into!(),
-            "values (?, ?, ?, ?, ?, ?, ?, ?, ?, 'PENDING', json_array(json(?)), ?, ?, ?, ?, \
-             ?, ?, ?, ?, ",
+            "select ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'PENDING', json_array(json(?10)), ?11, \
+             ?12, ?13, ?14, ?15, ?16, ?17, ?18, ",
             now!(),
             ", ",
             now!(),
@@ -297,7 +292,11 @@ async fn insert_request(
             now!(),
             ", ",
             now!(),
-            ") \
+            " where ?4 = 'adopt' or ( \
+               not exists (select 1 from dns_rrsets where domain = ?6 and record_type = ?5 \
+                 and account_id <> ?2) \
+               and (select count(*) from (select 1 from dns_requests where domain = ?6 \
+                 and account_id = ?2 and status in ('PENDING', 'PROCESSING') limit ?19)) < ?19) \
              on conflict (account_id, idempotency_key) where idempotency_key is not null \
              do nothing returning {}, log_messages"
         ),
@@ -322,12 +321,22 @@ async fn insert_request(
         .bind(&change.submitter.token_name)
         .bind(&change.submitter.account_id)
         .bind(&change.submitter.client_addr)
+        .bind(i64::from(max_unfinished))
         .fetch_optional(&mut *connection)
         .await?;
-    match row {
-        Some(row) => Ok(Inserted::Created(request_from_row(&row, true)?)),
+    if let Some(row) = row {
+        return Ok(Inserted::Created(request_from_row(&row, true)?));
+    }
+    // Nothing was stored: the key was taken (the unique index decided), or admission refused.
+    if change.idempotency_key.is_some()
+        && let Some(existing) = existing_for_key(connection, change).await?
+    {
+        return Ok(existing);
+    }
+    match ledger::refusal(connection, change, max_unfinished).await? {
+        Some(refused) => Ok(refused.into()),
         None => Err(StoreError::Corrupt(
-            "the insert did nothing although its idempotency key was free".into(),
+            "the insert did nothing although admission and the idempotency key allowed it".into(),
         )),
     }
 }
