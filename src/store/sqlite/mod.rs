@@ -23,7 +23,9 @@ use super::{
     RecordFilter, RequestFilter, RequestStore, SELECT_RECORDS, StoreError, page_query,
     parse_column,
 };
-use crate::domain::{ChangeRequest, LogEntry, RecordType, RequestId, RequestStatus, Submitter};
+use crate::domain::{
+    ChangeRequest, LogEntry, Operation, RecordType, RequestId, RequestStatus, Submitter,
+};
 use writer::Writer;
 
 /// The database's clock, as RFC 3339 text with milliseconds.
@@ -279,7 +281,20 @@ async fn insert_request(
     let accepted = LogEntry::accepted(change);
     // One statement: admission (no other account owns the RRset, and the account has fewer
     // than ?19 unfinished requests for the name; adoptions pass) is the insert's condition,
-    // and the trigger dns_requests_claim_rrset claims an unowned RRset for a create.
+    // and the trigger dns_requests_claim_rrset claims an unowned RRset for a create. The
+    // condition is chosen here, not by a parameter: SQLite prepares a statement again on every
+    // execution when a bound value can change its plan.
+    // (So is a LIMIT: it is written into the text, a number from the settings.)
+    let admission = match change.operation {
+        Operation::Adopt => "?19 > 0".to_owned(),
+        Operation::Create | Operation::Delete => format!(
+            "not exists (select 1 from dns_rrsets where domain = ?6 and record_type = ?5 \
+               and account_id <> ?2) \
+             and (select count(*) from (select 1 from dns_requests where domain = ?6 \
+               and account_id = ?2 and status in ('PENDING', 'PROCESSING') \
+               limit {max_unfinished})) < ?19"
+        ),
+    };
     let sql = format!(
         concat!(
             insert_into!(),
@@ -292,15 +307,11 @@ async fn insert_request(
             now!(),
             ", ",
             now!(),
-            " where ?4 = 'adopt' or ( \
-               not exists (select 1 from dns_rrsets where domain = ?6 and record_type = ?5 \
-                 and account_id <> ?2) \
-               and (select count(*) from (select 1 from dns_requests where domain = ?6 \
-                 and account_id = ?2 and status in ('PENDING', 'PROCESSING') limit ?19)) < ?19) \
+            " where {} \
              on conflict (account_id, idempotency_key) where idempotency_key is not null \
              do nothing returning {}, log_messages"
         ),
-        REQUEST_COLUMNS
+        admission, REQUEST_COLUMNS
     );
     let row = sqlx::query(AssertSqlSafe(sql))
         .bind(RequestId::new().to_string())
