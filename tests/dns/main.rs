@@ -1055,9 +1055,21 @@ async fn no_secret_reaches_a_log_line_or_an_api_answer() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_changes_share_update_messages_and_a_conflict_fails_alone() {
-    // Arrange: a name that already holds an A record, so a CNAME there must fail.
-    let app = spawn_dns_app().await;
-    let port = shared_bind().port;
+    // Arrange: a name that already holds an A record, so a CNAME there must fail. Sixteen
+    // workers: each create reads the RRset before its update, so with only a few workers the
+    // updates could reach the sender one at a time on a busy machine.
+    let bind = shared_bind();
+    let app = spawn_app(|dir, settings| {
+        settings.worker_concurrency = 16;
+        settings.dnsorch_config = Some(zones_file(
+            dir,
+            &bind,
+            &bind.secret_file,
+            &playbook("nsupdate.yml"),
+        ));
+    })
+    .await;
+    let port = bind.port;
     let run = unique("batch");
     let taken = format!("taken-{run}.example.test");
     app.completed(
@@ -1066,7 +1078,7 @@ async fn concurrent_changes_share_update_messages_and_a_conflict_fails_alone() {
     )
     .await;
 
-    // Act: 40 creates posted at once (4 workers), one of them the conflicting CNAME.
+    // Act: 40 creates posted at once, one of them the conflicting CNAME.
     let bodies: Vec<Value> = (0..40)
         .map(|i| {
             if i == 20 {
