@@ -39,6 +39,14 @@ const REQUEST_COLUMNS: &str = "seq, id, account_id, source, operation, record_ty
 const SELECT_RECORDS: &str = "select seq, id, request_id, account_id, record_type, domain, \
      target, comment, ttl, priority, zone, provisioned_at from dns_records";
 
+/// An RRset's owner and ledger rows, oldest first, in one query (both stores): ledger rows
+/// exist only in an owned RRset, so the owner row leads; `seq` is null when it has no rows.
+const SELECT_RRSET: &str = "select o.account_id as owner, r.seq, r.id, r.request_id, \
+     r.account_id, r.record_type, r.domain, r.target, r.comment, r.ttl, r.priority, r.zone, \
+     r.provisioned_at from dns_rrsets o left join dns_records r \
+     on r.domain = o.domain and r.record_type = o.record_type \
+     where o.domain = $1 and o.record_type = $2 order by r.seq";
+
 /// A request as stored, and as the API shows it.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct DnsRequest {

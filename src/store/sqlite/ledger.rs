@@ -7,7 +7,7 @@ use uuid::Uuid;
 
 use super::record_from_row;
 use crate::domain::{ChangeRequest, LiveRrset, Operation, RecordType};
-use crate::store::{DnsRecord, DnsRequest, Outcome, Refused, StoreError};
+use crate::store::{DnsRecord, DnsRequest, Outcome, Refused, SELECT_RRSET, StoreError};
 
 /// Why the insert's admission refused a request: the RRset's owner, or the account's
 /// unfinished requests for the name (`None`: neither; adoptions always pass). The insert and
@@ -45,24 +45,17 @@ pub(super) async fn refusal(
     Ok(None)
 }
 
-/// Every ledger row of an RRset, oldest first, and its owner, in one query: ledger rows
-/// exist only in an owned RRset, so the owner row leads.
+/// Every ledger row of an RRset, oldest first, and its owner (`SELECT_RRSET`).
 pub(super) async fn rrset(
     reader: &SqlitePool,
     domain: &str,
     record_type: RecordType,
 ) -> Result<(Option<String>, Vec<DnsRecord>), StoreError> {
-    let rows = sqlx::query(
-        "select o.account_id as owner, r.seq, r.id, r.request_id, r.account_id, r.record_type, \
-         r.domain, r.target, r.comment, r.ttl, r.priority, r.zone, r.provisioned_at \
-         from dns_rrsets o left join dns_records r \
-           on r.domain = o.domain and r.record_type = o.record_type \
-         where o.domain = ? and o.record_type = ? order by r.seq",
-    )
-    .bind(domain)
-    .bind(record_type.as_str())
-    .fetch_all(reader)
-    .await?;
+    let rows = sqlx::query(SELECT_RRSET)
+        .bind(domain)
+        .bind(record_type.as_str())
+        .fetch_all(reader)
+        .await?;
     let owner = match rows.first() {
         Some(row) => Some(row.try_get("owner")?),
         None => None,
