@@ -394,11 +394,12 @@ impl RequestStore for PostgresStore {
 /// Inserts a PENDING request, or finds the one its idempotency key names, with admission in
 /// the same statement: a create or delete in an RRset another account owns, or beyond the
 /// account's `$19` unfinished requests for the name, stores nothing, and a create claims an
-/// unowned RRset. The claim is an upsert so that of two accounts racing into one RRset the
-/// second waits for the first and then sees its row, which a snapshot read would not (so a
-/// create needs no read of the owner before it; a delete does); the
-/// count is `dnsorch_room_for` (see the migration), exact under concurrent inserts for the
-/// same reason.
+/// unowned RRset. The claim is `on conflict do nothing`: of two accounts racing into one
+/// RRset, the second waits for the first's row and then stores nothing, since it neither
+/// inserted the row nor saw itself as the owner. The count is `dnsorch_room_for` (see the
+/// migration), exact under concurrent inserts. A create that raced another create of its
+/// own account into a new RRset is refused the same way; it is tried once more, and then
+/// sees its account's row.
 async fn insert_request(
     connection: &mut PgConnection,
     change: &ChangeRequest,
@@ -417,50 +418,57 @@ async fn insert_request(
          claimed as ( \
            insert into dns_rrsets (domain, record_type, account_id, created_at, updated_at) \
            select $6, $5, $2, now(), now() from admitted where $4 = 'create' \
-           on conflict (domain, record_type) do update set updated_at = dns_rrsets.updated_at \
-           returning account_id) \
+           on conflict (domain, record_type) do nothing returning 1) \
          insert into dns_requests (id, account_id, source, operation, record_type, domain, \
          target, comment, config, status, log_messages, idempotency_key, fingerprint, zone, \
          backend, principal_token_id, principal_name, principal_account, client_addr, \
          next_attempt_at, enqueued_at, created_at, updated_at) \
          select $1, $2, $3, $4, $5, $6, $7, $8, $9, 'PENDING', $10, $11, $12, $13, $14, \
          $15, $16, $17, $18, now(), now(), now(), now() from admitted \
-         where coalesce((select account_id from claimed), $2) = $2 \
+         where $4 <> 'create' or exists (select 1 from claimed) \
+           or exists (select 1 from dns_rrsets where domain = $6 and record_type = $5 \
+             and account_id = $2) \
          on conflict (account_id, idempotency_key) where idempotency_key is not null \
          do nothing returning {REQUEST_COLUMNS}, log_messages"
     );
-    let row = sqlx::query(AssertSqlSafe(sql))
-        .bind(RequestId::new().0)
-        .bind(&change.account_id)
-        .bind(&change.source)
-        .bind(change.operation.as_str())
-        .bind(change.record_type.as_str())
-        .bind(change.domain.as_str())
-        .bind(change.target())
-        .bind(&change.comment)
-        .bind(Json(change.config()))
-        .bind(Json([accepted]))
-        .bind(&change.idempotency_key)
-        .bind(change.fingerprint())
-        .bind(&change.zone)
-        .bind(&change.backend)
-        .bind(change.submitter.token_id.map(|t| t.0))
-        .bind(&change.submitter.token_name)
-        .bind(&change.submitter.account_id)
-        .bind(&change.submitter.client_addr)
-        .bind(i64::from(max_unfinished))
-        .fetch_optional(&mut *connection)
-        .await?;
-    if let Some(row) = row {
-        return Ok(Inserted::Created(request_from_row(&row, true)?));
+    for _ in 0..2 {
+        let row = sqlx::query(AssertSqlSafe(sql.as_str()))
+            .bind(RequestId::new().0)
+            .bind(&change.account_id)
+            .bind(&change.source)
+            .bind(change.operation.as_str())
+            .bind(change.record_type.as_str())
+            .bind(change.domain.as_str())
+            .bind(change.target())
+            .bind(&change.comment)
+            .bind(Json(change.config()))
+            .bind(Json([&accepted]))
+            .bind(&change.idempotency_key)
+            .bind(change.fingerprint())
+            .bind(&change.zone)
+            .bind(&change.backend)
+            .bind(change.submitter.token_id.map(|t| t.0))
+            .bind(&change.submitter.token_name)
+            .bind(&change.submitter.account_id)
+            .bind(&change.submitter.client_addr)
+            .bind(i64::from(max_unfinished))
+            .fetch_optional(&mut *connection)
+            .await?;
+        if let Some(row) = row {
+            return Ok(Inserted::Created(request_from_row(&row, true)?));
+        }
+        // Nothing was stored: the key was taken (the unique index decided), or admission refused.
+        if change.idempotency_key.is_some()
+            && let Some(existing) = existing_for_key(connection, change).await?
+        {
+            return Ok(existing);
+        }
+        if let Some(refused) = ledger::refusal(connection, change, max_unfinished).await? {
+            return Ok(refused.into());
+        }
     }
-    // Nothing was stored: the key was taken (the unique index decided), or admission refused.
-    if change.idempotency_key.is_some()
-        && let Some(existing) = existing_for_key(connection, change).await?
-    {
-        return Ok(existing);
-    }
-    Ok(ledger::refusal(connection, change).await?.into())
+    // Refused twice with no reason left to see: the RRset or the name is contended; try later.
+    Ok(Inserted::Busy)
 }
 
 /// The request that holds `change`'s idempotency key: the same change, or another.

@@ -11,21 +11,29 @@ use crate::domain::{ChangeRequest, LiveRrset, Operation, RecordType};
 use crate::store::{DnsRecord, DnsRequest, Outcome, Refused, SELECT_RRSET, StoreError};
 
 /// Why the admission in the insert statement stored nothing, read after it (the key was
-/// checked first). A refusal whose reason passed in between counts as `Busy`: try again.
+/// checked first): another account owns the RRset, or the account has `max_unfinished`
+/// unfinished requests for the name. `None`: neither is true now (the statement lost a race
+/// that has since been decided; try it again).
 pub(super) async fn refusal(
     connection: &mut PgConnection,
     change: &ChangeRequest,
-) -> Result<Refused, StoreError> {
-    let owner: Option<String> = sqlx::query_scalar(
-        "select account_id from dns_rrsets where domain = $1 and record_type = $2",
+    max_unfinished: u32,
+) -> Result<Option<Refused>, StoreError> {
+    let (owner, unfinished): (Option<String>, i64) = sqlx::query_as(
+        "select (select account_id from dns_rrsets where domain = $1 and record_type = $2), \
+         (select count(*) from (select 1 from dns_requests where domain = $1 \
+           and account_id = $3 and status in ('PENDING', 'PROCESSING') limit $4) unfinished)",
     )
     .bind(change.domain.as_str())
     .bind(change.record_type.as_str())
-    .fetch_optional(&mut *connection)
+    .bind(&change.account_id)
+    .bind(i64::from(max_unfinished))
+    .fetch_one(&mut *connection)
     .await?;
     Ok(match owner {
-        Some(owner) if owner != change.account_id => Refused::NotOwner,
-        _ => Refused::Busy,
+        Some(owner) if owner != change.account_id => Some(Refused::NotOwner),
+        _ if unfinished >= i64::from(max_unfinished) => Some(Refused::Busy),
+        _ => None,
     })
 }
 
