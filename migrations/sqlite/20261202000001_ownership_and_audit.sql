@@ -15,8 +15,6 @@ create table dns_rrsets (
     primary key (domain, record_type)
 ) without rowid;
 
-create index dns_rrsets_by_account on dns_rrsets (account_id, domain);
-
 -- Who did what to tokens and ownership, and when. `actor_*` are null for the command line
 -- and for this migration (then actor_name says which).
 create table dns_audit (
