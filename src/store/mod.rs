@@ -133,6 +133,30 @@ enum Refused {
     Busy,
 }
 
+/// Why an admission refused, read after it (both stores): the RRset's owner ($1 name, $2 type)
+/// and the unfinished requests of account $3 for the name, at most $4 of them counted.
+const SELECT_ADMISSION: &str = "select (select account_id from dns_rrsets \
+     where domain = $1 and record_type = $2), \
+     (select count(*) from (select 1 from dns_requests where domain = $1 and account_id = $3 \
+       and status in ('PENDING', 'PROCESSING') limit $4) unfinished)";
+
+impl Refused {
+    /// What `SELECT_ADMISSION` found means for `change`: another account owns the RRset, or
+    /// the account is at its limit for the name; `None`: neither.
+    fn judge(
+        change: &ChangeRequest,
+        owner: Option<String>,
+        unfinished: i64,
+        max_unfinished: u32,
+    ) -> Option<Self> {
+        match owner {
+            Some(owner) if owner != change.account_id => Some(Self::NotOwner),
+            _ if unfinished >= i64::from(max_unfinished) => Some(Self::Busy),
+            _ => None,
+        }
+    }
+}
+
 impl<T> From<Refused> for Inserted<T> {
     fn from(refused: Refused) -> Self {
         match refused {

@@ -8,7 +8,9 @@ use uuid::Uuid;
 
 use super::record_from_row;
 use crate::domain::{ChangeRequest, LiveRrset, Operation, RecordType};
-use crate::store::{DnsRecord, DnsRequest, Outcome, Refused, SELECT_RRSET, StoreError};
+use crate::store::{
+    DnsRecord, DnsRequest, Outcome, Refused, SELECT_ADMISSION, SELECT_RRSET, StoreError,
+};
 
 /// Why the admission in the insert statement stored nothing, read after it (the key was
 /// checked first): another account owns the RRset, or the account has `max_unfinished`
@@ -19,22 +21,14 @@ pub(super) async fn refusal(
     change: &ChangeRequest,
     max_unfinished: u32,
 ) -> Result<Option<Refused>, StoreError> {
-    let (owner, unfinished): (Option<String>, i64) = sqlx::query_as(
-        "select (select account_id from dns_rrsets where domain = $1 and record_type = $2), \
-         (select count(*) from (select 1 from dns_requests where domain = $1 \
-           and account_id = $3 and status in ('PENDING', 'PROCESSING') limit $4) unfinished)",
-    )
-    .bind(change.domain.as_str())
-    .bind(change.record_type.as_str())
-    .bind(&change.account_id)
-    .bind(i64::from(max_unfinished))
-    .fetch_one(&mut *connection)
-    .await?;
-    Ok(match owner {
-        Some(owner) if owner != change.account_id => Some(Refused::NotOwner),
-        _ if unfinished >= i64::from(max_unfinished) => Some(Refused::Busy),
-        _ => None,
-    })
+    let (owner, unfinished): (Option<String>, i64) = sqlx::query_as(SELECT_ADMISSION)
+        .bind(change.domain.as_str())
+        .bind(change.record_type.as_str())
+        .bind(&change.account_id)
+        .bind(i64::from(max_unfinished))
+        .fetch_one(&mut *connection)
+        .await?;
+    Ok(Refused::judge(change, owner, unfinished, max_unfinished))
 }
 
 /// Every ledger row of an RRset, oldest first, and its owner (`SELECT_RRSET`).

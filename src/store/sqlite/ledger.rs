@@ -1,4 +1,4 @@
-//! The ledger and RRset ownership on SQLite: admission at intake, and what each outcome
+//! The ledger and RRset ownership on SQLite: why an admission refused, and what each outcome
 //! writes. Everything here runs on the writer's connection, inside the unit (savepoint) of
 //! the insert or the finish it belongs to, so the checks and the writes are one step.
 
@@ -7,7 +7,9 @@ use uuid::Uuid;
 
 use super::record_from_row;
 use crate::domain::{ChangeRequest, LiveRrset, Operation, RecordType};
-use crate::store::{DnsRecord, DnsRequest, Outcome, Refused, SELECT_RRSET, StoreError};
+use crate::store::{
+    DnsRecord, DnsRequest, Outcome, Refused, SELECT_ADMISSION, SELECT_RRSET, StoreError,
+};
 
 /// Why the insert's admission refused a request: the RRset's owner, or the account's
 /// unfinished requests for the name (`None`: neither; adoptions always pass). The insert and
@@ -21,28 +23,14 @@ pub(super) async fn refusal(
         Operation::Adopt => return Ok(None),
         Operation::Create | Operation::Delete => {}
     }
-    let domain = change.domain.as_str();
-    let record_type = change.record_type.as_str();
-    // One read for both: the owner, and the account's unfinished requests for the name (at
-    // most `max_unfinished` of them are counted).
-    let (owner, unfinished): (Option<String>, i64) = sqlx::query_as(
-        "select (select account_id from dns_rrsets where domain = ?1 and record_type = ?2), \
-         (select count(*) from (select 1 from dns_requests where domain = ?1 \
-           and account_id = ?3 and status in ('PENDING', 'PROCESSING') limit ?4))",
-    )
-    .bind(domain)
-    .bind(record_type)
-    .bind(&change.account_id)
-    .bind(i64::from(max_unfinished))
-    .fetch_one(&mut *connection)
-    .await?;
-    if owner.as_ref().is_some_and(|o| *o != change.account_id) {
-        return Ok(Some(Refused::NotOwner));
-    }
-    if unfinished >= i64::from(max_unfinished) {
-        return Ok(Some(Refused::Busy));
-    }
-    Ok(None)
+    let (owner, unfinished): (Option<String>, i64) = sqlx::query_as(SELECT_ADMISSION)
+        .bind(change.domain.as_str())
+        .bind(change.record_type.as_str())
+        .bind(&change.account_id)
+        .bind(i64::from(max_unfinished))
+        .fetch_one(&mut *connection)
+        .await?;
+    Ok(Refused::judge(change, owner, unfinished, max_unfinished))
 }
 
 /// Every ledger row of an RRset, oldest first, and its owner (`SELECT_RRSET`).
