@@ -22,8 +22,7 @@ use chrono::Utc;
 use tokio::io::{AsyncRead, AsyncReadExt as _};
 
 use super::dns::{
-    Expect, absolute, dns_type, live_rrset, managed_rdata, parse_rdata, query, unmanaged,
-    unmanaged_error, verify_at,
+    Expect, absolute, dns_type, live_rrset, parse_rdata, query, refuse_unmanaged, verify_at,
 };
 use super::{Applied, PlannedChange, ProvisionError, Provisioner};
 use crate::domain::{LiveRrset, Operation, RecordType};
@@ -255,12 +254,7 @@ impl AnsibleProvisioner {
             Expect::Absent { rdata: Some(_) } => return Ok(()),
         };
         let live = query(server, name, dns_type(change.record_type), QUERY_TIMEOUT).await?;
-        let foreign = unmanaged(&live, &managed_rdata(change)?, wanted);
-        if foreign.is_empty() {
-            Ok(())
-        } else {
-            Err(unmanaged_error(name, change.record_type, &foreign))
-        }
+        refuse_unmanaged(name, change, &live, wanted)
     }
 }
 

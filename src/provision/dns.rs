@@ -298,36 +298,33 @@ pub(super) fn same_data(a: &RData, b: &RData) -> bool {
     }
 }
 
-/// The records of `live` that dnsorch does not manage: neither in the ledger (`managed`) nor
-/// the record being created (`wanted`, which may be there from an attempt that crashed before
-/// its outcome was written), in presentation form.
-pub(super) fn unmanaged(live: &[Record], managed: &[RData], wanted: Option<&RData>) -> Vec<String> {
-    live.iter()
-        .filter(|r| !managed.iter().chain(wanted).any(|m| same_data(&r.data, m)))
-        .map(|r| r.data.to_string())
-        .collect()
-}
-
-/// The ledger's records of the change's RRset, in hickory's form.
-pub(super) fn managed_rdata(change: &PlannedChange) -> Result<Vec<RData>, ProvisionError> {
-    change
+/// Refuses a change into an RRset whose `live` records include some dnsorch does not manage:
+/// neither in the ledger (`change.managed`) nor the record being created (`wanted`, which may
+/// be there from an attempt that crashed before its outcome was written).
+pub(super) fn refuse_unmanaged(
+    name: &Name,
+    change: &PlannedChange,
+    live: &[Record],
+    wanted: Option<&RData>,
+) -> Result<(), ProvisionError> {
+    let managed = change
         .managed
         .iter()
         .map(|data| parse_rdata(change.record_type, &data.presentation()))
-        .collect()
-}
-
-/// The refusal of a change into an RRset that holds records made outside dnsorch.
-pub(super) fn unmanaged_error(
-    name: &Name,
-    record_type: RecordType,
-    records: &[String],
-) -> ProvisionError {
-    ProvisionError::Rejected(format!(
+        .collect::<Result<Vec<_>, _>>()?;
+    let foreign: Vec<String> = live
+        .iter()
+        .filter(|r| !managed.iter().chain(wanted).any(|m| same_data(&r.data, m)))
+        .map(|r| r.data.to_string())
+        .collect();
+    if foreign.is_empty() {
+        return Ok(());
+    }
+    Err(ProvisionError::Rejected(format!(
         "the {} RRset at {name} holds records dnsorch does not manage ({}); an admin can adopt it (POST /api/v1/dns/adopt) or they can be removed at the server",
-        record_type.as_str(),
-        records.join(", ")
-    ))
+        change.record_type.as_str(),
+        foreign.join(", ")
+    )))
 }
 
 /// A live RRset as the ledger would hold it.

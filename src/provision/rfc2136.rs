@@ -28,8 +28,8 @@ use tokio::net::TcpStream;
 use tokio::sync::{OnceCell, mpsc, oneshot};
 
 use super::dns::{
-    Expect, absolute, dns_type, exchange_on, live_rrset, managed_rdata, mnemonic, none_class,
-    parse_rdata, permanent_rcode, poll, query, same_data, unmanaged, unmanaged_error, verify_at,
+    Expect, absolute, dns_type, exchange_on, live_rrset, mnemonic, none_class, parse_rdata,
+    permanent_rcode, poll, query, refuse_unmanaged, same_data, verify_at,
 };
 use super::{Applied, PlannedChange, ProvisionError, Provisioner};
 use crate::domain::{LiveRrset, Operation, RecordType};
@@ -89,10 +89,7 @@ impl Rfc2136Provisioner {
         let mut notes = Vec::new();
         // Records made behind dnsorch's back stop a create until the RRset is adopted.
         let live = self.query(&self.config.server, &name, dns_type).await?;
-        let foreign = unmanaged(&live, &managed_rdata(change)?, Some(&rdata));
-        if !foreign.is_empty() {
-            return Err(unmanaged_error(&name, change.record_type, &foreign));
-        }
+        refuse_unmanaged(&name, change, &live, Some(&rdata))?;
         let mut update = Update::default();
         // CNAME exclusivity (RFC 2136 2.4.5 and 2.4.3): a CNAME needs an unused name; other
         // data needs a name without a CNAME.
@@ -146,10 +143,7 @@ impl Rfc2136Provisioner {
         let expect = if change.target.is_empty() {
             // The whole RRset: only if every record in it is the account's.
             let live = self.query(&self.config.server, &name, dns_type).await?;
-            let foreign = unmanaged(&live, &managed_rdata(change)?, None);
-            if !foreign.is_empty() {
-                return Err(unmanaged_error(&name, change.record_type, &foreign));
-            }
+            refuse_unmanaged(&name, change, &live, None)?;
             if live.is_empty() {
                 notes.push(format!(
                     "{name} {} is already absent",
