@@ -125,6 +125,15 @@ pub struct Settings {
     #[arg(long, env = "MAX_UNFINISHED_PER_NAME", default_value = "100", value_parser = clap::value_parser!(u32).range(1..), global = true)]
     pub max_unfinished_per_name: u32,
 
+    /// PostgreSQL: insert statements in flight at once per process; the requests that arrive
+    /// meanwhile wait and go in together, in one statement and one commit.
+    #[arg(long, env = "INSERT_WRITERS", default_value = "2", value_parser = clap::value_parser!(u32).range(1..=64), global = true)]
+    pub insert_writers: u32,
+
+    /// PostgreSQL: the most requests one insert statement takes.
+    #[arg(long, env = "INSERT_BATCH_MAX", default_value = "256", value_parser = clap::value_parser!(u32).range(1..=10000), global = true)]
+    pub insert_batch_max: u32,
+
     /// Accounts (comma-separated) whose Kafka messages need no token: only for a topic whose
     /// producers the broker's ACLs control. Such requests are recorded as `kafka-trusted`.
     #[arg(
@@ -245,6 +254,14 @@ impl Settings {
                 self.token_cache_entries as usize,
             ),
             max_unfinished_per_name: self.max_unfinished_per_name,
+        }
+    }
+
+    /// How the PostgreSQL store groups inserts.
+    pub fn insert_batching(&self) -> crate::store::InsertBatching {
+        crate::store::InsertBatching {
+            writers: self.insert_writers as usize,
+            batch_max: self.insert_batch_max as usize,
         }
     }
 

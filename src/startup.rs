@@ -102,6 +102,7 @@ pub async fn open_store(settings: &Settings, migrate: bool) -> anyhow::Result<St
             settings.db_acquire_timeout_seconds,
             schema,
             settings.schema_wait_seconds,
+            settings.insert_batching(),
         )
         .await
         .context("Failed to open the PostgreSQL database named by DATABASE_URL")?;

@@ -24,7 +24,7 @@ use crate::domain::{
 };
 
 pub use audit::{AuditAction, AuditEntry, AuditFilter, AuditStore, NewAuditEntry};
-pub use postgres::{PostgresStore, Schema};
+pub use postgres::{InsertBatching, PostgresStore, Schema};
 pub use sqlite::SqliteStore;
 pub use tokens::{ApiToken, TokenChange, TokenFilter, TokenStore};
 

@@ -2,8 +2,9 @@
 //!
 //! Claims pick the row with `for update skip locked`, so concurrent workers never claim the
 //! same request and never wait on each other's rows. Each write is one statement or one
-//! transaction, conditional on the lease token where a claim is involved. Migrations take
-//! sqlx's advisory lock, so several processes may start at once.
+//! transaction, conditional on the lease token where a claim is involved; the inserts of
+//! concurrent API requests share statements (`batch`). Migrations take sqlx's advisory lock, so
+//! several processes may start at once.
 
 use std::time::{Duration, Instant};
 
@@ -23,8 +24,11 @@ use crate::domain::{
 };
 
 mod audit;
+mod batch;
 mod ledger;
 mod tokens;
+
+pub use batch::InsertBatching;
 
 /// A claimable request: PENDING, due, and no older request for its owner name unfinished.
 const CLAIMABLE: &str = "r.status = 'PENDING' and r.next_attempt_at <= now() \
@@ -35,6 +39,8 @@ const CLAIMABLE: &str = "r.status = 'PENDING' and r.next_attempt_at <= now() \
 #[derive(Debug, Clone)]
 pub struct PostgresStore {
     pool: PgPool,
+    /// Where `insert` goes: the group-insert writers.
+    batcher: batch::Batcher,
 }
 
 /// What `open` does about the schema.
@@ -59,13 +65,15 @@ impl PostgresStore {
         acquire_timeout: Duration,
         schema: Schema,
         wait: Duration,
+        batching: InsertBatching,
     ) -> anyhow::Result<Self> {
         let options: PgConnectOptions = url.parse()?;
         let pool = PgPoolOptions::new()
             .max_connections(16)
             .acquire_timeout(acquire_timeout)
             .connect_lazy_with(options);
-        let store = Self { pool };
+        let batcher = batch::Batcher::start(pool.clone(), batching);
+        let store = Self { pool, batcher };
         let deadline = Instant::now() + wait;
         let mut pause = Duration::from_millis(200);
         loop {
@@ -150,8 +158,7 @@ impl RequestStore for PostgresStore {
         change: &ChangeRequest,
         max_unfinished: u32,
     ) -> Result<Inserted, StoreError> {
-        let mut connection = self.pool.acquire().await?;
-        insert_request(&mut connection, change, max_unfinished).await
+        self.batcher.insert(change, max_unfinished).await
     }
 
     async fn insert_many(
@@ -392,14 +399,12 @@ impl RequestStore for PostgresStore {
 }
 
 /// Inserts a PENDING request, or finds the one its idempotency key names, with admission in
-/// the same statement: a create or delete in an RRset another account owns, or beyond the
-/// account's `$19` unfinished requests for the name, stores nothing, and a create claims an
-/// unowned RRset. The claim is `on conflict do nothing`: of two accounts racing into one
-/// RRset, the second waits for the first's row and then stores nothing, since it neither
-/// inserted the row nor saw itself as the owner. The count is `dnsorch_room_for` (see the
-/// migration), exact under concurrent inserts. A create that raced another create of its
-/// own account into a new RRset is refused the same way; it is tried once more, and then
-/// sees its account's row.
+/// the same statement: `dnsorch_admit` (see its migration) refuses a create or delete in an
+/// RRset another account owns, or beyond the account's `$19` unfinished requests for the name,
+/// and claims an unowned RRset for a create. A request whose key is taken already is not
+/// admitted again (the `case` decides that first), so its replay claims nothing; two
+/// concurrent requests with one key are decided by the unique index. Refused twice with no
+/// reason visible afterwards (a race decided in between), it is `Busy`.
 async fn insert_request(
     connection: &mut PgConnection,
     change: &ChangeRequest,
@@ -407,27 +412,15 @@ async fn insert_request(
 ) -> Result<Inserted, StoreError> {
     let accepted = LogEntry::accepted(change);
     let sql = format!(
-        "with existing as ( \
-           select 1 from dns_requests where $11::text is not null \
-             and account_id = $2 and idempotency_key = $11), \
-         admitted as ( \
-           select 1 where not exists (select 1 from existing) and ($4 = 'adopt' or ( \
-             not exists (select 1 from dns_rrsets where $4 <> 'create' and domain = $6 \
-               and record_type = $5 and account_id <> $2) \
-             and dnsorch_room_for($6, $2, $19)))), \
-         claimed as ( \
-           insert into dns_rrsets (domain, record_type, account_id, created_at, updated_at) \
-           select $6, $5, $2, now(), now() from admitted where $4 = 'create' \
-           on conflict (domain, record_type) do nothing returning 1) \
-         insert into dns_requests (id, account_id, source, operation, record_type, domain, \
+        "insert into dns_requests (id, account_id, source, operation, record_type, domain, \
          target, comment, config, status, log_messages, idempotency_key, fingerprint, zone, \
          backend, principal_token_id, principal_name, principal_account, client_addr, \
          next_attempt_at, enqueued_at, created_at, updated_at) \
          select $1, $2, $3, $4, $5, $6, $7, $8, $9, 'PENDING', $10, $11, $12, $13, $14, \
-         $15, $16, $17, $18, now(), now(), now(), now() from admitted \
-         where $4 <> 'create' or exists (select 1 from claimed) \
-           or exists (select 1 from dns_rrsets where domain = $6 and record_type = $5 \
-             and account_id = $2) \
+         $15, $16, $17, $18, now(), now(), now(), now() \
+         where case when $11::text is not null and exists (select 1 from dns_requests \
+             where account_id = $2 and idempotency_key = $11) then false \
+           else dnsorch_admit($4, $6, $5, $2, $19) end \
          on conflict (account_id, idempotency_key) where idempotency_key is not null \
          do nothing returning {REQUEST_COLUMNS}, log_messages"
     );

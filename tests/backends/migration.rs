@@ -302,6 +302,7 @@ async fn postgres_a_populated_database_gets_one_owner_per_rrset_and_each_record_
             Duration::from_secs(2),
             Schema::Migrate,
             Duration::ZERO,
+            dnsorch::store::InsertBatching::default(),
         )
         .await
         .unwrap()

@@ -941,6 +941,7 @@ async fn postgres_a_failure_beside_a_concurrent_create_of_the_owner_keeps_the_rr
         Duration::from_secs(2),
         dnsorch::store::Schema::Migrate,
         Duration::ZERO,
+        dnsorch::store::InsertBatching::default(),
     )
     .await
     .unwrap();
@@ -990,4 +991,81 @@ async fn postgres_a_failure_beside_a_concurrent_create_of_the_owner_keeps_the_rr
             .unwrap(),
         Inserted::NotOwner
     ));
+}
+
+/// PostgreSQL only (its inserts are grouped; SQLite's go one by one through its writer):
+/// inserts that arrive together share one statement and one commit, and each still gets its
+/// own answer, a refused one beside accepted ones, and one name's requests keep the order they
+/// were submitted in.
+#[tokio::test]
+async fn postgres_concurrent_inserts_share_a_statement_and_keep_their_answers_and_order() {
+    let url = crate::support::shared_postgres_database().await;
+    let batching = dnsorch::store::InsertBatching {
+        writers: 1,
+        batch_max: 64,
+    };
+    let store = dnsorch::store::PostgresStore::open(
+        &url,
+        Duration::from_secs(2),
+        dnsorch::store::Schema::Migrate,
+        Duration::ZERO,
+        batching,
+    )
+    .await
+    .unwrap();
+    created(
+        &store,
+        &create("acct-1", "taken.example.test", "192.0.2.1"),
+        UNFINISHED,
+    )
+    .await;
+    let changes: Vec<ChangeRequest> = (0..30u8)
+        .map(|i| match i % 3 {
+            0 => create("acct-2", "taken.example.test", "192.0.2.2"),
+            _ => create(
+                "acct-1",
+                "order.example.test",
+                &Ipv4Addr::new(192, 0, 2, i).to_string(),
+            ),
+        })
+        .collect();
+
+    let answers =
+        futures::future::join_all(changes.iter().map(|c| store.insert(c, UNFINISHED))).await;
+
+    for (change, answer) in changes.iter().zip(&answers) {
+        match (change.account_id.as_str(), answer) {
+            ("acct-2", Ok(Inserted::NotOwner)) => {}
+            ("acct-1", Ok(Inserted::Created(request))) => {
+                assert_eq!(request.target, change.target());
+            }
+            other => panic!("unexpected answer {other:?}"),
+        }
+    }
+    let mut stored = store
+        .list(&RequestFilter {
+            domain: Some("order.example.test".into()),
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    stored.sort_by_key(|r| r.seq);
+    let submitted: Vec<String> = changes
+        .iter()
+        .filter(|c| c.account_id == "acct-1")
+        .map(ChangeRequest::target)
+        .collect();
+    let order: Vec<String> = stored.iter().map(|r| r.target.clone()).collect();
+    assert_eq!(order, submitted);
+    // One statement, one transaction: the rows share their transaction's now().
+    let commits: std::collections::BTreeSet<_> = stored.iter().map(|r| r.created_at).collect();
+    assert!(
+        commits.len() < stored.len(),
+        "no two inserts shared a statement"
+    );
+    assert_eq!(
+        owner(&store, "taken.example.test", RecordType::A).await,
+        acct("acct-1")
+    );
 }

@@ -51,6 +51,7 @@ pub(crate) async fn postgres_store() -> TestStore {
         Duration::from_secs(2),
         Schema::Migrate,
         Duration::ZERO,
+        dnsorch::store::InsertBatching::default(),
     )
     .await
     .unwrap();
