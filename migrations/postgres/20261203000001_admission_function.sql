@@ -7,11 +7,15 @@
 -- dnsorch_room_for stays for binaries of the previous version during an upgrade.
 
 -- Whether a request of `p_op` by `p_account` for the RRset (p_domain, p_type) may be stored:
---   adopt   always (admins only, checked before);
---   other   the account has fewer than p_max unfinished requests for the name (counted after
---           the advisory lock, which makes inserts for one account and name take turns and is
---           held to the end of the inserting transaction; each query of a volatile function
---           takes a fresh snapshot, so the count includes every insert before it), and
+--   every   first the owner name's advisory lock, held to the end of the inserting
+--           transaction: inserts for one name take turns, and the row's seq (its default is
+--           evaluated after this condition) is taken under the lock, so one name's requests
+--           are numbered in the order they commit and a claim, which waits for every older
+--           unfinished request of the name, cannot overtake one that commits late;
+--   adopt   then always (admins only, checked before);
+--   other   the account has fewer than p_max unfinished requests for the name (each query of
+--           a volatile function takes a fresh snapshot, so the count includes every insert
+--           that held the lock before), and
 --   create  the RRset is claimed for the account (the primary key decides between racing
 --           accounts: the second waits for the first's row, then sees its owner), or is the
 --           account's already;
@@ -19,10 +23,10 @@
 create function dnsorch_admit(p_op text, p_domain text, p_type text, p_account text, p_max bigint)
 returns boolean language plpgsql volatile as $$
 begin
+    perform pg_advisory_xact_lock(hashtextextended('name ' || p_domain, 0));
     if p_op = 'adopt' then
         return true;
     end if;
-    perform pg_advisory_xact_lock(hashtextextended(p_account || ' ' || p_domain, 0));
     -- `account_id || ''`: not an index condition, so the plan is always the name's unfinished
     -- requests (dns_requests_unfinished_by_name). A plan cached while the table was nearly
     -- empty could otherwise walk dns_requests_by_account: every request the account ever made.

@@ -30,10 +30,17 @@ mod tokens;
 
 pub use batch::InsertBatching;
 
-/// A claimable request: PENDING, due, and no older request for its owner name unfinished.
+/// A claimable request: PENDING, due, no older request for its owner name unfinished and none
+/// of the name's PROCESSING (the unique index `dns_requests_one_processing_per_name` holds that
+/// even for a claim that raced another).
 const CLAIMABLE: &str = "r.status = 'PENDING' and r.next_attempt_at <= now() \
      and not exists (select 1 from dns_requests o where o.domain = r.domain \
-     and o.seq < r.seq and o.status in ('PENDING', 'PROCESSING'))";
+     and o.seq < r.seq and o.status in ('PENDING', 'PROCESSING')) \
+     and not exists (select 1 from dns_requests p where p.domain = r.domain \
+     and p.status = 'PROCESSING')";
+
+/// The index that keeps one request per owner name PROCESSING.
+const ONE_PROCESSING_PER_NAME: &str = "dns_requests_one_processing_per_name";
 
 /// The PostgreSQL implementation of [`RequestStore`].
 #[derive(Debug, Clone)]
@@ -247,8 +254,14 @@ impl RequestStore for PostgresStore {
         if let Some(id) = id {
             query = query.bind(id.0);
         }
-        let Some(row) = query.fetch_optional(&mut *tx).await? else {
-            return Ok(None);
+        let row = match query.fetch_optional(&mut *tx).await {
+            Ok(Some(row)) => row,
+            Ok(None) => return Ok(None),
+            // Another claim of the same name committed first: nothing to claim now.
+            Err(sqlx::Error::Database(e)) if e.constraint() == Some(ONE_PROCESSING_PER_NAME) => {
+                return Ok(None);
+            }
+            Err(e) => return Err(e.into()),
         };
         let claim = Claim {
             request: request_from_row(&row, true)?,

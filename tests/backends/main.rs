@@ -1,5 +1,6 @@
 mod audit;
 mod migration;
+mod order;
 mod ownership;
 mod queue;
 mod store;
