@@ -179,13 +179,13 @@ impl Application {
             settings.simulated_delay_seconds,
             settings.simulated_failure_rate,
         ));
-        let provisioner: Arc<dyn Provisioner> = Arc::new(
+        let router = Arc::new(
             ZoneRouter::new(&zones, simulated).context("Failed to set up the zones' backends")?,
         );
         let worker = Worker::new(
             store.clone(),
             channel.clone(),
-            provisioner,
+            router,
             settings.worker_config(),
         );
         let reconciler = Reconciler::new(
