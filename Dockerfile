@@ -52,7 +52,10 @@ RUN groupadd --system --gid 10001 dnsorch \
 COPY --from=builder /usr/local/bin/dnsorch /usr/local/bin/dnsorch
 USER 10001:10001
 # The working directory holds the default SQLite file of `dnsorch run`; no .env file is baked in
-# (settings come from the environment: see docker-compose.yml and docs/operations.md).
+# (settings come from the environment: see docker-compose.yml and docs/operations.md). No zones
+# file is baked in either: `run` then uses the simulated backend (with a warning), and `serve`,
+# `worker` and `consume` refuse to start until DNSORCH_CONFIG names a mounted zones file or
+# ALLOW_SIMULATED=true is set.
 WORKDIR /var/lib/dnsorch
 # Listen on every interface of the container, on port 8000 (the binary's own defaults are
 # loopback only, and for OPS_ADDR any free port), and log JSON lines. `run` and `serve` serve

@@ -648,12 +648,14 @@ psql_() { "$PGBIN/psql" -h 127.0.0.1 -p "$pg_port" -U postgres -v ON_ERROR_STOP=
 
 # In a subshell: the environment of a dnsorch process on database (and stream) $1 running
 # command $2. Only `serve` gets BIND_ADDR; `worker` and `consume` listen on OPS_ADDR (unset
-# here: the default 127.0.0.1:0, unless the caller sets one).
+# here: the default 127.0.0.1:0, unless the caller sets one). There is no zones file here:
+# ALLOW_SIMULATED=true lets serve, worker and consume start on the simulated backend.
 pg_env() {
   dnsorch_unset
   export DATABASE_URL="postgres://postgres@127.0.0.1:$pg_port/$1" \
     CELERY_BROKER_URL="$REDIS_URL" \
     TASK_STREAM="$1" \
+    ALLOW_SIMULATED=true \
     SIMULATED_DELAY_SECONDS=0 \
     LOG_LEVEL=warn \
     WORKER_CONCURRENCY="$workers"

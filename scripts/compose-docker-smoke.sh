@@ -17,6 +17,11 @@ export DNSORCH_IMAGE
 project="dnsorch-smoke-$$"
 compose() { docker compose --project-name "$project" "$@"; }
 
+# The compose file has no default passwords: fresh ones unless the caller set them.
+POSTGRES_PASSWORD="${POSTGRES_PASSWORD:-$(python3 -c 'import secrets; print(secrets.token_hex(24))')}"
+REDIS_PASSWORD="${REDIS_PASSWORD:-$(python3 -c 'import secrets; print(secrets.token_hex(24))')}"
+export POSTGRES_PASSWORD REDIS_PASSWORD
+
 cleanup() {
     status=$?
     if [ "$status" -ne 0 ]; then

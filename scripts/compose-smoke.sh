@@ -6,7 +6,8 @@
 #   scripts/compose-smoke.sh               # uses target/release/dnsorch (cargo build --release)
 #   DNSORCH_BIN=target/debug/dnsorch scripts/compose-smoke.sh
 #
-# It starts PostgreSQL (with the compose file's user and database), Redis and tansu (a
+# It sets fresh POSTGRES_PASSWORD and REDIS_PASSWORD (the compose file has no defaults), starts
+# PostgreSQL (with the compose file's user and database), Redis (requiring that password) and tansu (a
 # Kafka-protocol broker) with the scripts/lib helpers on free ports, then hands over to
 # scripts/lib/compose.py, which runs migrate, then serve (2 replicas), worker (2 replicas) and
 # consume as the compose file orders them (each listen address, BIND_ADDR or OPS_ADDR, on a free
@@ -75,6 +76,12 @@ free_port() {
     python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
 
+# The compose file has no default passwords (${VAR:?...}): the smoke sets fresh ones, as an
+# operator must. Redis requires its password here too, so the services' URLs must carry it.
+POSTGRES_PASSWORD="$("$python" -c 'import secrets; print(secrets.token_hex(24))')"
+REDIS_PASSWORD="$("$python" -c 'import secrets; print(secrets.token_hex(24))')"
+export POSTGRES_PASSWORD REDIS_PASSWORD
+
 log "starting PostgreSQL, Redis and tansu for the compose services postgres, redis, kafka"
 pg_port="$(free_port)"
 postgres_start "$work/postgres" "$pg_port"
@@ -91,8 +98,12 @@ PY
 echo "PostgreSQL (pid $POSTGRES_PID) on 127.0.0.1:$pg_port, database $pg_db owned by $pg_user"
 
 redis_port="$(free_port)"
-redis_start "$work/redis" "$redis_port"
-echo "Redis (pid $REDIS_PID) on 127.0.0.1:$redis_port"
+redis_start "$work/redis" "$redis_port" "$REDIS_PASSWORD"
+if [ "$(redis-cli -h 127.0.0.1 -p "$redis_port" ping 2>&1)" = PONG ]; then
+    echo "Redis answered without its password" >&2
+    exit 1
+fi
+echo "Redis (pid $REDIS_PID) on 127.0.0.1:$redis_port, requiring REDIS_PASSWORD"
 
 kafka_port="$(free_port)"
 tansu_start "$work/tansu" "$kafka_port"

@@ -213,9 +213,16 @@ pub struct Settings {
     pub db_acquire_timeout_seconds: Duration,
 
     /// The zones file (TOML): which backend serves which zone. Unset: `dnsorch.toml` in the
-    /// working directory when present, else every name goes to the simulated backend.
+    /// working directory when present, else every name goes to the simulated backend (which
+    /// only `run`, or `ALLOW_SIMULATED=true`, accepts).
     #[arg(long, env = "DNSORCH_CONFIG", global = true)]
     pub dnsorch_config: Option<std::path::PathBuf>,
+
+    /// Let `serve`, `worker` and direct-mode `consume` start without zones (no zones file, or
+    /// one that declares none), sending every name to the simulated backend, which changes no
+    /// DNS. Without it they refuse to start; `run` always may, with a warning.
+    #[arg(long, env = "ALLOW_SIMULATED", default_value = "false", value_parser = clap::builder::BoolishValueParser::new(), global = true)]
+    pub allow_simulated: bool,
 
     /// How long work in flight may run on after SIGINT/SIGTERM before it is released.
     #[arg(long, env = "SHUTDOWN_GRACE_SECONDS", default_value = "30", value_parser = seconds, global = true)]

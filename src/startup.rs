@@ -1,5 +1,6 @@
 //! Wiring: builds the store, channel, provisioner, intake, workers, reconciler and router from
-//! `Settings` for a role (`run`, `serve`, `worker`), and runs them until a shutdown token fires.
+//! `Settings` for a role (`run`, `serve`, `worker`, `consume`; the last three refuse to start
+//! without zones unless `ALLOW_SIMULATED=true`), and runs them until a shutdown token fires.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -57,6 +58,55 @@ impl Role {
     fn consumes_kafka(self) -> bool {
         matches!(self, Self::Run | Self::Consume)
     }
+
+    /// The subcommand, for messages.
+    fn command(self) -> &'static str {
+        match self {
+            Self::Run => "dnsorch run",
+            Self::Serve => "dnsorch serve",
+            Self::Worker(_) => "dnsorch worker",
+            Self::Consume => "dnsorch consume",
+        }
+    }
+
+    /// Whether the role refuses to start without zones unless `ALLOW_SIMULATED` is set: every
+    /// role that records a backend with a request (`serve`, direct-mode `consume`) or applies
+    /// one (`worker`). `run` keeps the simulated default, and forward-mode `consume` records
+    /// nothing (the API it posts to does).
+    fn fails_closed(self, settings: &Settings) -> bool {
+        match self {
+            Self::Run => false,
+            Self::Serve | Self::Worker(_) => true,
+            Self::Consume => settings.api_url.is_none(),
+        }
+    }
+}
+
+/// Without zones every name goes to the simulated backend, which changes no DNS: refused for
+/// the roles that fail closed unless `ALLOW_SIMULATED` is set, and logged as a warning
+/// otherwise.
+///
+/// # Errors
+/// No zones, a role that fails closed, and no `ALLOW_SIMULATED=true`.
+fn check_simulated(settings: &Settings, role: Role, zones: &Zones) -> anyhow::Result<()> {
+    if !zones.is_empty() {
+        return Ok(());
+    }
+    if role.fails_closed(settings) && !settings.allow_simulated {
+        anyhow::bail!(
+            "`{}` refuses to start without zones: set DNSORCH_CONFIG to a zones file that declares \
+             the zones and their backends (see dnsorch.example.toml; `backend = \"simulated\"` \
+             zones are allowed), or set ALLOW_SIMULATED=true to send every name to the simulated \
+             backend, which changes no DNS",
+            role.command()
+        );
+    }
+    tracing::warn!(
+        role = role.command(),
+        "no zones are configured (DNSORCH_CONFIG): every name goes to the simulated backend, \
+         which changes no DNS"
+    );
+    Ok(())
 }
 
 /// The database, seen through its three traits.
@@ -153,7 +203,8 @@ impl Application {
     /// and `serve`, health and metrics for the others), and wires the parts.
     ///
     /// # Errors
-    /// `serve` or `worker` on SQLite, or the database cannot be opened, or the address
+    /// `serve` or `worker` on SQLite, `serve`, `worker` or direct-mode `consume` without zones
+    /// and without `ALLOW_SIMULATED=true`, or the database cannot be opened, or the address
     /// cannot be bound.
     pub async fn build_for(settings: Settings, role: Role) -> anyhow::Result<Self> {
         if role == Role::Consume && settings.kafka_broker_url.is_none() {
@@ -169,6 +220,7 @@ impl Application {
             Zones::load(settings.dnsorch_config.as_deref())
                 .context("Failed to load the zones file (DNSORCH_CONFIG)")?,
         );
+        check_simulated(&settings, role, &zones)?;
         let channel = open_channel(&settings, role)?;
         let stores = open_store(&settings, role == Role::Run).await?;
         if role == Role::Run && settings.uses_sqlite() {
@@ -179,13 +231,13 @@ impl Application {
             settings.simulated_delay_seconds,
             settings.simulated_failure_rate,
         ));
-        let provisioner: Arc<dyn Provisioner> = Arc::new(
+        let router = Arc::new(
             ZoneRouter::new(&zones, simulated).context("Failed to set up the zones' backends")?,
         );
         let worker = Worker::new(
             store.clone(),
             channel.clone(),
-            provisioner,
+            router,
             settings.worker_config(),
         );
         let reconciler = Reconciler::new(

@@ -4,7 +4,9 @@
 //! the oldest due request, which is how retries after backoff, requests whose delivery was
 //! lost, and requests left PENDING by a stopped process are found. While a backend works the
 //! worker renews its lease; if the lease is lost, the attempt is dropped and its outcome is
-//! never written (the token no longer matches).
+//! never written (the token no longer matches). The backend is the one recorded with the
+//! request at intake (zone and backend, see [`ZoneRouter`]); a request whose recorded backend
+//! this process does not have configured is FAILED, saying so.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
 use crate::domain::{LiveRrset, LogEntry, Operation, RecordData, RequestId, RequestStatus};
-use crate::provision::{Applied, PlannedChange, ProvisionError, Provisioner};
+use crate::provision::{Applied, PlannedChange, ProvisionError, Provisioner, ZoneRouter};
 use crate::queue::TaskChannel;
 use crate::queue::retry::RetryPolicy;
 use crate::store::{Claim, DnsRecord, OpeningLog, Outcome, RequestStore};
@@ -48,7 +50,7 @@ pub enum ExecutionOutcome {
 pub struct Worker {
     store: Arc<dyn RequestStore>,
     channel: Arc<dyn TaskChannel>,
-    provisioner: Arc<dyn Provisioner>,
+    router: Arc<ZoneRouter>,
     config: WorkerConfig,
 }
 
@@ -57,13 +59,13 @@ impl Worker {
     pub fn new(
         store: Arc<dyn RequestStore>,
         channel: Arc<dyn TaskChannel>,
-        provisioner: Arc<dyn Provisioner>,
+        router: Arc<ZoneRouter>,
         config: WorkerConfig,
     ) -> Self {
         Self {
             store,
             channel,
-            provisioner,
+            router,
             config,
         }
     }
@@ -143,9 +145,12 @@ impl Worker {
         let id = request.id;
         tracing::info!(request_id = %id, attempt = request.attempts, "processing started");
         let mut change = planned_change(&claim);
+        let backend = self
+            .router
+            .backend(request.zone.as_deref(), request.backend.as_deref());
         let started = Instant::now();
         let result = tokio::select! {
-            result = self.plan_and_apply(&mut change) => Some(result),
+            result = self.plan_and_apply(backend.clone(), &mut change) => Some(result),
             () = self.hold_lease(&claim) => return Ok(self.lost(id)),
             () = abort.cancelled() => None,
         };
@@ -162,7 +167,7 @@ impl Worker {
         let elapsed = started.elapsed();
         let (outcome, entries) = self.judge(&claim, result, elapsed);
         ProvisioningAttempt {
-            backend: self.provisioner.kind_for(&request.domain),
+            backend: backend.as_ref().map_or("none", |b| b.kind()),
             outcome: outcome_label(&outcome),
             duration: elapsed,
         }
@@ -187,9 +192,14 @@ impl Worker {
         Ok(ExecutionOutcome::Processed(id, status))
     }
 
-    /// Reads the RRset's ledger rows and owner, checks the change against them, then applies
-    /// it (or, for an adoption, reads the live RRset).
-    async fn plan_and_apply(&self, change: &mut PlannedChange) -> Result<Done, ProvisionError> {
+    /// With the request's recorded backend, reads the RRset's ledger rows and owner, checks the
+    /// change against them, then applies it (or, for an adoption, reads the live RRset).
+    async fn plan_and_apply(
+        &self,
+        backend: Result<Arc<dyn Provisioner>, ProvisionError>,
+        change: &mut PlannedChange,
+    ) -> Result<Done, ProvisionError> {
+        let backend = backend?;
         let (owner, ledger) = self
             .store
             .rrset(&change.domain, change.record_type)
@@ -199,16 +209,15 @@ impl Worker {
         match change.operation {
             Operation::Create => {
                 check_owner(change, owner.as_deref())?;
-                self.provisioner.apply(change).await.map(Done::Applied)
+                backend.apply(change).await.map(Done::Applied)
             }
             Operation::Delete => {
                 check_owner(change, owner.as_deref())?;
                 check_delete(change, &ledger)?;
-                self.provisioner.apply(change).await.map(Done::Applied)
+                backend.apply(change).await.map(Done::Applied)
             }
             Operation::Adopt => {
-                let live = self
-                    .provisioner
+                let live = backend
                     .read_rrset(&change.domain, change.record_type)
                     .await?;
                 adoption(change, owner.as_deref(), &ledger, live)
@@ -216,12 +225,16 @@ impl Worker {
         }
     }
 
-    /// The log lines written with each claim: attempt, config, backend.
+    /// The log lines written with each claim: attempt, config, the backend recorded at intake.
     fn opening_log(&self) -> OpeningLog {
         let max_attempts = self.config.max_attempts;
-        let provisioner = self.provisioner.clone();
         Arc::new(move |request| {
-            let backend = provisioner.kind_for(&request.domain);
+            let backend = request.backend.as_deref().unwrap_or("none recorded");
+            let zone = request
+                .zone
+                .as_deref()
+                .map(|zone| format!(" (zone {zone})"))
+                .unwrap_or_default();
             vec![
                 LogEntry::info(format!(
                     "processing started (attempt {} of {max_attempts})",
@@ -231,7 +244,7 @@ impl Worker {
                     "config: {}",
                     serde_json::to_string(&request.config).unwrap_or_default()
                 )),
-                LogEntry::info(format!("provisioning started: backend {backend}")),
+                LogEntry::info(format!("provisioning started: backend {backend}{zone}")),
             ]
         })
     }

@@ -2,9 +2,12 @@
 //!
 //! The file (`DNSORCH_CONFIG`, else `dnsorch.toml` in the working directory when present)
 //! has one `[zones."<name>"]` table per zone, naming its `backend` and that backend's
-//! settings; `dnsorch.example.toml` documents every key. The longest zone that contains a
-//! name wins. With no file (or no zones) every name goes to the simulated backend, as in the
-//! original design; with zones, a name in none of them is refused at intake.
+//! settings; `dnsorch.example.toml` documents every key. At intake the longest zone that
+//! contains a name wins, and the request records that zone and its backend (workers apply it
+//! there: see `provision::ZoneRouter`). With no file (or no zones) every name goes to the
+//! simulated backend, as in the original design, which `serve`, `worker` and direct-mode
+//! `consume` accept only with `ALLOW_SIMULATED=true`; with zones, a name in none of them is
+//! refused at intake.
 //!
 //! Unknown keys and missing secrets stop the process at start, naming the key. Secrets (TSIG
 //! keys, `secret_vars`) are read from environment variables or files named in the file, are

@@ -13,6 +13,10 @@ fn dnsorch(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
         "SIMULATED_DELAY_SECONDS",
         "LOG_LEVEL",
         "LOG_FORMAT",
+        "DNSORCH_CONFIG",
+        "ALLOW_SIMULATED",
+        "KAFKA_BROKER_URL",
+        "API_URL",
     ] {
         command.env_remove(key);
     }
@@ -124,6 +128,53 @@ fn an_unsupported_database_url_fails_at_start_naming_the_variable() {
     assert!(String::from_utf8_lossy(&output.stdout).contains("DATABASE_URL"));
 }
 
+#[test]
+fn serve_worker_and_direct_consume_refuse_to_start_without_zones_or_allow_simulated() {
+    // Arrange: no zones file (none named, no dnsorch.toml in the directory), no
+    // ALLOW_SIMULATED; nothing listens at these addresses, and nothing needs to.
+    let dir = tempfile::tempdir().unwrap();
+    let empty = dir.path().join("empty.toml");
+    std::fs::write(&empty, "# no zones yet\n").unwrap();
+    let env = [
+        ("DATABASE_URL", "postgres://dnsorch@127.0.0.1:9/none"),
+        ("KAFKA_BROKER_URL", "127.0.0.1:9"),
+        ("SCHEMA_WAIT_SECONDS", "1"),
+        ("DB_ACQUIRE_TIMEOUT_SECONDS", "1"),
+    ];
+    let with_empty_file = [&env[..], &[("DNSORCH_CONFIG", empty.to_str().unwrap())]].concat();
+    let explicitly_off = [&env[..], &[("ALLOW_SIMULATED", "false")]].concat();
+
+    for (role, env) in [
+        ("serve", &env[..]),
+        ("worker", &env[..]),
+        ("consume", &env[..]),
+        ("serve", &with_empty_file[..]),
+        ("worker", &explicitly_off[..]),
+    ] {
+        // Act
+        let output = dnsorch(dir.path(), &[role], env);
+
+        // Assert: a non-zero exit whose error names both ways to start.
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(!output.status.success(), "{role} started: {stdout}");
+        let error = stdout
+            .lines()
+            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+            .find(|line| line["level"] == "ERROR")
+            .unwrap_or_else(|| panic!("{role}: no error logged: {stdout}"));
+        let message = error["error.message"].as_str().unwrap_or_default();
+        assert!(
+            message.contains(&format!("`dnsorch {role}` refuses to start without zones")),
+            "{role}: {message}"
+        );
+        assert!(message.contains("DNSORCH_CONFIG"), "{role}: {message}");
+        assert!(
+            message.contains("ALLOW_SIMULATED=true"),
+            "{role}: {message}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn run_serves_completes_a_request_and_exits_zero_on_sigterm() {
     use std::io::{BufRead as _, BufReader};
@@ -144,13 +195,23 @@ async fn run_serves_completes_a_request_and_exits_zero_on_sigterm() {
             .unwrap(),
     );
     let mut lines = BufReader::new(child.0.stdout.take().unwrap()).lines();
+    let mut warnings = Vec::new();
     let address = loop {
         let line: serde_json::Value =
             serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+        if line["level"] == "WARN" {
+            warnings.push(line["message"].as_str().unwrap_or_default().to_owned());
+        }
         if line["message"] == "dnsorch is serving" {
             break line["address"].as_str().unwrap().to_owned();
         }
     };
+    // Without a zones file `run` keeps the simulated default, and says so.
+    assert!(
+        warnings.iter().any(|w| w.contains("DNSORCH_CONFIG")
+            && w.contains("every name goes to the simulated backend")),
+        "{warnings:#?}"
+    );
     // The first run wrote its admin token before it listened.
     let token = std::fs::read_to_string(dir.path().join("dnsorch-admin.token")).unwrap();
     let client = reqwest::Client::new();

@@ -74,7 +74,8 @@ RUN_FLAGS = {"--rm", "-T", "--no-TTY", "--no-deps", "-i", "--interactive", "--qu
 
 
 def interpolate(text: str, env: dict[str, str]) -> str:
-    """Compose's variable substitution: $$, ${VAR}, ${VAR:-default}, ${VAR-default}, $VAR."""
+    """Compose's variable substitution: $$, ${VAR}, ${VAR:-default}, ${VAR-default}, $VAR, and
+    ${VAR:?message} / ${VAR?message}, which fail (ValueError) when VAR is unset (or empty)."""
 
     def replace(match: re.Match[str]) -> str:
         if match.group(0) == "$$":
@@ -86,10 +87,23 @@ def interpolate(text: str, env: dict[str, str]) -> str:
             return default
         if op == "-" and value is None:
             return default
+        if (op == ":?" and not value) or (op == "?" and value is None):
+            raise ValueError(f"docker-compose.yml: {name} is required: {default or 'not set'}")
         return value or ""
 
-    pattern = r"\$\$|\$\{(?P<braced>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:?-)(?P<default>[^}]*))?\}|\$(?P<plain>[A-Za-z_][A-Za-z0-9_]*)"
+    pattern = r"\$\$|\$\{(?P<braced>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:?[-?])(?P<default>[^}]*))?\}|\$(?P<plain>[A-Za-z_][A-Za-z0-9_]*)"
     return re.sub(pattern, replace, text)
+
+
+def default_passwords(text: str) -> list[str]:
+    """Variables of the compose file that name a password but are not required (`${VAR:?...}`):
+    a default (or an empty value) would be a password everyone knows."""
+    found = []
+    for match in re.finditer(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(:?[-?])?[^}]*\}", text):
+        name, op = match.group(1), match.group(2)
+        if ("PASSWORD" in name or "SECRET" in name) and op != ":?":
+            found.append(match.group(0))
+    return found
 
 
 def load_compose() -> dict:
@@ -382,6 +396,12 @@ def check(binary: str | None) -> list[str]:
     if not any(c[:2] == ["token", "create"] and "--admin" in c for _, c, _ in documented):
         errors.append("the header documents no `docker compose run ... token create ... --admin` (serve creates no token)")
     print(f"operator commands in the header: {len(documented)}")
+
+    for variable in default_passwords(COMPOSE.read_text()):
+        errors.append(f"docker-compose.yml: {variable} is not required (use ${{VAR:?message}}: no default passwords)")
+    redis = services.get("redis") or {}
+    if redis and "--requirepass" not in command_of(redis):
+        errors.append("services.redis: no --requirepass (Redis must have a password)")
 
     text = DOCKERFILE.read_text()
     runtime = text.split("\nFROM ")[-1]

@@ -3,8 +3,8 @@
 //! The worker sees only the [`Provisioner`] trait. Each backend lives whole in its own file and
 //! reports errors as [`ProvisionError`], whose variant says what a retry can do. `simulated`
 //! is the original design's stand-in for Ansible and the default; `rfc2136` sends TSIG-signed
-//! DNS UPDATEs and verifies them by query; `ansible` runs a playbook. [`ZoneRouter`] sends
-//! each change to the backend of its zone, as the zones file says.
+//! DNS UPDATEs and verifies them by query; `ansible` runs a playbook. [`ZoneRouter`] picks
+//! each request's backend by the zone and backend recorded with it at intake.
 
 mod ansible;
 mod dns;
@@ -92,12 +92,6 @@ impl ProvisionError {
 pub trait Provisioner: Send + Sync {
     /// The backend's name, used in logs and metric labels.
     fn kind(&self) -> &'static str;
-
-    /// The name of the backend that serves `domain` (a router answers for the zone's).
-    fn kind_for(&self, domain: &str) -> &'static str {
-        let _ = domain;
-        self.kind()
-    }
 
     /// Applies the change. Applying a change that is already in place succeeds, so a retry
     /// after a crash between apply and commit is safe.

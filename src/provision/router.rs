@@ -1,30 +1,33 @@
-//! Routes each change to the backend of its zone: the longest configured zone that contains
-//! the owner name (see [`crate::zones`]). With no zones configured, everything goes to the
-//! simulated backend.
+//! Picks each request's backend by the zone and backend intake recorded with it (see
+//! [`crate::zones`]), never by its name again: a zones file changed since intake cannot send a
+//! change to another backend. A request whose recorded zone this process does not configure,
+//! or configures with another backend, is refused, saying so. Requests recorded with no zone
+//! (intake had no zones: everything simulated) are served only where no zone is configured
+//! either.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use super::{Applied, PlannedChange, ProvisionError, Provisioner, Rfc2136Provisioner};
-use crate::domain::{LiveRrset, RecordType};
+use super::{ProvisionError, Provisioner, Rfc2136Provisioner};
 use crate::zones::{Backend, Zones};
 
-/// One backend per configured zone, or the simulated backend for all.
+/// One backend per configured zone, or the simulated backend for requests recorded without a
+/// zone.
 pub struct ZoneRouter {
-    zones: Zones,
-    backends: BTreeMap<String, Arc<dyn Provisioner>>,
-    /// Serves every name when no zone is configured.
-    fallback: Arc<dyn Provisioner>,
+    /// Zone name → the backend's name as written in the zones file, and the backend.
+    zones: BTreeMap<String, (&'static str, Arc<dyn Provisioner>)>,
+    /// Serves requests recorded without a zone; `None` when zones are configured.
+    unzoned: Option<Arc<dyn Provisioner>>,
 }
 
 impl ZoneRouter {
     /// A backend for each zone of `zones`; `simulated` serves `backend = "simulated"` zones,
-    /// and every name when there are no zones.
+    /// and, when there are no zones, the requests recorded without one.
     ///
     /// # Errors
     /// A zone's settings cannot make a backend (a bad key name, say).
     pub fn new(zones: &Zones, simulated: Arc<dyn Provisioner>) -> anyhow::Result<Self> {
-        let mut backends = BTreeMap::new();
+        let mut configured = BTreeMap::new();
         let secrets = zones.secrets();
         for zone in zones.iter() {
             let backend: Arc<dyn Provisioner> = match &zone.backend {
@@ -38,53 +41,48 @@ impl ZoneRouter {
                     secrets.clone(),
                 )),
             };
-            backends.insert(zone.name.clone(), backend);
+            configured.insert(zone.name.clone(), (zone.backend.kind(), backend));
         }
         Ok(Self {
-            zones: zones.clone(),
-            backends,
-            fallback: simulated,
+            unzoned: zones.is_empty().then_some(simulated),
+            zones: configured,
         })
     }
 
-    fn route(&self, domain: &str) -> Option<&Arc<dyn Provisioner>> {
-        if self.zones.is_empty() {
-            return Some(&self.fallback);
-        }
-        let zone = self.zones.route(domain)?;
-        self.backends.get(&zone.name)
-    }
-}
-
-#[async_trait::async_trait]
-impl Provisioner for ZoneRouter {
-    fn kind(&self) -> &'static str {
-        "zones"
-    }
-
-    fn kind_for(&self, domain: &str) -> &'static str {
-        self.route(domain).map_or("none", |backend| backend.kind())
-    }
-
-    async fn apply(&self, change: &PlannedChange) -> Result<Applied, ProvisionError> {
-        match self.route(&change.domain) {
-            Some(backend) => backend.apply(change).await,
-            None => Err(ProvisionError::Rejected(format!(
-                "{} is in no configured zone",
-                change.domain
-            ))),
-        }
-    }
-
-    async fn read_rrset(
+    /// The backend for a request recorded at intake with `zone` and `backend`.
+    ///
+    /// # Errors
+    /// [`ProvisionError::Rejected`] (not retried) naming what was recorded and what this
+    /// process has: no backend recorded, a zone not configured here, a zone configured here
+    /// with another backend, or a request recorded without a zone where zones are configured.
+    pub fn backend(
         &self,
-        domain: &str,
-        record_type: RecordType,
-    ) -> Result<Option<LiveRrset>, ProvisionError> {
-        match self.route(domain) {
-            Some(backend) => backend.read_rrset(domain, record_type).await,
+        zone: Option<&str>,
+        backend: Option<&str>,
+    ) -> Result<Arc<dyn Provisioner>, ProvisionError> {
+        let Some(backend) = backend else {
+            return Err(ProvisionError::Rejected(
+                "no backend was recorded with this request at intake, and the worker does not guess one".into(),
+            ));
+        };
+        let Some(zone) = zone else {
+            return match &self.unzoned {
+                Some(simulated) if backend == simulated.kind() => Ok(simulated.clone()),
+                Some(_) => Err(ProvisionError::Rejected(format!(
+                    "recorded with backend {backend} and no zone, but this process has only the simulated backend (no zones file, DNSORCH_CONFIG)"
+                ))),
+                None => Err(ProvisionError::Rejected(format!(
+                    "recorded with backend {backend} and no zone (intake had no zones file), but this process's zones file (DNSORCH_CONFIG) configures zones: it applies only changes recorded for one of them"
+                ))),
+            };
+        };
+        match self.zones.get(zone) {
+            Some((kind, provisioner)) if *kind == backend => Ok(provisioner.clone()),
+            Some((kind, _)) => Err(ProvisionError::Rejected(format!(
+                "recorded for zone {zone} with backend {backend}, but this process's zones file (DNSORCH_CONFIG) configures zone {zone} with backend {kind}"
+            ))),
             None => Err(ProvisionError::Rejected(format!(
-                "{domain} is in no configured zone"
+                "recorded for zone {zone} with backend {backend}, which this process's zones file (DNSORCH_CONFIG) does not configure"
             ))),
         }
     }

@@ -11,6 +11,7 @@ mod limits;
 mod limits_rate;
 mod lists;
 mod policies;
+mod routing;
 #[path = "../support/settings.rs"]
 mod settings;
 mod tokens;

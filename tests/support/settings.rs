@@ -47,5 +47,6 @@ pub(crate) fn test_settings(dir: &TempDir) -> Settings {
         db_acquire_timeout_seconds: Duration::from_secs(2),
         shutdown_grace_seconds: Duration::from_secs(5),
         dnsorch_config: None,
+        allow_simulated: false,
     }
 }

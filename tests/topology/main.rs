@@ -73,6 +73,8 @@ impl Topology {
             ("REQUEUE_AFTER_SECONDS", "2".into()),
             ("SCHEMA_WAIT_SECONDS", "30".into()),
             ("DB_ACQUIRE_TIMEOUT_SECONDS", "1".into()),
+            // No zones file: every name goes to the simulated backend.
+            ("ALLOW_SIMULATED", "true".into()),
         ];
         if let Some(url) = broker_url {
             env.push(("CELERY_BROKER_URL", url));
@@ -424,6 +426,7 @@ async fn serve_waits_for_the_schema_and_starts_once_migrate_has_run() {
         ("DATABASE_URL", database_url),
         ("BIND_ADDR", format!("127.0.0.1:{port}")),
         ("SCHEMA_WAIT_SECONDS", "30".into()),
+        ("ALLOW_SIMULATED", "true".into()),
     ];
     let _api = Dnsorch::spawn(dir.path(), &["serve"], &env);
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -668,6 +671,72 @@ async fn a_token_revoked_or_rotated_through_one_serve_process_stops_working_at_t
     assert_eq!(
         by_token,
         [("to-revoke".to_owned(), 1), ("to-rotate".to_owned(), 3)]
+    );
+}
+
+/// Waits until `process` logs where it serves; panics if it exits first.
+async fn started(process: &mut Dnsorch, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while process.serving_address().is_none() {
+        assert!(
+            !process.has_exited() && Instant::now() < deadline,
+            "{what} did not start: {}",
+            std::fs::read_to_string(&process.log).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn serve_worker_and_consume_start_with_a_zones_file_of_simulated_zones_or_allow_simulated() {
+    // Arrange: the topology's environment sets ALLOW_SIMULATED=true; a second one sets no
+    // ALLOW_SIMULATED but names a zones file whose one zone is simulated.
+    let topology = Topology::new(shared_postgres_database().await, None).await;
+    let zones = topology.dir.path().join("zones.toml");
+    std::fs::write(
+        &zones,
+        "[zones.\"example.test\"]\nbackend = \"simulated\"\n",
+    )
+    .unwrap();
+    let zoned: Vec<_> = with(&topology.env, "DNSORCH_CONFIG", zones.to_str().unwrap())
+        .into_iter()
+        .filter(|(k, _)| *k != "ALLOW_SIMULATED")
+        .collect();
+    let kafka = std::env::var("TEST_KAFKA_URL")
+        .expect("TEST_KAFKA_URL is not set: run the tests with scripts/test.sh");
+    let topic = format!("failclosed_{}", uuid::Uuid::new_v4().simple());
+
+    // Act
+    let _api = topology.serve_with(&zoned).await;
+    let mut worker = topology.worker(&zoned, 2);
+    let mut consumers = Vec::new();
+    for env in [&topology.env, &zoned] {
+        let env = with(
+            &with(env, "KAFKA_BROKER_URL", &kafka),
+            "KAFKA_DNS_TOPIC",
+            &topic,
+        );
+        consumers.push(Dnsorch::spawn(topology.dir.path(), &["consume"], &env));
+    }
+    started(&mut worker, "the worker with a zones file").await;
+    for consumer in &mut consumers {
+        started(consumer, "consume").await;
+    }
+    let id = topology.post_accepted("zoned.example.test").await;
+
+    // Assert: the request is recorded in the zones file's zone and completed by the worker.
+    topology
+        .wait_for_completed(1, Duration::from_secs(30))
+        .await;
+    let (zone, backend): (Option<String>, Option<String>) =
+        sqlx::query_as("select zone, backend from dns_requests where id = $1")
+            .bind(uuid::Uuid::parse_str(&id).unwrap())
+            .fetch_one(&topology.db)
+            .await
+            .unwrap();
+    assert_eq!(
+        (zone.as_deref(), backend.as_deref()),
+        (Some("example.test"), Some("simulated"))
     );
 }
 
