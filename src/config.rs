@@ -208,6 +208,11 @@ pub struct Settings {
     #[arg(long, env = "POLL_INTERVAL_SECONDS", default_value = "1", value_parser = positive_seconds, global = true)]
     pub poll_interval_seconds: Duration,
 
+    /// How long a client has to send a whole request head (request line and headers) from
+    /// the moment the server waits for it; past it the connection is closed.
+    #[arg(long, env = "HEADER_READ_TIMEOUT_SECONDS", default_value = "10", value_parser = positive_seconds, global = true)]
+    pub header_read_timeout_seconds: Duration,
+
     /// How long a request waits for a database connection before it is answered 503.
     #[arg(long, env = "DB_ACQUIRE_TIMEOUT_SECONDS", default_value = "2", value_parser = positive_seconds, global = true)]
     pub db_acquire_timeout_seconds: Duration,

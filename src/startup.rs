@@ -271,7 +271,8 @@ impl Application {
     /// `SHUTDOWN_GRACE_SECONDS`, releases what is still running, and returns.
     ///
     /// # Errors
-    /// The server failed.
+    /// None today: an error accepting or serving a connection is logged and ends only that
+    /// connection.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let address = self.local_addr().map(|a| a.to_string()).unwrap_or_default();
         let abort = CancellationToken::new();
@@ -303,13 +304,13 @@ impl Application {
         } else {
             api::operations_router(self.state)
         };
-        axum::serve(
+        api::server::serve(
             self.listener,
-            router.into_make_service_with_connect_info::<SocketAddr>(),
+            router,
+            self.settings.header_read_timeout_seconds,
+            shutdown.clone(),
         )
-        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-        .await
-        .context("The HTTP server failed")?;
+        .await;
         tracing::info!("no longer accepting requests; waiting for work in flight");
         let grace = self.settings.shutdown_grace_seconds;
         if tokio::time::timeout(grace, drain(&mut tasks))

@@ -4,7 +4,7 @@
 //! `records.rs` lists the ledger, `tokens.rs` manages API tokens, `audit.rs` lists the audit
 //! log, `health.rs` serves probes and metrics). Every `/api/v1/…` route is behind the token
 //! layer (`auth.rs`). Every answer, including errors, 401s, 404s and 405s, is JSON; every
-//! request is counted and timed in `/metrics`.
+//! request is counted and timed in `/metrics`. `server.rs` is the HTTP server.
 
 pub mod audit;
 pub mod auth;
@@ -14,6 +14,7 @@ pub mod health;
 pub mod json;
 pub mod query;
 pub mod records;
+pub mod server;
 pub mod tokens;
 
 use std::sync::Arc;
