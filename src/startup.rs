@@ -300,7 +300,11 @@ impl Application {
             "dnsorch is serving"
         );
         let router = if self.role.serves_api() {
-            api::router(self.state)
+            let admission = api::admission::Admission::new(
+                self.settings.max_concurrent_requests,
+                self.settings.request_timeout_seconds,
+            );
+            api::router(self.state, admission)
         } else {
             api::operations_router(self.state)
         };

@@ -1,7 +1,10 @@
-//! Admission control: the deadline for a request head.
+//! Admission control and what `/metrics` reports about it: the deadline for a request head,
+//! the concurrency limit and the request timeout.
 
 use std::time::Duration;
 
+use reqwest::StatusCode;
+use serde_json::Value;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 
@@ -15,6 +18,19 @@ async fn connect(app: &TestApp) -> TcpStream {
     TcpStream::connect(address).await.unwrap()
 }
 
+fn admin_token(app: &TestApp) -> String {
+    first_run_admin_token(app.dir.path()).unwrap()
+}
+
+/// A create request's head announcing a body of `length` bytes.
+fn create_head(app: &TestApp, length: usize) -> String {
+    format!(
+        "POST /api/v1/dns/create HTTP/1.1\r\nHost: test\r\nAuthorization: Bearer {}\r\n\
+         Content-Type: application/json\r\nContent-Length: {length}\r\nConnection: close\r\n\r\n",
+        admin_token(app)
+    )
+}
+
 /// Reads what the server sends until it closes the connection.
 async fn read_to_close(stream: &mut TcpStream) -> String {
     let mut answer = Vec::new();
@@ -23,6 +39,12 @@ async fn read_to_close(stream: &mut TcpStream) -> String {
         .expect("the server closes the connection")
         .unwrap();
     String::from_utf8_lossy(&answer).into_owned()
+}
+
+async fn metrics_text(app: &TestApp) -> String {
+    let response = app.get("/metrics").await;
+    assert_eq!(response.status(), StatusCode::OK);
+    response.text().await.unwrap()
 }
 
 #[tokio::test]
@@ -72,4 +94,89 @@ async fn a_connection_that_sends_nothing_is_closed_at_the_header_deadline() {
 
     // Assert: closed without a request ever being made.
     assert!(!answer.contains("200 OK"), "{answer}");
+}
+
+#[tokio::test]
+async fn past_max_concurrent_requests_the_next_is_answered_503_overloaded_at_once() {
+    // Arrange: one request at a time, and one held open by a body that never comes.
+    let app = spawn_app_with(|s| s.max_concurrent_requests = 1).await;
+    let mut held = connect(&app).await;
+    held.write_all(create_head(&app, 100).as_bytes())
+        .await
+        .unwrap();
+    held.write_all(b"{\"resource\":").await.unwrap();
+
+    // Act: the second request is refused once the first holds the only place.
+    let mut refused = None;
+    for _ in 0..100 {
+        let response = app.get("/api/v1/dns/requests").await;
+        if response.status() == StatusCode::SERVICE_UNAVAILABLE {
+            refused = Some(response);
+            break;
+        }
+        assert_eq!(response.status(), StatusCode::OK);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // Assert
+    let refused = refused.expect("a second request was refused while the first was held");
+    assert_eq!(refused.headers()["retry-after"], "1");
+    assert!(
+        refused.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/json")
+    );
+    let body: Value = refused.json().await.unwrap();
+    assert_eq!(body["error"], "overloaded");
+    // The probes and metrics stay outside the limit, and count the 503.
+    assert_eq!(app.get("/healthz").await.status(), StatusCode::OK);
+    let text = metrics_text(&app).await;
+    let line =
+        r#"dnsorch_http_requests_total{method="GET",route="/api/v1/dns/requests",status="503"} 1"#;
+    assert!(text.contains(line), "no {line} in:\n{text}");
+    // Once the first is answered (its body ends: a 400), the place is free again.
+    held.write_all(&[b' '; 88]).await.unwrap();
+    let answer = read_to_close(&mut held).await;
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert_eq!(
+        app.get("/api/v1/dns/requests").await.status(),
+        StatusCode::OK
+    );
+    assert_eq!(app.stored_requests().await, 0);
+}
+
+#[tokio::test]
+async fn a_request_not_answered_within_the_timeout_gets_503_timeout_in_json_and_is_counted() {
+    // Arrange: a body that stops half-way.
+    let app = spawn_app_with(|s| s.request_timeout_seconds = Duration::from_millis(500)).await;
+    let mut stream = connect(&app).await;
+    stream
+        .write_all(create_head(&app, 100).as_bytes())
+        .await
+        .unwrap();
+    stream.write_all(b"{\"resource\":").await.unwrap();
+
+    // Act
+    let answer = read_to_close(&mut stream).await;
+
+    // Assert
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(
+        answer
+            .to_ascii_lowercase()
+            .contains("content-type: application/json"),
+        "{answer}"
+    );
+    assert!(
+        answer.to_ascii_lowercase().contains("retry-after: 1"),
+        "{answer}"
+    );
+    let body: Value = serde_json::from_str(answer.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+    assert_eq!(body["error"], "timeout");
+    let text = metrics_text(&app).await;
+    let line =
+        r#"dnsorch_http_requests_total{method="POST",route="/api/v1/dns/create",status="503"} 1"#;
+    assert!(text.contains(line), "no {line} in:\n{text}");
+    assert_eq!(app.stored_requests().await, 0);
 }

@@ -45,7 +45,9 @@ pub(crate) fn test_settings(dir: &TempDir) -> Settings {
         schema_wait_seconds: Duration::from_secs(10),
         poll_interval_seconds: Duration::from_millis(50),
         db_acquire_timeout_seconds: Duration::from_secs(2),
+        max_concurrent_requests: 1024,
         header_read_timeout_seconds: Duration::from_secs(10),
+        request_timeout_seconds: Duration::from_secs(30),
         shutdown_grace_seconds: Duration::from_secs(5),
         dnsorch_config: None,
     }
