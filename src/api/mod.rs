@@ -227,7 +227,7 @@ async fn method_not_allowed() -> ApiError {
 /// Counts and times every request by method, route template and status.
 async fn track_http(request: Request, next: Next) -> Response {
     let started = Instant::now();
-    let method = request.method().to_string();
+    let method = request.method().clone();
     let route = request
         .extensions()
         .get::<MatchedPath>()

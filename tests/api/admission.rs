@@ -1,5 +1,5 @@
 //! Admission control and what `/metrics` reports about it: the deadline for a request head,
-//! the concurrency limit and the request timeout.
+//! the concurrency limit, the request timeout, and label values from fixed sets.
 
 use std::time::Duration;
 
@@ -179,4 +179,52 @@ async fn a_request_not_answered_within_the_timeout_gets_503_timeout_in_json_and_
         r#"dnsorch_http_requests_total{method="POST",route="/api/v1/dns/create",status="503"} 1"#;
     assert!(text.contains(line), "no {line} in:\n{text}");
     assert_eq!(app.stored_requests().await, 0);
+}
+
+#[tokio::test]
+async fn an_invented_http_method_is_counted_as_other() {
+    // Arrange
+    let app = spawn_app().await;
+    let mut stream = connect(&app).await;
+
+    // Act
+    stream
+        .write_all(b"FOO123 /healthz HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let answer = read_to_close(&mut stream).await;
+
+    // Assert
+    assert!(answer.starts_with("HTTP/1.1 405"), "{answer}");
+    let text = metrics_text(&app).await;
+    assert!(!text.contains("FOO123"), "{text}");
+    let line = r#"dnsorch_http_requests_total{method="other",route="/healthz",status="405"} 1"#;
+    assert!(text.contains(line), "no {line} in:\n{text}");
+}
+
+#[tokio::test]
+async fn a_stored_source_outside_the_fixed_set_is_counted_as_other() {
+    // Arrange: a request whose row holds a source of its own, as older rows may.
+    let app = spawn_app().await;
+    let id = app
+        .create(&a_record("legacy.example.test", "192.0.2.61"))
+        .await;
+    let url = format!("sqlite://{}/dnsorch.db", app.dir.path().display());
+    let mut db = <sqlx::SqliteConnection as sqlx::Connection>::connect(&url)
+        .await
+        .unwrap();
+    sqlx::query("update dns_requests set source = 'legacy-import-7' where id = ?")
+        .bind(&id)
+        .execute(&mut db)
+        .await
+        .unwrap();
+
+    // Act
+    app.run_queued_tasks().await;
+
+    // Assert
+    let text = metrics_text(&app).await;
+    assert!(!text.contains("legacy-import-7"), "{text}");
+    let line = r#"dnsorch_requests_completed_total{record_type="A",source="other"} 1"#;
+    assert!(text.contains(line), "no {line} in:\n{text}");
 }
