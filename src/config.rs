@@ -223,6 +223,10 @@ pub struct Settings {
     #[arg(long, env = "REQUEST_TIMEOUT_SECONDS", default_value = "30", value_parser = positive_seconds, global = true)]
     pub request_timeout_seconds: Duration,
 
+    /// How long `/metrics` reuses its count of requests by status (0: count at every scrape).
+    #[arg(long, env = "METRICS_STATUS_REFRESH_SECONDS", default_value = "5", value_parser = seconds, global = true)]
+    pub metrics_status_refresh_seconds: Duration,
+
     /// How long a request waits for a database connection before it is answered 503.
     #[arg(long, env = "DB_ACQUIRE_TIMEOUT_SECONDS", default_value = "2", value_parser = positive_seconds, global = true)]
     pub db_acquire_timeout_seconds: Duration,

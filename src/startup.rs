@@ -227,6 +227,7 @@ impl Application {
             audit: stores.audit.clone(),
             channel,
             metrics: telemetry::metrics_handle(),
+            status_counts: api::health::StatusCounts::new(settings.metrics_status_refresh_seconds),
             #[cfg(feature = "kafka")]
             kafka: kafka.as_ref().map(|k| k.health()),
         });

@@ -87,6 +87,8 @@ pub struct AppParts {
     #[cfg(feature = "kafka")]
     pub kafka: Option<crate::intake::kafka::KafkaHealth>,
     pub metrics: PrometheusHandle,
+    /// The count of requests by status that `/metrics` reports, refreshed at most so often.
+    pub status_counts: health::StatusCounts,
 }
 
 /// The OpenAPI document served at `/openapi.json`.

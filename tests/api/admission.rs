@@ -1,5 +1,6 @@
 //! Admission control and what `/metrics` reports about it: the deadline for a request head,
-//! the concurrency limit, the request timeout, and label values from fixed sets.
+//! the concurrency limit, the request timeout, label values from fixed sets, and the status
+//! count that is not taken at every scrape.
 
 use std::time::Duration;
 
@@ -227,4 +228,47 @@ async fn a_stored_source_outside_the_fixed_set_is_counted_as_other() {
     assert!(!text.contains("legacy-import-7"), "{text}");
     let line = r#"dnsorch_requests_completed_total{record_type="A",source="other"} 1"#;
     assert!(text.contains(line), "no {line} in:\n{text}");
+}
+
+#[tokio::test]
+async fn two_scrapes_within_the_refresh_interval_share_one_count() {
+    // Arrange
+    let app =
+        spawn_app_with(|s| s.metrics_status_refresh_seconds = Duration::from_secs(3600)).await;
+    app.create(&a_record("count1.example.test", "192.0.2.62"))
+        .await;
+    let first = metrics_text(&app).await;
+    app.create(&a_record("count2.example.test", "192.0.2.63"))
+        .await;
+
+    // Act
+    let second = metrics_text(&app).await;
+
+    // Assert
+    assert!(first.contains("dnsorch_queue_depth 1\n"), "{first}");
+    assert!(second.contains("dnsorch_queue_depth 1\n"), "{second}");
+    assert!(
+        second.contains(r#"dnsorch_requests{status="PENDING"} 1"#),
+        "{second}"
+    );
+}
+
+#[tokio::test]
+async fn a_scrape_after_the_refresh_interval_counts_again() {
+    // Arrange
+    let app =
+        spawn_app_with(|s| s.metrics_status_refresh_seconds = Duration::from_millis(200)).await;
+    app.create(&a_record("recount1.example.test", "192.0.2.64"))
+        .await;
+    let first = metrics_text(&app).await;
+    app.create(&a_record("recount2.example.test", "192.0.2.65"))
+        .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // Act
+    let second = metrics_text(&app).await;
+
+    // Assert
+    assert!(first.contains("dnsorch_queue_depth 1\n"), "{first}");
+    assert!(second.contains("dnsorch_queue_depth 2\n"), "{second}");
 }

@@ -48,6 +48,7 @@ pub(crate) fn test_settings(dir: &TempDir) -> Settings {
         max_concurrent_requests: 1024,
         header_read_timeout_seconds: Duration::from_secs(10),
         request_timeout_seconds: Duration::from_secs(30),
+        metrics_status_refresh_seconds: Duration::ZERO,
         shutdown_grace_seconds: Duration::from_secs(5),
         dnsorch_config: None,
     }
