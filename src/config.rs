@@ -208,6 +208,25 @@ pub struct Settings {
     #[arg(long, env = "POLL_INTERVAL_SECONDS", default_value = "1", value_parser = positive_seconds, global = true)]
     pub poll_interval_seconds: Duration,
 
+    /// The most API requests served at once by this process; past it a request is answered
+    /// 503 `overloaded` with `Retry-After` at once instead of waiting.
+    #[arg(long, env = "MAX_CONCURRENT_REQUESTS", default_value = "1024", value_parser = clap::value_parser!(u32).range(1..), global = true)]
+    pub max_concurrent_requests: u32,
+
+    /// How long a client has to send a whole request head (request line and headers) from
+    /// the moment the server waits for it; past it the connection is closed.
+    #[arg(long, env = "HEADER_READ_TIMEOUT_SECONDS", default_value = "10", value_parser = positive_seconds, global = true)]
+    pub header_read_timeout_seconds: Duration,
+
+    /// The longest an API request may take, its body included, before it is answered 503
+    /// `timeout`.
+    #[arg(long, env = "REQUEST_TIMEOUT_SECONDS", default_value = "30", value_parser = positive_seconds, global = true)]
+    pub request_timeout_seconds: Duration,
+
+    /// How long `/metrics` reuses its count of requests by status (0: count at every scrape).
+    #[arg(long, env = "METRICS_STATUS_REFRESH_SECONDS", default_value = "5", value_parser = seconds, global = true)]
+    pub metrics_status_refresh_seconds: Duration,
+
     /// How long a request waits for a database connection before it is answered 503.
     #[arg(long, env = "DB_ACQUIRE_TIMEOUT_SECONDS", default_value = "2", value_parser = positive_seconds, global = true)]
     pub db_acquire_timeout_seconds: Duration,

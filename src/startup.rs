@@ -279,6 +279,7 @@ impl Application {
             audit: stores.audit.clone(),
             channel,
             metrics: telemetry::metrics_handle(),
+            status_counts: api::health::StatusCounts::new(settings.metrics_status_refresh_seconds),
             #[cfg(feature = "kafka")]
             kafka: kafka.as_ref().map(|k| k.health()),
         });
@@ -323,7 +324,8 @@ impl Application {
     /// `SHUTDOWN_GRACE_SECONDS`, releases what is still running, and returns.
     ///
     /// # Errors
-    /// The server failed.
+    /// None today: an error accepting or serving a connection is logged and ends only that
+    /// connection.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let address = self.local_addr().map(|a| a.to_string()).unwrap_or_default();
         let abort = CancellationToken::new();
@@ -351,17 +353,21 @@ impl Application {
             "dnsorch is serving"
         );
         let router = if self.role.serves_api() {
-            api::router(self.state)
+            let admission = api::admission::Admission::new(
+                self.settings.max_concurrent_requests,
+                self.settings.request_timeout_seconds,
+            );
+            api::router(self.state, admission)
         } else {
             api::operations_router(self.state)
         };
-        axum::serve(
+        api::server::serve(
             self.listener,
-            router.into_make_service_with_connect_info::<SocketAddr>(),
+            router,
+            self.settings.header_read_timeout_seconds,
+            shutdown.clone(),
         )
-        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-        .await
-        .context("The HTTP server failed")?;
+        .await;
         tracing::info!("no longer accepting requests; waiting for work in flight");
         let grace = self.settings.shutdown_grace_seconds;
         if tokio::time::timeout(grace, drain(&mut tasks))

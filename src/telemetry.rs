@@ -74,6 +74,34 @@ pub fn metrics_handle() -> PrometheusHandle {
         .clone()
 }
 
+/// The `source` label of a request's source: `api`, `kafka`, or `other` for anything else a
+/// row may hold (rows written before sources were fixed), so labels come from a fixed set.
+fn source_label(source: &str) -> &'static str {
+    match source {
+        "api" => "api",
+        "kafka" => "kafka",
+        _ => "other",
+    }
+}
+
+/// The `method` label of an HTTP method: the standard ones, else `other`, so that a client
+/// cannot add label values by inventing methods.
+fn method_label(method: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::OPTIONS => "OPTIONS",
+        Method::CONNECT => "CONNECT",
+        Method::TRACE => "TRACE",
+        _ => "other",
+    }
+}
+
 /// A request was recorded (HTTP or Kafka).
 pub struct RequestAccepted {
     pub record_type: RecordType,
@@ -83,7 +111,7 @@ pub struct RequestAccepted {
 impl RequestAccepted {
     pub fn emit(self) {
         metrics::counter!("dnsorch_requests_accepted_total",
-            "record_type" => self.record_type.as_str(), "source" => self.source)
+            "record_type" => self.record_type.as_str(), "source" => source_label(&self.source))
         .increment(1);
     }
 }
@@ -102,8 +130,9 @@ impl RequestFinished {
         } else {
             "dnsorch_requests_failed_total"
         };
-        metrics::counter!(name, "record_type" => self.record_type.as_str(), "source" => self.source)
-            .increment(1);
+        metrics::counter!(name,
+            "record_type" => self.record_type.as_str(), "source" => source_label(&self.source))
+        .increment(1);
     }
 }
 
@@ -124,7 +153,7 @@ impl ProvisioningAttempt {
 
 /// An HTTP request was answered.
 pub struct HttpRequestServed {
-    pub method: String,
+    pub method: axum::http::Method,
     pub route: String,
     pub status: u16,
     pub duration: Duration,
@@ -133,11 +162,12 @@ pub struct HttpRequestServed {
 impl HttpRequestServed {
     pub fn emit(self) {
         let status = self.status.to_string();
+        let method = method_label(&self.method);
         metrics::counter!("dnsorch_http_requests_total",
-            "method" => self.method.clone(), "route" => self.route.clone(), "status" => status)
+            "method" => method, "route" => self.route.clone(), "status" => status)
         .increment(1);
         metrics::histogram!("dnsorch_http_request_duration_seconds",
-            "method" => self.method, "route" => self.route)
+            "method" => method, "route" => self.route)
         .record(self.duration.as_secs_f64());
     }
 }

@@ -55,6 +55,13 @@ pub enum ApiError {
     /// 503: the database is unavailable; retry.
     #[error("the service is temporarily unavailable; retry later")]
     Unavailable(#[source] StoreError),
+    /// 503: this process is already serving `MAX_CONCURRENT_REQUESTS` requests; retry.
+    #[error("the service is serving its limit of {0} requests at once; retry later")]
+    Overloaded(u32),
+    /// 503: the request was not answered within `REQUEST_TIMEOUT_SECONDS` (its body
+    /// included); nothing more of it is done.
+    #[error("the request was not answered within {}s; retry later", .0.as_secs_f64())]
+    Timeout(std::time::Duration),
     /// 500: a bug or an unexpected fault.
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
@@ -92,6 +99,8 @@ impl ApiError {
             Self::TooManyRequests { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             Self::KeyReused(_) => (StatusCode::CONFLICT, "conflict"),
             Self::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            Self::Overloaded(_) => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
+            Self::Timeout(_) => (StatusCode::SERVICE_UNAVAILABLE, "timeout"),
             Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }
@@ -136,7 +145,7 @@ impl IntoResponse for ApiError {
             Self::TooManyRequests { retry_after, .. } => {
                 Some(retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0))
             }
-            Self::Unavailable(_) => Some(1),
+            Self::Unavailable(_) | Self::Overloaded(_) | Self::Timeout(_) => Some(1),
             _ => None,
         };
         match &self {
@@ -146,6 +155,7 @@ impl IntoResponse for ApiError {
             Self::Unavailable(e) => {
                 tracing::warn!(error.message = %e, "database unavailable; answered 503");
             }
+            Self::Timeout(_) => tracing::warn!("request timed out; answered 503"),
             _ => {}
         }
         let body = ErrorBody {

@@ -1,8 +1,7 @@
 //! `/healthz`, `/readyz` and `/metrics`.
 
-use std::time::Duration;
-
 use std::net::SocketAddr;
+use std::time::{Duration, Instant};
 
 use axum::Json;
 use axum::extract::{ConnectInfo, State};
@@ -14,6 +13,7 @@ use super::AppState;
 use super::auth::authorize_metrics;
 use super::error::{ApiError, ErrorBody};
 use crate::domain::RequestStatus;
+use crate::store::RequestStore;
 
 /// How long `/readyz` waits for the database.
 const READY_TIMEOUT: Duration = Duration::from_secs(2);
@@ -115,8 +115,55 @@ async fn within(
         .unwrap_or_else(|_| Err(format!("no answer within {}s", bound.as_secs())))
 }
 
+/// The count of requests by status, taken from the database at most once per
+/// `METRICS_STATUS_REFRESH_SECONDS` however often `/metrics` is scraped (scrapes that arrive
+/// while it is being taken wait for it).
+pub struct StatusCounts {
+    every: Duration,
+    last: tokio::sync::Mutex<Option<Counted>>,
+}
+
+/// One count: when it was taken, and what it found (nothing when the database failed).
+struct Counted {
+    at: Instant,
+    counts: Option<Vec<(RequestStatus, i64)>>,
+}
+
+impl StatusCounts {
+    /// Counts taken at most once per `every` (zero: at every call).
+    pub fn new(every: Duration) -> Self {
+        Self {
+            every,
+            last: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    /// The latest count, taken now if the last one is older than the interval; `None` when
+    /// the database failed to answer it (the failure is logged, and not retried within the
+    /// interval either).
+    async fn get(&self, store: &dyn RequestStore) -> Option<Vec<(RequestStatus, i64)>> {
+        let mut last = self.last.lock().await;
+        if let Some(counted) = last.as_ref().filter(|c| c.at.elapsed() < self.every) {
+            return counted.counts.clone();
+        }
+        let counts = store
+            .count_by_status()
+            .await
+            .map_err(
+                |e| tracing::warn!(error.message = %e, "could not count requests for /metrics"),
+            )
+            .ok();
+        *last = Some(Counted {
+            at: Instant::now(),
+            counts: counts.clone(),
+        });
+        counts
+    }
+}
+
 /// Prometheus metrics. Request counts by status and the queue depth are read from the
-/// database at each scrape, so they are true across processes.
+/// database (at most once per `METRICS_STATUS_REFRESH_SECONDS`), so they are true across
+/// processes.
 ///
 /// Needs an admin token or one created with `--metrics`, unless `METRICS_PUBLIC=true`.
 #[utoipa::path(
@@ -139,25 +186,22 @@ pub async fn metrics(
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0.ip());
     authorize_metrics(&state, &headers, peer).await?;
-    match state.store.count_by_status().await {
-        Ok(counts) => {
-            for status in [
-                RequestStatus::Pending,
-                RequestStatus::Processing,
-                RequestStatus::Completed,
-                RequestStatus::Failed,
-            ] {
-                let n = counts
-                    .iter()
-                    .find_map(|(s, n)| (*s == status).then_some(*n))
-                    .unwrap_or(0);
-                metrics::gauge!("dnsorch_requests", "status" => status.as_str()).set(n as f64);
-                if status == RequestStatus::Pending {
-                    metrics::gauge!("dnsorch_queue_depth").set(n as f64);
-                }
+    if let Some(counts) = state.status_counts.get(state.store.as_ref()).await {
+        for status in [
+            RequestStatus::Pending,
+            RequestStatus::Processing,
+            RequestStatus::Completed,
+            RequestStatus::Failed,
+        ] {
+            let n = counts
+                .iter()
+                .find_map(|(s, n)| (*s == status).then_some(*n))
+                .unwrap_or(0);
+            metrics::gauge!("dnsorch_requests", "status" => status.as_str()).set(n as f64);
+            if status == RequestStatus::Pending {
+                metrics::gauge!("dnsorch_queue_depth").set(n as f64);
             }
         }
-        Err(e) => tracing::warn!(error.message = %e, "could not count requests for /metrics"),
     }
     Ok((
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],

@@ -4,8 +4,11 @@
 //! `records.rs` lists the ledger, `tokens.rs` manages API tokens, `audit.rs` lists the audit
 //! log, `health.rs` serves probes and metrics). Every `/api/v1/…` route is behind the token
 //! layer (`auth.rs`). Every answer, including errors, 401s, 404s and 405s, is JSON; every
-//! request is counted and timed in `/metrics`.
+//! request is counted and timed in `/metrics`, by a layer outside the others, so the answers of
+//! the concurrency limit (503 `overloaded`), the timeout (503 `timeout`) and a panic (500) are
+//! counted too. `admission.rs` holds those two limits; `server.rs` is the HTTP server.
 
+pub mod admission;
 pub mod audit;
 pub mod auth;
 pub mod changes;
@@ -14,21 +17,21 @@ pub mod health;
 pub mod json;
 pub mod query;
 pub mod records;
+pub mod server;
 pub mod tokens;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
-use axum::http::{StatusCode, header};
+use axum::http::header;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use metrics_exporter_prometheus::PrometheusHandle;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
-use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 use utoipa::OpenApi;
 use utoipa_swagger_ui::SwaggerUi;
@@ -39,10 +42,8 @@ use crate::intake::Intake;
 use crate::queue::TaskChannel;
 use crate::store::{AuditStore, RequestStore};
 use crate::telemetry::HttpRequestServed;
+use admission::Admission;
 use error::ApiError;
-
-/// The longest any request may take before it is answered 503.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Who may call: the authenticator and the settings around it.
 #[derive(Clone)]
@@ -86,6 +87,8 @@ pub struct AppParts {
     #[cfg(feature = "kafka")]
     pub kafka: Option<crate::intake::kafka::KafkaHealth>,
     pub metrics: PrometheusHandle,
+    /// The count of requests by status that `/metrics` reports, refreshed at most so often.
+    pub status_counts: health::StatusCounts,
 }
 
 /// The OpenAPI document served at `/openapi.json`.
@@ -140,8 +143,10 @@ impl utoipa::Modify for BearerScheme {
     }
 }
 
-/// The application's router.
-pub fn router(state: AppState) -> Router {
+/// The application's router. Layers, from the outside in: sensitive headers, trace, metrics,
+/// panics (500), then, for every route but the operations endpoints, the concurrency limit
+/// (503 `overloaded`) and the request timeout (503 `timeout`), and the body limit.
+pub fn router(state: AppState, admission: Admission) -> Router {
     // Token management and the audit log are for admins: refused before a body is even read.
     let admin = Router::new()
         .route(
@@ -166,30 +171,37 @@ pub fn router(state: AppState) -> Router {
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::require_token,
-        ));
-    let api = protected
+        ))
+        .with_state(state.clone());
+    // Probes and metrics stay outside the concurrency limit: an overloaded process still says
+    // that it is alive, and its metrics show the 503s.
+    let limited = Router::new()
+        .merge(SwaggerUi::new("/docs").url("/openapi.json", ApiDoc::openapi()))
+        .merge(protected)
+        .layer(DefaultBodyLimit::max(json::MAX_BODY_BYTES))
+        .layer(middleware::from_fn_with_state(
+            admission.clone(),
+            admission::deadline,
+        ))
+        .layer(middleware::from_fn_with_state(admission, admission::admit));
+    let operations = Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
         .with_state(state);
     Router::new()
-        .merge(SwaggerUi::new("/docs").url("/openapi.json", ApiDoc::openapi()))
-        .merge(api)
+        .merge(limited)
+        .merge(operations)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(CatchPanicLayer::custom(|_| {
+            ApiError::Internal(anyhow::anyhow!("a handler panicked")).into_response()
+        }))
         .layer(middleware::from_fn(track_http))
-        .layer(DefaultBodyLimit::max(json::MAX_BODY_BYTES))
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::SERVICE_UNAVAILABLE,
-            REQUEST_TIMEOUT,
-        ))
         .layer(TraceLayer::new_for_http())
         .layer(SetSensitiveRequestHeadersLayer::new([
             header::AUTHORIZATION,
         ]))
-        .layer(CatchPanicLayer::custom(|_| {
-            ApiError::Internal(anyhow::anyhow!("a handler panicked")).into_response()
-        }))
 }
 
 /// The operations endpoints alone (`/healthz`, `/readyz`, `/metrics`), for `dnsorch consume`.
@@ -217,7 +229,7 @@ async fn method_not_allowed() -> ApiError {
 /// Counts and times every request by method, route template and status.
 async fn track_http(request: Request, next: Next) -> Response {
     let started = Instant::now();
-    let method = request.method().to_string();
+    let method = request.method().clone();
     let route = request
         .extensions()
         .get::<MatchedPath>()

@@ -1,3 +1,4 @@
+mod admission;
 mod audit;
 mod auth;
 mod changes;
