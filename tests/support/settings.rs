@@ -28,6 +28,7 @@ pub(crate) fn test_settings(dir: &TempDir) -> Settings {
         rate_limit_per_second: 1000,
         rate_limit_burst: 2000,
         max_unfinished_per_name: 100,
+        max_extra_config_bytes: 4096,
         insert_writers: 2,
         insert_batch_max: 256,
         api_token_file: None,
