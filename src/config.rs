@@ -168,6 +168,11 @@ pub struct Settings {
     #[arg(long, env = "LOG_LEVEL", default_value = "info", global = true)]
     pub log_level: String,
 
+    /// The most characters of one piece of client input (a dead letter's reason) a log line
+    /// shows; control characters in it are always escaped.
+    #[arg(long, env = "LOG_MAX_INPUT_CHARS", default_value = "1024", value_parser = clap::value_parser!(u32).range(1..), global = true)]
+    pub log_max_input_chars: u32,
+
     /// How long the simulated backend works on each request.
     #[arg(long, env = "SIMULATED_DELAY_SECONDS", default_value = "10", value_parser = seconds, global = true)]
     pub simulated_delay_seconds: Duration,

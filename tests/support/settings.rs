@@ -34,6 +34,7 @@ pub(crate) fn test_settings(dir: &TempDir) -> Settings {
         api_token_file: None,
         log_format: LogFormat::Json,
         log_level: "warn".into(),
+        log_max_input_chars: 1024,
         simulated_delay_seconds: Duration::ZERO,
         simulated_failure_rate: 0.0,
         max_attempts: 5,
