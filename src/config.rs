@@ -125,6 +125,11 @@ pub struct Settings {
     #[arg(long, env = "MAX_UNFINISHED_PER_NAME", default_value = "100", value_parser = clap::value_parser!(u32).range(1..), global = true)]
     pub max_unfinished_per_name: u32,
 
+    /// The most bytes a request's `resource.config.extra_config` may take as compact JSON;
+    /// a larger one is refused with 422.
+    #[arg(long, env = "MAX_EXTRA_CONFIG_BYTES", default_value = "4096", value_parser = clap::value_parser!(u32).range(1..), global = true)]
+    pub max_extra_config_bytes: u32,
+
     /// PostgreSQL: insert statements in flight at once per process; the requests that arrive
     /// meanwhile wait and go in together, in one statement and one commit.
     #[arg(long, env = "INSERT_WRITERS", default_value = "2", value_parser = clap::value_parser!(u32).range(1..=64), global = true)]
@@ -162,6 +167,11 @@ pub struct Settings {
     /// A level (`info`) or filter directives (`info,dnsorch=debug`).
     #[arg(long, env = "LOG_LEVEL", default_value = "info", global = true)]
     pub log_level: String,
+
+    /// The most characters of one piece of client input (a dead letter's reason) a log line
+    /// shows; control characters in it are always escaped.
+    #[arg(long, env = "LOG_MAX_INPUT_CHARS", default_value = "1024", value_parser = clap::value_parser!(u32).range(1..), global = true)]
+    pub log_max_input_chars: u32,
 
     /// How long the simulated backend works on each request.
     #[arg(long, env = "SIMULATED_DELAY_SECONDS", default_value = "10", value_parser = seconds, global = true)]
@@ -280,6 +290,7 @@ impl Settings {
                 self.token_cache_entries as usize,
             ),
             max_unfinished_per_name: self.max_unfinished_per_name,
+            max_extra_config_bytes: self.max_extra_config_bytes as usize,
         }
     }
 

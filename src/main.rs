@@ -24,7 +24,13 @@ fn main() -> ExitCode {
         Some(Command::Token { .. }) => LogSink::Stderr,
         _ => LogSink::Stdout,
     };
-    if let Err(e) = telemetry::init_logs(cli.settings.log_format, &cli.settings.log_level, sink) {
+    let logs = telemetry::init_logs(
+        cli.settings.log_format,
+        &cli.settings.log_level,
+        cli.settings.log_max_input_chars as usize,
+        sink,
+    );
+    if let Err(e) = logs {
         eprintln!("error: {e:#}");
         return ExitCode::from(2);
     }

@@ -4,8 +4,14 @@
 //! event about a request), or human-readable with `LOG_FORMAT=pretty`. Metrics are kept by the
 //! `metrics` facade and rendered as Prometheus text at `/metrics`; each noteworthy event is a
 //! small struct whose `emit()` bumps its counter with the labels the log line carries.
+//!
+//! Raw client input (a dead letter's reason, which quotes what failed to parse) is logged as
+//! [`Escaped`]: control characters escaped, at most `LOG_MAX_INPUT_CHARS` characters, so no
+//! input can begin a log line of its own, in either format.
 
+use std::fmt;
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
@@ -23,11 +29,51 @@ pub enum LogSink {
     Stderr,
 }
 
-/// Installs the global log subscriber. Call once, before anything logs.
+/// The most characters of one piece of client input a log line shows (`LOG_MAX_INPUT_CHARS`).
+static MAX_INPUT_CHARS: AtomicUsize = AtomicUsize::new(1024);
+
+/// Client input as a log line may show it: line feed, carriage return and tab as `\n`, `\r`
+/// and `\t`, other control characters and the Unicode line and paragraph separators as
+/// `\u{1b}`, and at most `LOG_MAX_INPUT_CHARS` characters (then how many were left out).
+pub struct Escaped<'a>(pub &'a str);
+
+impl fmt::Display for Escaped<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write_escaped(self.0, MAX_INPUT_CHARS.load(Ordering::Relaxed), f)
+    }
+}
+
+fn write_escaped(text: &str, max_chars: usize, out: &mut impl fmt::Write) -> fmt::Result {
+    for (shown, c) in text.chars().enumerate() {
+        if shown == max_chars {
+            let left = text.chars().count() - max_chars;
+            return write!(out, "... ({left} more characters)");
+        }
+        match c {
+            '\n' => out.write_str("\\n")?,
+            '\r' => out.write_str("\\r")?,
+            '\t' => out.write_str("\\t")?,
+            c if c.is_control() || matches!(c, '\u{2028}' | '\u{2029}') => {
+                write!(out, "\\u{{{:x}}}", u32::from(c))?;
+            }
+            c => out.write_char(c)?,
+        }
+    }
+    Ok(())
+}
+
+/// Installs the global log subscriber, showing at most `max_input_chars` of each piece of
+/// client input. Call once, before anything logs.
 ///
 /// # Errors
 /// `level` is not a valid filter directive.
-pub fn init_logs(format: LogFormat, level: &str, sink: LogSink) -> anyhow::Result<()> {
+pub fn init_logs(
+    format: LogFormat,
+    level: &str,
+    max_input_chars: usize,
+    sink: LogSink,
+) -> anyhow::Result<()> {
+    MAX_INPUT_CHARS.store(max_input_chars, Ordering::Relaxed);
     let filter = EnvFilter::try_new(level)
         .map_err(|e| anyhow::anyhow!("LOG_LEVEL '{level}' is not a valid filter: {e}"))?;
     let writer = match sink {
@@ -169,5 +215,33 @@ impl HttpRequestServed {
         metrics::histogram!("dnsorch_http_request_duration_seconds",
             "method" => method, "route" => self.route)
         .record(self.duration.as_secs_f64());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn escaped(text: &str, max_chars: usize) -> String {
+        let mut out = String::new();
+        write_escaped(text, max_chars, &mut out).unwrap();
+        out
+    }
+
+    #[test]
+    fn control_characters_and_line_separators_are_escaped() {
+        let forged = "bad\n2026-01-01T00:00:00Z  INFO forged\r\t\u{1b}[31m\0\u{7f}\u{85}\u{2028}é";
+        assert_eq!(
+            escaped(forged, 1000),
+            r"bad\n2026-01-01T00:00:00Z  INFO forged\r\t\u{1b}[31m\u{0}\u{7f}\u{85}\u{2028}é"
+        );
+        assert_eq!(escaped("plain text", 1000), "plain text");
+    }
+
+    #[test]
+    fn input_is_cut_at_the_limit_saying_how_much_was_left_out() {
+        assert_eq!(escaped("abcdef", 4), "abcd... (2 more characters)");
+        assert_eq!(escaped("abcd", 4), "abcd");
+        assert_eq!(escaped("\n\n\n", 2), r"\n\n... (1 more characters)");
     }
 }

@@ -63,7 +63,8 @@ pub struct ConfigBody {
     pub ttl: Option<i64>,
     /// MX preference or SRV priority, 0-65535: required for MX and SRV, refused otherwise.
     pub priority: Option<i64>,
-    /// Up to 32 keys, passed to the backend untouched.
+    /// Up to 32 keys and `MAX_EXTRA_CONFIG_BYTES` (default 4096) of compact JSON, without
+    /// control characters in keys or strings; passed to the backend untouched.
     #[schema(value_type = Object)]
     pub extra_config: Option<serde_json::Map<String, serde_json::Value>>,
 }

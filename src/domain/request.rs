@@ -277,7 +277,7 @@ mod tests {
                          "config": {"ttl": 600, "priority": 10, "extra_config": {"b": 1, "a": "x"}}}
         }))
         .unwrap();
-        let change = validate(body, Operation::Create, Some("key-1")).unwrap();
+        let change = validate(body, Operation::Create, Some("key-1"), 4096).unwrap();
         let canonical = concat!(
             r#"{"account_id":"acct-1","comment":null,"#,
             r#""config":{"extra_config":{"a":"x","b":1},"priority":10,"ttl":600},"#,

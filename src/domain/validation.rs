@@ -46,7 +46,9 @@ impl ValidationError {
     }
 }
 
-/// Validates and normalises a body.
+/// Validates and normalises a body. No text field may hold control characters (U+0000-U+001F,
+/// U+007F-U+009F); `resource.config.extra_config` may be at most `max_extra_config_bytes` as
+/// compact JSON (`MAX_EXTRA_CONFIG_BYTES`).
 ///
 /// # Errors
 /// A `ValidationError` naming every bad field.
@@ -54,6 +56,7 @@ pub fn validate(
     body: ChangeBody,
     operation: Operation,
     idempotency_key: Option<&str>,
+    max_extra_config_bytes: usize,
 ) -> Result<ChangeRequest, ValidationError> {
     let mut errors = ValidationError::default();
     let context = body.context.unwrap_or_default();
@@ -64,18 +67,24 @@ pub fn validate(
     let source = check_source(context.source, &mut errors);
     let record_type = match resource.record_type {
         None => required(&mut errors, "resource.record_type"),
-        Some(t) => t
-            .parse::<RecordType>()
-            .map_err(|e| errors.push("resource.record_type", e))
-            .ok(),
+        Some(t) => without_controls(t, "resource.record_type", &mut errors).and_then(|t| {
+            t.parse::<RecordType>()
+                .map_err(|e| errors.push("resource.record_type", e))
+                .ok()
+        }),
     };
     let domain = match (resource.domain, record_type) {
         (None, _) => required(&mut errors, "resource.domain"),
-        (Some(d), t) => check_domain(&d, t, &mut errors),
+        (Some(d), t) => without_controls(d, "resource.domain", &mut errors)
+            .and_then(|d| check_domain(&d, t, &mut errors)),
     };
+    // `Some(None)`: a target was given, and refused for its control characters.
+    let target = resource
+        .target
+        .map(|t| without_controls(t, "resource.target", &mut errors));
     // A delete without a target removes the whole RRset: there is no record data then.
     // An adoption takes the RRset as the server holds it: there is no record data either.
-    let data = match (operation, resource.target, record_type) {
+    let data = match (operation, target, record_type) {
         (Operation::Adopt, Some(_), _) => {
             errors.push(
                 "resource.target",
@@ -94,32 +103,27 @@ pub fn validate(
             Some(None)
         }
         (Operation::Create, None, _) => required(&mut errors, "resource.target"),
-        (_, Some(target), Some(t)) => {
+        (_, Some(Some(target)), Some(t)) => {
             check_data(t, &target, config.priority, &mut errors).map(Some)
         }
-        (_, Some(_), None) => None,
+        (_, Some(_), _) => None,
     };
     let ttl = check_ttl(&config, &mut errors);
-    let comment = resource.comment.filter(|c| {
-        let ok = c.chars().count() <= MAX_COMMENT_CHARS;
-        if !ok {
-            errors.push(
-                "resource.comment",
-                format!("must be at most {MAX_COMMENT_CHARS} characters"),
-            );
-        }
-        ok
-    });
+    let comment = resource
+        .comment
+        .and_then(|c| without_controls(c, "resource.comment", &mut errors))
+        .filter(|c| {
+            let ok = c.chars().count() <= MAX_COMMENT_CHARS;
+            if !ok {
+                errors.push(
+                    "resource.comment",
+                    format!("must be at most {MAX_COMMENT_CHARS} characters"),
+                );
+            }
+            ok
+        });
     let extra_config = config.extra_config.unwrap_or_default();
-    if extra_config.len() > MAX_EXTRA_CONFIG_KEYS {
-        errors.push(
-            "resource.config.extra_config",
-            format!(
-                "has {} keys; at most {MAX_EXTRA_CONFIG_KEYS} are allowed",
-                extra_config.len()
-            ),
-        );
-    }
+    check_extra_config(&extra_config, max_extra_config_bytes, &mut errors);
     let idempotency_key = idempotency_key.and_then(|k| check_idempotency_key(k, &mut errors));
 
     match (account_id, domain, record_type, data) {
@@ -151,6 +155,66 @@ fn required<T>(errors: &mut ValidationError, field: &str) -> Option<T> {
     None
 }
 
+/// The text, unless it holds a control character: then the field is refused.
+fn without_controls(value: String, field: &str, errors: &mut ValidationError) -> Option<String> {
+    if value.chars().any(char::is_control) {
+        errors.push(field, CONTROL_CHARACTERS);
+        return None;
+    }
+    Some(value)
+}
+
+/// Why a text with a control character is refused.
+const CONTROL_CHARACTERS: &str = "must not contain control characters";
+
+/// At most `MAX_EXTRA_CONFIG_KEYS` keys and `max_bytes` of compact JSON; no control character
+/// in any key or string value, however deep.
+fn check_extra_config(
+    extra_config: &serde_json::Map<String, serde_json::Value>,
+    max_bytes: usize,
+    errors: &mut ValidationError,
+) {
+    const FIELD: &str = "resource.config.extra_config";
+    if extra_config.len() > MAX_EXTRA_CONFIG_KEYS {
+        errors.push(
+            FIELD,
+            format!(
+                "has {} keys; at most {MAX_EXTRA_CONFIG_KEYS} are allowed",
+                extra_config.len()
+            ),
+        );
+    }
+    let bytes = serde_json::to_string(extra_config).map_or(0, |json| json.len());
+    if bytes > max_bytes {
+        errors.push(
+            FIELD,
+            format!("is {bytes} bytes as JSON; at most {max_bytes} are allowed"),
+        );
+    }
+    let controlled = extra_config
+        .iter()
+        .find(|(key, value)| key.chars().any(char::is_control) || holds_controls(value));
+    if let Some((key, _)) = controlled {
+        errors.push(
+            FIELD,
+            format!("the key {key:?} or its value holds control characters, which are not allowed"),
+        );
+    }
+}
+
+/// Whether a JSON value holds a control character in a string or a key, however deep.
+fn holds_controls(value: &serde_json::Value) -> bool {
+    use serde_json::Value;
+    match value {
+        Value::Null | Value::Bool(_) | Value::Number(_) => false,
+        Value::String(text) => text.chars().any(char::is_control),
+        Value::Array(items) => items.iter().any(holds_controls),
+        Value::Object(entries) => entries
+            .iter()
+            .any(|(key, value)| key.chars().any(char::is_control) || holds_controls(value)),
+    }
+}
+
 fn check_account_id(account_id: Option<String>, errors: &mut ValidationError) -> Option<String> {
     check_text(
         account_id,
@@ -173,7 +237,7 @@ pub(crate) fn check_text(
     } else if value.chars().count() > max {
         Some(format!("must be at most {max} characters"))
     } else if value.chars().any(char::is_control) {
-        Some("must not contain control characters".to_owned())
+        Some(CONTROL_CHARACTERS.to_owned())
     } else {
         None
     };

@@ -4,7 +4,8 @@
 //! by default). The consumer always sets `context.source = "kafka"`. The idempotency key is
 //! the message's `idempotency-key` header, else `kafka:<topic>:<partition>:<offset>` (never the
 //! record key: producers use it for partitioning, and distinct changes share it), so a
-//! redelivered message records nothing new. The message's token travels in its
+//! redelivered message records nothing new; a header that is not UTF-8 or holds a control
+//! character makes the message invalid. The message's token travels in its
 //! `authorization` header (`Bearer <token>`), as over HTTP.
 
 use serde::Deserialize;
@@ -80,21 +81,34 @@ impl DeadLetterReason {
     }
 }
 
-/// The idempotency key of a message.
-pub fn idempotency_key(header: Option<&[u8]>, origin: &MessageOrigin) -> String {
-    header
-        .and_then(|h| std::str::from_utf8(h).ok())
-        .map(str::trim)
-        .filter(|k| !k.is_empty())
-        .map_or_else(
-            || {
-                format!(
-                    "kafka:{}:{}:{}",
-                    origin.topic, origin.partition, origin.offset
-                )
-            },
-            str::to_owned,
-        )
+/// The idempotency key of a message: its header, trimmed, else its position.
+///
+/// # Errors
+/// The header is not UTF-8 or holds control characters (it is refused, never replaced by
+/// the position: a retry would then record the change again).
+pub fn idempotency_key(
+    header: Option<&[u8]>,
+    origin: &MessageOrigin,
+) -> Result<String, ValidationError> {
+    let key = match header.map(std::str::from_utf8) {
+        None => None,
+        Some(Ok(key)) if !key.chars().any(char::is_control) => Some(key.trim()),
+        Some(_) => {
+            return Err(ValidationError::field(
+                "header.idempotency-key",
+                "must be UTF-8 without control characters",
+            ));
+        }
+    };
+    Ok(key.filter(|k| !k.is_empty()).map_or_else(
+        || {
+            format!(
+                "kafka:{}:{}:{}",
+                origin.topic, origin.partition, origin.offset
+            )
+        },
+        str::to_owned,
+    ))
 }
 
 /// Decodes a message payload.
@@ -135,7 +149,7 @@ pub fn decode(
     Ok(DecodedMessage {
         operation,
         body,
-        idempotency_key: idempotency_key(key_header, origin),
+        idempotency_key: idempotency_key(key_header, origin).map_err(DeadLetterReason::Invalid)?,
         token: bearer(authorization),
     })
 }
@@ -169,6 +183,23 @@ mod tests {
     #[test]
     fn the_idempotency_key_header_wins_over_the_position() {
         let decoded = decode(Some(VALID.as_bytes()), Some(b"order-7"), None, &origin()).unwrap();
+        assert_eq!(decoded.idempotency_key, "order-7");
+    }
+
+    #[test]
+    fn an_idempotency_key_with_control_characters_is_invalid_naming_the_header() {
+        for key in [
+            &b"order-7\n"[..],
+            b"\torder-7",
+            b"or\0der",
+            b"order\x7f",
+            b"\xff",
+        ] {
+            let err = decode(Some(VALID.as_bytes()), Some(key), None, &origin()).unwrap_err();
+            assert_eq!(err.kind(), "invalid", "{key:?}");
+            assert!(err.to_string().contains("header.idempotency-key"), "{err}");
+        }
+        let decoded = decode(Some(VALID.as_bytes()), Some(b" order-7 "), None, &origin()).unwrap();
         assert_eq!(decoded.idempotency_key, "order-7");
     }
 

@@ -82,6 +82,8 @@ pub struct IntakeLimits {
     pub buckets: TokenBuckets,
     /// Unfinished requests per account and owner name (`MAX_UNFINISHED_PER_NAME`).
     pub max_unfinished_per_name: u32,
+    /// The most bytes `resource.config.extra_config` may take as JSON (`MAX_EXTRA_CONFIG_BYTES`).
+    pub max_extra_config_bytes: usize,
 }
 
 /// When to try again after the unfinished-requests limit: some of them will have finished.
@@ -109,7 +111,8 @@ impl Intake {
     /// Decides the request's account and source from the actor, writing both into the body:
     /// the body's `account_id` is the principal's when omitted, and may name another account
     /// only for an admin (or a forwarder, for a trusted Kafka account, recorded as `kafka`).
-    /// The body's `source` is ignored. An empty `account_id` is left for validation to refuse.
+    /// The body's `source` is ignored. An empty `account_id`, or one with control characters,
+    /// is left for validation to refuse (a 422 naming the field, not a 403 echoing it).
     fn decide_account(&self, actor: &Actor, body: &mut ChangeBody) -> Result<(), IntakeError> {
         let principal = &actor.principal;
         let context = body.context.get_or_insert_with(Default::default);
@@ -125,7 +128,10 @@ impl Intake {
             actor.source
         };
         match account.as_str() {
-            account if account == principal.account_id || account.trim().is_empty() => {}
+            account
+                if account == principal.account_id
+                    || account.trim().is_empty()
+                    || account.chars().any(char::is_control) => {}
             _ if principal.admin || (principal.forwarder && trusted) => {}
             account => {
                 return Err(IntakeError::Forbidden(format!(
@@ -148,7 +154,12 @@ impl Intake {
         idempotency_key: Option<&str>,
     ) -> Result<ChangeRequest, IntakeError> {
         self.decide_account(actor, &mut body)?;
-        let mut change = validate(body, operation, idempotency_key)?;
+        let mut change = validate(
+            body,
+            operation,
+            idempotency_key,
+            self.limits.max_extra_config_bytes,
+        )?;
         change.submitter = Submitter::of(actor);
         let apex = if self.zones.is_empty() {
             change.backend = Some("simulated".into());

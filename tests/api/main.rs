@@ -4,6 +4,7 @@ mod auth;
 mod changes;
 #[path = "../support/client.rs"]
 mod client;
+mod controls;
 mod health;
 mod helpers;
 mod idempotency;

@@ -10,16 +10,16 @@ use Expect::{Rejected, Stored};
 
 const PRIORITY: &str = "/resource/config/priority";
 const TTL: &str = "/resource/config/ttl";
-const EXTRA: &str = "/resource/config/extra_config";
+pub(crate) const EXTRA: &str = "/resource/config/extra_config";
 
 /// What a body leads to: a request stored with these values, or a 422 naming these fields.
-enum Expect {
+pub(crate) enum Expect {
     Stored(Value),
     Rejected(&'static [&'static str]),
 }
 
 /// `body` with `value` at the JSON pointer `at`, creating objects on the way.
-fn with(mut body: Value, at: &str, value: Value) -> Value {
+pub(crate) fn with(mut body: Value, at: &str, value: Value) -> Value {
     let mut node = &mut body;
     for key in at.trim_start_matches('/').split('/') {
         if node.is_null() {
@@ -33,7 +33,7 @@ fn with(mut body: Value, at: &str, value: Value) -> Value {
 }
 
 /// An owner name and a valid target for each record type.
-fn sample(record_type: &str) -> (&'static str, &'static str) {
+pub(crate) fn sample(record_type: &str) -> (&'static str, &'static str) {
     match record_type.to_ascii_uppercase().as_str() {
         "AAAA" => ("www.example.test", "2001:db8::1"),
         "CNAME" => ("alias.example.test", "target.example.test"),
@@ -56,18 +56,18 @@ fn body(record_type: &str, domain: &str, target: &str) -> Value {
 }
 
 /// The sample body of a type, and the same with another owner name or target.
-fn valid(record_type: &str) -> Value {
+pub(crate) fn valid(record_type: &str) -> Value {
     body(record_type, sample(record_type).0, sample(record_type).1)
 }
 fn owned_by(record_type: &str, domain: &str) -> Value {
     body(record_type, domain, sample(record_type).1)
 }
-fn targeting(record_type: &str, target: &str) -> Value {
+pub(crate) fn targeting(record_type: &str, target: &str) -> Value {
     body(record_type, sample(record_type).0, target)
 }
 
 /// The request we expect stored: TTL 300, priority 10 for MX and SRV, no extras.
-fn stored(record_type: &str, domain: &str, target: &str) -> Value {
+pub(crate) fn stored(record_type: &str, domain: &str, target: &str) -> Value {
     let priority = matches!(record_type, "MX" | "SRV").then_some(10);
     let config = json!({"ttl": 300, "priority": priority, "extra_config": {}});
     json!({"account_id": "acct-1", "record_type": record_type, "domain": domain,
@@ -75,7 +75,7 @@ fn stored(record_type: &str, domain: &str, target: &str) -> Value {
 }
 
 /// The stored form of `valid(record_type)`.
-fn normal(record_type: &str) -> Value {
+pub(crate) fn normal(record_type: &str) -> Value {
     stored(record_type, sample(record_type).0, sample(record_type).1)
 }
 
@@ -94,7 +94,7 @@ fn extra_config(n: usize) -> Value {
 /// stored request must hold them too; a rejected one must answer 422 `validation_failed`
 /// naming exactly its bad fields, each with a message. Afterwards the list of requests must
 /// hold the accepted ones only.
-async fn check(app: &TestApp, cases: impl IntoIterator<Item = (Value, Expect)>) {
+pub(crate) async fn check(app: &TestApp, cases: impl IntoIterator<Item = (Value, Expect)>) {
     let mut accepted = 0;
     for (body, expect) in cases {
         let case: String = body.to_string().chars().take(200).collect();
@@ -119,7 +119,7 @@ async fn check(app: &TestApp, cases: impl IntoIterator<Item = (Value, Expect)>) 
     assert_eq!(items.len(), accepted, "only the accepted: {page:#}");
 }
 
-fn assert_rejected(case: &str, status: StatusCode, answer: &Value, fields: &[&str]) {
+pub(crate) fn assert_rejected(case: &str, status: StatusCode, answer: &Value, fields: &[&str]) {
     assert_eq!(status.as_u16(), 422, "{case}: {answer:#}");
     assert_eq!(answer["error"], "validation_failed", "{case}: {answer:#}");
     let mut named = Vec::new();

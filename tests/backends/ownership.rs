@@ -68,7 +68,7 @@ pub(crate) fn change(
     let body: ChangeBody =
         serde_json::from_value(json!({"context": {"account_id": account}, "resource": resource}))
             .unwrap();
-    validate(body, operation, None).unwrap()
+    validate(body, operation, None, 4096).unwrap()
 }
 
 pub(crate) fn create(account: &str, domain: &str, target: &str) -> ChangeRequest {
@@ -597,7 +597,11 @@ async fn creating_a_record_the_account_holds_writes_no_new_ledger_row(t: TestSto
                          "target": "mail.example.test", "config": {"priority": priority}}
         }))
         .unwrap();
-        apply(store, &validate(body, Operation::Create, None).unwrap()).await;
+        apply(
+            store,
+            &validate(body, Operation::Create, None, 4096).unwrap(),
+        )
+        .await;
     }
     let (_, rows) = store
         .rrset("www.example.test", RecordType::Mx)

@@ -102,7 +102,7 @@ fn change_for(domain: &str, target: &str, key: Option<&str>) -> ChangeRequest {
         "resource": {"record_type": "A", "domain": domain, "target": target}
     }))
     .unwrap();
-    validate(body, Operation::Create, key).unwrap()
+    validate(body, Operation::Create, key, 4096).unwrap()
 }
 
 async fn insert(store: &dyn RequestStore, domain: &str) -> RequestId {
@@ -399,7 +399,7 @@ fn change_by(account: &str, operation: Operation, target: Option<&str>) -> Chang
     let body: ChangeBody =
         serde_json::from_value(json!({"context": {"account_id": account}, "resource": resource}))
             .unwrap();
-    validate(body, operation, None).unwrap()
+    validate(body, operation, None, 4096).unwrap()
 }
 
 async fn a_completed_delete_removes_only_the_accounts_ledger_rows(t: TestStore) {

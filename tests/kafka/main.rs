@@ -138,6 +138,7 @@ fn message_for(account: Option<&str>, record_type: &str, domain: &str, target: &
 mod client;
 #[path = "../support/settings.rs"]
 mod support_settings;
+mod validation;
 
 use client::{client_with, first_run_admin_token};
 
