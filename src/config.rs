@@ -11,10 +11,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 
-use crate::auth::AuthConfig;
 use crate::domain::Subnet;
-use crate::queue::retry::RetryPolicy;
-use crate::worker::WorkerConfig;
 
 /// The log line format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -272,36 +269,6 @@ impl Settings {
         self.database_url.starts_with("sqlite:")
     }
 
-    /// The authenticator's part of the settings.
-    pub fn auth_config(&self) -> AuthConfig {
-        AuthConfig {
-            cache_for: self.token_cache_seconds,
-            cache_entries: self.token_cache_entries as usize,
-            last_used_every: self.token_last_used_interval_seconds,
-        }
-    }
-
-    /// What intake enforces per token and per name.
-    pub fn intake_limits(&self) -> crate::intake::IntakeLimits {
-        crate::intake::IntakeLimits {
-            buckets: crate::ratelimit::TokenBuckets::new(
-                self.rate_limit_per_second,
-                self.rate_limit_burst,
-                self.token_cache_entries as usize,
-            ),
-            max_unfinished_per_name: self.max_unfinished_per_name,
-            max_extra_config_bytes: self.max_extra_config_bytes as usize,
-        }
-    }
-
-    /// How the PostgreSQL store groups inserts.
-    pub fn insert_batching(&self) -> crate::store::InsertBatching {
-        crate::store::InsertBatching {
-            writers: self.insert_writers as usize,
-            batch_max: self.insert_batch_max as usize,
-        }
-    }
-
     /// The trusted Kafka accounts, without empty entries.
     pub fn trusted_accounts(&self) -> Vec<String> {
         self.kafka_trusted_accounts
@@ -309,19 +276,6 @@ impl Settings {
             .map(|a| a.trim().to_owned())
             .filter(|a| !a.is_empty())
             .collect()
-    }
-
-    /// The worker's part of the settings.
-    pub fn worker_config(&self) -> WorkerConfig {
-        WorkerConfig {
-            lease: self.lease_seconds,
-            max_attempts: self.max_attempts,
-            retry: RetryPolicy {
-                base: self.retry_base_seconds,
-                max: self.retry_max_seconds.max(self.retry_base_seconds),
-            },
-            poll_interval: self.poll_interval_seconds,
-        }
     }
 }
 

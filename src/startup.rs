@@ -12,16 +12,17 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, Access, AppParts, AppState};
-use crate::auth::Authenticator;
+use crate::auth::{AuthConfig, Authenticator};
 use crate::config::Settings;
 use crate::domain::{Secret, TokenSpec};
 use crate::intake::Intake;
 use crate::provision::{Provisioner, SimulatedProvisioner, ZoneRouter};
+use crate::queue::retry::RetryPolicy;
 use crate::queue::{DatabaseOnly, LocalChannel, RedisChannel, TaskChannel};
 use crate::reconciler::Reconciler;
 use crate::store::{AuditStore, PostgresStore, RequestStore, Schema, SqliteStore, TokenStore};
 use crate::telemetry;
-use crate::worker::Worker;
+use crate::worker::{Worker, WorkerConfig};
 use crate::zones::Zones;
 
 /// How long released work gets to write "released" after the grace period.
@@ -152,7 +153,7 @@ pub async fn open_store(settings: &Settings, migrate: bool) -> anyhow::Result<St
             settings.db_acquire_timeout_seconds,
             schema,
             settings.schema_wait_seconds,
-            settings.insert_batching(),
+            insert_batching(settings),
         )
         .await
         .context("Failed to open the PostgreSQL database named by DATABASE_URL")?;
@@ -238,7 +239,7 @@ impl Application {
             store.clone(),
             channel.clone(),
             router,
-            settings.worker_config(),
+            worker_config(&settings),
         );
         let reconciler = Reconciler::new(
             store.clone(),
@@ -263,10 +264,10 @@ impl Application {
             channel.clone(),
             zones,
             settings.trusted_accounts(),
-            settings.intake_limits(),
+            intake_limits(&settings),
         );
         let access = Access {
-            auth: Authenticator::new(stores.tokens.clone(), settings.auth_config()),
+            auth: Authenticator::new(stores.tokens.clone(), auth_config(&settings)),
             trusted_proxies: settings.trusted_proxies.clone().into(),
             metrics_public: settings.metrics_public,
         };
@@ -509,4 +510,49 @@ fn write_secret_file(path: &std::path::Path, secret: &Secret) -> std::io::Result
 
 async fn drain(tasks: &mut JoinSet<()>) {
     while tasks.join_next().await.is_some() {}
+}
+
+// The parts of the settings each component takes (here, so `config` depends on none of them).
+
+/// The authenticator's part of the settings.
+fn auth_config(settings: &Settings) -> AuthConfig {
+    AuthConfig {
+        cache_for: settings.token_cache_seconds,
+        cache_entries: settings.token_cache_entries as usize,
+        last_used_every: settings.token_last_used_interval_seconds,
+    }
+}
+
+/// What intake enforces per token and per name.
+fn intake_limits(settings: &Settings) -> crate::intake::IntakeLimits {
+    crate::intake::IntakeLimits {
+        buckets: crate::ratelimit::TokenBuckets::new(
+            settings.rate_limit_per_second,
+            settings.rate_limit_burst,
+            settings.token_cache_entries as usize,
+        ),
+        max_unfinished_per_name: settings.max_unfinished_per_name,
+        max_extra_config_bytes: settings.max_extra_config_bytes as usize,
+    }
+}
+
+/// How the PostgreSQL store groups inserts.
+fn insert_batching(settings: &Settings) -> crate::store::InsertBatching {
+    crate::store::InsertBatching {
+        writers: settings.insert_writers as usize,
+        batch_max: settings.insert_batch_max as usize,
+    }
+}
+
+/// The worker's part of the settings.
+fn worker_config(settings: &Settings) -> WorkerConfig {
+    WorkerConfig {
+        lease: settings.lease_seconds,
+        max_attempts: settings.max_attempts,
+        retry: RetryPolicy {
+            base: settings.retry_base_seconds,
+            max: settings.retry_max_seconds.max(settings.retry_base_seconds),
+        },
+        poll_interval: settings.poll_interval_seconds,
+    }
 }
