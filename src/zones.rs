@@ -180,12 +180,6 @@ impl Zones {
         Ok(Self { zones })
     }
 
-    /// Zones with the given entries (tests, and the default of none).
-    pub fn from_zones(mut zones: Vec<Zone>) -> Self {
-        zones.sort_by(|a, b| b.name.len().cmp(&a.name.len()).then(a.name.cmp(&b.name)));
-        Self { zones }
-    }
-
     /// Whether no zone is configured (everything goes to the simulated backend).
     pub fn is_empty(&self) -> bool {
         self.zones.is_empty()

@@ -73,11 +73,6 @@ impl Fqdn {
         &self.0
     }
 
-    /// Whether the leftmost label is `*`.
-    pub fn is_wildcard(&self) -> bool {
-        self.0.starts_with("*.")
-    }
-
     /// The labels, leftmost first.
     pub fn labels(&self) -> impl Iterator<Item = &str> {
         self.0.split('.')
