@@ -64,7 +64,7 @@ pub struct ConfigBody {
     /// MX preference or SRV priority, 0-65535: required for MX and SRV, refused otherwise.
     pub priority: Option<i64>,
     /// Up to 32 keys and `MAX_EXTRA_CONFIG_BYTES` (default 4096) of compact JSON, without
-    /// control characters in keys or strings; passed to the backend untouched.
+    /// control characters in keys or strings; stored and shown as given (no backend reads it).
     #[schema(value_type = Object)]
     pub extra_config: Option<serde_json::Map<String, serde_json::Value>>,
 }

@@ -138,7 +138,7 @@ pub struct RecordConfig {
     pub ttl: u32,
     /// MX preference or SRV priority.
     pub priority: Option<u16>,
-    /// Passed to the backend untouched.
+    /// Stored and shown with the request as given; no backend reads it.
     #[schema(value_type = Object)]
     pub extra_config: serde_json::Map<String, serde_json::Value>,
 }
