@@ -675,7 +675,9 @@ impl KafkaIntake {
 }
 
 /// Records decoded messages through the service layer, one transaction per batch, retrying
-/// the batch while the database is unavailable. `None`: shutdown came first.
+/// the batch while the database is unavailable (and only then: a message the database refuses
+/// for another reason is split from the others and dead-lettered as `store_rejected`).
+/// `None`: shutdown came first.
 async fn record_direct(
     intake: &Intake,
     decoded: Vec<Result<Submission, DeadLetterReason>>,
@@ -721,7 +723,7 @@ async fn record_direct(
                         Fate::Dead(DeadLetterReason::RateLimited(message))
                     }
                     Err(IntakeError::Store(e)) => {
-                        Fate::Dead(DeadLetterReason::Malformed(format!("not recorded: {e}")))
+                        Fate::Dead(DeadLetterReason::StoreRejected(e.to_string()))
                     }
                 },
             })

@@ -64,6 +64,10 @@ pub enum DeadLetterReason {
     /// Over a rate limit: the token's, or the unfinished requests per name.
     #[error("rate limited: {0}")]
     RateLimited(String),
+    /// The database refused to store it (a constraint or trigger, a value it cannot hold),
+    /// while it stored the rest of the batch.
+    #[error("not recorded: {0}")]
+    StoreRejected(String),
 }
 
 impl DeadLetterReason {
@@ -76,6 +80,7 @@ impl DeadLetterReason {
             Self::Unauthorized(_) => "unauthorized",
             Self::Forbidden(_) => "forbidden",
             Self::RateLimited(_) => "rate_limited",
+            Self::StoreRejected(_) => "store_rejected",
         }
     }
 }

@@ -170,7 +170,25 @@ struct App {
 
 /// The app over the database in `dir`.
 async fn spawn_app(dir: &TempDir, settings: Settings) -> App {
+    spawn_app_after(dir, settings, None).await
+}
+
+/// The app over the database in `dir`, which runs `sql` on its SQLite file once it is
+/// migrated and before the app starts.
+async fn spawn_app_after(dir: &TempDir, settings: Settings, sql: Option<&str>) -> App {
+    let database_url = settings.database_url.clone();
     let app = Application::build(settings).await.unwrap();
+    if let Some(sql) = sql {
+        use sqlx::Connection as _;
+        let mut connection = sqlx::SqliteConnection::connect(&database_url)
+            .await
+            .unwrap();
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+            .execute(&mut connection)
+            .await
+            .unwrap();
+        connection.close().await.unwrap();
+    }
     let store = app.store();
     let address = format!("http://127.0.0.1:{}", app.port());
     // A database that already held tokens gets no admin token file.
@@ -475,6 +493,63 @@ async fn the_same_message_twice_records_one_request_and_a_reused_key_is_a_dead_l
             .filter(|r| r.domain == "once.example.test")
             .count(),
         1
+    );
+}
+
+#[tokio::test]
+async fn a_message_the_database_refuses_is_a_dead_letter_and_the_rest_of_its_batch_is_recorded() {
+    // Arrange: a trigger in this test's database refuses one name; the messages are produced
+    // before the app starts, so that they arrive in one batch.
+    let topic = create_topic(1);
+    let dir = TempDir::new().unwrap();
+    let producer = producer();
+    let names = ["good0", "good1", "poison", "good2", "good3"];
+    for name in names {
+        produce(
+            &producer,
+            &topic,
+            &a_record(&format!("{name}.example.test")),
+            None,
+        )
+        .await;
+    }
+    let refuse = "create trigger refuse_poison before insert on dns_requests \
+        when new.domain like 'poison.%' \
+        begin select raise(abort, 'refused by the test trigger'); end";
+
+    // Act
+    let app = spawn_app_after(&dir, settings(&dir, &topic), Some(refuse)).await;
+    produce(&producer, &topic, &a_record("later.example.test"), None).await;
+
+    // Assert: the refused message is a dead letter; the others, and the next one, are
+    // recorded in order.
+    let letters = read_dead_letters(&topic, 1).await;
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    assert_eq!(
+        header(&letters[0].1, "dnsorch-error-kind"),
+        "store_rejected"
+    );
+    assert_eq!(header(&letters[0].1, "dnsorch-original-offset"), "2");
+    assert!(
+        header(&letters[0].1, "dnsorch-error").contains("refused by the test trigger"),
+        "{letters:?}"
+    );
+    assert!(letters[0].0.contains("poison.example.test"));
+    let domains: Vec<String> = requests_when(&*app.store, 5)
+        .await
+        .into_iter()
+        .rev()
+        .map(|r| r.domain)
+        .collect();
+    assert_eq!(
+        domains,
+        [
+            "good0.example.test",
+            "good1.example.test",
+            "good2.example.test",
+            "good3.example.test",
+            "later.example.test"
+        ]
     );
 }
 
