@@ -227,6 +227,7 @@ impl Application {
             audit: stores.audit.clone(),
             channel,
             metrics: telemetry::metrics_handle(),
+            max_body_bytes: settings.max_body_bytes as usize,
             #[cfg(feature = "kafka")]
             kafka: kafka.as_ref().map(|k| k.health()),
         });
@@ -352,6 +353,8 @@ fn kafka_intake(
         api_url: settings.api_url.clone(),
         api_token_file: forward_token_file(settings)?,
         trusted_accounts: settings.trusted_accounts(),
+        max_message_bytes: settings.max_body_bytes as usize,
+        batch_max_bytes: settings.kafka_batch_max_bytes as usize,
     };
     let kafka =
         crate::intake::kafka::KafkaIntake::new(&config, intake.clone(), access.auth.clone())

@@ -86,6 +86,8 @@ pub struct AppParts {
     #[cfg(feature = "kafka")]
     pub kafka: Option<crate::intake::kafka::KafkaHealth>,
     pub metrics: PrometheusHandle,
+    /// The largest body read (`MAX_BODY_BYTES`).
+    pub max_body_bytes: usize,
 }
 
 /// The OpenAPI document served at `/openapi.json`.
@@ -167,6 +169,7 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             auth::require_token,
         ));
+    let max_body_bytes = state.max_body_bytes;
     let api = protected
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
@@ -178,7 +181,7 @@ pub fn router(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn(track_http))
-        .layer(DefaultBodyLimit::max(json::MAX_BODY_BYTES))
+        .layer(DefaultBodyLimit::max(max_body_bytes))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::SERVICE_UNAVAILABLE,
             REQUEST_TIMEOUT,

@@ -5,11 +5,14 @@
 //! stored offsets are committed in the background and once more at shutdown), and every
 //! message carries an idempotency key, so a redelivered message records nothing new. A message
 //! that cannot become a request goes to `<topic>.dlq` with headers saying why and where it came
-//! from, and its offset is then stored: one bad message never blocks a partition.
+//! from, and its offset is then stored: one bad message never blocks a partition. A payload
+//! over `MAX_BODY_BYTES` is such a message (`too_large`), never parsed; a message the database
+//! refuses is split from its batch (see `Intake::submit_batch`) and is one (`store_rejected`).
 //!
 //! Each partition of the topic has a queue of its own at the client (split from the consumer's
 //! queue before the first assignment) and a task that reads it in batches (up to `BATCH_MAX`
-//! or `BATCH_WAIT`) and records a batch in one database transaction, at most
+//! messages, `KAFKA_BATCH_MAX_BYTES` of payloads, or `BATCH_WAIT`) and records a batch in one
+//! database transaction, at most
 //! `CONCURRENT_BATCHES` at a time. Partitions are recorded concurrently and each in order; a
 //! partition that falls behind holds back only itself, its backlog left at the broker (the
 //! client prefetches at most `PREFETCH_MESSAGES` per partition). Partitions added to the topic
@@ -36,7 +39,7 @@ use rdkafka::{ClientContext, Offset};
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
-use super::message::{DeadLetterReason, DecodedMessage, MessageOrigin, decode};
+use super::message::{DeadLetterReason, DecodedMessage, MessageOrigin, check_size, decode};
 use super::{Intake, IntakeError, Submission, Submitted};
 use crate::auth::{AuthError, AuthFailure, Authenticator};
 use crate::domain::{Actor, Operation, Principal, Secret, Source as RequestSource};
@@ -81,6 +84,30 @@ pub struct KafkaConfig {
     pub api_token_file: Option<std::path::PathBuf>,
     /// Accounts whose messages need no token.
     pub trusted_accounts: Vec<String>,
+    /// The largest payload parsed (`MAX_BODY_BYTES`); larger ones are dead letters.
+    pub max_message_bytes: usize,
+    /// The most payload bytes in one batch (`KAFKA_BATCH_MAX_BYTES`).
+    pub batch_max_bytes: usize,
+}
+
+/// How big a batch may grow: `BATCH_MAX` messages and `KAFKA_BATCH_MAX_BYTES` of payloads.
+#[derive(Debug, Clone, Copy)]
+struct BatchBound {
+    max_messages: usize,
+    max_bytes: usize,
+}
+
+impl BatchBound {
+    /// Whether a batch of `messages` holding `bytes` may take a message of `next` bytes. A
+    /// batch's first message is always taken, whatever its size.
+    fn admits(self, messages: usize, bytes: usize, next: usize) -> bool {
+        messages == 0 || (messages < self.max_messages && bytes + next <= self.max_bytes)
+    }
+}
+
+/// The bytes a message counts for in its batch: its payload's.
+fn payload_len(message: &OwnedMessage) -> usize {
+    message.payload().map_or(0, <[u8]>::len)
 }
 
 /// The consumer's view of the broker, for `/readyz`: the last client error, cleared when a
@@ -168,6 +195,8 @@ pub struct KafkaIntake {
     health: KafkaHealth,
     auth: Authenticator,
     trusted_accounts: Arc<[String]>,
+    max_message_bytes: usize,
+    batch: BatchBound,
 }
 
 /// Where a partition's task reads its messages.
@@ -228,6 +257,11 @@ impl KafkaIntake {
             health,
             auth,
             trusted_accounts: config.trusted_accounts.clone().into(),
+            max_message_bytes: config.max_message_bytes,
+            batch: BatchBound {
+                max_messages: BATCH_MAX,
+                max_bytes: config.batch_max_bytes,
+            },
         })
     }
 
@@ -401,27 +435,42 @@ impl KafkaIntake {
     }
 
     /// One partition: waits for a message, takes what else is at hand or arrives within
-    /// `BATCH_WAIT`, and processes that batch once one of the `CONCURRENT_BATCHES` turns is
-    /// free; until `shutdown` or the source closes.
+    /// `BATCH_WAIT` while the batch stays within its bound (messages and bytes; a message
+    /// that does not fit starts the next batch), and processes that batch once one of the
+    /// `CONCURRENT_BATCHES` turns is free; until `shutdown` or the source closes.
     async fn partition_task(
         self: Arc<Self>,
         mut source: Source,
         recording: Arc<Semaphore>,
         shutdown: CancellationToken,
     ) {
+        let mut held = None;
         loop {
-            let first = tokio::select! {
-                () = shutdown.cancelled() => return,
-                message = self.next(&mut source) => match message {
-                    Some(message) => message,
-                    None => return,
+            let first = match held.take() {
+                Some(message) => message,
+                None => tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    message = self.next(&mut source) => match message {
+                        Some(message) => message,
+                        None => return,
+                    },
                 },
             };
+            let mut bytes = payload_len(&first);
             let mut batch = vec![first];
             let deadline = tokio::time::Instant::now() + BATCH_WAIT;
-            while batch.len() < BATCH_MAX {
+            while self.batch.admits(batch.len(), bytes, 0) {
                 match tokio::time::timeout_at(deadline, self.next(&mut source)).await {
-                    Ok(Some(message)) => batch.push(message),
+                    Ok(Some(message))
+                        if self.batch.admits(batch.len(), bytes, payload_len(&message)) =>
+                    {
+                        bytes += payload_len(&message);
+                        batch.push(message);
+                    }
+                    Ok(Some(message)) => {
+                        held = Some(message);
+                        break;
+                    }
                     _ => break,
                 }
             }
@@ -443,6 +492,7 @@ impl KafkaIntake {
         let decoded: Vec<Result<DecodedMessage, DeadLetterReason>> = batch
             .iter()
             .map(|m| {
+                check_size(m.payload(), self.max_message_bytes)?;
                 let origin = origin_of(m);
                 decode(
                     m.payload(),
@@ -914,6 +964,23 @@ fn header_value<'m>(message: &'m OwnedMessage, name: &str) -> Option<&'m [u8]> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_batch_is_bounded_by_messages_and_by_bytes_and_always_takes_its_first_message() {
+        let bound = BatchBound {
+            max_messages: 3,
+            max_bytes: 1000,
+        };
+        assert!(bound.admits(0, 0, 5000), "the first message, however large");
+        assert!(bound.admits(1, 400, 400));
+        assert!(bound.admits(2, 800, 200), "exactly at the byte bound");
+        assert!(!bound.admits(2, 800, 201), "over the byte bound");
+        assert!(!bound.admits(3, 300, 0), "at the message bound");
+        assert!(
+            !bound.admits(1, 5000, 0),
+            "a large first message fills its batch"
+        );
+    }
 
     #[test]
     fn deletes_are_forwarded_to_the_delete_path() {

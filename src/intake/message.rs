@@ -5,7 +5,8 @@
 //! the message's `idempotency-key` header, else `kafka:<topic>:<partition>:<offset>` (never the
 //! record key: producers use it for partitioning, and distinct changes share it), so a
 //! redelivered message records nothing new. The message's token travels in its
-//! `authorization` header (`Bearer <token>`), as over HTTP.
+//! `authorization` header (`Bearer <token>`), as over HTTP. A payload over `MAX_BODY_BYTES` is
+//! refused by its length alone (`check_size`), before anything parses it.
 
 use serde::Deserialize;
 use serde_json::Value;
@@ -45,6 +46,9 @@ pub struct DecodedMessage {
 /// Why a message goes to the dead-letter topic.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DeadLetterReason {
+    /// The payload is over `MAX_BODY_BYTES`; it was not parsed.
+    #[error("too large: the payload has {size} bytes, over MAX_BODY_BYTES ({max})")]
+    TooLarge { size: usize, max: usize },
     /// The payload is missing or not JSON.
     #[error("malformed: {0}")]
     Malformed(String),
@@ -74,6 +78,7 @@ impl DeadLetterReason {
     /// A short code for the `dnsorch-error-kind` header and metric labels.
     pub fn kind(&self) -> &'static str {
         match self {
+            Self::TooLarge { .. } => "too_large",
             Self::Malformed(_) => "malformed",
             Self::Invalid(_) => "invalid",
             Self::KeyReused(_) => "key_reused",
@@ -100,6 +105,17 @@ pub fn idempotency_key(header: Option<&[u8]>, origin: &MessageOrigin) -> String 
             },
             str::to_owned,
         )
+}
+
+/// Refuses a payload over `max` bytes, by its length alone.
+///
+/// # Errors
+/// `TooLarge`: the payload has more than `max` bytes.
+pub fn check_size(payload: Option<&[u8]>, max: usize) -> Result<(), DeadLetterReason> {
+    match payload.map_or(0, <[u8]>::len) {
+        size if size > max => Err(DeadLetterReason::TooLarge { size, max }),
+        _ => Ok(()),
+    }
 }
 
 /// Decodes a message payload.
@@ -206,6 +222,24 @@ mod tests {
         let err = decode(Some(unknown.as_bytes()), None, None, &origin()).unwrap_err();
         assert_eq!(err.kind(), "invalid");
         assert!(err.to_string().contains("action"), "{err}");
+    }
+
+    #[test]
+    fn a_payload_over_the_limit_is_too_large_by_its_length_and_one_at_it_passes() {
+        let limit = VALID.len();
+        assert_eq!(check_size(Some(VALID.as_bytes()), limit), Ok(()));
+        assert_eq!(check_size(None, limit), Ok(()));
+        let over = format!("{VALID} ");
+        let err = check_size(Some(over.as_bytes()), limit).unwrap_err();
+        assert_eq!(err.kind(), "too_large");
+        assert_eq!(
+            err,
+            DeadLetterReason::TooLarge {
+                size: limit + 1,
+                max: limit
+            }
+        );
+        assert!(err.to_string().contains("MAX_BODY_BYTES"), "{err}");
     }
 
     #[test]

@@ -553,6 +553,46 @@ async fn a_message_the_database_refuses_is_a_dead_letter_and_the_rest_of_its_bat
     );
 }
 
+#[tokio::test]
+async fn a_payload_over_max_body_bytes_is_a_too_large_dead_letter_and_small_batches_lose_nothing() {
+    // Arrange: batches of at most 400 payload bytes, about four messages each.
+    let topic = create_topic(1);
+    let dir = TempDir::new().unwrap();
+    let producer = producer();
+    let oversized = "x".repeat(64 * 1024 + 1);
+    produce(&producer, &topic, &a_record("before.example.test"), None).await;
+    produce(&producer, &topic, &oversized, None).await;
+    produce_a_records(&producer, &topic, "small", 10).await;
+    let mut small_batches = settings(&dir, &topic);
+    small_batches.kafka_batch_max_bytes = 400;
+
+    // Act
+    let app = spawn_app(&dir, small_batches).await;
+
+    // Assert: the oversized payload (not JSON: parsed, it would be malformed) is a dead letter
+    // as it was; every other message is recorded, in order.
+    let letters = read_dead_letters(&topic, 1).await;
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    assert_eq!(header(&letters[0].1, "dnsorch-error-kind"), "too_large");
+    assert_eq!(header(&letters[0].1, "dnsorch-original-offset"), "1");
+    assert!(
+        header(&letters[0].1, "dnsorch-error").contains("MAX_BODY_BYTES"),
+        "{:?}",
+        letters[0].1
+    );
+    assert_eq!(letters[0].0, oversized);
+    let domains: Vec<String> = requests_when(&*app.store, 11)
+        .await
+        .into_iter()
+        .rev()
+        .map(|r| r.domain)
+        .collect();
+    let expected: Vec<String> = std::iter::once("before.example.test".to_owned())
+        .chain((0..10).map(|i| format!("small{i}.example.test")))
+        .collect();
+    assert_eq!(domains, expected);
+}
+
 /// A child process that is killed when the test ends, also when it panics.
 struct Reaped(Child);
 
