@@ -909,6 +909,7 @@ fn origin_of(message: &OwnedMessage) -> MessageOrigin {
         topic: message.topic().to_owned(),
         partition: message.partition(),
         offset: message.offset(),
+        timestamp_ms: message.timestamp().to_millis(),
     }
 }
 

@@ -2,9 +2,12 @@
 //!
 //! A message body has the HTTP body's shape plus an optional top-level `"action"` (`create`
 //! by default). The consumer always sets `context.source = "kafka"`. The idempotency key is
-//! the message's `idempotency-key` header, else `kafka:<topic>:<partition>:<offset>` (never the
-//! record key: producers use it for partitioning, and distinct changes share it), so a
-//! redelivered message records nothing new. The message's token travels in its
+//! the message's `idempotency-key` header, else `kafka:<topic>:<partition>:<offset>:<timestamp>`
+//! (never the record key: producers use it for partitioning, and distinct changes share it), so
+//! a redelivered message records nothing new. The timestamp (milliseconds, the message's create
+//! or log-append time) is part of the key because a position repeats: a topic deleted and
+//! created again, or a broker that lost its log, hands out the same offsets to new messages.
+//! A message without a timestamp gets `kafka:<topic>:<partition>:<offset>`. The message's token travels in its
 //! `authorization` header (`Bearer <token>`), as over HTTP. A payload over `MAX_BODY_BYTES` is
 //! refused by its length alone (`check_size`), before anything parses it.
 
@@ -31,6 +34,8 @@ pub struct MessageOrigin {
     pub topic: String,
     pub partition: i32,
     pub offset: i64,
+    /// The message's timestamp (create or log-append time), in milliseconds, when it has one.
+    pub timestamp_ms: Option<i64>,
 }
 
 /// A message decoded into what intake takes.
@@ -98,10 +103,14 @@ pub fn idempotency_key(header: Option<&[u8]>, origin: &MessageOrigin) -> String 
         .filter(|k| !k.is_empty())
         .map_or_else(
             || {
-                format!(
+                let position = format!(
                     "kafka:{}:{}:{}",
                     origin.topic, origin.partition, origin.offset
-                )
+                );
+                match origin.timestamp_ms {
+                    Some(ms) => format!("{position}:{ms}"),
+                    None => position,
+                }
             },
             str::to_owned,
         )
@@ -170,6 +179,7 @@ mod tests {
             topic: "dns_requests".into(),
             partition: 2,
             offset: 41,
+            timestamp_ms: Some(1_764_633_600_000),
         }
     }
 
@@ -184,7 +194,25 @@ mod tests {
             decoded.body.context.unwrap().source.as_deref(),
             Some("kafka")
         );
-        assert_eq!(decoded.idempotency_key, "kafka:dns_requests:2:41");
+        assert_eq!(
+            decoded.idempotency_key,
+            "kafka:dns_requests:2:41:1764633600000"
+        );
+    }
+
+    #[test]
+    fn the_same_position_at_another_time_is_another_key_and_no_timestamp_leaves_it_out() {
+        let first = idempotency_key(None, &origin());
+        let recreated = MessageOrigin {
+            timestamp_ms: Some(1_764_633_600_001),
+            ..origin()
+        };
+        assert_ne!(idempotency_key(None, &recreated), first);
+        let untimed = MessageOrigin {
+            timestamp_ms: None,
+            ..origin()
+        };
+        assert_eq!(idempotency_key(None, &untimed), "kafka:dns_requests:2:41");
     }
 
     #[test]

@@ -166,6 +166,7 @@ struct App {
     /// Sends the first run's admin token, when the run wrote one.
     admin: reqwest::Client,
     shutdown: CancellationToken,
+    running: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
 
 /// The app over the database in `dir`.
@@ -196,16 +197,25 @@ async fn spawn_app_after(dir: &TempDir, settings: Settings, sql: Option<&str>) -
         .map(|token| client_with(&token))
         .unwrap_or_default();
     let shutdown = CancellationToken::new();
-    tokio::spawn(app.run_until_stopped(shutdown.clone()));
+    let running = tokio::spawn(app.run_until_stopped(shutdown.clone()));
     App {
         store,
         address,
         admin,
         shutdown,
+        running: Some(running),
     }
 }
 
 impl App {
+    /// Stops the app and waits until it has (its Kafka offsets committed).
+    async fn stop(mut self) {
+        self.shutdown.cancel();
+        if let Some(running) = self.running.take() {
+            running.await.unwrap().unwrap();
+        }
+    }
+
     /// Creates a token for `account` over the API that may read, create and delete every
     /// type under example.test and other.test: its id and secret.
     async fn create_token(&self, account: &str, name: &str) -> (String, String) {
@@ -1347,6 +1357,51 @@ async fn a_broker_restart_is_survived_and_loses_nothing() {
     wait_for_kafka_ok(api_port).await;
     stop(&mut consumer, "-TERM", Duration::from_secs(30)).await;
     stop(&mut broker, "-KILL", Duration::from_secs(10)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_at_a_recorded_position_of_a_new_incarnation_of_the_topic_is_a_new_request() {
+    // Arrange: a private broker's message at offset 0 is recorded; then the broker is gone
+    // with its log, and a new one holds the topic again (as after a topic is deleted and
+    // created again, or a broker lost its log): its offsets start at 0 again.
+    let topic = format!("dns_requests_{}", uuid::Uuid::new_v4().simple());
+    let dir = TempDir::new().unwrap();
+    let mut incarnations = Vec::new();
+    for _ in 0..2 {
+        let broker_dir = TempDir::new().unwrap();
+        let port = free_port();
+        let brokers = format!("127.0.0.1:{port}");
+        let mut broker = start_private_broker(broker_dir.path(), port).await;
+        create_topic_on(&brokers, &topic, 1);
+
+        // Act: the same payload at offset 0 each time, consumed into the same database by a
+        // consumer group of its own.
+        produce_to(&brokers, &topic, 0..1).await;
+        let mut consuming = settings(&dir, &topic);
+        consuming.kafka_broker_url = Some(brokers);
+        let app = spawn_app(&dir, consuming).await;
+        // Waiting without a panic: the app must stop while its broker lives (a consumer
+        // dropped after its broker is killed can hold the test's runtime at its end).
+        let expected = incarnations.len() + 1;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while requests(&*app.store).await.len() < expected && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        incarnations.push(requests(&*app.store).await);
+        app.stop().await;
+        stop(&mut broker, "-KILL", Duration::from_secs(10)).await;
+    }
+
+    // Assert: two requests, keyed by the same position and different timestamps.
+    let counts: Vec<usize> = incarnations.iter().map(Vec::len).collect();
+    assert_eq!(counts, [1, 2]);
+    let keys: Vec<String> = incarnations[1]
+        .iter()
+        .map(|r| r.idempotency_key.clone().unwrap())
+        .collect();
+    let position = format!("kafka:{topic}:0:0:");
+    assert!(keys.iter().all(|k| k.starts_with(&position)), "{keys:?}");
+    assert_ne!(keys[0], keys[1]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
