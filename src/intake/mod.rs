@@ -329,7 +329,8 @@ impl Intake {
     ) -> Result<Vec<Result<Inserted<RequestId>, StoreError>>, StoreError> {
         let mut answers = Vec::with_capacity(changes.len());
         // The parts still to insert, the next one last.
-        let mut parts = vec![0..changes.len()];
+        let mut parts = Vec::new();
+        parts.push(0..changes.len());
         while let Some(part) = parts.pop() {
             if part.is_empty() {
                 continue;
