@@ -74,6 +74,12 @@ pub struct Settings {
     #[arg(long, env = "API_URL", global = true)]
     pub api_url: Option<String>,
 
+    /// Forward mode: the longest wait after the API answers 408 or 429 before the message is
+    /// posted again (its `Retry-After`, capped at this; without one, a backoff). Such a
+    /// message is retried, never dead-lettered.
+    #[arg(long, env = "FORWARD_RETRY_MAX_SECONDS", default_value = "60", value_parser = positive_seconds, global = true)]
+    pub forward_retry_max_seconds: Duration,
+
     /// The largest HTTP request body, and the largest Kafka message payload, in bytes: a
     /// larger body is answered 413, a larger message is a dead letter (`too_large`) that is
     /// never parsed.

@@ -355,6 +355,7 @@ fn kafka_intake(
         trusted_accounts: settings.trusted_accounts(),
         max_message_bytes: settings.max_body_bytes as usize,
         batch_max_bytes: settings.kafka_batch_max_bytes as usize,
+        forward_retry_max: settings.forward_retry_max_seconds,
     };
     let kafka =
         crate::intake::kafka::KafkaIntake::new(&config, intake.clone(), access.auth.clone())

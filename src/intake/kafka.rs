@@ -18,7 +18,9 @@
 //! client prefetches at most `PREFETCH_MESSAGES` per partition). Partitions added to the topic
 //! later arrive on the consumer's own queue and get a task of their own there. In forward mode (`API_URL`) each
 //! message is posted to the API instead, with its idempotency key as the `Idempotency-Key`
-//! header and its token (else `API_TOKEN_FILE`'s) as the bearer token.
+//! header and its token (else `API_TOKEN_FILE`'s) as the bearer token; an answer of 408 or
+//! 429 is retried after its `Retry-After` (at most `FORWARD_RETRY_MAX_SECONDS`), never
+//! dead-lettered.
 //!
 //! Every message is authenticated like an HTTP request: its `authorization` header carries
 //! `Bearer <token>`. A message without one is accepted only for the accounts of
@@ -88,6 +90,9 @@ pub struct KafkaConfig {
     pub max_message_bytes: usize,
     /// The most payload bytes in one batch (`KAFKA_BATCH_MAX_BYTES`).
     pub batch_max_bytes: usize,
+    /// Forward mode: the longest wait honoured from a 408 or 429's `Retry-After`
+    /// (`FORWARD_RETRY_MAX_SECONDS`).
+    pub forward_retry_max: Duration,
 }
 
 /// How big a batch may grow: `BATCH_MAX` messages and `KAFKA_BATCH_MAX_BYTES` of payloads.
@@ -183,6 +188,8 @@ enum Sink {
         client: reqwest::Client,
         url: String,
         token_file: Option<std::path::PathBuf>,
+        /// The longest wait after a 408 or 429 (`FORWARD_RETRY_MAX_SECONDS`).
+        retry_max: Duration,
     },
 }
 
@@ -246,6 +253,7 @@ impl KafkaIntake {
                     .build()?,
                 url: url.clone(),
                 token_file: config.api_token_file.clone(),
+                retry_max: config.forward_retry_max,
             },
             None => Sink::Direct(intake),
         };
@@ -563,6 +571,7 @@ impl KafkaIntake {
                 client,
                 url,
                 token_file,
+                retry_max,
             } => {
                 // The forwarder token is read once per batch: a file replaced in place is
                 // seen by the next batch.
@@ -578,7 +587,16 @@ impl KafkaIntake {
                     fates.push(match sent {
                         Err(reason) => Fate::Dead(reason),
                         Ok((message, (token, vouch))) => {
-                            forward(client, url, &token, vouch.as_ref(), &message, shutdown).await?
+                            forward(
+                                client,
+                                url,
+                                *retry_max,
+                                &token,
+                                vouch.as_ref(),
+                                &message,
+                                shutdown,
+                            )
+                            .await?
                         }
                     });
                 }
@@ -791,16 +809,20 @@ fn forward_url(api_url: &str, operation: Operation) -> String {
     format!("{base}/{}", operation.as_str())
 }
 
-/// Posts one message to the API, retrying while it is unreachable or answers 5xx. A 4xx
-/// answer makes the message a dead letter with the API's error. `None`: shutdown came first.
+/// Posts one message to the API, retrying while it is unreachable, answers 5xx, or answers
+/// 408 or 429 (after its `Retry-After` when it sends one, at most `retry_max`, else with
+/// backoff). Any other 4xx answer makes the message a dead letter with the API's error.
+/// `None`: shutdown came first.
 async fn forward(
     client: &reqwest::Client,
     url: &str,
+    retry_max: Duration,
     token: &Secret,
     forwarder: Option<&Secret>,
     message: &DecodedMessage,
     shutdown: &CancellationToken,
 ) -> Option<Fate> {
+    use reqwest::StatusCode;
     let url = forward_url(url, message.operation);
     let mut pause = Duration::from_millis(200);
     loop {
@@ -812,41 +834,60 @@ async fn forward(
             post = post.header(crate::auth::FORWARDED_BY, bearer_value(forwarder));
         }
         let sent = post.json(&message.body).send().await;
-        match sent {
+        let wait = match sent {
             Ok(response) if response.status().is_success() => {
-                return Some(if response.status() == reqwest::StatusCode::ACCEPTED {
+                return Some(if response.status() == StatusCode::ACCEPTED {
                     Fate::Recorded
                 } else {
                     Fate::Duplicate
                 });
             }
+            Ok(response)
+                if matches!(
+                    response.status(),
+                    StatusCode::REQUEST_TIMEOUT | StatusCode::TOO_MANY_REQUESTS
+                ) =>
+            {
+                let wait = retry_after(response.headers())
+                    .unwrap_or(pause)
+                    .min(retry_max);
+                tracing::info!(status = %response.status(), wait_ms = wait.as_millis() as u64, "the API asks to try again later; waiting");
+                wait
+            }
             Ok(response) if response.status().is_client_error() => {
                 let status = response.status();
                 let body = response.text().await.unwrap_or_default();
                 let reason = format!("the API answered {status}: {body}");
-                return Some(Fate::Dead(if status == reqwest::StatusCode::CONFLICT {
-                    DeadLetterReason::KeyReused(reason)
-                } else if status == reqwest::StatusCode::UNAUTHORIZED {
-                    DeadLetterReason::Unauthorized(reason)
-                } else if status == reqwest::StatusCode::FORBIDDEN {
-                    DeadLetterReason::Forbidden(reason)
-                } else if status == reqwest::StatusCode::TOO_MANY_REQUESTS {
-                    DeadLetterReason::RateLimited(reason)
-                } else {
-                    DeadLetterReason::Invalid(crate::domain::ValidationError::field("body", reason))
+                return Some(Fate::Dead(match status {
+                    StatusCode::CONFLICT => DeadLetterReason::KeyReused(reason),
+                    StatusCode::UNAUTHORIZED => DeadLetterReason::Unauthorized(reason),
+                    StatusCode::FORBIDDEN => DeadLetterReason::Forbidden(reason),
+                    _ => DeadLetterReason::Invalid(crate::domain::ValidationError::field(
+                        "body", reason,
+                    )),
                 }));
             }
             Ok(response) => {
                 tracing::warn!(status = %response.status(), "the API is failing; retrying");
+                pause
             }
-            Err(e) => tracing::warn!(error.message = %e, "the API is unreachable; retrying"),
-        }
+            Err(e) => {
+                tracing::warn!(error.message = %e, "the API is unreachable; retrying");
+                pause
+            }
+        };
         tokio::select! {
             () = shutdown.cancelled() => return None,
-            () = tokio::time::sleep(pause) => {}
+            () = tokio::time::sleep(wait) => {}
         }
         pause = (pause * 2).min(MAX_BACKOFF);
     }
+}
+
+/// A `Retry-After` header in seconds (the form the API sends); `None` when absent or a date.
+fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    let value = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?;
+    value.trim().parse().ok().map(Duration::from_secs)
 }
 
 /// Every few seconds asks the broker for the topic's metadata, which sets the health (an
@@ -981,6 +1022,19 @@ mod tests {
             !bound.admits(1, 5000, 0),
             "a large first message fills its batch"
         );
+    }
+
+    #[test]
+    fn retry_after_is_read_in_seconds_and_a_date_or_nothing_is_none() {
+        let mut headers = reqwest::header::HeaderMap::new();
+        assert_eq!(retry_after(&headers), None);
+        headers.insert(reqwest::header::RETRY_AFTER, "3".parse().unwrap());
+        assert_eq!(retry_after(&headers), Some(Duration::from_secs(3)));
+        headers.insert(
+            reqwest::header::RETRY_AFTER,
+            "Wed, 21 Oct 2015 07:28:00 GMT".parse().unwrap(),
+        );
+        assert_eq!(retry_after(&headers), None);
     }
 
     #[test]

@@ -871,6 +871,65 @@ async fn forward_mode_with_the_api_down_then_up_loses_nothing() {
 }
 
 #[tokio::test]
+async fn forward_mode_waits_out_a_429_with_retry_after_and_posts_the_message_again() {
+    // Arrange: an API that answers the first post 429 with `Retry-After: 1`, and every later
+    // one 202, noting each post's idempotency key and its answer.
+    use axum::http::{HeaderMap, StatusCode};
+    use axum::response::IntoResponse;
+    let topic = create_topic(1);
+    let posts: Arc<std::sync::Mutex<Vec<(String, u16)>>> = Arc::default();
+    let answer = {
+        let posts = posts.clone();
+        move |headers: HeaderMap| {
+            let posts = posts.clone();
+            async move {
+                let key = headers
+                    .get("idempotency-key")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_owned();
+                let mut posts = posts.lock().unwrap();
+                let first = posts.is_empty();
+                posts.push((key, if first { 429 } else { 202 }));
+                if first {
+                    (StatusCode::TOO_MANY_REQUESTS, [("retry-after", "1")], "{}").into_response()
+                } else {
+                    (StatusCode::ACCEPTED, "{}").into_response()
+                }
+            }
+        }
+    };
+    let api = axum::Router::new().route("/api/v1/dns/create", axum::routing::post(answer));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(listener, api).await.unwrap() });
+    let dir = TempDir::new().unwrap();
+    let mut forwarding = settings(&dir, &topic);
+    forwarding.api_url = Some(format!("http://127.0.0.1:{port}/api/v1/dns/create"));
+    forwarding.worker_concurrency = 0;
+    let _consumer = spawn_app(&dir, forwarding).await;
+    let producer = producer();
+
+    // Act: two messages (this API checks no token).
+    for name in ["first", "second"] {
+        let message = a_record_for(None, &format!("{name}.example.test"));
+        produce_with_token(&producer, &topic, &message, "dnsorch_any").await;
+    }
+
+    // Assert: the first message is posted again after the 429 (not dead-lettered), then the
+    // second.
+    wait_for("three posts", Duration::from_secs(30), async || {
+        posts.lock().unwrap().len() >= 3
+    })
+    .await;
+    let posts = posts.lock().unwrap().clone();
+    let answers: Vec<u16> = posts.iter().map(|(_, status)| *status).collect();
+    assert_eq!(answers, [429, 202, 202], "{posts:?}");
+    assert_eq!(posts[0].0, posts[1].0, "{posts:?}");
+    assert_ne!(posts[1].0, posts[2].0, "{posts:?}");
+}
+
+#[tokio::test]
 async fn a_message_with_a_valid_token_is_recorded_with_its_principal_and_source_kafka() {
     // Arrange
     let topic = create_topic(1);

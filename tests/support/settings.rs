@@ -17,6 +17,7 @@ pub(crate) fn test_settings(dir: &TempDir) -> Settings {
         kafka_dns_topic: "dns_requests".into(),
         kafka_group_id: "dnsorch".into(),
         api_url: None,
+        forward_retry_max_seconds: Duration::from_secs(5),
         max_body_bytes: 64 * 1024,
         kafka_batch_max_bytes: 4 * 1024 * 1024,
         bind_addr: "127.0.0.1:0".parse().unwrap(),
