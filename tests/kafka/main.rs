@@ -1501,7 +1501,8 @@ async fn a_broker_down_at_start_and_a_topic_created_late_are_waited_for() {
         .iter()
         .filter_map(|r| {
             let key = r.idempotency_key.as_deref()?;
-            Some(key.rsplit(':').nth(1)?.to_owned())
+            // kafka:<topic>:<partition>:<offset>:<timestamp>
+            Some(key.split(':').nth(2)?.to_owned())
         })
         .collect();
     assert_eq!(partitions.len(), 3, "partitions seen: {partitions:?}");
