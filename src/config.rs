@@ -71,6 +71,23 @@ pub struct Settings {
     #[arg(long, env = "API_URL", global = true)]
     pub api_url: Option<String>,
 
+    /// Forward mode: the longest wait after the API answers 408 or 429 before the message is
+    /// posted again (its `Retry-After`, capped at this; without one, a backoff). Such a
+    /// message is retried, never dead-lettered.
+    #[arg(long, env = "FORWARD_RETRY_MAX_SECONDS", default_value = "60", value_parser = positive_seconds, global = true)]
+    pub forward_retry_max_seconds: Duration,
+
+    /// The largest HTTP request body, and the largest Kafka message payload, in bytes: a
+    /// larger body is answered 413, a larger message is a dead letter (`too_large`) that is
+    /// never parsed.
+    #[arg(long, env = "MAX_BODY_BYTES", default_value = "65536", value_parser = clap::value_parser!(u32).range(1..), global = true)]
+    pub max_body_bytes: u32,
+
+    /// The most payload bytes in one Kafka batch (recorded in one transaction; a batch also
+    /// holds at most 2,000 messages). A message alone over it still makes a batch of one.
+    #[arg(long, env = "KAFKA_BATCH_MAX_BYTES", default_value = "4194304", value_parser = clap::value_parser!(u32).range(1..), global = true)]
+    pub kafka_batch_max_bytes: u32,
+
     /// Where the HTTP API listens.
     #[arg(
         long,

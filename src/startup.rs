@@ -281,6 +281,7 @@ impl Application {
             channel,
             metrics: telemetry::metrics_handle(),
             status_counts: api::health::StatusCounts::new(settings.metrics_status_refresh_seconds),
+            max_body_bytes: settings.max_body_bytes as usize,
             #[cfg(feature = "kafka")]
             kafka: kafka.as_ref().map(|k| k.health()),
         });
@@ -411,6 +412,9 @@ fn kafka_intake(
         api_url: settings.api_url.clone(),
         api_token_file: forward_token_file(settings)?,
         trusted_accounts: settings.trusted_accounts(),
+        max_message_bytes: settings.max_body_bytes as usize,
+        batch_max_bytes: settings.kafka_batch_max_bytes as usize,
+        forward_retry_max: settings.forward_retry_max_seconds,
     };
     let kafka =
         crate::intake::kafka::KafkaIntake::new(&config, intake.clone(), access.auth.clone())

@@ -1,38 +1,36 @@
 //! `JsonBody`: a JSON extractor whose every failure is a clear JSON error.
 //!
 //! axum's own `Json` answers in plain text. We read the body ourselves (within the router's
-//! 64 KiB limit), check the content type, and deserialise with `serde_path_to_error`, so an
-//! unknown field or a wrong type names its path (`resource.config.ttl`).
+//! `MAX_BODY_BYTES` limit, 64 KiB by default), check the content type, and deserialise with
+//! `serde_path_to_error`, so an unknown field or a wrong type names its path
+//! (`resource.config.ttl`).
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
 use axum::http::{StatusCode, header};
 use serde::de::DeserializeOwned;
 
+use super::AppState;
 use super::error::ApiError;
 use crate::domain::body::{JsonError, from_json};
-
-/// The largest body we read.
-pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// A JSON body, deserialised.
 #[derive(Debug)]
 pub struct JsonBody<T>(pub T);
 
-impl<S, T> FromRequest<S> for JsonBody<T>
+impl<T> FromRequest<AppState> for JsonBody<T>
 where
-    S: Send + Sync,
     T: DeserializeOwned,
 {
     type Rejection = ApiError;
 
-    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
         if !is_json(req.headers().get(header::CONTENT_TYPE)) {
             return Err(ApiError::UnsupportedMediaType);
         }
         let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
             if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::PayloadTooLarge(MAX_BODY_BYTES)
+                ApiError::PayloadTooLarge(state.max_body_bytes)
             } else {
                 ApiError::BadRequest {
                     code: "unreadable_body",

@@ -89,6 +89,8 @@ pub struct AppParts {
     pub metrics: PrometheusHandle,
     /// The count of requests by status that `/metrics` reports, refreshed at most so often.
     pub status_counts: health::StatusCounts,
+    /// The largest body read (`MAX_BODY_BYTES`).
+    pub max_body_bytes: usize,
 }
 
 /// The OpenAPI document served at `/openapi.json`.
@@ -173,12 +175,13 @@ pub fn router(state: AppState, admission: Admission) -> Router {
             auth::require_token,
         ))
         .with_state(state.clone());
+    let max_body_bytes = state.max_body_bytes;
     // Probes and metrics stay outside the concurrency limit: an overloaded process still says
     // that it is alive, and its metrics show the 503s.
     let limited = Router::new()
         .merge(SwaggerUi::new("/docs").url("/openapi.json", ApiDoc::openapi()))
         .merge(protected)
-        .layer(DefaultBodyLimit::max(json::MAX_BODY_BYTES))
+        .layer(DefaultBodyLimit::max(max_body_bytes))
         .layer(middleware::from_fn_with_state(
             admission.clone(),
             admission::deadline,

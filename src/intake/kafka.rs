@@ -5,17 +5,22 @@
 //! stored offsets are committed in the background and once more at shutdown), and every
 //! message carries an idempotency key, so a redelivered message records nothing new. A message
 //! that cannot become a request goes to `<topic>.dlq` with headers saying why and where it came
-//! from, and its offset is then stored: one bad message never blocks a partition.
+//! from, and its offset is then stored: one bad message never blocks a partition. A payload
+//! over `MAX_BODY_BYTES` is such a message (`too_large`), never parsed; a message the database
+//! refuses is split from its batch (see `Intake::submit_batch`) and is one (`store_rejected`).
 //!
 //! Each partition of the topic has a queue of its own at the client (split from the consumer's
 //! queue before the first assignment) and a task that reads it in batches (up to `BATCH_MAX`
-//! or `BATCH_WAIT`) and records a batch in one database transaction, at most
+//! messages, `KAFKA_BATCH_MAX_BYTES` of payloads, or `BATCH_WAIT`) and records a batch in one
+//! database transaction, at most
 //! `CONCURRENT_BATCHES` at a time. Partitions are recorded concurrently and each in order; a
 //! partition that falls behind holds back only itself, its backlog left at the broker (the
 //! client prefetches at most `PREFETCH_MESSAGES` per partition). Partitions added to the topic
 //! later arrive on the consumer's own queue and get a task of their own there. In forward mode (`API_URL`) each
 //! message is posted to the API instead, with its idempotency key as the `Idempotency-Key`
-//! header and its token (else `API_TOKEN_FILE`'s) as the bearer token.
+//! header and its token (else `API_TOKEN_FILE`'s) as the bearer token; an answer of 408 or
+//! 429 is retried after its `Retry-After` (at most `FORWARD_RETRY_MAX_SECONDS`), never
+//! dead-lettered.
 //!
 //! Every message is authenticated like an HTTP request: its `authorization` header carries
 //! `Bearer <token>`. A message without one is accepted only for the accounts of
@@ -37,7 +42,7 @@ use rdkafka::{ClientContext, Offset};
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
-use super::message::{DeadLetterReason, DecodedMessage, MessageOrigin, decode};
+use super::message::{DeadLetterReason, DecodedMessage, MessageOrigin, check_size, decode};
 use super::{Intake, IntakeError, Submission, Submitted};
 use crate::auth::{AuthError, AuthFailure, Authenticator};
 use crate::domain::{Actor, Operation, Principal, Secret, Source as RequestSource};
@@ -83,6 +88,33 @@ pub struct KafkaConfig {
     pub api_token_file: Option<std::path::PathBuf>,
     /// Accounts whose messages need no token.
     pub trusted_accounts: Vec<String>,
+    /// The largest payload parsed (`MAX_BODY_BYTES`); larger ones are dead letters.
+    pub max_message_bytes: usize,
+    /// The most payload bytes in one batch (`KAFKA_BATCH_MAX_BYTES`).
+    pub batch_max_bytes: usize,
+    /// Forward mode: the longest wait honoured from a 408 or 429's `Retry-After`
+    /// (`FORWARD_RETRY_MAX_SECONDS`).
+    pub forward_retry_max: Duration,
+}
+
+/// How big a batch may grow: `BATCH_MAX` messages and `KAFKA_BATCH_MAX_BYTES` of payloads.
+#[derive(Debug, Clone, Copy)]
+struct BatchBound {
+    max_messages: usize,
+    max_bytes: usize,
+}
+
+impl BatchBound {
+    /// Whether a batch of `messages` holding `bytes` may take a message of `next` bytes. A
+    /// batch's first message is always taken, whatever its size.
+    fn admits(self, messages: usize, bytes: usize, next: usize) -> bool {
+        messages == 0 || (messages < self.max_messages && bytes + next <= self.max_bytes)
+    }
+}
+
+/// The bytes a message counts for in its batch: its payload's.
+fn payload_len(message: &OwnedMessage) -> usize {
+    message.payload().map_or(0, <[u8]>::len)
 }
 
 /// The consumer's view of the broker, for `/readyz`: the last client error, cleared when a
@@ -158,6 +190,8 @@ enum Sink {
         client: reqwest::Client,
         url: String,
         token_file: Option<std::path::PathBuf>,
+        /// The longest wait after a 408 or 429 (`FORWARD_RETRY_MAX_SECONDS`).
+        retry_max: Duration,
     },
 }
 
@@ -170,6 +204,8 @@ pub struct KafkaIntake {
     health: KafkaHealth,
     auth: Authenticator,
     trusted_accounts: Arc<[String]>,
+    max_message_bytes: usize,
+    batch: BatchBound,
 }
 
 /// Where a partition's task reads its messages.
@@ -219,6 +255,7 @@ impl KafkaIntake {
                     .build()?,
                 url: url.clone(),
                 token_file: config.api_token_file.clone(),
+                retry_max: config.forward_retry_max,
             },
             None => Sink::Direct(intake),
         };
@@ -230,6 +267,11 @@ impl KafkaIntake {
             health,
             auth,
             trusted_accounts: config.trusted_accounts.clone().into(),
+            max_message_bytes: config.max_message_bytes,
+            batch: BatchBound {
+                max_messages: BATCH_MAX,
+                max_bytes: config.batch_max_bytes,
+            },
         })
     }
 
@@ -403,27 +445,42 @@ impl KafkaIntake {
     }
 
     /// One partition: waits for a message, takes what else is at hand or arrives within
-    /// `BATCH_WAIT`, and processes that batch once one of the `CONCURRENT_BATCHES` turns is
-    /// free; until `shutdown` or the source closes.
+    /// `BATCH_WAIT` while the batch stays within its bound (messages and bytes; a message
+    /// that does not fit starts the next batch), and processes that batch once one of the
+    /// `CONCURRENT_BATCHES` turns is free; until `shutdown` or the source closes.
     async fn partition_task(
         self: Arc<Self>,
         mut source: Source,
         recording: Arc<Semaphore>,
         shutdown: CancellationToken,
     ) {
+        let mut held = None;
         loop {
-            let first = tokio::select! {
-                () = shutdown.cancelled() => return,
-                message = self.next(&mut source) => match message {
-                    Some(message) => message,
-                    None => return,
+            let first = match held.take() {
+                Some(message) => message,
+                None => tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    message = self.next(&mut source) => match message {
+                        Some(message) => message,
+                        None => return,
+                    },
                 },
             };
+            let mut bytes = payload_len(&first);
             let mut batch = vec![first];
             let deadline = tokio::time::Instant::now() + BATCH_WAIT;
-            while batch.len() < BATCH_MAX {
+            while self.batch.admits(batch.len(), bytes, 0) {
                 match tokio::time::timeout_at(deadline, self.next(&mut source)).await {
-                    Ok(Some(message)) => batch.push(message),
+                    Ok(Some(message))
+                        if self.batch.admits(batch.len(), bytes, payload_len(&message)) =>
+                    {
+                        bytes += payload_len(&message);
+                        batch.push(message);
+                    }
+                    Ok(Some(message)) => {
+                        held = Some(message);
+                        break;
+                    }
                     _ => break,
                 }
             }
@@ -445,6 +502,7 @@ impl KafkaIntake {
         let decoded: Vec<Result<DecodedMessage, DeadLetterReason>> = batch
             .iter()
             .map(|m| {
+                check_size(m.payload(), self.max_message_bytes)?;
                 let origin = origin_of(m);
                 decode(
                     m.payload(),
@@ -515,6 +573,7 @@ impl KafkaIntake {
                 client,
                 url,
                 token_file,
+                retry_max,
             } => {
                 // The forwarder token is read once per batch: a file replaced in place is
                 // seen by the next batch.
@@ -530,7 +589,16 @@ impl KafkaIntake {
                     fates.push(match sent {
                         Err(reason) => Fate::Dead(reason),
                         Ok((message, (token, vouch))) => {
-                            forward(client, url, &token, vouch.as_ref(), &message, shutdown).await?
+                            forward(
+                                client,
+                                url,
+                                *retry_max,
+                                &token,
+                                vouch.as_ref(),
+                                &message,
+                                shutdown,
+                            )
+                            .await?
                         }
                     });
                 }
@@ -677,7 +745,9 @@ impl KafkaIntake {
 }
 
 /// Records decoded messages through the service layer, one transaction per batch, retrying
-/// the batch while the database is unavailable. `None`: shutdown came first.
+/// the batch while the database is unavailable (and only then: a message the database refuses
+/// for another reason is split from the others and dead-lettered as `store_rejected`).
+/// `None`: shutdown came first.
 async fn record_direct(
     intake: &Intake,
     decoded: Vec<Result<Submission, DeadLetterReason>>,
@@ -723,7 +793,7 @@ async fn record_direct(
                         Fate::Dead(DeadLetterReason::RateLimited(message))
                     }
                     Err(IntakeError::Store(e)) => {
-                        Fate::Dead(DeadLetterReason::Malformed(format!("not recorded: {e}")))
+                        Fate::Dead(DeadLetterReason::StoreRejected(e.to_string()))
                     }
                 },
             })
@@ -741,16 +811,20 @@ fn forward_url(api_url: &str, operation: Operation) -> String {
     format!("{base}/{}", operation.as_str())
 }
 
-/// Posts one message to the API, retrying while it is unreachable or answers 5xx. A 4xx
-/// answer makes the message a dead letter with the API's error. `None`: shutdown came first.
+/// Posts one message to the API, retrying while it is unreachable, answers 5xx, or answers
+/// 408 or 429 (after its `Retry-After` when it sends one, at most `retry_max`, else with
+/// backoff). Any other 4xx answer makes the message a dead letter with the API's error.
+/// `None`: shutdown came first.
 async fn forward(
     client: &reqwest::Client,
     url: &str,
+    retry_max: Duration,
     token: &Secret,
     forwarder: Option<&Secret>,
     message: &DecodedMessage,
     shutdown: &CancellationToken,
 ) -> Option<Fate> {
+    use reqwest::StatusCode;
     let url = forward_url(url, message.operation);
     let mut pause = Duration::from_millis(200);
     loop {
@@ -762,41 +836,60 @@ async fn forward(
             post = post.header(crate::auth::FORWARDED_BY, bearer_value(forwarder));
         }
         let sent = post.json(&message.body).send().await;
-        match sent {
+        let wait = match sent {
             Ok(response) if response.status().is_success() => {
-                return Some(if response.status() == reqwest::StatusCode::ACCEPTED {
+                return Some(if response.status() == StatusCode::ACCEPTED {
                     Fate::Recorded
                 } else {
                     Fate::Duplicate
                 });
             }
+            Ok(response)
+                if matches!(
+                    response.status(),
+                    StatusCode::REQUEST_TIMEOUT | StatusCode::TOO_MANY_REQUESTS
+                ) =>
+            {
+                let wait = retry_after(response.headers())
+                    .unwrap_or(pause)
+                    .min(retry_max);
+                tracing::info!(status = %response.status(), wait_ms = wait.as_millis() as u64, "the API asks to try again later; waiting");
+                wait
+            }
             Ok(response) if response.status().is_client_error() => {
                 let status = response.status();
                 let body = response.text().await.unwrap_or_default();
                 let reason = format!("the API answered {status}: {body}");
-                return Some(Fate::Dead(if status == reqwest::StatusCode::CONFLICT {
-                    DeadLetterReason::KeyReused(reason)
-                } else if status == reqwest::StatusCode::UNAUTHORIZED {
-                    DeadLetterReason::Unauthorized(reason)
-                } else if status == reqwest::StatusCode::FORBIDDEN {
-                    DeadLetterReason::Forbidden(reason)
-                } else if status == reqwest::StatusCode::TOO_MANY_REQUESTS {
-                    DeadLetterReason::RateLimited(reason)
-                } else {
-                    DeadLetterReason::Invalid(crate::domain::ValidationError::field("body", reason))
+                return Some(Fate::Dead(match status {
+                    StatusCode::CONFLICT => DeadLetterReason::KeyReused(reason),
+                    StatusCode::UNAUTHORIZED => DeadLetterReason::Unauthorized(reason),
+                    StatusCode::FORBIDDEN => DeadLetterReason::Forbidden(reason),
+                    _ => DeadLetterReason::Invalid(crate::domain::ValidationError::field(
+                        "body", reason,
+                    )),
                 }));
             }
             Ok(response) => {
                 tracing::warn!(status = %response.status(), "the API is failing; retrying");
+                pause
             }
-            Err(e) => tracing::warn!(error.message = %e, "the API is unreachable; retrying"),
-        }
+            Err(e) => {
+                tracing::warn!(error.message = %e, "the API is unreachable; retrying");
+                pause
+            }
+        };
         tokio::select! {
             () = shutdown.cancelled() => return None,
-            () = tokio::time::sleep(pause) => {}
+            () = tokio::time::sleep(wait) => {}
         }
         pause = (pause * 2).min(MAX_BACKOFF);
     }
+}
+
+/// A `Retry-After` header in seconds (the form the API sends); `None` when absent or a date.
+fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    let value = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?;
+    value.trim().parse().ok().map(Duration::from_secs)
 }
 
 /// Every few seconds asks the broker for the topic's metadata, which sets the health (an
@@ -859,6 +952,7 @@ fn origin_of(message: &OwnedMessage) -> MessageOrigin {
         topic: message.topic().to_owned(),
         partition: message.partition(),
         offset: message.offset(),
+        timestamp_ms: message.timestamp().to_millis(),
     }
 }
 
@@ -914,6 +1008,36 @@ fn header_value<'m>(message: &'m OwnedMessage, name: &str) -> Option<&'m [u8]> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_batch_is_bounded_by_messages_and_by_bytes_and_always_takes_its_first_message() {
+        let bound = BatchBound {
+            max_messages: 3,
+            max_bytes: 1000,
+        };
+        assert!(bound.admits(0, 0, 5000), "the first message, however large");
+        assert!(bound.admits(1, 400, 400));
+        assert!(bound.admits(2, 800, 200), "exactly at the byte bound");
+        assert!(!bound.admits(2, 800, 201), "over the byte bound");
+        assert!(!bound.admits(3, 300, 0), "at the message bound");
+        assert!(
+            !bound.admits(1, 5000, 0),
+            "a large first message fills its batch"
+        );
+    }
+
+    #[test]
+    fn retry_after_is_read_in_seconds_and_a_date_or_nothing_is_none() {
+        let mut headers = reqwest::header::HeaderMap::new();
+        assert_eq!(retry_after(&headers), None);
+        headers.insert(reqwest::header::RETRY_AFTER, "3".parse().unwrap());
+        assert_eq!(retry_after(&headers), Some(Duration::from_secs(3)));
+        headers.insert(
+            reqwest::header::RETRY_AFTER,
+            "Wed, 21 Oct 2015 07:28:00 GMT".parse().unwrap(),
+        );
+        assert_eq!(retry_after(&headers), None);
+    }
 
     #[test]
     fn deletes_are_forwarded_to_the_delete_path() {

@@ -2,11 +2,15 @@
 //!
 //! A message body has the HTTP body's shape plus an optional top-level `"action"` (`create`
 //! by default). The consumer always sets `context.source = "kafka"`. The idempotency key is
-//! the message's `idempotency-key` header, else `kafka:<topic>:<partition>:<offset>` (never the
-//! record key: producers use it for partitioning, and distinct changes share it), so a
-//! redelivered message records nothing new; a header that is not UTF-8 or holds a control
-//! character makes the message invalid. The message's token travels in its
-//! `authorization` header (`Bearer <token>`), as over HTTP.
+//! the message's `idempotency-key` header, else `kafka:<topic>:<partition>:<offset>:<timestamp>`
+//! (never the record key: producers use it for partitioning, and distinct changes share it), so
+//! a redelivered message records nothing new; a header that is not UTF-8 or holds a control
+//! character makes the message invalid. The timestamp (milliseconds, the message's create or
+//! log-append time) is part of the key because a position repeats: a topic deleted and created
+//! again, or a broker that lost its log, hands out the same offsets to new messages. A message
+//! without a timestamp gets `kafka:<topic>:<partition>:<offset>`. The message's token travels in
+//! its `authorization` header (`Bearer <token>`), as over HTTP. A payload over `MAX_BODY_BYTES`
+//! is refused by its length alone (`check_size`), before anything parses it.
 
 use serde::Deserialize;
 use serde_json::Value;
@@ -31,6 +35,8 @@ pub struct MessageOrigin {
     pub topic: String,
     pub partition: i32,
     pub offset: i64,
+    /// The message's timestamp (create or log-append time), in milliseconds, when it has one.
+    pub timestamp_ms: Option<i64>,
 }
 
 /// A message decoded into what intake takes.
@@ -46,6 +52,9 @@ pub struct DecodedMessage {
 /// Why a message goes to the dead-letter topic.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DeadLetterReason {
+    /// The payload is over `MAX_BODY_BYTES`; it was not parsed.
+    #[error("too large: the payload has {size} bytes, over MAX_BODY_BYTES ({max})")]
+    TooLarge { size: usize, max: usize },
     /// The payload is missing or not JSON.
     #[error("malformed: {0}")]
     Malformed(String),
@@ -65,23 +74,29 @@ pub enum DeadLetterReason {
     /// Over a rate limit: the token's, or the unfinished requests per name.
     #[error("rate limited: {0}")]
     RateLimited(String),
+    /// The database refused to store it (a constraint or trigger, a value it cannot hold),
+    /// while it stored the rest of the batch.
+    #[error("not recorded: {0}")]
+    StoreRejected(String),
 }
 
 impl DeadLetterReason {
     /// A short code for the `dnsorch-error-kind` header and metric labels.
     pub fn kind(&self) -> &'static str {
         match self {
+            Self::TooLarge { .. } => "too_large",
             Self::Malformed(_) => "malformed",
             Self::Invalid(_) => "invalid",
             Self::KeyReused(_) => "key_reused",
             Self::Unauthorized(_) => "unauthorized",
             Self::Forbidden(_) => "forbidden",
             Self::RateLimited(_) => "rate_limited",
+            Self::StoreRejected(_) => "store_rejected",
         }
     }
 }
 
-/// The idempotency key of a message: its header, trimmed, else its position.
+/// The idempotency key of a message: its header, trimmed, else its position and timestamp.
 ///
 /// # Errors
 /// The header is not UTF-8 or holds control characters (it is refused, never replaced by
@@ -102,13 +117,28 @@ pub fn idempotency_key(
     };
     Ok(key.filter(|k| !k.is_empty()).map_or_else(
         || {
-            format!(
+            let position = format!(
                 "kafka:{}:{}:{}",
                 origin.topic, origin.partition, origin.offset
-            )
+            );
+            match origin.timestamp_ms {
+                Some(ms) => format!("{position}:{ms}"),
+                None => position,
+            }
         },
         str::to_owned,
     ))
+}
+
+/// Refuses a payload over `max` bytes, by its length alone.
+///
+/// # Errors
+/// `TooLarge`: the payload has more than `max` bytes.
+pub fn check_size(payload: Option<&[u8]>, max: usize) -> Result<(), DeadLetterReason> {
+    match payload.map_or(0, <[u8]>::len) {
+        size if size > max => Err(DeadLetterReason::TooLarge { size, max }),
+        _ => Ok(()),
+    }
 }
 
 /// Decodes a message payload.
@@ -163,6 +193,7 @@ mod tests {
             topic: "dns_requests".into(),
             partition: 2,
             offset: 41,
+            timestamp_ms: Some(1_764_633_600_000),
         }
     }
 
@@ -177,7 +208,28 @@ mod tests {
             decoded.body.context.unwrap().source.as_deref(),
             Some("kafka")
         );
-        assert_eq!(decoded.idempotency_key, "kafka:dns_requests:2:41");
+        assert_eq!(
+            decoded.idempotency_key,
+            "kafka:dns_requests:2:41:1764633600000"
+        );
+    }
+
+    #[test]
+    fn the_same_position_at_another_time_is_another_key_and_no_timestamp_leaves_it_out() {
+        let first = idempotency_key(None, &origin()).unwrap();
+        let recreated = MessageOrigin {
+            timestamp_ms: Some(1_764_633_600_001),
+            ..origin()
+        };
+        assert_ne!(idempotency_key(None, &recreated).unwrap(), first);
+        let untimed = MessageOrigin {
+            timestamp_ms: None,
+            ..origin()
+        };
+        assert_eq!(
+            idempotency_key(None, &untimed).unwrap(),
+            "kafka:dns_requests:2:41"
+        );
     }
 
     #[test]
@@ -232,6 +284,24 @@ mod tests {
         let err = decode(Some(unknown.as_bytes()), None, None, &origin()).unwrap_err();
         assert_eq!(err.kind(), "invalid");
         assert!(err.to_string().contains("action"), "{err}");
+    }
+
+    #[test]
+    fn a_payload_over_the_limit_is_too_large_by_its_length_and_one_at_it_passes() {
+        let limit = VALID.len();
+        assert_eq!(check_size(Some(VALID.as_bytes()), limit), Ok(()));
+        assert_eq!(check_size(None, limit), Ok(()));
+        let over = format!("{VALID} ");
+        let err = check_size(Some(over.as_bytes()), limit).unwrap_err();
+        assert_eq!(err.kind(), "too_large");
+        assert_eq!(
+            err,
+            DeadLetterReason::TooLarge {
+                size: limit + 1,
+                max: limit
+            }
+        );
+        assert!(err.to_string().contains("MAX_BODY_BYTES"), "{err}");
     }
 
     #[test]

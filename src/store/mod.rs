@@ -396,12 +396,34 @@ pub enum StoreError {
     Corrupt(String),
 }
 
+impl StoreError {
+    /// Whether trying again later may succeed: the database did not answer, or could not
+    /// commit (`WriteFailed`: the SQLite writer's queue is full or its commit failed). Any
+    /// other error is about the request itself, or a bug, and a retry fails the same way.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            Self::Unavailable(_) | Self::WriteFailed(_) => true,
+            Self::Other(_) | Self::Corrupt(_) => false,
+        }
+    }
+}
+
+/// Whether a database error code means "try again", never "your request is wrong": SQLite's
+/// SQLITE_BUSY (5), SQLITE_LOCKED (6) and SQLITE_BUSY_SNAPSHOT (517); PostgreSQL's connection
+/// exceptions (class 08), insufficient resources (class 53, such as too many connections),
+/// shutdown and start-up (57P01-57P03), serialization failures and deadlocks (40001, 40P01).
+fn transient_code(code: &str) -> bool {
+    matches!(
+        code,
+        "5" | "6" | "517" | "40001" | "40P01" | "57P01" | "57P02" | "57P03"
+    ) || (code.len() == 5 && (code.starts_with("08") || code.starts_with("53")))
+}
+
 impl From<sqlx::Error> for StoreError {
     fn from(error: sqlx::Error) -> Self {
-        // SQLite's SQLITE_BUSY (5), SQLITE_LOCKED (6) and SQLITE_BUSY_SNAPSHOT (517) mean
-        // "try again", never "your request is wrong": the client gets a 503, not a 500.
+        // A transient code gets the client a 503, not a 500, and Kafka retries its batch.
         let busy = matches!(&error, sqlx::Error::Database(e)
-            if matches!(e.code().as_deref(), Some("5" | "6" | "517")));
+            if e.code().as_deref().is_some_and(transient_code));
         match error {
             sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
                 Self::Unavailable(error)
@@ -496,4 +518,21 @@ pub trait RequestStore: Send + Sync {
 
     /// How many requests are in each status.
     async fn count_by_status(&self) -> Result<Vec<(RequestStatus, i64)>, StoreError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::transient_code;
+
+    #[test]
+    fn busy_shutdown_and_connection_codes_are_transient_and_constraint_codes_are_not() {
+        for code in [
+            "5", "517", "08006", "53300", "57P01", "57P03", "40001", "40P01",
+        ] {
+            assert!(transient_code(code), "{code}");
+        }
+        for code in ["19", "2067", "23505", "23514", "P0001", "42601", "08"] {
+            assert!(!transient_code(code), "{code}");
+        }
+    }
 }

@@ -29,6 +29,29 @@ async fn a_body_over_64_kib_is_refused_with_413() {
 }
 
 #[tokio::test]
+async fn max_body_bytes_sets_the_limit_and_the_413_names_it() {
+    // Arrange
+    let app = spawn_app_with(|s| s.max_body_bytes = 1000).await;
+    let small = a_record("www.example.test", "192.0.2.40");
+    let mut large = small.clone();
+    large["resource"]["comment"] = "x".repeat(1000).into();
+
+    // Act
+    let refused = app.post_create(&large).await;
+    let accepted = app.post_create(&small).await;
+
+    // Assert
+    assert_eq!(refused.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    let error: Value = refused.json().await.unwrap();
+    assert_eq!(error["error"], "payload_too_large");
+    assert!(
+        error["message"].as_str().unwrap().contains("1000 bytes"),
+        "{error}"
+    );
+    assert_eq!(accepted.status(), StatusCode::ACCEPTED);
+}
+
+#[tokio::test]
 async fn malformed_json_is_a_400_naming_the_problem() {
     // Arrange
     let app = spawn_app().await;

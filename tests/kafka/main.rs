@@ -167,11 +167,30 @@ struct App {
     /// Sends the first run's admin token, when the run wrote one.
     admin: reqwest::Client,
     shutdown: CancellationToken,
+    running: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
 
 /// The app over the database in `dir`.
 async fn spawn_app(dir: &TempDir, settings: Settings) -> App {
+    spawn_app_after(dir, settings, None).await
+}
+
+/// The app over the database in `dir`, which runs `sql` on its SQLite file once it is
+/// migrated and before the app starts.
+async fn spawn_app_after(dir: &TempDir, settings: Settings, sql: Option<&str>) -> App {
+    let database_url = settings.database_url.clone();
     let app = Application::build(settings).await.unwrap();
+    if let Some(sql) = sql {
+        use sqlx::Connection as _;
+        let mut connection = sqlx::SqliteConnection::connect(&database_url)
+            .await
+            .unwrap();
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+            .execute(&mut connection)
+            .await
+            .unwrap();
+        connection.close().await.unwrap();
+    }
     let store = app.store();
     let address = format!("http://127.0.0.1:{}", app.port());
     // A database that already held tokens gets no admin token file.
@@ -179,16 +198,25 @@ async fn spawn_app(dir: &TempDir, settings: Settings) -> App {
         .map(|token| client_with(&token))
         .unwrap_or_default();
     let shutdown = CancellationToken::new();
-    tokio::spawn(app.run_until_stopped(shutdown.clone()));
+    let running = tokio::spawn(app.run_until_stopped(shutdown.clone()));
     App {
         store,
         address,
         admin,
         shutdown,
+        running: Some(running),
     }
 }
 
 impl App {
+    /// Stops the app and waits until it has (its Kafka offsets committed).
+    async fn stop(mut self) {
+        self.shutdown.cancel();
+        if let Some(running) = self.running.take() {
+            running.await.unwrap().unwrap();
+        }
+    }
+
     /// Creates a token for `account` over the API that may read, create and delete every
     /// type under example.test and other.test: its id and secret.
     async fn create_token(&self, account: &str, name: &str) -> (String, String) {
@@ -479,6 +507,103 @@ async fn the_same_message_twice_records_one_request_and_a_reused_key_is_a_dead_l
     );
 }
 
+#[tokio::test]
+async fn a_message_the_database_refuses_is_a_dead_letter_and_the_rest_of_its_batch_is_recorded() {
+    // Arrange: a trigger in this test's database refuses one name; the messages are produced
+    // before the app starts, so that they arrive in one batch.
+    let topic = create_topic(1);
+    let dir = TempDir::new().unwrap();
+    let producer = producer();
+    let names = ["good0", "good1", "poison", "good2", "good3"];
+    for name in names {
+        produce(
+            &producer,
+            &topic,
+            &a_record(&format!("{name}.example.test")),
+            None,
+        )
+        .await;
+    }
+    let refuse = "create trigger refuse_poison before insert on dns_requests \
+        when new.domain like 'poison.%' \
+        begin select raise(abort, 'refused by the test trigger'); end";
+
+    // Act
+    let app = spawn_app_after(&dir, settings(&dir, &topic), Some(refuse)).await;
+    produce(&producer, &topic, &a_record("later.example.test"), None).await;
+
+    // Assert: the refused message is a dead letter; the others, and the next one, are
+    // recorded in order.
+    let letters = read_dead_letters(&topic, 1).await;
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    assert_eq!(
+        header(&letters[0].1, "dnsorch-error-kind"),
+        "store_rejected"
+    );
+    assert_eq!(header(&letters[0].1, "dnsorch-original-offset"), "2");
+    assert!(
+        header(&letters[0].1, "dnsorch-error").contains("refused by the test trigger"),
+        "{letters:?}"
+    );
+    assert!(letters[0].0.contains("poison.example.test"));
+    let domains: Vec<String> = requests_when(&*app.store, 5)
+        .await
+        .into_iter()
+        .rev()
+        .map(|r| r.domain)
+        .collect();
+    assert_eq!(
+        domains,
+        [
+            "good0.example.test",
+            "good1.example.test",
+            "good2.example.test",
+            "good3.example.test",
+            "later.example.test"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_payload_over_max_body_bytes_is_a_too_large_dead_letter_and_small_batches_lose_nothing() {
+    // Arrange: batches of at most 400 payload bytes, about four messages each.
+    let topic = create_topic(1);
+    let dir = TempDir::new().unwrap();
+    let producer = producer();
+    let oversized = "x".repeat(64 * 1024 + 1);
+    produce(&producer, &topic, &a_record("before.example.test"), None).await;
+    produce(&producer, &topic, &oversized, None).await;
+    produce_a_records(&producer, &topic, "small", 10).await;
+    let mut small_batches = settings(&dir, &topic);
+    small_batches.kafka_batch_max_bytes = 400;
+
+    // Act
+    let app = spawn_app(&dir, small_batches).await;
+
+    // Assert: the oversized payload (not JSON: parsed, it would be malformed) is a dead letter
+    // as it was; every other message is recorded, in order.
+    let letters = read_dead_letters(&topic, 1).await;
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    assert_eq!(header(&letters[0].1, "dnsorch-error-kind"), "too_large");
+    assert_eq!(header(&letters[0].1, "dnsorch-original-offset"), "1");
+    assert!(
+        header(&letters[0].1, "dnsorch-error").contains("MAX_BODY_BYTES"),
+        "{:?}",
+        letters[0].1
+    );
+    assert_eq!(letters[0].0, oversized);
+    let domains: Vec<String> = requests_when(&*app.store, 11)
+        .await
+        .into_iter()
+        .rev()
+        .map(|r| r.domain)
+        .collect();
+    let expected: Vec<String> = std::iter::once("before.example.test".to_owned())
+        .chain((0..10).map(|i| format!("small{i}.example.test")))
+        .collect();
+    assert_eq!(domains, expected);
+}
+
 /// A child process that is killed when the test ends, also when it panics.
 struct Reaped(Child);
 
@@ -744,6 +869,65 @@ async fn forward_mode_with_the_api_down_then_up_loses_nothing() {
             && r.submitted_by.token_name.as_deref() == Some("producer-m"))
     );
     assert!(requests(&*consumer.store).await.is_empty());
+}
+
+#[tokio::test]
+async fn forward_mode_waits_out_a_429_with_retry_after_and_posts_the_message_again() {
+    // Arrange: an API that answers the first post 429 with `Retry-After: 1`, and every later
+    // one 202, noting each post's idempotency key and its answer.
+    use axum::http::{HeaderMap, StatusCode};
+    use axum::response::IntoResponse;
+    let topic = create_topic(1);
+    let posts: Arc<std::sync::Mutex<Vec<(String, u16)>>> = Arc::default();
+    let answer = {
+        let posts = posts.clone();
+        move |headers: HeaderMap| {
+            let posts = posts.clone();
+            async move {
+                let key = headers
+                    .get("idempotency-key")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_owned();
+                let mut posts = posts.lock().unwrap();
+                let first = posts.is_empty();
+                posts.push((key, if first { 429 } else { 202 }));
+                if first {
+                    (StatusCode::TOO_MANY_REQUESTS, [("retry-after", "1")], "{}").into_response()
+                } else {
+                    (StatusCode::ACCEPTED, "{}").into_response()
+                }
+            }
+        }
+    };
+    let api = axum::Router::new().route("/api/v1/dns/create", axum::routing::post(answer));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(listener, api).await.unwrap() });
+    let dir = TempDir::new().unwrap();
+    let mut forwarding = settings(&dir, &topic);
+    forwarding.api_url = Some(format!("http://127.0.0.1:{port}/api/v1/dns/create"));
+    forwarding.worker_concurrency = 0;
+    let _consumer = spawn_app(&dir, forwarding).await;
+    let producer = producer();
+
+    // Act: two messages (this API checks no token).
+    for name in ["first", "second"] {
+        let message = a_record_for(None, &format!("{name}.example.test"));
+        produce_with_token(&producer, &topic, &message, "dnsorch_any").await;
+    }
+
+    // Assert: the first message is posted again after the 429 (not dead-lettered), then the
+    // second.
+    wait_for("three posts", Duration::from_secs(30), async || {
+        posts.lock().unwrap().len() >= 3
+    })
+    .await;
+    let posts = posts.lock().unwrap().clone();
+    let answers: Vec<u16> = posts.iter().map(|(_, status)| *status).collect();
+    assert_eq!(answers, [429, 202, 202], "{posts:?}");
+    assert_eq!(posts[0].0, posts[1].0, "{posts:?}");
+    assert_ne!(posts[1].0, posts[2].0, "{posts:?}");
 }
 
 #[tokio::test]
@@ -1236,6 +1420,51 @@ async fn a_broker_restart_is_survived_and_loses_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_at_a_recorded_position_of_a_new_incarnation_of_the_topic_is_a_new_request() {
+    // Arrange: a private broker's message at offset 0 is recorded; then the broker is gone
+    // with its log, and a new one holds the topic again (as after a topic is deleted and
+    // created again, or a broker lost its log): its offsets start at 0 again.
+    let topic = format!("dns_requests_{}", uuid::Uuid::new_v4().simple());
+    let dir = TempDir::new().unwrap();
+    let mut incarnations = Vec::new();
+    for _ in 0..2 {
+        let broker_dir = TempDir::new().unwrap();
+        let port = free_port();
+        let brokers = format!("127.0.0.1:{port}");
+        let mut broker = start_private_broker(broker_dir.path(), port).await;
+        create_topic_on(&brokers, &topic, 1);
+
+        // Act: the same payload at offset 0 each time, consumed into the same database by a
+        // consumer group of its own.
+        produce_to(&brokers, &topic, 0..1).await;
+        let mut consuming = settings(&dir, &topic);
+        consuming.kafka_broker_url = Some(brokers);
+        let app = spawn_app(&dir, consuming).await;
+        // Waiting without a panic: the app must stop while its broker lives (a consumer
+        // dropped after its broker is killed can hold the test's runtime at its end).
+        let expected = incarnations.len() + 1;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while requests(&*app.store).await.len() < expected && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        incarnations.push(requests(&*app.store).await);
+        app.stop().await;
+        stop(&mut broker, "-KILL", Duration::from_secs(10)).await;
+    }
+
+    // Assert: two requests, keyed by the same position and different timestamps.
+    let counts: Vec<usize> = incarnations.iter().map(Vec::len).collect();
+    assert_eq!(counts, [1, 2]);
+    let keys: Vec<String> = incarnations[1]
+        .iter()
+        .map(|r| r.idempotency_key.clone().unwrap())
+        .collect();
+    let position = format!("kafka:{topic}:0:0:");
+    assert!(keys.iter().all(|k| k.starts_with(&position)), "{keys:?}");
+    assert_ne!(keys[0], keys[1]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broker_down_at_start_and_a_topic_created_late_are_waited_for() {
     // Arrange: a consuming `dnsorch run` process whose broker is not running yet.
     let broker_dir = TempDir::new().unwrap();
@@ -1273,7 +1502,8 @@ async fn a_broker_down_at_start_and_a_topic_created_late_are_waited_for() {
         .iter()
         .filter_map(|r| {
             let key = r.idempotency_key.as_deref()?;
-            Some(key.rsplit(':').nth(1)?.to_owned())
+            // kafka:<topic>:<partition>:<offset>:<timestamp>
+            Some(key.split(':').nth(2)?.to_owned())
         })
         .collect();
     assert_eq!(partitions.len(), 3, "partitions seen: {partitions:?}");

@@ -111,8 +111,11 @@ async fn insert_batch(pool: &PgPool, mut batch: Vec<Job>) {
     let ids: Vec<Uuid> = batch.iter().map(|_| RequestId::new().0).collect();
     let stored = match insert_rows(pool, &batch, &ids).await {
         Ok(stored) => stored,
-        // The database is not there: each request alone would wait for it again.
-        Err(StoreError::Unavailable(error)) => {
+        // The database is not there: each request alone would wait for it again. (A deadlock
+        // with another batch, also "unavailable", is worth trying alone: below.)
+        Err(StoreError::Unavailable(
+            error @ (sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_)),
+        )) => {
             for job in batch {
                 let _ = job.reply.send(Err(StoreError::Unavailable(copy(&error))));
             }
