@@ -101,7 +101,7 @@ async fn a_change_the_server_refuses_fails_alone_and_the_others_in_its_message_c
     let run = unique("refused");
 
     // Act: 40 creates posted at once; every fifth is under a name the server refuses.
-    let refused = |i: usize| i % 5 == 0;
+    let refused = |i: usize| i.is_multiple_of(5);
     let name = |i: usize| {
         if refused(i) {
             format!("h{i}-{run}.refused.example.test")
