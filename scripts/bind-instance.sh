@@ -4,7 +4,9 @@
 #
 #   scripts/bind-instance.sh start DIR PORT
 #       starts named on 127.0.0.1:PORT with its files under DIR (see scripts/lib/bind.sh: zones
-#       example.test. and other.test., TSIG key dnsorch-test, hmac-sha256) and returns once it
+#       example.test. and other.test., TSIG key dnsorch-test, hmac-sha256; BIND_UPDATE_POLICY, if
+#       set, holds update-policy rules used instead of allowing every update with the key,
+#       e.g. 'deny dnsorch-test name x.example.test. ANY; grant dnsorch-test zonesub ANY;') and returns once it
 #       serves both zones. named keeps running after this script exits, in a session of its own,
 #       with its output in DIR/named.log and its PID in DIR/bind.pid. Prints exactly these lines
 #       on stdout, nothing else (diagnostics go to stderr; the secret is only in the files):

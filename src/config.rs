@@ -261,6 +261,11 @@ pub struct Settings {
     #[arg(long, env = "DNSORCH_CONFIG", global = true)]
     pub dnsorch_config: Option<std::path::PathBuf>,
 
+    /// rfc2136 zones: the most bytes of records one UPDATE message packs. Changes waiting
+    /// together join a message while their records, encoded, fit; a larger change goes alone.
+    #[arg(long, env = "RFC2136_BATCH_MAX_BYTES", default_value = "16384", value_parser = clap::value_parser!(u32).range(512..=60000), global = true)]
+    pub rfc2136_batch_max_bytes: u32,
+
     /// Let `serve`, `worker` and direct-mode `consume` start without zones (no zones file, or
     /// one that declares none), sending every name to the simulated backend, which changes no
     /// DNS. Without it they refuse to start; `run` always may, with a warning.

@@ -233,7 +233,8 @@ impl Application {
             settings.simulated_failure_rate,
         ));
         let router = Arc::new(
-            ZoneRouter::new(&zones, simulated).context("Failed to set up the zones' backends")?,
+            ZoneRouter::new(&zones, simulated, settings.rfc2136_batch_max_bytes as usize)
+                .context("Failed to set up the zones' backends")?,
         );
         let worker = Worker::new(
             store.clone(),

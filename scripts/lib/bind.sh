@@ -5,7 +5,8 @@
 #                          dig) if missing; stops the system named service if the install started one
 #   bind_start DIR PORT    writes a fresh hmac-sha256 TSIG key "dnsorch-test" (random secret) and
 #                          named.conf, zone files, journals and named.log under DIR, serving the
-#                          primary zones example.test. and other.test. (updates allowed with that key)
+#                          primary zones example.test. and other.test. (updates allowed with that key;
+#                          with BIND_UPDATE_POLICY set, its rules in an update-policy { } instead)
 #                          on 127.0.0.1:PORT (UDP and TCP) only; waits (BIND_START_TIMEOUT, 10 s) until
 #                          both zones answer with this instance's nonce, then checks that the port
 #                          is held by this named alone. Sets and exports BIND_PID, BIND_PORT, BIND_DIR,
@@ -128,12 +129,16 @@ options {
 // No rndc channel: otherwise named reads /etc/bind/rndc.key and binds 127.0.0.1:953 and [::1]:953.
 controls { };
 CONF
+        local updates="allow-update { key \"$BIND_KEY_NAME\"; };"
+        if [ -n "${BIND_UPDATE_POLICY:-}" ]; then
+            updates="update-policy { $BIND_UPDATE_POLICY };"
+        fi
         for zone in "${BIND_ZONES[@]}"; do
             cat <<CONF
 zone "$zone" {
     type primary;
     file "$dir/$zone.zone";
-    allow-update { key "$BIND_KEY_NAME"; };
+    $updates
 };
 CONF
         done

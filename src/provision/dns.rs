@@ -1,6 +1,7 @@
 //! DNS helpers shared by the backends that verify by query: names, RDATA in hickory's form,
-//! one query (UDP with EDNS, TCP when truncated, RD=0), and polling a server until it shows
-//! a change or a bound passes (DESIGN section 7's rules of comparison).
+//! one query (RD=0, UDP with EDNS, TCP when truncated; an answer must carry the query's
+//! message id), and polling a server until it shows a change or a bound passes (DESIGN
+//! section 7's rules of comparison).
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -177,7 +178,7 @@ pub(super) async fn query(
             }
             let mut stream = TcpStream::connect(address).await?;
             let bytes = exchange_on(&mut stream, &request).await?;
-            return Message::from_vec(&bytes).map_err(|e| std::io::Error::other(e.to_string()));
+            return answer_to(message.metadata.id, &bytes);
         }
     };
     let answer = match tokio::time::timeout(timeout, exchange).await {
@@ -201,6 +202,19 @@ pub(super) async fn query(
         ))),
         other => Err(permanent_rcode(other, "query")),
     }
+}
+
+/// `bytes` as the answer to the query with message id `id`. Over TCP there is one answer to
+/// read, so one that does not parse or carries another id is an error, not skipped.
+fn answer_to(id: u16, bytes: &[u8]) -> std::io::Result<Message> {
+    let answer = Message::from_vec(bytes).map_err(|e| std::io::Error::other(e.to_string()))?;
+    if answer.metadata.id != id {
+        return Err(std::io::Error::other(format!(
+            "the answer over TCP has message id {}, not the query's {id}",
+            answer.metadata.id
+        )));
+    }
+    Ok(answer)
 }
 
 /// Writes one length-prefixed DNS message on a TCP stream and reads the answer.
@@ -399,6 +413,59 @@ mod tests {
                 assert!(txt.txt_data.iter().all(|s| s.len() <= 255));
             }
         }
+    }
+
+    /// A server on 127.0.0.1 that answers every UDP query truncated, and its TCP query with
+    /// the message id `id_over_tcp(query id)`. Returns its address.
+    async fn truncating_server(id_over_tcp: fn(u16) -> u16) -> String {
+        let udp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let address = udp.local_addr().unwrap();
+        let tcp = tokio::net::TcpListener::bind(address).await.unwrap();
+        let answer = |query: &[u8], truncated: bool, id: fn(u16) -> u16| {
+            let query = Message::from_vec(query).unwrap();
+            let mut answer =
+                Message::new(id(query.metadata.id), MessageType::Response, OpCode::Query);
+            answer.metadata.truncation = truncated;
+            answer.add_queries(query.queries.iter().cloned());
+            answer.to_vec().unwrap()
+        };
+        tokio::spawn(async move {
+            let mut buffer = vec![0; 65_535];
+            while let Ok((n, peer)) = udp.recv_from(&mut buffer).await {
+                let _ = udp
+                    .send_to(&answer(&buffer[..n], true, |id| id), peer)
+                    .await;
+            }
+        });
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = tcp.accept().await {
+                let length = stream.read_u16().await.unwrap();
+                let mut query = vec![0; usize::from(length)];
+                stream.read_exact(&mut query).await.unwrap();
+                let bytes = answer(&query, false, id_over_tcp);
+                let mut framed = u16::try_from(bytes.len()).unwrap().to_be_bytes().to_vec();
+                framed.extend_from_slice(&bytes);
+                stream.write_all(&framed).await.unwrap();
+            }
+        });
+        address.to_string()
+    }
+
+    #[tokio::test]
+    async fn a_tcp_answer_with_another_message_id_is_refused() {
+        let name = absolute("x.example.test").unwrap();
+        let timeout = Duration::from_secs(5);
+
+        let server = truncating_server(|id| id.wrapping_add(1)).await;
+        let forged = query(&server, &name, DnsType::A, timeout).await;
+        match forged {
+            Err(ProvisionError::Transient(e)) => assert!(e.contains("message id"), "{e}"),
+            other => panic!("a mismatched TCP answer was accepted: {other:?}"),
+        }
+
+        let server = truncating_server(|id| id).await;
+        let answered = query(&server, &name, DnsType::A, timeout).await;
+        assert_eq!(answered, Ok(Vec::new()));
     }
 
     #[test]

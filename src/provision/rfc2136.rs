@@ -17,6 +17,9 @@
 //! Messages are built with hickory-proto and carried over plain sockets here: an update goes
 //! over TCP (one connection per server, reused), a verification query over UDP with EDNS,
 //! and over TCP when the answer is truncated. The TSIG secret never leaves the signer.
+//! Concurrent changes share UPDATE messages (at most `RFC2136_BATCH_MAX_BYTES` of records
+//! each); any answer to a shared message but NOERROR sends its changes again one by one, so
+//! one bad change fails alone; a TSIG error fails them all at once.
 
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -24,6 +27,7 @@ use chrono::Utc;
 use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode, UpdateMessage as _};
 use hickory_proto::rr::rdata::tsig::TsigAlgorithm as HickoryAlgorithm;
 use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType as DnsType, TSigner};
+use hickory_proto::serialize::binary::BinEncodable as _;
 use tokio::net::TcpStream;
 use tokio::sync::{OnceCell, mpsc, oneshot};
 
@@ -37,7 +41,7 @@ use crate::zones::{Rfc2136Zone, TsigAlgorithm};
 
 /// The TSIG fudge: how far apart our clock and the server's may be, in seconds.
 const FUDGE: u16 = 300;
-/// The most changes sent in one UPDATE message.
+/// The most changes sent in one UPDATE message (`RFC2136_BATCH_MAX_BYTES` bounds its size).
 const MAX_BATCH: usize = 64;
 /// Updates waiting for the sender task.
 const QUEUE: usize = 1024;
@@ -47,6 +51,8 @@ pub struct Rfc2136Provisioner {
     zone: Name,
     config: Rfc2136Zone,
     signer: TSigner,
+    /// The most bytes of records one UPDATE message packs.
+    batch_bytes: usize,
     /// The queue of this zone's sender task (started on first use).
     sender: OnceCell<mpsc::Sender<Job>>,
 }
@@ -61,11 +67,12 @@ impl std::fmt::Debug for Rfc2136Provisioner {
 }
 
 impl Rfc2136Provisioner {
-    /// The backend for zone `zone` (no trailing dot).
+    /// The backend for zone `zone` (no trailing dot), packing at most `batch_bytes` bytes of
+    /// records into one UPDATE message.
     ///
     /// # Errors
     /// The zone or key name is not a valid DNS name.
-    pub fn new(zone: &str, config: Rfc2136Zone) -> anyhow::Result<Self> {
+    pub fn new(zone: &str, config: Rfc2136Zone, batch_bytes: usize) -> anyhow::Result<Self> {
         let algorithm = match config.key.algorithm {
             TsigAlgorithm::HmacSha256 => HickoryAlgorithm::HmacSha256,
             TsigAlgorithm::HmacSha384 => HickoryAlgorithm::HmacSha384,
@@ -78,6 +85,7 @@ impl Rfc2136Provisioner {
             zone: absolute(zone).map_err(|e| anyhow::anyhow!("zone name: {e}"))?,
             config,
             signer,
+            batch_bytes,
             sender: OnceCell::new(),
         })
     }
@@ -230,6 +238,7 @@ impl Rfc2136Provisioner {
                     zone: self.zone.clone(),
                     config: self.config.clone(),
                     signer: self.signer.clone(),
+                    batch_bytes: self.batch_bytes,
                     connection: None,
                 };
                 tokio::spawn(sender.run(queue));
@@ -237,9 +246,14 @@ impl Rfc2136Provisioner {
             })
             .await;
         let (reply, answer) = oneshot::channel();
-        jobs.send(Job { update, reply })
-            .await
-            .map_err(|_| ProvisionError::Transient("the update sender stopped".into()))?;
+        let size = update.encoded_len();
+        jobs.send(Job {
+            update,
+            size,
+            reply,
+        })
+        .await
+        .map_err(|_| ProvisionError::Transient("the update sender stopped".into()))?;
         let (rcode, note) = answer
             .await
             .map_err(|_| ProvisionError::Transient("the update sender stopped".into()))??;
@@ -291,35 +305,80 @@ struct Update {
     updates: Vec<Record>,
 }
 
+impl Update {
+    /// The bytes its records take in a message, each encoded on its own (so without name
+    /// compression between them: never less than they take in the message). A record that
+    /// cannot be encoded counts as too large to share a message.
+    fn encoded_len(&self) -> usize {
+        self.prerequisites
+            .iter()
+            .chain(&self.updates)
+            .map(|r| r.to_bytes().map_or(usize::MAX, |b| b.len()))
+            .fold(0, usize::saturating_add)
+    }
+}
+
 /// What the sender answers for one change: the rcode and the note for the request's log.
 type Sent = Result<(ResponseCode, String), ProvisionError>;
 
 struct Job {
     update: Update,
+    /// [`Update::encoded_len`].
+    size: usize,
     reply: oneshot::Sender<Sent>,
+}
+
+/// What came back for one UPDATE message.
+enum Answer {
+    /// The server's rcode and the note for the request's log (the answer's TSIG verified,
+    /// except for the rcodes that are failures whether or not it is signed).
+    Rcode(ResponseCode, String),
+    /// No usable answer (the connection failed, a malformed answer or one with another
+    /// message id), or the key failed (a TSIG error from the server, an answer that did not
+    /// verify): the same for every change sent under this key, so a batch fails at once.
+    Failed(ProvisionError),
 }
 
 /// One task per zone sends its updates over one kept TCP connection. The changes that queue
 /// up while an update is in flight go out together in one UPDATE message (different owner
 /// names: a request waits while an older one for its name is unfinished, so a batch never
-/// holds two changes of one name). If the batch's prerequisites fail, its changes are sent
-/// again one by one, so each gets its own answer.
+/// holds two changes of one name), at most [`MAX_BATCH`] of them and `batch_bytes` bytes of
+/// records. The server answers for the message as a whole, so any answer but NOERROR (a
+/// failed prerequisite, a name or record it refuses, SERVFAIL) sends the changes again one
+/// by one, so each gets its own answer; only a failure that would be the same for each (no
+/// answer, a TSIG error) fails the batch at once.
 struct UpdateSender {
     zone: Name,
     config: Rfc2136Zone,
     signer: TSigner,
+    batch_bytes: usize,
     connection: Option<TcpStream>,
 }
 
 impl UpdateSender {
     async fn run(mut self, mut queue: mpsc::Receiver<Job>) {
-        while let Some(first) = queue.recv().await {
+        // A job taken from the queue that did not fit the last batch: it starts the next.
+        let mut carried: Option<Job> = None;
+        loop {
+            let first = match carried.take() {
+                Some(job) => job,
+                None => match queue.recv().await {
+                    Some(job) => job,
+                    None => return,
+                },
+            };
+            let mut bytes = first.size;
             let mut batch = vec![first];
             while batch.len() < MAX_BATCH {
-                match queue.try_recv() {
-                    Ok(job) => batch.push(job),
-                    Err(_) => break,
+                let Ok(job) = queue.try_recv() else {
+                    break;
+                };
+                if bytes.saturating_add(job.size) > self.batch_bytes {
+                    carried = Some(job);
+                    break;
                 }
+                bytes += job.size;
+                batch.push(job);
             }
             self.send_batch(batch).await;
         }
@@ -328,7 +387,7 @@ impl UpdateSender {
     async fn send_batch(&mut self, batch: Vec<Job>) {
         if batch.len() == 1 {
             for job in batch {
-                let sent = self.send(&job.update, 1).await;
+                let sent = self.send_alone(&job.update).await;
                 let _ = job.reply.send(sent);
             }
             return;
@@ -340,19 +399,19 @@ impl UpdateSender {
             all.updates.extend(job.update.updates.iter().cloned());
         }
         match self.send(&all, batch.len()).await {
-            Ok((ResponseCode::NoError, note)) => {
+            Answer::Rcode(ResponseCode::NoError, note) => {
                 for job in batch {
                     let _ = job.reply.send(Ok((ResponseCode::NoError, note.clone())));
                 }
             }
-            // Some prerequisite failed: find out whose, one by one.
-            Ok(_) => {
+            // The answer may be one change's fault: find out whose, one by one.
+            Answer::Rcode(_, shared) => {
                 for job in batch {
-                    let sent = self.send(&job.update, 1).await;
-                    let _ = job.reply.send(sent);
+                    let sent = self.send_alone(&job.update).await;
+                    let _ = job.reply.send(sent_again(&shared, sent));
                 }
             }
-            Err(e) => {
+            Answer::Failed(e) => {
                 for job in batch {
                     let _ = job.reply.send(Err(e.clone()));
                 }
@@ -360,8 +419,36 @@ impl UpdateSender {
         }
     }
 
-    /// Signs and sends one UPDATE holding `changes` changes; classifies the answer.
-    async fn send(&mut self, update: &Update, changes: usize) -> Sent {
+    /// Sends one change in a message of its own; classifies the server's answer.
+    async fn send_alone(&mut self, update: &Update) -> Sent {
+        let (rcode, note) = match self.send(update, 1).await {
+            Answer::Rcode(rcode, note) => (rcode, note),
+            Answer::Failed(e) => return Err(e),
+        };
+        match rcode {
+            ResponseCode::NotAuth => Err(ProvisionError::Rejected(format!(
+                "{note}; the server does not accept TSIG key {} for zone {}",
+                self.config.key.name, self.zone
+            ))),
+            ResponseCode::ServFail => Err(ProvisionError::Transient(note)),
+            ResponseCode::Refused | ResponseCode::NotZone => Err(ProvisionError::Rejected(note)),
+            _ => Ok((rcode, note)),
+        }
+    }
+
+    /// Signs and sends one UPDATE holding `changes` changes.
+    async fn send(&mut self, update: &Update, changes: usize) -> Answer {
+        match self.try_send(update, changes).await {
+            Ok(answer) => answer,
+            Err(e) => Answer::Failed(e),
+        }
+    }
+
+    async fn try_send(
+        &mut self,
+        update: &Update,
+        changes: usize,
+    ) -> Result<Answer, ProvisionError> {
         let mut message = Message::new(rand::random(), MessageType::Query, OpCode::Update);
         message.metadata.recursion_desired = false;
         let mut zone = Query::new();
@@ -411,13 +498,17 @@ impl UpdateSender {
                 .unwrap_or_default(),
             started.elapsed().as_millis()
         );
-        match rcode {
-            ResponseCode::NotAuth => Err(ProvisionError::Rejected(format!(
+        if tsig_error.is_some() {
+            return Err(ProvisionError::Rejected(format!(
                 "{note}; the server does not accept TSIG key {} for zone {}",
                 self.config.key.name, self.zone
-            ))),
-            ResponseCode::ServFail => Err(ProvisionError::Transient(note)),
-            ResponseCode::Refused | ResponseCode::NotZone => Err(ProvisionError::Rejected(note)),
+            )));
+        }
+        match rcode {
+            ResponseCode::NotAuth
+            | ResponseCode::ServFail
+            | ResponseCode::Refused
+            | ResponseCode::NotZone => Ok(Answer::Rcode(rcode, note)),
             _ => {
                 let Some(mut verifier) = verifier else {
                     return Err(ProvisionError::Rejected("the update was not signed".into()));
@@ -428,7 +519,7 @@ impl UpdateSender {
                         mnemonic(rcode)
                     ))
                 })?;
-                Ok((rcode, note))
+                Ok(Answer::Rcode(rcode, note))
             }
         }
     }
@@ -462,6 +553,20 @@ impl UpdateSender {
                 "{server}: no answer within {:.1}s",
                 timeout.as_secs_f64()
             ))),
+        }
+    }
+}
+
+/// The answer to a change sent again alone, after `shared`, the note of the shared message
+/// that was not answered NOERROR: both go to the request's log.
+fn sent_again(shared: &str, sent: Sent) -> Sent {
+    let both = |text: String| format!("{shared}; sent again alone: {text}");
+    match sent {
+        Ok((rcode, note)) => Ok((rcode, both(note))),
+        Err(ProvisionError::Transient(e)) => Err(ProvisionError::Transient(both(e))),
+        Err(ProvisionError::Rejected(e)) => Err(ProvisionError::Rejected(both(e))),
+        Err(ProvisionError::PrerequisiteFailed(e)) => {
+            Err(ProvisionError::PrerequisiteFailed(both(e)))
         }
     }
 }

@@ -22,19 +22,26 @@ pub struct ZoneRouter {
 
 impl ZoneRouter {
     /// A backend for each zone of `zones`; `simulated` serves `backend = "simulated"` zones,
-    /// and, when there are no zones, the requests recorded without one.
+    /// and, when there are no zones, the requests recorded without one. An rfc2136 zone packs
+    /// at most `rfc2136_batch_bytes` bytes of records into one UPDATE message.
     ///
     /// # Errors
     /// A zone's settings cannot make a backend (a bad key name, say).
-    pub fn new(zones: &Zones, simulated: Arc<dyn Provisioner>) -> anyhow::Result<Self> {
+    pub fn new(
+        zones: &Zones,
+        simulated: Arc<dyn Provisioner>,
+        rfc2136_batch_bytes: usize,
+    ) -> anyhow::Result<Self> {
         let mut configured = BTreeMap::new();
         let secrets = zones.secrets();
         for zone in zones.iter() {
             let backend: Arc<dyn Provisioner> = match &zone.backend {
                 Backend::Simulated => simulated.clone(),
-                Backend::Rfc2136(config) => {
-                    Arc::new(Rfc2136Provisioner::new(&zone.name, config.clone())?)
-                }
+                Backend::Rfc2136(config) => Arc::new(Rfc2136Provisioner::new(
+                    &zone.name,
+                    config.clone(),
+                    rfc2136_batch_bytes,
+                )?),
                 Backend::Ansible(config) => Arc::new(super::AnsibleProvisioner::new(
                     &zone.name,
                     config.clone(),

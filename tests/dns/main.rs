@@ -21,6 +21,7 @@ mod client;
 #[path = "../support/settings.rs"]
 mod support_settings;
 
+mod batching;
 mod ownership;
 
 use client::{client_with, first_run_admin_token};

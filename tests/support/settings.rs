@@ -56,6 +56,7 @@ pub(crate) fn test_settings(dir: &TempDir) -> Settings {
         metrics_status_refresh_seconds: Duration::ZERO,
         shutdown_grace_seconds: Duration::from_secs(5),
         dnsorch_config: None,
+        rfc2136_batch_max_bytes: 16384,
         allow_simulated: false,
     }
 }
