@@ -89,6 +89,8 @@ pub struct AppParts {
     pub metrics: PrometheusHandle,
     /// The count of requests by status that `/metrics` reports, refreshed at most so often.
     pub status_counts: health::StatusCounts,
+    /// The supervised loops, for `/healthz` and `/readyz`.
+    pub supervisor: crate::supervise::Supervisor,
 }
 
 /// The OpenAPI document served at `/openapi.json`.
