@@ -195,6 +195,11 @@ pub struct Settings {
     #[arg(long, env = "SIMULATED_FAILURE_RATE", default_value = "0", value_parser = rate, global = true)]
     pub simulated_failure_rate: f64,
 
+    /// Fault injection for tests: the simulated backend panics on a request for exactly this
+    /// name (the worker's panic is then supervised like any other). Unset in production.
+    #[arg(long, env = "SIMULATED_PANIC_NAME", global = true)]
+    pub simulated_panic_name: Option<String>,
+
     /// Attempts per request before a transient error becomes FAILED.
     #[arg(long, env = "MAX_ATTEMPTS", default_value = "5", value_parser = clap::value_parser!(u32).range(1..=1000), global = true)]
     pub max_attempts: u32,
@@ -271,6 +276,11 @@ pub struct Settings {
     /// DNS. Without it they refuse to start; `run` always may, with a warning.
     #[arg(long, env = "ALLOW_SIMULATED", default_value = "false", value_parser = clap::builder::BoolishValueParser::new(), global = true)]
     pub allow_simulated: bool,
+
+    /// How long a worker or the reconciler that panicked stays down before it is started
+    /// again (`/readyz` is 503 meanwhile).
+    #[arg(long, env = "TASK_RESTART_DELAY_SECONDS", default_value = "5", value_parser = seconds, global = true)]
+    pub task_restart_delay_seconds: Duration,
 
     /// How long work in flight may run on after SIGINT/SIGTERM before it is released.
     #[arg(long, env = "SHUTDOWN_GRACE_SECONDS", default_value = "30", value_parser = seconds, global = true)]

@@ -18,6 +18,8 @@
 //! - [`store`]: the `RequestStore` trait and its SQLite and PostgreSQL implementations.
 //! - [`queue`]: the `TaskChannel` trait, the in-process and Redis Streams channels, and the
 //!   retry policy.
+//! - [`supervise`]: supervised loops: a panic is logged, the loop restarted or the process
+//!   stopped, and `/readyz` is 503 meanwhile.
 //! - [`worker`]: claim, provision, write the outcome under the lease token.
 //! - [`reconciler`]: releases expired leases and queues requests that were never queued or
 //!   whose delivery may be lost.
@@ -38,6 +40,7 @@ pub mod ratelimit;
 pub mod reconciler;
 pub mod startup;
 pub mod store;
+pub mod supervise;
 pub mod telemetry;
 pub mod tokens;
 pub mod worker;

@@ -1,6 +1,7 @@
 //! Wiring: builds the store, channel, provisioner, intake, workers, reconciler and router from
 //! `Settings` for a role (`run`, `serve`, `worker`, `consume`; the last three refuse to start
-//! without zones unless `ALLOW_SIMULATED=true`), and runs them until a shutdown token fires.
+//! without zones unless `ALLOW_SIMULATED=true`), and runs them until a shutdown token fires or
+//! a supervised task that cannot be restarted panics (see [`crate::supervise`]).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -21,6 +22,7 @@ use crate::queue::retry::RetryPolicy;
 use crate::queue::{DatabaseOnly, LocalChannel, RedisChannel, TaskChannel};
 use crate::reconciler::Reconciler;
 use crate::store::{AuditStore, PostgresStore, RequestStore, Schema, SqliteStore, TokenStore};
+use crate::supervise::Supervisor;
 use crate::telemetry;
 use crate::worker::{Worker, WorkerConfig};
 use crate::zones::Zones;
@@ -116,15 +118,21 @@ pub struct Stores {
     pub requests: Arc<dyn RequestStore>,
     pub tokens: Arc<dyn TokenStore>,
     pub audit: Arc<dyn AuditStore>,
+    /// SQLite: fires when the writer task panicked (the process must stop).
+    pub writer_stopped: Option<CancellationToken>,
 }
 
 impl Stores {
-    fn of<S: RequestStore + TokenStore + AuditStore + 'static>(store: S) -> Self {
+    fn of<S: RequestStore + TokenStore + AuditStore + 'static>(
+        store: S,
+        writer_stopped: Option<CancellationToken>,
+    ) -> Self {
         let store = Arc::new(store);
         Self {
             requests: store.clone(),
             tokens: store.clone(),
             audit: store,
+            writer_stopped,
         }
     }
 }
@@ -140,7 +148,8 @@ pub async fn open_store(settings: &Settings, migrate: bool) -> anyhow::Result<St
         let store = SqliteStore::open(url, settings.db_acquire_timeout_seconds)
             .await
             .context("Failed to open the SQLite database named by DATABASE_URL")?;
-        return Ok(Stores::of(store));
+        let stopped = store.writer_stopped();
+        return Ok(Stores::of(store, Some(stopped)));
     }
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
         let schema = if migrate {
@@ -157,7 +166,7 @@ pub async fn open_store(settings: &Settings, migrate: bool) -> anyhow::Result<St
         )
         .await
         .context("Failed to open the PostgreSQL database named by DATABASE_URL")?;
-        return Ok(Stores::of(store));
+        return Ok(Stores::of(store, None));
     }
     anyhow::bail!("DATABASE_URL must start with sqlite://, postgres:// or postgresql://")
 }
@@ -188,6 +197,9 @@ pub struct Application {
     state: AppState,
     worker: Worker,
     reconciler: Reconciler,
+    supervisor: Supervisor,
+    /// SQLite: fires when the writer task panicked.
+    writer_stopped: Option<CancellationToken>,
     settings: Settings,
 }
 
@@ -228,10 +240,13 @@ impl Application {
             first_admin_token(&settings, stores.tokens.as_ref()).await?;
         }
         let store = stores.requests.clone();
-        let simulated: Arc<dyn Provisioner> = Arc::new(SimulatedProvisioner::new(
-            settings.simulated_delay_seconds,
-            settings.simulated_failure_rate,
-        ));
+        let simulated: Arc<dyn Provisioner> = Arc::new(
+            SimulatedProvisioner::new(
+                settings.simulated_delay_seconds,
+                settings.simulated_failure_rate,
+            )
+            .panicking_on(settings.simulated_panic_name.clone()),
+        );
         let router = Arc::new(
             ZoneRouter::new(&zones, simulated, settings.rfc2136_batch_max_bytes as usize)
                 .context("Failed to set up the zones' backends")?,
@@ -274,6 +289,7 @@ impl Application {
         };
         #[cfg(feature = "kafka")]
         let kafka = kafka_intake(&settings, role, &intake, &access)?;
+        let supervisor = Supervisor::new(settings.task_restart_delay_seconds);
         let state = AppState::new(AppParts {
             intake,
             access,
@@ -285,6 +301,7 @@ impl Application {
             max_body_bytes: settings.max_body_bytes as usize,
             #[cfg(feature = "kafka")]
             kafka: kafka.as_ref().map(|k| k.health()),
+            supervisor: supervisor.clone(),
         });
         Ok(Self {
             role,
@@ -294,6 +311,8 @@ impl Application {
             state,
             worker,
             reconciler,
+            supervisor,
+            writer_stopped: stores.writer_stopped.clone(),
             settings,
         })
     }
@@ -323,30 +342,59 @@ impl Application {
         self.state.store.clone()
     }
 
-    /// Runs until `shutdown` fires, then stops accepting, lets work in flight finish within
-    /// `SHUTDOWN_GRACE_SECONDS`, releases what is still running, and returns.
+    /// The registry of supervised tasks (tests).
+    pub fn supervisor(&self) -> Supervisor {
+        self.supervisor.clone()
+    }
+
+    /// Runs until `shutdown` fires (or a task that cannot be restarted panics), then stops
+    /// accepting, lets work in flight finish within `SHUTDOWN_GRACE_SECONDS`, releases what is
+    /// still running, and returns.
+    ///
+    /// Workers and the reconciler are restarted after a panic; a panic in the Kafka intake or
+    /// the SQLite writer stops the process (see [`crate::supervise`]).
     ///
     /// # Errors
-    /// None today: an error accepting or serving a connection is logged and ends only that
-    /// connection.
+    /// A task that cannot be restarted panicked. An error accepting or serving a connection
+    /// is logged and ends only that connection.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let address = self.local_addr().map(|a| a.to_string()).unwrap_or_default();
+        let supervisor = self.supervisor.clone();
+        // Every loop stops on `stop`: the caller's shutdown, or a failed task.
+        let stop = shutdown.child_token();
         let abort = CancellationToken::new();
         let mut tasks = JoinSet::new();
+        tasks.spawn(stop_on_failure(supervisor.clone(), stop.clone()));
+        if let Some(stopped) = self.writer_stopped.clone() {
+            tasks.spawn(watch_writer(supervisor.clone(), stopped, stop.clone()));
+        }
         let workers = self.role.workers(&self.settings);
-        for _ in 0..workers {
-            tasks.spawn(
-                self.worker
-                    .clone()
-                    .run_until_stopped(shutdown.clone(), abort.clone()),
-            );
+        for n in 0..workers {
+            let (worker, run_stop, abort) = (self.worker.clone(), stop.clone(), abort.clone());
+            tasks.spawn(supervisor.clone().restarting(
+                format!("worker {n}"),
+                stop.clone(),
+                move || {
+                    worker
+                        .clone()
+                        .run_until_stopped(run_stop.clone(), abort.clone())
+                },
+            ));
         }
         if self.role != Role::Consume {
-            tasks.spawn(self.reconciler.run_until_stopped(shutdown.clone()));
+            let (reconciler, run_stop) = (self.reconciler.clone(), stop.clone());
+            tasks.spawn(supervisor.clone().restarting(
+                "reconciler".into(),
+                stop.clone(),
+                move || reconciler.clone().run_until_stopped(run_stop.clone()),
+            ));
         }
         #[cfg(feature = "kafka")]
         if let Some(kafka) = self.kafka {
-            tasks.spawn(kafka.run_until_stopped(shutdown.clone()));
+            tasks.spawn(supervisor.clone().fatal(
+                "kafka intake".into(),
+                kafka.run_until_stopped(stop.clone(), supervisor.clone()),
+            ));
         }
         tracing::info!(
             role = ?self.role,
@@ -368,9 +416,10 @@ impl Application {
             self.listener,
             router,
             self.settings.header_read_timeout_seconds,
-            shutdown.clone(),
+            stop.clone(),
         )
         .await;
+        stop.cancel();
         tracing::info!("no longer accepting requests; waiting for work in flight");
         let grace = self.settings.shutdown_grace_seconds;
         if tokio::time::timeout(grace, drain(&mut tasks))
@@ -387,8 +436,35 @@ impl Application {
             }
         }
         tracing::info!("stopped");
-        Ok(())
+        match supervisor.failure() {
+            Some(failure) => Err(anyhow::anyhow!(failure)),
+            None => Ok(()),
+        }
     }
+}
+
+/// Stops every loop once a task that cannot be restarted has failed.
+async fn stop_on_failure(supervisor: Supervisor, stop: CancellationToken) {
+    let failed = supervisor.failed();
+    tokio::select! {
+        () = stop.cancelled() => {}
+        () = failed.cancelled() => stop.cancel(),
+    }
+}
+
+/// Reports the SQLite writer's panic to the supervisor, which stops the process.
+async fn watch_writer(supervisor: Supervisor, stopped: CancellationToken, stop: CancellationToken) {
+    supervisor
+        .clone()
+        .fatal("sqlite writer".into(), async {
+            tokio::select! {
+                () = stop.cancelled() => {}
+                () = stopped.cancelled() => {
+                    supervisor.fail("sqlite writer", "the writer task panicked (logged above)");
+                }
+            }
+        })
+        .await;
 }
 
 /// The Kafka intake, for roles that consume when `KAFKA_BROKER_URL` is set.

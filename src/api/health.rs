@@ -1,5 +1,9 @@
 //! `/healthz`, `/readyz` and `/metrics`.
+//!
+//! Both probes report the supervised loops (workers, reconciler, Kafka intake, SQLite writer):
+//! `/readyz` is 503 while any of them is down, `/healthz` while one has failed for good.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -14,6 +18,7 @@ use super::auth::authorize_metrics;
 use super::error::{ApiError, ErrorBody};
 use crate::domain::RequestStatus;
 use crate::store::RequestStore;
+use crate::supervise::{Supervisor, TaskReport};
 
 /// How long `/readyz` waits for the database.
 const READY_TIMEOUT: Duration = Duration::from_secs(2);
@@ -32,21 +37,43 @@ pub struct Health {
     /// `ok` or the Kafka client's last error, where this process consumes (readiness only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub kafka: Option<String>,
+    /// Each supervised loop of this process: `running`, `restarting` (it panicked) or
+    /// `failed` (it panicked and the process is stopping), and its restarts.
+    pub tasks: BTreeMap<String, TaskReport>,
 }
 
-/// The process is up.
-#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, body = Health)))]
-pub async fn healthz() -> Json<Health> {
-    Json(Health {
-        status: "ok",
-        database: None,
-        task_channel: None,
-        kafka: None,
-    })
+/// The process is up and its loops are alive: 200 `ok` while every loop runs (`degraded`
+/// while one that panicked waits to be restarted), 503 once one has failed for good.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "operations",
+    responses((status = 200, body = Health), (status = 503, body = Health))
+)]
+pub async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
+    let supervisor = &state.supervisor;
+    let (code, status) = if !supervisor.none_failed() {
+        (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
+    } else if supervisor.all_running() {
+        (StatusCode::OK, "ok")
+    } else {
+        (StatusCode::OK, "degraded")
+    };
+    (
+        code,
+        Json(Health {
+            status,
+            database: None,
+            task_channel: None,
+            kafka: None,
+            tasks: supervisor.report(),
+        }),
+    )
 }
 
-/// The process can take requests: 200 when the database answers (`degraded` in the body when
-/// the task channel does not: intake goes on and workers sweep the database), 503 otherwise.
+/// The process can take requests: 200 when the database answers and every supervised loop
+/// runs (`degraded` in the body when the task channel does not: intake goes on and workers
+/// sweep the database), 503 otherwise.
 #[utoipa::path(
     get,
     path = "/readyz",
@@ -72,8 +99,10 @@ pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     );
     let kind = state.channel.kind();
     let kafka = kafka_health(&state);
+    let tasks_running = tasks_running(&state.supervisor);
     let (code, status) = match (&database, &channel) {
         (Err(_), _) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+        (Ok(()), _) if !tasks_running => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
         (Ok(()), Err(_)) => (StatusCode::OK, "degraded"),
         (Ok(()), Ok(())) if matches!(kafka, Some(Err(_))) => (StatusCode::OK, "degraded"),
         (Ok(()), Ok(())) => (StatusCode::OK, "ready"),
@@ -86,8 +115,18 @@ pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
             database: Some(describe(database)),
             task_channel: Some(format!("{kind}: {}", describe(channel))),
             kafka: kafka.map(describe),
+            tasks: state.supervisor.report(),
         }),
     )
+}
+
+/// Whether every supervised loop runs; logs the ones that do not.
+fn tasks_running(supervisor: &Supervisor) -> bool {
+    let running = supervisor.all_running();
+    if !running {
+        tracing::warn!(tasks = ?supervisor.report(), "readiness: a supervised task is down");
+    }
+    running
 }
 
 /// The Kafka intake's state, where this process consumes.

@@ -91,6 +91,8 @@ pub struct AppParts {
     pub status_counts: health::StatusCounts,
     /// The largest body read (`MAX_BODY_BYTES`).
     pub max_body_bytes: usize,
+    /// The supervised loops, for `/healthz` and `/readyz`.
+    pub supervisor: crate::supervise::Supervisor,
 }
 
 /// The OpenAPI document served at `/openapi.json`.

@@ -22,6 +22,10 @@
 //! 429 is retried after its `Retry-After` (at most `FORWARD_RETRY_MAX_SECONDS`), never
 //! dead-lettered.
 //!
+//! A panic in a partition task (or the broker watch) is never followed by a restart: it is
+//! logged and the process stops with an error (`crate::supervise`), so the batch in hand is
+//! delivered again at the next start instead of being skipped.
+//!
 //! Every message is authenticated like an HTTP request: its `authorization` header carries
 //! `Bearer <token>`. A message without one is accepted only for the accounts of
 //! `KAFKA_TRUSTED_ACCOUNTS` (principal `kafka-trusted`); any other goes to the dead-letter
@@ -46,6 +50,7 @@ use super::message::{DeadLetterReason, DecodedMessage, MessageOrigin, check_size
 use super::{Intake, IntakeError, Submission, Submitted};
 use crate::auth::{AuthError, AuthFailure, Authenticator};
 use crate::domain::{Actor, Operation, Principal, Secret, Source as RequestSource};
+use crate::supervise::Supervisor;
 use crate::telemetry::Escaped;
 
 /// The most messages recorded in one transaction (2,000 rather than 500: 15,088 against
@@ -287,13 +292,21 @@ impl KafkaIntake {
     /// delivers messages of partitions added later. A batch in hand is finished first (or
     /// left unstored, to be delivered again), and the stored offsets are committed at the
     /// end; closing the client is bounded, so a dead broker cannot hold the process.
-    pub async fn run_until_stopped(self, shutdown: CancellationToken) {
+    ///
+    /// A partition task is never restarted: a panic loses its batch in hand, whose offsets
+    /// are not stored, and a new task would store later offsets past it. So a panic there
+    /// (or in the broker watch) is reported to `supervisor`, which stops the process; the
+    /// batch is delivered again at the next start.
+    pub async fn run_until_stopped(self, shutdown: CancellationToken, supervisor: Supervisor) {
         let this = Arc::new(self);
-        let watch = tokio::spawn(watch_broker(
-            this.consumer.clone(),
-            this.topic.clone(),
-            this.health.clone(),
-            shutdown.clone(),
+        let watch = tokio::spawn(supervisor.clone().fatal(
+            "kafka broker watch".into(),
+            watch_broker(
+                this.consumer.clone(),
+                this.topic.clone(),
+                this.health.clone(),
+                shutdown.clone(),
+            ),
         ));
         let recording = Arc::new(Semaphore::new(CONCURRENT_BATCHES));
         let mut tasks = tokio::task::JoinSet::new();
@@ -306,10 +319,13 @@ impl KafkaIntake {
                 else {
                     continue;
                 };
-                tasks.spawn(this.clone().partition_task(
-                    Source::Split(queue),
-                    recording.clone(),
-                    shutdown.clone(),
+                tasks.spawn(supervisor.clone().fatal(
+                    format!("kafka partition {partition}"),
+                    this.clone().partition_task(
+                        Source::Split(queue),
+                        recording.clone(),
+                        shutdown.clone(),
+                    ),
                 ));
             }
             // Subscribing once the topic exists: a subscription to a missing topic is
@@ -328,12 +344,16 @@ impl KafkaIntake {
                         None => continue,
                     },
                 };
-                let sender = handed.entry(message.partition()).or_insert_with(|| {
+                let partition = message.partition();
+                let sender = handed.entry(partition).or_insert_with(|| {
                     let (sender, receiver) = mpsc::channel(BATCH_MAX);
-                    tasks.spawn(this.clone().partition_task(
-                        Source::Handed(receiver),
-                        recording.clone(),
-                        shutdown.clone(),
+                    tasks.spawn(supervisor.clone().fatal(
+                        format!("kafka partition {partition}"),
+                        this.clone().partition_task(
+                            Source::Handed(receiver),
+                            recording.clone(),
+                            shutdown.clone(),
+                        ),
                     ));
                     sender
                 });

@@ -1,4 +1,5 @@
-//! The original design's simulated Ansible run: wait, then succeed (or fail at a set rate).
+//! The original design's simulated Ansible run: wait, then succeed (or fail at a set rate, or,
+//! for fault-injection tests, panic on one name).
 
 use std::time::Duration;
 
@@ -13,6 +14,8 @@ use crate::domain::{LiveRrset, RecordType};
 pub struct SimulatedProvisioner {
     delay: Duration,
     failure_rate: f64,
+    /// `SIMULATED_PANIC_NAME`: a request for this name panics (fault injection for tests).
+    panic_name: Option<String>,
 }
 
 impl SimulatedProvisioner {
@@ -21,7 +24,14 @@ impl SimulatedProvisioner {
         Self {
             delay,
             failure_rate: failure_rate.clamp(0.0, 1.0),
+            panic_name: None,
         }
+    }
+
+    /// The same backend, panicking on a request for `name` (tests of the supervision).
+    pub fn panicking_on(mut self, name: Option<String>) -> Self {
+        self.panic_name = name;
+        self
     }
 }
 
@@ -33,6 +43,12 @@ impl Provisioner for SimulatedProvisioner {
 
     async fn apply(&self, change: &PlannedChange) -> Result<Applied, ProvisionError> {
         change.record_data()?;
+        if self.panic_name.as_deref() == Some(change.domain.as_str()) {
+            panic!(
+                "SIMULATED_PANIC_NAME: the simulated backend panics on {}",
+                change.domain
+            );
+        }
         if !self.delay.is_zero() {
             tokio::time::sleep(self.delay).await;
         }

@@ -149,3 +149,116 @@ async fn every_operation_that_answers_403_or_429_documents_it() {
         );
     }
 }
+
+/// Polls `/readyz` until it answers `status`, and returns its body.
+async fn wait_for_readyz(app: &TestApp, status: StatusCode) -> Value {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let response = app.get("/readyz").await;
+        if response.status() == status {
+            return response.json().await.unwrap();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "/readyz never answered {status}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_worker_that_panics_is_restarted_with_readyz_503_meanwhile_and_its_request_is_not_lost() {
+    // Arrange: one worker; the simulated backend panics on one name.
+    let app = spawn_app_with(|s| {
+        s.worker_concurrency = 1;
+        s.simulated_panic_name = Some("panic.example.test".into());
+        s.task_restart_delay_seconds = std::time::Duration::from_secs(1);
+        s.lease_seconds = std::time::Duration::from_secs(1);
+        s.max_attempts = 2;
+    })
+    .await;
+    let before = wait_for_readyz(&app, StatusCode::OK).await;
+
+    // Act
+    let panicking = app
+        .create(&a_record("panic.example.test", "192.0.2.1"))
+        .await;
+    let down = wait_for_readyz(&app, StatusCode::SERVICE_UNAVAILABLE).await;
+    let health_down = app.get("/healthz").await;
+    let health_down_status = health_down.status();
+    let health_down: Value = health_down.json().await.unwrap();
+    wait_for_readyz(&app, StatusCode::OK).await;
+    let fine = app
+        .create(&a_record("fine.example.test", "192.0.2.2"))
+        .await;
+    app.wait_for_status(&fine, dnsorch::domain::RequestStatus::Completed)
+        .await;
+    let failed = app
+        .wait_for_status(&panicking, dnsorch::domain::RequestStatus::Failed)
+        .await;
+    let after = wait_for_readyz(&app, StatusCode::OK).await;
+
+    // Assert: the worker was down, then back; each of the two attempts panicked once, and the
+    // request failed when its last lease expired instead of staying PROCESSING.
+    assert_eq!(before["tasks"]["worker 0"]["state"], "running");
+    assert_eq!(before["tasks"]["reconciler"]["state"], "running");
+    assert_eq!(down["status"], "unavailable");
+    assert_eq!(down["tasks"]["worker 0"]["state"], "restarting");
+    assert_eq!(health_down_status, StatusCode::OK);
+    assert_eq!(health_down["status"], "degraded");
+    assert_eq!(after["status"], "ready");
+    assert_eq!(after["tasks"]["worker 0"]["state"], "running");
+    assert_eq!(after["tasks"]["worker 0"]["restarts"], 2);
+    assert_eq!(failed["attempts"], 2);
+    let log = log_messages(&failed);
+    assert!(
+        log.iter()
+            .any(|m| m.contains("lease expired after attempt 1;")),
+        "{log:?}"
+    );
+    assert!(
+        log.last()
+            .unwrap()
+            .contains("lease expired after attempt 2 of 2"),
+        "{log:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_panic_in_a_task_that_cannot_be_restarted_stops_the_app_with_an_error() {
+    // Arrange: a running app, and no shutdown asked for.
+    let dir = tempfile::TempDir::new().unwrap();
+    let app = dnsorch::startup::Application::build(test_settings(&dir))
+        .await
+        .unwrap();
+    let supervisor = app.supervisor();
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let running = tokio::spawn(app.run_until_stopped(shutdown.clone()));
+
+    // Act: a task that cannot be restarted panics.
+    supervisor
+        .clone()
+        .fatal("kafka partition 0".into(), async {
+            panic!("injected");
+        })
+        .await;
+    let stopped = tokio::time::timeout(std::time::Duration::from_secs(20), running)
+        .await
+        .expect("the app stops by itself")
+        .unwrap();
+
+    // Assert
+    assert!(!shutdown.is_cancelled());
+    let error = stopped
+        .expect_err("the app stops with an error")
+        .to_string();
+    assert!(
+        error.contains("kafka partition 0") && error.contains("injected"),
+        "{error}"
+    );
+    let tasks = supervisor.report();
+    assert_eq!(
+        tasks["kafka partition 0"].state,
+        dnsorch::supervise::TaskState::Failed
+    );
+}

@@ -96,11 +96,22 @@ impl SqliteStore {
             .await?;
         Ok(Self { writer, reader })
     }
+
+    /// Fires when the writer task panicked: the store takes no more writes and the process
+    /// must stop.
+    pub fn writer_stopped(&self) -> tokio_util::sync::CancellationToken {
+        self.writer.stopped()
+    }
 }
 
 #[async_trait::async_trait]
 impl RequestStore for SqliteStore {
     async fn ping(&self) -> Result<(), StoreError> {
+        if self.writer.stopped().is_cancelled() {
+            return Err(StoreError::WriteFailed(
+                "the SQLite writer stopped after a panic".into(),
+            ));
+        }
         sqlx::query("select 1").execute(&self.reader).await?;
         Ok(())
     }
@@ -665,4 +676,40 @@ fn record_from_row(row: &SqliteRow) -> Result<DnsRecord, StoreError> {
         zone: row.try_get("zone")?,
         provisioned_at: row.try_get("provisioned_at")?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use futures::FutureExt as _;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn the_store_does_not_answer_once_its_writer_panicked() {
+        // Arrange
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}/s.db?mode=rwc", dir.path().display());
+        let store = SqliteStore::open(&url, Duration::from_secs(1))
+            .await
+            .unwrap();
+        assert!(store.ping().await.is_ok());
+
+        // Act
+        let panicked = store
+            .writer
+            .write::<(), _>(|_| async { panic!("a job panicked") }.boxed())
+            .await;
+        let mut ping = store.ping().await;
+        for _ in 0..100 {
+            if ping.is_err() {
+                break;
+            }
+            tokio::task::yield_now().await;
+            ping = store.ping().await;
+        }
+
+        // Assert
+        assert!(panicked.is_err());
+        assert!(ping.is_err(), "ping answers after the writer panicked");
+    }
 }

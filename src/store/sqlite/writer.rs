@@ -6,12 +6,19 @@
 //! task takes every job waiting (up to `MAX_BATCH`), runs each inside its own savepoint (so a
 //! failing job undoes only itself), commits once, and only then answers each caller. A caller
 //! is never told "done" before its write is durable.
+//!
+//! The writer cannot be restarted safely: a panic loses the batch in hand and its callers'
+//! answers. It is logged, every later write is refused, and [`Writer::stopped`] fires so that
+//! the store's ping fails (`/readyz` is 503) and the process stops with an error.
 
+use std::panic::AssertUnwindSafe;
 use std::time::Duration;
 
+use futures::FutureExt as _;
 use futures::future::BoxFuture;
 use sqlx::{Connection as _, SqliteConnection};
 use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
 
 use crate::store::StoreError;
 
@@ -32,17 +39,40 @@ pub(super) struct Writer {
     jobs: mpsc::Sender<Work>,
     /// How long a write may wait for room in the queue before it is refused as unavailable.
     enqueue_timeout: Duration,
+    /// Fires when the writer task panicked.
+    stopped: CancellationToken,
 }
 
 impl Writer {
     /// Starts the writer task on `connection`.
     pub(super) fn start(connection: SqliteConnection, enqueue_timeout: Duration) -> Self {
         let (jobs, queue) = mpsc::channel(QUEUE_CAPACITY);
-        tokio::spawn(run(connection, queue));
+        let stopped = CancellationToken::new();
+        let fired = stopped.clone();
+        tokio::spawn(async move {
+            let mut task = Box::pin(AssertUnwindSafe(run(connection, queue)).catch_unwind());
+            if let Err(panic) = task.as_mut().await {
+                tracing::error!(
+                    task = "sqlite writer",
+                    panic = %crate::supervise::panic_message(panic.as_ref()),
+                    "the SQLite writer panicked; writes are refused and the process stops"
+                );
+                fired.cancel();
+            }
+            // Only now is the queue closed: a write waiting in it learns that the writer
+            // stopped.
+            drop(task);
+        });
         Self {
             jobs,
             enqueue_timeout,
+            stopped,
         }
+    }
+
+    /// Fires when the writer task panicked (it is never restarted).
+    pub(super) fn stopped(&self) -> CancellationToken {
+        self.stopped.clone()
     }
 
     /// Runs `work` in the next batch and returns its result once the batch is committed.
@@ -71,13 +101,29 @@ impl Writer {
                 (ok, answer)
             })
         });
+        if self.stopped.is_cancelled() {
+            return Err(self.stopped_error());
+        }
         self.jobs
             .send_timeout(job, self.enqueue_timeout)
             .await
-            .map_err(|_| StoreError::WriteFailed("the write queue is full".into()))?;
-        answer
-            .await
-            .map_err(|_| StoreError::WriteFailed("the write was not committed".into()))?
+            .map_err(|e| match e {
+                mpsc::error::SendTimeoutError::Timeout(_) => {
+                    StoreError::WriteFailed("the write queue is full".into())
+                }
+                mpsc::error::SendTimeoutError::Closed(_) => self.stopped_error(),
+            })?;
+        answer.await.map_err(|_| {
+            if self.stopped.is_cancelled() {
+                self.stopped_error()
+            } else {
+                StoreError::WriteFailed("the write was not committed".into())
+            }
+        })?
+    }
+
+    fn stopped_error(&self) -> StoreError {
+        StoreError::WriteFailed("the SQLite writer stopped after a panic".into())
     }
 }
 
@@ -175,6 +221,25 @@ mod tests {
                 Ok(())
             }
             .boxed()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_panicking_job_stops_the_writer_for_good_and_says_so() {
+        // Arrange
+        let (_dir, writer, _options) = writer_over_a_fresh_table().await;
+
+        // Act
+        let panicked = writer
+            .write::<(), _>(|_| async { panic!("a job panicked") }.boxed())
+            .await;
+        let later = writer.write(insert("later", false)).await;
+
+        // Assert
+        assert!(panicked.is_err());
+        match later {
+            Err(StoreError::WriteFailed(why)) => assert!(why.contains("stopped"), "{why}"),
+            other => panic!("a write after the panic: {other:?}"),
         }
     }
 
