@@ -9,7 +9,8 @@
 //! record's text would otherwise be a template, able to run commands); it is created with
 //! mode 0600 and removed afterwards. The playbook runs in a process group of its own, which is killed when the
 //! timeout passes. Exit status 0 is success; the tail of the output goes into the request's
-//! log with every known secret redacted. With a `verify_server`, the change is then verified
+//! log with every known secret redacted, as given or JSON-escaped, also where line breaks split
+//! it (redacted before the tail is cut). With a `verify_server`, the change is then verified
 //! by DNS query; without one it is logged as not verified.
 
 use std::io::Write as _;
@@ -121,7 +122,7 @@ impl AnsibleProvisioner {
             )));
         };
         let status = status.map_err(|e| ProvisionError::Transient(e.to_string()))?;
-        let output = self.redact(&tail(&out, &err));
+        let output = output_tail(&out, &err, &self.secrets);
         if status.success() {
             Ok(format!(
                 "ansible-playbook {} finished in {:.1}s; output ends:\n{output}",
@@ -137,12 +138,7 @@ impl AnsibleProvisioner {
     }
 
     fn redact(&self, text: &str) -> String {
-        self.secrets
-            .iter()
-            .filter(|s| !s.is_empty())
-            .fold(text.to_owned(), |text, secret| {
-                text.replace(secret.as_str(), "[REDACTED]")
-            })
+        redact(text, &self.secrets)
     }
 }
 
@@ -335,15 +331,73 @@ async fn keep_tail(mut stream: impl AsyncRead + Unpin) -> Vec<u8> {
     kept
 }
 
-/// The last `TAIL_LINES` non-empty lines of stdout, then of stderr.
-fn tail(stdout: &[u8], stderr: &[u8]) -> String {
+/// The last `TAIL_LINES` non-empty lines of stdout, then of stderr, with `secrets` redacted
+/// first (so a secret that starts above the tail is redacted as a whole).
+fn output_tail(stdout: &[u8], stderr: &[u8], secrets: &[String]) -> String {
     let text = format!(
         "{}\n{}",
-        String::from_utf8_lossy(stdout),
-        String::from_utf8_lossy(stderr)
+        redact(&String::from_utf8_lossy(stdout), secrets),
+        redact(&String::from_utf8_lossy(stderr), secrets)
     );
     let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
     lines[lines.len().saturating_sub(TAIL_LINES)..].join("\n")
+}
+
+/// `text` with every secret replaced by `[REDACTED]`: each secret as given and JSON-escaped
+/// (as Ansible prints strings in its results), also where line breaks split it (a wrapped
+/// line, a secret printed in parts, a multi-line secret printed otherwise). Line breaks are
+/// ignored within a match: in the text, and in the secret.
+fn redact(text: &str, secrets: &[String]) -> String {
+    let unbroken = |s: &str| -> Vec<char> { s.chars().filter(|c| !is_line_break(*c)).collect() };
+    let mut forms: Vec<Vec<char>> = Vec::new();
+    for secret in secrets {
+        let escaped = serde_json::Value::from(secret.as_str()).to_string();
+        let escaped = &escaped[1..escaped.len() - 1];
+        for form in [unbroken(secret), unbroken(escaped)] {
+            if !form.is_empty() && !forms.contains(&form) {
+                forms.push(form);
+            }
+        }
+    }
+    let text: Vec<char> = text.chars().collect();
+    let mut out = String::with_capacity(text.len());
+    let mut at = 0;
+    while at < text.len() {
+        let longest = forms.iter().filter_map(|f| match_end(&text[at..], f)).max();
+        match longest {
+            Some(end) => {
+                out.push_str("[REDACTED]");
+                at += end;
+            }
+            None => {
+                out.push(text[at]);
+                at += 1;
+            }
+        }
+    }
+    out
+}
+
+fn is_line_break(c: char) -> bool {
+    c == '\n' || c == '\r'
+}
+
+/// Where `form` (no line breaks) ends if `text` starts with it, line breaks between its
+/// characters skipped.
+fn match_end(text: &[char], form: &[char]) -> Option<usize> {
+    let mut at = 0;
+    for (i, wanted) in form.iter().enumerate() {
+        if i > 0 {
+            while text.get(at).copied().is_some_and(is_line_break) {
+                at += 1;
+            }
+        }
+        if text.get(at) != Some(wanted) {
+            return None;
+        }
+        at += 1;
+    }
+    Some(at)
 }
 
 #[cfg(test)]
@@ -385,5 +439,49 @@ mod tests {
             secrets: vec!["c2VjcmV0".into()],
         };
         assert_eq!(backend.redact("key c2VjcmV0 used"), "key [REDACTED] used");
+    }
+
+    #[test]
+    fn a_secret_split_over_lines_is_redacted_as_a_whole() {
+        let secrets = vec!["pb-secret-0123456789".to_owned()];
+        for text in [
+            "name pb-secret-01234\n56789 end",
+            "name pb-secret-01234\r\n56789 end",
+            "name pb-\nsecret-0123\n\n456789 end",
+        ] {
+            assert_eq!(redact(text, &secrets), "name [REDACTED] end", "{text:?}");
+        }
+        // Not a match: another character between the parts.
+        assert_eq!(
+            redact("pb-secret-01234 56789", &secrets),
+            "pb-secret-01234 56789"
+        );
+    }
+
+    #[test]
+    fn a_multi_line_secret_is_redacted_as_given_reflowed_and_json_escaped() {
+        let secrets = vec!["first line\nsecond \"line\"".to_owned()];
+        for text in [
+            "a first line\nsecond \"line\" b",
+            "a first linesecond \"line\" b",
+            r#"a first line\nsecond \"line\" b"#,
+            "a first li\nne\\nsecond \\\"line\\\" b",
+        ] {
+            assert_eq!(redact(text, &secrets), "a [REDACTED] b", "{text:?}");
+        }
+    }
+
+    #[test]
+    fn a_secret_starting_above_the_tail_is_redacted_whole() {
+        let secret = "pb-secret-0123456789".to_owned();
+        // The secret's first part is one line above the last TAIL_LINES.
+        let mut stdout = "x pb-secret-01234\n56789 y\n".to_owned();
+        for i in 1..TAIL_LINES {
+            stdout.push_str(&format!("line {i}\n"));
+        }
+        let output = output_tail(stdout.as_bytes(), b"", &[secret]);
+        assert!(!output.contains("56789"), "{output}");
+        assert_eq!(output.lines().count(), TAIL_LINES, "{output}");
+        assert!(output.starts_with("x [REDACTED] y\n"), "{output}");
     }
 }
