@@ -22,6 +22,7 @@ mod client;
 mod support_settings;
 
 mod ownership;
+mod secrets;
 
 use client::{client_with, first_run_admin_token};
 
