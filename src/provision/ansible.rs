@@ -1,24 +1,29 @@
-//! The `ansible` backend: runs `ansible-playbook <playbook> --extra-vars @<file>` for each
+//! The `ansible` backend: runs `ansible-playbook <playbook> --extra-vars @<fifo>` for each
 //! change, with no shell in between.
 //!
 //! The variables are the zone's `vars` and `secret_vars` plus the request's fields:
 //! `operation` (create or delete), `zone`, `domain`, `record_type`, `rdata` (presentation
 //! form, empty for a whole-RRset delete), `ttl`, `request_id` and `account_id`;
-//! `playbooks/nsupdate.yml` shows a playbook that uses them. The vars file is YAML with every
+//! `playbooks/nsupdate.yml` shows a playbook that uses them. The variables are YAML with every
 //! string marked `!unsafe`, so Ansible never evaluates `{{ }}` in a client's data (a TXT
-//! record's text would otherwise be a template, able to run commands); it is created with
-//! mode 0600 and removed afterwards. The playbook runs in a process group of its own, which is killed when the
+//! record's text would otherwise be a template, able to run commands). They reach
+//! ansible-playbook through a FIFO (mode 0600, in a directory of mode 0700) whose name is
+//! removed as soon as ansible-playbook opens it, so no file ever holds them, secrets
+//! included. The playbook runs in a process group of its own, which is killed when the
 //! timeout passes. Exit status 0 is success; the tail of the output goes into the request's
-//! log with every known secret redacted. With a `verify_server`, the change is then verified
+//! log with every known secret redacted, as given or JSON-escaped, also where line breaks split
+//! it (redacted before the tail is cut). With a `verify_server`, the change is then verified
 //! by DNS query; without one it is logged as not verified.
 
+use std::fs::OpenOptions;
 use std::io::Write as _;
-use std::os::unix::fs::OpenOptionsExt as _;
+use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Instant;
 
 use chrono::Utc;
+use nix::sys::stat::Mode;
 use tokio::io::{AsyncRead, AsyncReadExt as _};
 
 use super::dns::{
@@ -80,13 +85,16 @@ impl AnsibleProvisioner {
         Ok(serde_json::Value::Object(vars))
     }
 
-    /// Runs the playbook; the log note on success.
-    async fn run(&self, vars_file: &VarsFile) -> Result<String, ProvisionError> {
+    /// Runs the playbook with `vars` (the YAML text); the log note on success.
+    async fn run(&self, vars: String) -> Result<String, ProvisionError> {
+        let pipe = VarsPipe::create().map_err(|e| {
+            ProvisionError::Transient(format!("could not create the vars pipe: {e}"))
+        })?;
         let started = Instant::now();
         let mut child = tokio::process::Command::new(&self.config.program)
             .arg(&self.config.playbook)
             .arg("--extra-vars")
-            .arg(format!("@{}", vars_file.0.display()))
+            .arg(format!("@{}", pipe.fifo.display()))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -100,14 +108,21 @@ impl AnsibleProvisioner {
                 ))
             })?;
         let pid = child.id();
-        let stdout = child.stdout.take().expect("piped");
-        let stderr = child.stderr.take().expect("piped");
+        let stdout = tokio::spawn(keep_tail(child.stdout.take().expect("piped")));
+        let stderr = tokio::spawn(keep_tail(child.stderr.take().expect("piped")));
         let run = async {
-            let (out, err, status) =
-                tokio::join!(keep_tail(stdout), keep_tail(stderr), child.wait());
-            (out, err, status)
+            // The variables, unless the playbook exits before it reads them.
+            let sent = tokio::select! {
+                sent = pipe.send(vars) => Some(sent),
+                _ = child.wait() => None,
+            };
+            let status = child.wait().await;
+            let out = stdout.await.unwrap_or_default();
+            let err = stderr.await.unwrap_or_default();
+            (sent, out, err, status)
         };
-        let Ok((out, err, status)) = tokio::time::timeout(self.config.timeout, run).await else {
+        let Ok((sent, out, err, status)) = tokio::time::timeout(self.config.timeout, run).await
+        else {
             if let Some(pid) = pid.and_then(|p| i32::try_from(p).ok()) {
                 // The whole group: ansible-playbook's own children (ssh, modules) too.
                 let _ = nix::sys::signal::killpg(
@@ -121,7 +136,17 @@ impl AnsibleProvisioner {
             )));
         };
         let status = status.map_err(|e| ProvisionError::Transient(e.to_string()))?;
-        let output = self.redact(&tail(&out, &err));
+        let output = output_tail(&out, &err, &self.secrets);
+        let sent = match sent {
+            Some(Ok(())) => Ok(()),
+            Some(Err(e)) => Err(e.to_string()),
+            None => Err("the playbook exited before it read them".to_owned()),
+        };
+        if let (true, Err(e)) = (status.success(), &sent) {
+            return Err(ProvisionError::Rejected(format!(
+                "could not pass the variables to ansible-playbook: {e}; output ends:\n{output}"
+            )));
+        }
         if status.success() {
             Ok(format!(
                 "ansible-playbook {} finished in {:.1}s; output ends:\n{output}",
@@ -134,15 +159,6 @@ impl AnsibleProvisioner {
                 self.config.playbook.display()
             )))
         }
-    }
-
-    fn redact(&self, text: &str) -> String {
-        self.secrets
-            .iter()
-            .filter(|s| !s.is_empty())
-            .fold(text.to_owned(), |text, secret| {
-                text.replace(secret.as_str(), "[REDACTED]")
-            })
     }
 }
 
@@ -180,12 +196,8 @@ impl Provisioner for AnsibleProvisioner {
             }
         };
         self.check_live(change, &name, &expect).await?;
-        let vars = self.variables(change)?;
-        let vars_file = VarsFile::write(&vars).map_err(|e| {
-            ProvisionError::Transient(format!("could not write the vars file: {e}"))
-        })?;
-        let mut notes = vec![self.run(&vars_file).await?];
-        drop(vars_file);
+        let vars = unsafe_yaml(&self.variables(change)?);
+        let mut notes = vec![self.run(vars).await?];
         let applied_at = Utc::now();
         let Some(server) = &self.config.verify_server else {
             notes.push("not verified: the zone names no verify_server".into());
@@ -258,21 +270,55 @@ impl AnsibleProvisioner {
     }
 }
 
-/// The extra-vars file: YAML, every string `!unsafe`, mode 0600, removed when dropped.
-struct VarsFile(PathBuf);
+/// The way the extra vars reach ansible-playbook: a FIFO (mode 0600) in a directory of its own
+/// (mode 0700) under the temporary directory. Its name is removed as soon as ansible-playbook
+/// opens it, before anything is written, so the variables (the secrets among them) are never
+/// in a file: they pass through the pipe's buffer only. Removed when dropped, releasing a
+/// `send` still waiting for a reader.
+struct VarsPipe {
+    dir: PathBuf,
+    fifo: PathBuf,
+}
 
-impl VarsFile {
-    fn write(vars: &serde_json::Value) -> std::io::Result<Self> {
-        let path = std::env::temp_dir().join(format!("dnsorch-vars-{}.yml", uuid::Uuid::new_v4()));
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&path)?;
-        let guard = Self(path);
-        file.write_all(unsafe_yaml(vars).as_bytes())?;
-        file.sync_all()?;
-        Ok(guard)
+impl VarsPipe {
+    fn create() -> std::io::Result<Self> {
+        let dir = std::env::temp_dir().join(format!("dnsorch-vars-{}", uuid::Uuid::new_v4()));
+        std::fs::DirBuilder::new().mode(0o700).create(&dir)?;
+        let pipe = Self {
+            fifo: dir.join("vars.yml"),
+            dir,
+        };
+        nix::unistd::mkfifo(&pipe.fifo, Mode::S_IRUSR | Mode::S_IWUSR)?;
+        Ok(pipe)
+    }
+
+    /// Waits until ansible-playbook opens the FIFO, removes its name, and writes `text`.
+    async fn send(&self, text: String) -> std::io::Result<()> {
+        let fifo = self.fifo.clone();
+        // Opening a FIFO to write blocks until a reader opens it.
+        let mut file =
+            tokio::task::spawn_blocking(move || OpenOptions::new().write(true).open(fifo))
+                .await??;
+        self.remove_names();
+        tokio::task::spawn_blocking(move || file.write_all(text.as_bytes())).await?
+    }
+
+    fn remove_names(&self) {
+        let _ = std::fs::remove_file(&self.fifo);
+        let _ = std::fs::remove_dir(&self.dir);
+    }
+}
+
+impl Drop for VarsPipe {
+    fn drop(&mut self) {
+        // A reader of our own releases a `send` blocked in its open, and is kept open until
+        // the name is gone, so no open can block after it.
+        let reader = OpenOptions::new()
+            .read(true)
+            .custom_flags(nix::libc::O_NONBLOCK)
+            .open(&self.fifo);
+        self.remove_names();
+        drop(reader);
     }
 }
 
@@ -313,12 +359,6 @@ fn unsafe_yaml(vars: &serde_json::Value) -> String {
     out
 }
 
-impl Drop for VarsFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
-
 /// Reads a stream to its end, keeping only its last `KEEP_BYTES`.
 async fn keep_tail(mut stream: impl AsyncRead + Unpin) -> Vec<u8> {
     let mut kept = Vec::new();
@@ -335,15 +375,73 @@ async fn keep_tail(mut stream: impl AsyncRead + Unpin) -> Vec<u8> {
     kept
 }
 
-/// The last `TAIL_LINES` non-empty lines of stdout, then of stderr.
-fn tail(stdout: &[u8], stderr: &[u8]) -> String {
+/// The last `TAIL_LINES` non-empty lines of stdout, then of stderr, with `secrets` redacted
+/// first (so a secret that starts above the tail is redacted as a whole).
+fn output_tail(stdout: &[u8], stderr: &[u8], secrets: &[String]) -> String {
     let text = format!(
         "{}\n{}",
-        String::from_utf8_lossy(stdout),
-        String::from_utf8_lossy(stderr)
+        redact(&String::from_utf8_lossy(stdout), secrets),
+        redact(&String::from_utf8_lossy(stderr), secrets)
     );
     let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
     lines[lines.len().saturating_sub(TAIL_LINES)..].join("\n")
+}
+
+/// `text` with every secret replaced by `[REDACTED]`: each secret as given and JSON-escaped
+/// (as Ansible prints strings in its results), also where line breaks split it (a wrapped
+/// line, a secret printed in parts, a multi-line secret printed otherwise). Line breaks are
+/// ignored within a match: in the text, and in the secret.
+fn redact(text: &str, secrets: &[String]) -> String {
+    let unbroken = |s: &str| -> Vec<char> { s.chars().filter(|c| !is_line_break(*c)).collect() };
+    let mut forms: Vec<Vec<char>> = Vec::new();
+    for secret in secrets {
+        let escaped = serde_json::Value::from(secret.as_str()).to_string();
+        let escaped = &escaped[1..escaped.len() - 1];
+        for form in [unbroken(secret), unbroken(escaped)] {
+            if !form.is_empty() && !forms.contains(&form) {
+                forms.push(form);
+            }
+        }
+    }
+    let text: Vec<char> = text.chars().collect();
+    let mut out = String::with_capacity(text.len());
+    let mut at = 0;
+    while at < text.len() {
+        let longest = forms.iter().filter_map(|f| match_end(&text[at..], f)).max();
+        match longest {
+            Some(end) => {
+                out.push_str("[REDACTED]");
+                at += end;
+            }
+            None => {
+                out.push(text[at]);
+                at += 1;
+            }
+        }
+    }
+    out
+}
+
+fn is_line_break(c: char) -> bool {
+    c == '\n' || c == '\r'
+}
+
+/// Where `form` (no line breaks) ends if `text` starts with it, line breaks between its
+/// characters skipped.
+fn match_end(text: &[char], form: &[char]) -> Option<usize> {
+    let mut at = 0;
+    for (i, wanted) in form.iter().enumerate() {
+        if i > 0 {
+            while text.get(at).copied().is_some_and(is_line_break) {
+                at += 1;
+            }
+        }
+        if text.get(at) != Some(wanted) {
+            return None;
+        }
+        at += 1;
+    }
+    Some(at)
 }
 
 #[cfg(test)]
@@ -369,21 +467,87 @@ mod tests {
         );
     }
 
-    #[test]
-    fn known_secrets_are_redacted_from_output() {
-        let backend = AnsibleProvisioner {
-            zone: "example.test".into(),
-            config: AnsibleZone {
+    fn backend(program: &str) -> AnsibleProvisioner {
+        AnsibleProvisioner::new(
+            "example.test",
+            AnsibleZone {
                 playbook: "p.yml".into(),
-                program: "ansible-playbook".into(),
-                timeout: std::time::Duration::from_secs(1),
+                program: program.into(),
+                timeout: std::time::Duration::from_secs(30),
                 vars: serde_json::Map::new(),
                 secret_vars: std::collections::BTreeMap::new(),
                 verify_server: None,
                 verify_timeout: std::time::Duration::from_secs(1),
             },
-            secrets: vec!["c2VjcmV0".into()],
-        };
-        assert_eq!(backend.redact("key c2VjcmV0 used"), "key [REDACTED] used");
+            Vec::new(),
+        )
+    }
+
+    #[tokio::test]
+    async fn a_program_that_never_reads_the_variables_fails_and_releases_the_pipe() {
+        // Neither opens the FIFO: the run ends with the program, not at the timeout, and
+        // the runtime's shutdown finds no thread still blocked opening it.
+        let error = backend("true").run("---\n".into()).await.unwrap_err();
+        assert!(!error.is_transient(), "{error}");
+        assert!(
+            error.to_string().contains("exited before it read them"),
+            "{error}"
+        );
+        let error = backend("false").run("---\n".into()).await.unwrap_err();
+        assert!(!error.is_transient(), "{error}");
+        assert!(
+            error.to_string().contains("failed (exit status: 1)"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn known_secrets_are_redacted_from_output() {
+        let secrets = vec!["c2VjcmV0".to_owned()];
+        assert_eq!(redact("key c2VjcmV0 used", &secrets), "key [REDACTED] used");
+    }
+
+    #[test]
+    fn a_secret_split_over_lines_is_redacted_as_a_whole() {
+        let secrets = vec!["pb-secret-0123456789".to_owned()];
+        for text in [
+            "name pb-secret-01234\n56789 end",
+            "name pb-secret-01234\r\n56789 end",
+            "name pb-\nsecret-0123\n\n456789 end",
+        ] {
+            assert_eq!(redact(text, &secrets), "name [REDACTED] end", "{text:?}");
+        }
+        // Not a match: another character between the parts.
+        assert_eq!(
+            redact("pb-secret-01234 56789", &secrets),
+            "pb-secret-01234 56789"
+        );
+    }
+
+    #[test]
+    fn a_multi_line_secret_is_redacted_as_given_reflowed_and_json_escaped() {
+        let secrets = vec!["first line\nsecond \"line\"".to_owned()];
+        for text in [
+            "a first line\nsecond \"line\" b",
+            "a first linesecond \"line\" b",
+            r#"a first line\nsecond \"line\" b"#,
+            "a first li\nne\\nsecond \\\"line\\\" b",
+        ] {
+            assert_eq!(redact(text, &secrets), "a [REDACTED] b", "{text:?}");
+        }
+    }
+
+    #[test]
+    fn a_secret_starting_above_the_tail_is_redacted_whole() {
+        let secret = "pb-secret-0123456789".to_owned();
+        // The secret's first part is one line above the last TAIL_LINES.
+        let mut stdout = "x pb-secret-01234\n56789 y\n".to_owned();
+        for i in 1..TAIL_LINES {
+            stdout.push_str(&format!("line {i}\n"));
+        }
+        let output = output_tail(stdout.as_bytes(), b"", &[secret]);
+        assert!(!output.contains("56789"), "{output}");
+        assert_eq!(output.lines().count(), TAIL_LINES, "{output}");
+        assert!(output.starts_with("x [REDACTED] y\n"), "{output}");
     }
 }

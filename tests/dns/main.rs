@@ -23,6 +23,7 @@ mod support_settings;
 
 mod batching;
 mod ownership;
+mod secrets;
 
 use client::{client_with, first_run_admin_token};
 
