@@ -12,9 +12,11 @@
 //! per-name locks in one order. A request the statement did not store (its key was taken, or
 //! admission refused it) is tried again on its own, which says why; so is every request of a
 //! batch whose statement failed (a deadlock between batches, say), so one cannot fail another.
+//! A writer that panics answers its batch with an error and goes on with the next.
 
 use std::sync::Arc;
 
+use futures::FutureExt as _;
 use sqlx::{AssertSqlSafe, PgPool};
 use tokio::sync::{Mutex, mpsc, oneshot};
 use uuid::Uuid;
@@ -98,7 +100,17 @@ async fn write(pool: PgPool, jobs: Arc<Mutex<mpsc::UnboundedReceiver<Job>>>, bat
                 return;
             }
         }
-        insert_batch(&pool, batch).await;
+        // A panic answers the batch's requests with an error (their reply channels drop) and
+        // leaves the writer running: the queue must not stop being drained.
+        if std::panic::AssertUnwindSafe(insert_batch(&pool, batch))
+            .catch_unwind()
+            .await
+            .is_err()
+        {
+            tracing::error!(
+                "an insert writer panicked; its batch's requests were answered with an error"
+            );
+        }
     }
 }
 
