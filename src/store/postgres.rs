@@ -411,57 +411,20 @@ impl RequestStore for PostgresStore {
     }
 }
 
-/// Inserts a PENDING request, or finds the one its idempotency key names, with admission in
-/// the same statement: `dnsorch_admit` (see its migration) refuses a create or delete in an
-/// RRset another account owns, or beyond the account's `$19` unfinished requests for the name,
-/// and claims an unowned RRset for a create. A request whose key is taken already is not
-/// admitted again (the `case` decides that first), so its replay claims nothing; two
-/// concurrent requests with one key are decided by the unique index. Refused twice with no
-/// reason visible afterwards (a race decided in between), it is `Busy`.
+/// Inserts a PENDING request, or finds the one its idempotency key names: the batch statement
+/// (`batch::insert_rows`) with one row, so admission is in the same statement. Not stored, it
+/// says why: the key's request, or the refusal; refused twice with no reason visible
+/// afterwards (a race decided in between), it is `Busy`.
 async fn insert_request(
     connection: &mut PgConnection,
     change: &ChangeRequest,
     max_unfinished: u32,
 ) -> Result<Inserted, StoreError> {
-    let accepted = LogEntry::accepted(change);
-    let sql = format!(
-        "insert into dns_requests (id, account_id, source, operation, record_type, domain, \
-         target, comment, config, status, log_messages, idempotency_key, fingerprint, zone, \
-         backend, principal_token_id, principal_name, principal_account, client_addr, \
-         next_attempt_at, enqueued_at, created_at, updated_at) \
-         select $1, $2, $3, $4, $5, $6, $7, $8, $9, 'PENDING', $10, $11, $12, $13, $14, \
-         $15, $16, $17, $18, now(), now(), now(), now() \
-         where case when $11::text is not null and exists (select 1 from dns_requests \
-             where account_id = $2 and idempotency_key = $11) then false \
-           else dnsorch_admit($4, $6, $5, $2, $19) end \
-         on conflict (account_id, idempotency_key) where idempotency_key is not null \
-         do nothing returning {REQUEST_COLUMNS}, log_messages"
-    );
     for _ in 0..2 {
-        let row = sqlx::query(AssertSqlSafe(sql.as_str()))
-            .bind(RequestId::new().0)
-            .bind(&change.account_id)
-            .bind(&change.source)
-            .bind(change.operation.as_str())
-            .bind(change.record_type.as_str())
-            .bind(change.domain.as_str())
-            .bind(change.target())
-            .bind(&change.comment)
-            .bind(Json(change.config()))
-            .bind(Json([&accepted]))
-            .bind(&change.idempotency_key)
-            .bind(change.fingerprint())
-            .bind(&change.zone)
-            .bind(&change.backend)
-            .bind(change.submitter.token_id.map(|t| t.0))
-            .bind(&change.submitter.token_name)
-            .bind(&change.submitter.account_id)
-            .bind(&change.submitter.client_addr)
-            .bind(i64::from(max_unfinished))
-            .fetch_optional(&mut *connection)
-            .await?;
-        if let Some(row) = row {
-            return Ok(Inserted::Created(request_from_row(&row, true)?));
+        let ids = [RequestId::new().0];
+        let stored = batch::insert_rows(connection, &[(change, max_unfinished)], &ids).await?;
+        if let Some(request) = stored.into_iter().next() {
+            return Ok(Inserted::Created(request));
         }
         // Nothing was stored: the key was taken (the unique index decided), or admission refused.
         if change.idempotency_key.is_some()

@@ -14,16 +14,16 @@
 //! batch whose statement failed (a deadlock between batches, say), so one cannot fail another.
 //! A writer that panics answers its batch with an error and goes on with the next.
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use futures::FutureExt as _;
-use sqlx::{AssertSqlSafe, PgPool};
+use sqlx::{AssertSqlSafe, PgConnection, PgPool};
 use tokio::sync::{Mutex, mpsc, oneshot};
 use uuid::Uuid;
 
 use super::{insert_request, request_from_row};
 use crate::domain::{ChangeRequest, LogEntry, RequestId};
-use crate::store::{Inserted, REQUEST_COLUMNS, StoreError};
+use crate::store::{DnsRequest, Inserted, REQUEST_COLUMNS, StoreError};
 
 /// How inserts are grouped (`INSERT_WRITERS`, `INSERT_BATCH_MAX`).
 #[derive(Debug, Clone, Copy)]
@@ -121,7 +121,16 @@ async fn insert_batch(pool: &PgPool, mut batch: Vec<Job>) {
             .cmp(&(b.change.domain.as_str(), &b.change.account_id))
     });
     let ids: Vec<Uuid> = batch.iter().map(|_| RequestId::new().0).collect();
-    let stored = match insert_rows(pool, &batch, &ids).await {
+    let items: Vec<(&ChangeRequest, u32)> = batch
+        .iter()
+        .map(|j| (&j.change, j.max_unfinished))
+        .collect();
+    let inserted = match pool.acquire().await {
+        Ok(mut connection) => insert_rows(&mut connection, &items, &ids).await,
+        Err(e) => Err(e.into()),
+    };
+    drop(items);
+    let stored = match inserted {
         Ok(stored) => stored,
         // The database is not there: each request alone would wait for it again. (A deadlock
         // with another batch, also "unavailable", is worth trying alone: below.)
@@ -164,36 +173,17 @@ async fn insert_alone(pool: &PgPool, job: &Job) -> Result<Inserted, StoreError> 
     insert_request(&mut connection, &job.change, job.max_unfinished).await
 }
 
-/// The statement: every job's row, admitted in order; the rows it stored.
-async fn insert_rows(
-    pool: &PgPool,
-    batch: &[Job],
+/// The insert statement: every item's row (`ids[i]` for `items[i]`), admitted one by one in
+/// the order given by `dnsorch_admit` (see its migration: the name's lock, the per-name limit,
+/// the RRset's claim or owner). A request whose key is taken already is not admitted again
+/// (the `case` decides that first), so its replay claims nothing; two concurrent requests with
+/// one key are decided by the unique index. The rows it stored.
+pub(super) async fn insert_rows(
+    connection: &mut PgConnection,
+    items: &[(&ChangeRequest, u32)],
     ids: &[Uuid],
-) -> Result<Vec<crate::store::DnsRequest>, StoreError> {
-    let sql = format!(
-        "insert into dns_requests (id, account_id, source, operation, record_type, domain, \
-         target, comment, config, status, log_messages, idempotency_key, fingerprint, zone, \
-         backend, principal_token_id, principal_name, principal_account, client_addr, \
-         next_attempt_at, enqueued_at, created_at, updated_at) \
-         select b.id, b.account_id, b.source, b.operation, b.record_type, b.domain, b.target, \
-         b.comment, b.config::jsonb, 'PENDING', b.log::jsonb, b.key, b.fingerprint, b.zone, \
-         b.backend, b.token_id, b.token_name, b.principal_account, b.client_addr, \
-         now(), now(), now(), now() \
-         from unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], \
-           $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], \
-           $13::text[], $14::text[], $15::uuid[], $16::text[], $17::text[], $18::text[], \
-           $19::int8[]) \
-           as b(id, account_id, source, operation, record_type, domain, target, comment, \
-             config, log, key, fingerprint, zone, backend, token_id, token_name, \
-             principal_account, client_addr, max_unfinished) \
-         where case when b.key is not null and exists (select 1 from dns_requests k \
-             where k.account_id = b.account_id and k.idempotency_key = b.key) then false \
-           else dnsorch_admit(b.operation, b.domain, b.record_type, b.account_id, \
-             b.max_unfinished) end \
-         on conflict (account_id, idempotency_key) where idempotency_key is not null \
-         do nothing returning {REQUEST_COLUMNS}, log_messages"
-    );
-    let changes = || batch.iter().map(|job| &job.change);
+) -> Result<Vec<DnsRequest>, StoreError> {
+    let changes = || items.iter().map(|(change, _)| *change);
     let text = |f: fn(&ChangeRequest) -> String| changes().map(f).collect::<Vec<String>>();
     let json = |value: serde_json::Result<String>| {
         value.map_err(|e| StoreError::WriteFailed(format!("could not encode a request: {e}")))
@@ -204,7 +194,7 @@ async fn insert_rows(
     let logs = changes()
         .map(|c| json(serde_json::to_string(&[LogEntry::accepted(c)])))
         .collect::<Result<Vec<_>, _>>()?;
-    let rows = sqlx::query(AssertSqlSafe(sql))
+    let rows = sqlx::query(AssertSqlSafe(INSERT_ROWS.as_str()))
         .bind(ids)
         .bind(text(|c| c.account_id.clone()))
         .bind(text(|c| c.source.clone()))
@@ -244,12 +234,39 @@ async fn insert_rows(
                 .collect::<Vec<_>>(),
         )
         .bind(
-            batch
+            items
                 .iter()
-                .map(|j| i64::from(j.max_unfinished))
+                .map(|(_, max)| i64::from(*max))
                 .collect::<Vec<_>>(),
         )
-        .fetch_all(pool)
+        .fetch_all(connection)
         .await?;
     rows.iter().map(|row| request_from_row(row, true)).collect()
 }
+
+/// The text of `insert_rows`, built once.
+static INSERT_ROWS: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "insert into dns_requests (id, account_id, source, operation, record_type, domain, \
+         target, comment, config, status, log_messages, idempotency_key, fingerprint, zone, \
+         backend, principal_token_id, principal_name, principal_account, client_addr, \
+         next_attempt_at, enqueued_at, created_at, updated_at) \
+         select b.id, b.account_id, b.source, b.operation, b.record_type, b.domain, b.target, \
+         b.comment, b.config::jsonb, 'PENDING', b.log::jsonb, b.key, b.fingerprint, b.zone, \
+         b.backend, b.token_id, b.token_name, b.principal_account, b.client_addr, \
+         now(), now(), now(), now() \
+         from unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], \
+           $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], \
+           $13::text[], $14::text[], $15::uuid[], $16::text[], $17::text[], $18::text[], \
+           $19::int8[]) \
+           as b(id, account_id, source, operation, record_type, domain, target, comment, \
+             config, log, key, fingerprint, zone, backend, token_id, token_name, \
+             principal_account, client_addr, max_unfinished) \
+         where case when b.key is not null and exists (select 1 from dns_requests k \
+             where k.account_id = b.account_id and k.idempotency_key = b.key) then false \
+           else dnsorch_admit(b.operation, b.domain, b.record_type, b.account_id, \
+             b.max_unfinished) end \
+         on conflict (account_id, idempotency_key) where idempotency_key is not null \
+         do nothing returning {REQUEST_COLUMNS}, log_messages"
+    )
+});
