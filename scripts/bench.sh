@@ -444,6 +444,10 @@ auth_check() {
 bench_token_flags=(--account bench --name bench --metrics --policy 'example.test=read,create,delete')
 # The token bucket runs on every request but never refuses one.
 export RATE_LIMIT_PER_SECOND=1000000000 RATE_LIMIT_BURST=1000000000
+# The request-status gauges (the end-to-end and Kafka phases' clock and their PENDING check)
+# are counted at every scrape, not reused for METRICS_STATUS_REFRESH_SECONDS: a reused count
+# would stop the clocks up to that long late and fail the PENDING check.
+export METRICS_STATUS_REFRESH_SECONDS=0
 
 dnsorch_unset() {
   unset KAFKA_BROKER_URL DNSORCH_CONFIG METRICS_PUBLIC KAFKA_TRUSTED_ACCOUNTS \
