@@ -490,7 +490,10 @@ fn kafka_intake(
         api_token_file: forward_token_file(settings)?,
         trusted_accounts: settings.trusted_accounts(),
         max_message_bytes: settings.max_body_bytes as usize,
+        batch_max: settings.kafka_batch_max as usize,
         batch_max_bytes: settings.kafka_batch_max_bytes as usize,
+        prefetch_kbytes: settings.kafka_prefetch_kbytes as usize,
+        concurrent_batches: settings.kafka_concurrent_batches as usize,
         forward_retry_max: settings.forward_retry_max_seconds,
     };
     let kafka =

@@ -10,17 +10,18 @@
 //! refuses is split from its batch (see `Intake::submit_batch`) and is one (`store_rejected`).
 //!
 //! Each partition of the topic has a queue of its own at the client (split from the consumer's
-//! queue before the first assignment) and a task that reads it in batches (up to `BATCH_MAX`
-//! messages, `KAFKA_BATCH_MAX_BYTES` of payloads, or `BATCH_WAIT`) and records a batch in one
-//! database transaction, at most
-//! `CONCURRENT_BATCHES` at a time. Partitions are recorded concurrently and each in order; a
-//! partition that falls behind holds back only itself, its backlog left at the broker (the
-//! client prefetches at most `PREFETCH_MESSAGES` per partition). Partitions added to the topic
-//! later arrive on the consumer's own queue and get a task of their own there. In forward mode (`API_URL`) each
-//! message is posted to the API instead, with its idempotency key as the `Idempotency-Key`
-//! header and its token (else `API_TOKEN_FILE`'s) as the bearer token; an answer of 408 or
-//! 429 is retried after its `Retry-After` (at most `FORWARD_RETRY_MAX_SECONDS`), never
-//! dead-lettered.
+//! queue before the first assignment) and a task that reads it in batches (up to
+//! `KAFKA_BATCH_MAX` messages, `KAFKA_BATCH_MAX_BYTES` of payloads, or `BATCH_WAIT`) and records
+//! a batch in one database transaction, at most `KAFKA_CONCURRENT_BATCHES` at a time.
+//! Partitions are recorded concurrently and each in order; a partition that falls behind holds
+//! back only itself, its backlog left at the broker (the client prefetches at most
+//! `PREFETCH_BATCHES` batches of messages and `KAFKA_PREFETCH_KBYTES` per partition, and one
+//! fetch returns at most `KAFKA_PREFETCH_KBYTES`, or one larger message). Partitions added to
+//! the topic later arrive on the consumer's own queue and get a task of their own there. In
+//! forward mode (`API_URL`) each message is posted to the API instead, with its idempotency
+//! key as the `Idempotency-Key` header and its token (else `API_TOKEN_FILE`'s) as the bearer
+//! token; an answer of 408 or 429 is retried after its `Retry-After` (at most
+//! `FORWARD_RETRY_MAX_SECONDS`), never dead-lettered.
 //!
 //! A panic in a partition task (or the broker watch) is never followed by a restart: it is
 //! logged and the process stops with an error (`crate::supervise`), so the batch in hand is
@@ -53,21 +54,16 @@ use crate::domain::{Actor, Operation, Principal, Secret, Source as RequestSource
 use crate::supervise::Supervisor;
 use crate::telemetry::Escaped;
 
-/// The most messages recorded in one transaction (2,000 rather than 500: 15,088 against
-/// 13,009-13,767 msg/s into PostgreSQL in `scripts/bench.sh`).
-const BATCH_MAX: usize = 2000;
 /// How long a batch waits for more messages once it has one.
 const BATCH_WAIT: Duration = Duration::from_millis(20);
 /// The longest pause between retries of a batch the database or the API refused.
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
-/// How many batches (of different partitions) are recorded at once.
-const CONCURRENT_BATCHES: usize = 4;
-/// The most messages the client prefetches for one partition (`queued.min.messages`), so
-/// the next batches are at hand while one is recorded: 20,000 recorded 18,700-21,100 msg/s
-/// into PostgreSQL against 17,300-17,800 with 4,000 (3 runs each), and 50,000 no better.
-const PREFETCH_MESSAGES: usize = 10 * BATCH_MAX;
-/// The most kilobytes the client prefetches for one partition.
-const PREFETCH_KBYTES: usize = 16 * 1024;
+/// How many batches of messages (`KAFKA_BATCH_MAX` each) the client prefetches for one
+/// partition (`queued.min.messages`), so the next batches are at hand while one is recorded:
+/// with batches of 2,000, 10 recorded 18,700-21,100 msg/s into PostgreSQL against
+/// 17,300-17,800 with 2 (3 runs each), and 25 no better. `KAFKA_PREFETCH_KBYTES` bounds the
+/// same queue in bytes, and wins.
+const PREFETCH_BATCHES: usize = 10;
 /// The longest wait for the final offset commit and the client's close at shutdown.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
 /// While the broker stays unreachable, its errors are logged as warnings this often (and at
@@ -95,14 +91,22 @@ pub struct KafkaConfig {
     pub trusted_accounts: Vec<String>,
     /// The largest payload parsed (`MAX_BODY_BYTES`); larger ones are dead letters.
     pub max_message_bytes: usize,
+    /// The most messages in one batch (`KAFKA_BATCH_MAX`).
+    pub batch_max: usize,
     /// The most payload bytes in one batch (`KAFKA_BATCH_MAX_BYTES`).
     pub batch_max_bytes: usize,
+    /// The most kilobytes prefetched per partition, and fetched at once
+    /// (`KAFKA_PREFETCH_KBYTES`).
+    pub prefetch_kbytes: usize,
+    /// How many batches are recorded at once (`KAFKA_CONCURRENT_BATCHES`).
+    pub concurrent_batches: usize,
     /// Forward mode: the longest wait honoured from a 408 or 429's `Retry-After`
     /// (`FORWARD_RETRY_MAX_SECONDS`).
     pub forward_retry_max: Duration,
 }
 
-/// How big a batch may grow: `BATCH_MAX` messages and `KAFKA_BATCH_MAX_BYTES` of payloads.
+/// How big a batch may grow: `KAFKA_BATCH_MAX` messages and `KAFKA_BATCH_MAX_BYTES` of
+/// payloads.
 #[derive(Debug, Clone, Copy)]
 struct BatchBound {
     max_messages: usize,
@@ -211,6 +215,8 @@ pub struct KafkaIntake {
     trusted_accounts: Arc<[String]>,
     max_message_bytes: usize,
     batch: BatchBound,
+    /// `KAFKA_CONCURRENT_BATCHES`.
+    concurrent_batches: usize,
 }
 
 /// Where a partition's task reads its messages.
@@ -244,8 +250,20 @@ impl KafkaIntake {
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
             .set("session.timeout.ms", "6000")
-            .set("queued.min.messages", PREFETCH_MESSAGES.to_string())
-            .set("queued.max.messages.kbytes", PREFETCH_KBYTES.to_string())
+            // The client's own buffers, bounded by the settings: the prefetched messages of
+            // each partition (split queues: the bounds apply per partition), and one fetch.
+            .set(
+                "queued.min.messages",
+                (PREFETCH_BATCHES * config.batch_max).to_string(),
+            )
+            .set(
+                "queued.max.messages.kbytes",
+                config.prefetch_kbytes.to_string(),
+            )
+            .set(
+                "fetch.max.bytes",
+                (config.prefetch_kbytes * 1024).to_string(),
+            )
             .create_with_context(IntakeContext {
                 health: health.clone(),
             })?;
@@ -274,9 +292,10 @@ impl KafkaIntake {
             trusted_accounts: config.trusted_accounts.clone().into(),
             max_message_bytes: config.max_message_bytes,
             batch: BatchBound {
-                max_messages: BATCH_MAX,
+                max_messages: config.batch_max,
                 max_bytes: config.batch_max_bytes,
             },
+            concurrent_batches: config.concurrent_batches,
         })
     }
 
@@ -308,7 +327,7 @@ impl KafkaIntake {
                 shutdown.clone(),
             ),
         ));
-        let recording = Arc::new(Semaphore::new(CONCURRENT_BATCHES));
+        let recording = Arc::new(Semaphore::new(this.concurrent_batches));
         let mut tasks = tokio::task::JoinSet::new();
         if let Some(partitions) = this.partitions(&shutdown).await {
             for partition in partitions {
@@ -346,7 +365,7 @@ impl KafkaIntake {
                 };
                 let partition = message.partition();
                 let sender = handed.entry(partition).or_insert_with(|| {
-                    let (sender, receiver) = mpsc::channel(BATCH_MAX);
+                    let (sender, receiver) = mpsc::channel(this.batch.max_messages);
                     tasks.spawn(supervisor.clone().fatal(
                         format!("kafka partition {partition}"),
                         this.clone().partition_task(
@@ -467,7 +486,7 @@ impl KafkaIntake {
     /// One partition: waits for a message, takes what else is at hand or arrives within
     /// `BATCH_WAIT` while the batch stays within its bound (messages and bytes; a message
     /// that does not fit starts the next batch), and processes that batch once one of the
-    /// `CONCURRENT_BATCHES` turns is free; until `shutdown` or the source closes.
+    /// `KAFKA_CONCURRENT_BATCHES` turns is free; until `shutdown` or the source closes.
     async fn partition_task(
         self: Arc<Self>,
         mut source: Source,
@@ -518,6 +537,15 @@ impl KafkaIntake {
     /// last message settled. Returns `false` if `shutdown` came first (the messages not yet
     /// settled are delivered again).
     async fn process(&self, batch: &[OwnedMessage], shutdown: &CancellationToken) -> bool {
+        if let Some(first) = batch.first() {
+            tracing::debug!(
+                partition = first.partition(),
+                first_offset = first.offset(),
+                messages = batch.len(),
+                bytes = batch.iter().map(payload_len).sum::<usize>(),
+                "Kafka batch taken"
+            );
+        }
         metrics::counter!("dnsorch_kafka_messages_consumed_total").increment(batch.len() as u64);
         let decoded: Vec<Result<DecodedMessage, DeadLetterReason>> = batch
             .iter()
