@@ -604,6 +604,67 @@ async fn a_payload_over_max_body_bytes_is_a_too_large_dead_letter_and_small_batc
     assert_eq!(domains, expected);
 }
 
+#[tokio::test]
+async fn a_batch_holds_at_most_kafka_batch_max_messages() {
+    // Arrange: 10 messages waiting on one partition, and a `dnsorch run` process with
+    // KAFKA_BATCH_MAX=3 that logs each batch it takes (at debug level).
+    let topic = create_topic(1);
+    let group = format!("group_{}", uuid::Uuid::new_v4().simple());
+    let dir = TempDir::new().unwrap();
+    let store = store_in(&dir).await;
+    let producer = producer();
+    produce_a_records(&producer, &topic, "b", 10).await;
+    let log_path = dir.path().join("dnsorch.log");
+
+    // Act
+    let mut child = Reaped(
+        run_command(&broker(), 0, &dir, &topic, &group)
+            .env("KAFKA_BATCH_MAX", "3")
+            .env("LOG_LEVEL", "warn,dnsorch::intake::kafka=debug")
+            .stdout(std::fs::File::create(&log_path).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for_exactly(&store, 10).await;
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    // Assert: the batches, in order, hold every message once and at most 3 each (with the
+    // setting ignored, the 10 messages at hand would make one batch).
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    let batches: Vec<(i64, i64)> = log
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|line| line["message"] == "Kafka batch taken")
+        .map(|line| {
+            (
+                line["first_offset"].as_i64().unwrap(),
+                line["messages"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert!(
+        batches
+            .iter()
+            .all(|&(_, messages)| (1..=3).contains(&messages)),
+        "{batches:?}"
+    );
+    let mut next = 0;
+    for &(first, messages) in &batches {
+        assert_eq!(first, next, "batches in order, none repeated: {batches:?}");
+        next += messages;
+    }
+    assert_eq!(next, 10, "{batches:?}");
+    let domains: Vec<String> = requests(&store)
+        .await
+        .into_iter()
+        .rev()
+        .map(|r| r.domain)
+        .collect();
+    let expected: Vec<String> = (0..10).map(|i| format!("b{i}.example.test")).collect();
+    assert_eq!(domains, expected);
+}
+
 /// A child process that is killed when the test ends, also when it panics.
 struct Reaped(Child);
 
@@ -634,7 +695,17 @@ fn spawn_run(dir: &TempDir, topic: &str, group: &str) -> Reaped {
 
 /// `dnsorch run` consuming `topic` from `brokers`, its API on `port` (0: any).
 fn spawn_run_on(brokers: &str, port: u16, dir: &TempDir, topic: &str, group: &str) -> Reaped {
-    let child = Command::new(env!("CARGO_BIN_EXE_dnsorch"))
+    let child = run_command(brokers, port, dir, topic, group)
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    Reaped(child)
+}
+
+/// The command of `spawn_run_on`, with warnings logged, before its output is directed.
+fn run_command(brokers: &str, port: u16, dir: &TempDir, topic: &str, group: &str) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_dnsorch"));
+    command
         .arg("run")
         .current_dir(dir.path())
         .env_clear()
@@ -649,11 +720,8 @@ fn spawn_run_on(brokers: &str, port: u16, dir: &TempDir, topic: &str, group: &st
         .env("KAFKA_GROUP_ID", group)
         .env("KAFKA_TRUSTED_ACCOUNTS", TRUSTED)
         .env("WORKER_CONCURRENCY", "0")
-        .env("LOG_LEVEL", "warn")
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    Reaped(child)
+        .env("LOG_LEVEL", "warn");
+    command
 }
 
 async fn produce_many(producer: &FutureProducer, topic: &str, range: std::ops::Range<u32>) {
