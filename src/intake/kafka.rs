@@ -64,6 +64,12 @@ const MAX_BACKOFF: Duration = Duration::from_secs(10);
 /// 17,300-17,800 with 2 (3 runs each), and 25 no better. `KAFKA_PREFETCH_KBYTES` bounds the
 /// same queue in bytes, and wins.
 const PREFETCH_BATCHES: usize = 10;
+/// The largest dead letter the producer takes (`message.max.bytes`; librdkafka's most, where
+/// its default is 1,000,000 bytes), so that a message over a million bytes is dead-lettered
+/// like any other instead of being refused by the client and retried for ever, which held its
+/// partition. Dead letters are produced one at a time per partition, so this bounds no buffer;
+/// the broker's limit for the dead-letter topic still applies.
+const DEAD_LETTER_MAX_BYTES: usize = 1_000_000_000;
 /// The longest wait for the final offset commit and the client's close at shutdown.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
 /// While the broker stays unreachable, its errors are logged as warnings this often (and at
@@ -270,6 +276,7 @@ impl KafkaIntake {
         let producer: FutureProducer = ClientConfig::new()
             .set("bootstrap.servers", &config.brokers)
             .set("message.timeout.ms", "10000")
+            .set("message.max.bytes", DEAD_LETTER_MAX_BYTES.to_string())
             .create()?;
         let sink = match &config.api_url {
             Some(url) => Sink::Forward {

@@ -605,6 +605,42 @@ async fn a_payload_over_max_body_bytes_is_a_too_large_dead_letter_and_small_batc
 }
 
 #[tokio::test]
+async fn a_payload_over_a_million_bytes_is_dead_lettered_and_its_partition_moves_on() {
+    // Arrange: a payload over librdkafka's default message.max.bytes (1,000,000 bytes), from a
+    // producer allowed to send it, then a valid message.
+    let topic = create_topic(1);
+    let dir = TempDir::new().unwrap();
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", broker())
+        .set("message.timeout.ms", "10000")
+        .set("message.max.bytes", (2 * 1024 * 1024).to_string())
+        .create()
+        .unwrap();
+    let oversized = "x".repeat(1024 * 1024 + 1);
+    produce(&producer, &topic, &oversized, None).await;
+    produce(&producer, &topic, &a_record("after.example.test"), None).await;
+
+    // Act
+    let app = spawn_app(&dir, settings(&dir, &topic)).await;
+
+    // Assert: the payload is a too_large dead letter, whole, and the next message is recorded.
+    let letters = read_dead_letters(&topic, 1).await;
+    assert_eq!(letters.len(), 1, "no dead letter");
+    assert_eq!(header(&letters[0].1, "dnsorch-error-kind"), "too_large");
+    assert_eq!(header(&letters[0].1, "dnsorch-original-offset"), "0");
+    assert!(
+        letters[0].0 == oversized,
+        "the dead letter's payload is not the message's"
+    );
+    let domains: Vec<String> = requests_when(&*app.store, 1)
+        .await
+        .into_iter()
+        .map(|r| r.domain)
+        .collect();
+    assert_eq!(domains, ["after.example.test"]);
+}
+
+#[tokio::test]
 async fn a_batch_holds_at_most_kafka_batch_max_messages() {
     // Arrange: 10 messages waiting on one partition, and a `dnsorch run` process with
     // KAFKA_BATCH_MAX=3 that logs each batch it takes (at debug level).
