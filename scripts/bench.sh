@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Throughput benchmark for dnsorch (release build), in four topologies: SQLite, PostgreSQL +
 # Redis and the Kafka intake with the simulated backend (no delay), then a real BIND with the
-# rfc2136 backend; and, on its own, a comparison of POST throughput with an earlier commit.
+# rfc2136 backend; the Kafka consumer's memory under a flood of large messages; and, on its
+# own, a comparison of POST throughput with an earlier commit.
 #
 # Tokens: every /api/v1 call and every /metrics scrape carries `Authorization: Bearer <token>`
 # (wrk's scripts/bench/post.lua and the Python clients read it from BENCH_TOKEN, which this
@@ -62,6 +63,25 @@
 #      the first poll that saw a recorded message), and dnsorch's rate as a percentage of the
 #      plain consumer's.
 #
+# Kafka consumer memory (BENCH_TOPOLOGY=kafka-rss, also part of "all"): the consumer's peak RSS
+# under a flood of large messages stays within a bound. On the tansu broker of the Kafka
+# topology (started here if that one did not run), a topic of 3 partitions (and its .dlq):
+#  15. produce: BENCH_KAFKA_RSS_MESSAGES messages of exactly BENCH_KAFKA_RSS_BYTES bytes each
+#      (`kafka_bench produce ... BYTES`, with the token of a fresh PostgreSQL database): the
+#      even ones valid creates padded with white space, the odd ones with a comment that long.
+#  16. `dnsorch consume` in direct mode into that database (PostgreSQL + Redis), with the
+#      Kafka settings at their defaults, once per MAX_BODY_BYTES: 65536 (the default: every
+#      message is a `too_large` dead letter, never parsed) and twice BENCH_KAFKA_RSS_BYTES
+#      (parsed: the even ones recorded, the odd ones `invalid` dead letters), each in a fresh
+#      consumer group, until all are settled (/metrics, polled every 0.2 s); then its VmHWM
+#      (/proc/PID/status), printed as "consumer peak RSS with 1 MiB messages: N MiB (bound B
+#      MiB)". A peak over BENCH_KAFKA_RSS_BOUND_MIB, or counts other than those, fails the run.
+#      tansu serves large messages slower than dnsorch settles them (a plain consumer drains
+#      1 MiB messages at about 10/s), so the client's prefetch would stay nearly empty: in the
+#      parsed run, dns_requests is locked (EXCLUSIVE, in a psql session) for the first
+#      BENCH_KAFKA_RSS_HOLD seconds, so recording waits while the client prefetches up to its
+#      bound (KAFKA_PREFETCH_KBYTES per partition) and every partition holds a batch.
+#
 # DNS: a throwaway BIND 9 (scripts/lib/bind.sh: zones example.test and other.test, TSIG key
 # dnsorch-test) under the temp dir on a free port, a fresh one for every run below, each run
 # adding BENCH_DNS_RECORDS A records to example.test under names of its own
@@ -97,7 +117,8 @@
 #      medians, this tree / baseline; a ratio below 0.90 is flagged (but does not fail the run).
 #
 # Settings (environment):
-#   BENCH_TOPOLOGY      sqlite, postgres, kafka, dns, all (default: in that order) or baseline
+#   BENCH_TOPOLOGY      one section: sqlite, postgres, kafka, kafka-rss, dns; all of them
+#                       (default: in that order); or baseline
 #   BENCH_PORT          port to listen on (default 18080; the next free one if 18080 is taken)
 #   BENCH_DURATION      wrk and pgbench duration per run (default 10s; pgbench needs whole
 #                       seconds: 10, 10s, 2m)
@@ -107,7 +128,11 @@
 #   BENCH_E2E_TIMEOUT   seconds to wait for all COMPLETED (default 600)
 #   BENCH_KAFKA_MESSAGES  messages produced to each Kafka topic (default 100000)
 #   BENCH_KAFKA_TIMEOUT   seconds allowed to each produce, drain and dnsorch intake run
-#                         (default 600)
+#                         (default 600), also those of kafka-rss
+#   BENCH_KAFKA_RSS_MESSAGES  large messages produced for kafka-rss (default 500)
+#   BENCH_KAFKA_RSS_BYTES     the size of each (default 1048576: 1 MiB)
+#   BENCH_KAFKA_RSS_BOUND_MIB the most peak RSS a consumer may reach (default 512)
+#   BENCH_KAFKA_RSS_HOLD      seconds recording is held back in the parsed run (default 20)
 #   BENCH_DNS_RECORDS     A records per DNS run (default 5000)
 #   BENCH_DNS_CONCURRENCY WORKER_CONCURRENCY of each dnsorch DNS run, space-separated
 #                         (default "16 64": WORKER_CONCURRENCY, then 64)
@@ -123,19 +148,21 @@
 #                         {"commit": short rev of the tree measured ("-dirty" if src/,
 #                         migrations/ or Cargo.* differ from it), "scenario": post, e2e,
 #                         pgbench_insert, post_vs_pgbench, kafka_produce, kafka_drain,
-#                         kafka_consume, dns_nsupdate, dns or post_vs_baseline, "topology":
-#                         sqlite, postgres, kafka, dns, "label": the table's row, "concurrency":
+#                         kafka_consume, kafka_rss, dns_nsupdate, dns or post_vs_baseline,
+#                         "topology": sqlite, postgres, kafka, kafka-rss, dns, "label": the
+#                         table's row, "concurrency":
 #                         connections, clients or workers, "rps": requests (messages, records)
 #                         per second, "p50_ms", "p99_ms" (null where not measured), "at", "cpus",
 #                         and each scenario's own: requests, non2xx, socket_errors, duration,
 #                         completions_per_s, worker_processes, messages, seconds, steady_rps,
 #                         ratio, baseline_commit, baseline_rps, baseline_p50_ms, baseline_p99_ms,
-#                         rps_rounds, baseline_rps_rounds, ...}
+#                         rps_rounds, baseline_rps_rounds, peak_rss_mib, bound_mib, ...}
 #
 # Exits non-zero if any answer was not 2xx (or a socket error, a timeout, a failed pgbench
 # transaction, a dead-lettered Kafka message, a PENDING count other than the messages
-# produced, a DNS request not COMPLETED, a failed nsupdate or a record missing at the BIND
-# happened), or if a dnsorch of this tree accepted a request without a token.
+# produced, a consumer's peak RSS over its bound, a DNS request not COMPLETED, a failed
+# nsupdate or a record missing at the BIND happened), or if a dnsorch of this tree accepted a
+# request without a token.
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -152,6 +179,10 @@ e2e_timeout="${BENCH_E2E_TIMEOUT:-600}"
 topology="${BENCH_TOPOLOGY:-all}"
 kafka_messages="${BENCH_KAFKA_MESSAGES:-100000}"
 kafka_timeout="${BENCH_KAFKA_TIMEOUT:-600}"
+krss_messages="${BENCH_KAFKA_RSS_MESSAGES:-500}"
+krss_bytes="${BENCH_KAFKA_RSS_BYTES:-1048576}"
+krss_bound="${BENCH_KAFKA_RSS_BOUND_MIB:-512}"
+krss_hold="${BENCH_KAFKA_RSS_HOLD:-20}"
 dns_records="${BENCH_DNS_RECORDS:-5000}"
 dns_concurrency="${BENCH_DNS_CONCURRENCY:-$workers $([ "$workers" = 64 ] || echo 64)}"
 dns_batches="${BENCH_DNS_NSUPDATE_BATCH:-50 1}"
@@ -163,15 +194,16 @@ bench_out=""
 
 log() { printf '==> %s\n' "$*" >&2; }
 
-want_sqlite=0 want_pg=0 want_kafka=0 want_dns=0 want_base=0
+want_sqlite=0 want_pg=0 want_kafka=0 want_krss=0 want_dns=0 want_base=0
 case "$topology" in
   sqlite) want_sqlite=1 ;;
   postgres) want_pg=1 ;;
   kafka) want_kafka=1 ;;
+  kafka-rss) want_krss=1 ;;
   dns) want_dns=1 ;;
-  all) want_sqlite=1 want_pg=1 want_kafka=1 want_dns=1 ;;
+  all) want_sqlite=1 want_pg=1 want_kafka=1 want_krss=1 want_dns=1 ;;
   baseline) want_base=1 ;;
-  *) log "BENCH_TOPOLOGY must be sqlite, postgres, kafka, dns, all or baseline, not '$topology'"; exit 2 ;;
+  *) log "BENCH_TOPOLOGY must be sqlite, postgres, kafka, kafka-rss, dns, all or baseline, not '$topology'"; exit 2 ;;
 esac
 if [ "$want_base" = 1 ]; then
   [[ "$rounds" =~ ^[1-9][0-9]*$ ]] || { log "BENCH_BASELINE_ROUNDS must be a positive integer"; exit 2; }
@@ -179,10 +211,18 @@ if [ "$want_base" = 1 ]; then
     { log "BENCH_BASELINE '$baseline' is not a commit of $root"; exit 2; }
   base_rev="$(git -C "$root" rev-parse --short "$base_commit")"
 fi
-if [ "$want_kafka" = 1 ]; then
+if [ "$want_kafka" = 1 ] || [ "$want_krss" = 1 ]; then
   for v in "$kafka_messages" "$kafka_timeout"; do
     [[ "$v" =~ ^[1-9][0-9]*$ ]] || { log "BENCH_KAFKA_MESSAGES and BENCH_KAFKA_TIMEOUT must be positive integers"; exit 2; }
   done
+fi
+if [ "$want_krss" = 1 ]; then
+  for v in "$krss_messages" "$krss_bytes" "$krss_bound"; do
+    [[ "$v" =~ ^[1-9][0-9]*$ ]] || { log "BENCH_KAFKA_RSS_MESSAGES, BENCH_KAFKA_RSS_BYTES and BENCH_KAFKA_RSS_BOUND_MIB must be positive integers"; exit 2; }
+  done
+  [[ "$krss_hold" =~ ^[0-9]+$ ]] || { log "BENCH_KAFKA_RSS_HOLD must be a whole number of seconds"; exit 2; }
+  # kafka_bench's producer takes at most 1,000,000,000 bytes a message (librdkafka's most).
+  [ "$krss_bytes" -le 999000000 ] || { log "BENCH_KAFKA_RSS_BYTES must be at most 999000000"; exit 2; }
 fi
 if [ "$want_dns" = 1 ]; then
   for v in "$dns_records" $dns_concurrency $dns_batches; do
@@ -224,11 +264,11 @@ if { [ "$want_sqlite" = 1 ] || [ "$want_pg" = 1 ] || [ "$want_base" = 1 ]; } && 
   $sudo apt-get update -qq >/dev/null
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq wrk >/dev/null
 fi
-if [ "$want_pg" = 1 ] || [ "$want_kafka" = 1 ] || [ "$want_base" = 1 ]; then
+if [ "$want_pg" = 1 ] || [ "$want_kafka" = 1 ] || [ "$want_krss" = 1 ] || [ "$want_base" = 1 ]; then
   postgres_install >&2 # postgresql-15, which brings pgbench
   redis_install >&2
 fi
-if [ "$want_kafka" = 1 ]; then
+if [ "$want_kafka" = 1 ] || [ "$want_krss" = 1 ]; then
   tansu_install >&2
 fi
 if [ "$want_dns" = 1 ]; then
@@ -237,7 +277,7 @@ fi
 
 # --- 2. build --------------------------------------------------------------------------
 build=(--bin dnsorch)
-[ "$want_kafka" = 0 ] || build+=(--example kafka_bench)
+[ "$want_kafka" = 0 ] && [ "$want_krss" = 0 ] || build+=(--example kafka_bench)
 log "cargo build --release ${build[*]}"
 (cd "$root" && cargo build --release --quiet "${build[@]}")
 # The tree measured: HEAD, "-dirty" if what goes into the binary differs from it.
@@ -836,6 +876,29 @@ check_tansu() {
   fi
 }
 
+# tansu_up: the broker, started under the temp dir on a free port unless it runs already (the
+# Kafka topology leaves it running for kafka-rss).
+tansu_up() {
+  [ -z "${TANSU_PID:-}" ] || return 0
+  local tansu_port
+  tansu_port="$(free_port)"
+  log "starting tansu on 127.0.0.1:$tansu_port (sqlite storage under the temp dir)"
+  tansu_start "$dir/tansu" "$tansu_port"
+}
+
+# k_topics NAME:PARTITIONS...: creates those topics at the broker.
+k_topics() {
+  local spec
+  for spec in "$@"; do
+    if ! "$TANSU" topic create "${spec%:*}" --partitions "${spec##*:}" --broker "tcp://$KAFKA_URL" \
+      >"$dir/topic.log" 2>&1; then
+      log "could not create topic ${spec%:*}:"
+      cat "$dir/topic.log" >&2
+      exit 1
+    fi
+  done
+}
+
 # kbench_run PREFIX ARGS...: `kafka_bench ARGS` (bounded by BENCH_KAFKA_TIMEOUT; produce puts
 # $token in every message's authorization header); sets kb_line (its output line starting
 # with PREFIX) and kb_seconds (its time from the process start).
@@ -940,17 +1003,8 @@ if [ "$want_kafka" = 1 ]; then
   k_topic_sqlite="dns_requests_bench_sqlite"
 
   # --- 10. broker and topics ----------------------------------------------------------
-  tansu_port="$(free_port)"
-  log "starting tansu on 127.0.0.1:$tansu_port (sqlite storage under the temp dir)"
-  tansu_start "$dir/tansu" "$tansu_port"
-  for spec in "$k_topic_pg:3" "$k_topic_pg.dlq:1" "$k_topic_sqlite:3" "$k_topic_sqlite.dlq:1"; do
-    if ! "$TANSU" topic create "${spec%:*}" --partitions "${spec##*:}" --broker "tcp://$KAFKA_URL" \
-      >"$dir/topic.log" 2>&1; then
-      log "could not create topic ${spec%:*}:"
-      cat "$dir/topic.log" >&2
-      exit 1
-    fi
-  done
+  tansu_up
+  k_topics "$k_topic_pg:3" "$k_topic_pg.dlq:1" "$k_topic_sqlite:3" "$k_topic_sqlite.dlq:1"
   log "tansu (pid $TANSU_PID) at $KAFKA_URL, topics $k_topic_pg and $k_topic_sqlite (3 partitions each, and a .dlq of 1 each)"
 
   # --- the databases of 13 and 14, and their tokens ------------------------------------
@@ -1052,6 +1106,132 @@ if [ "$want_kafka" = 1 ]; then
   k_rows+=("| dnsorch consume (PostgreSQL) / plain consumer | - | - | $(pct "$pg_kafka_rate" "$plain_rate") | $(pct "$pg_kafka_steady" "$plain_steady") | - | - | - |")
   k_rows+=("| dnsorch run (SQLite) / plain consumer | - | - | $(pct "$sqlite_kafka_rate" "$plain_rate") | $(pct "$sqlite_kafka_steady" "$plain_steady") | - | - | - |")
   k_note="$("$TANSU" --version 2>/dev/null | head -n 1) (sqlite storage, ${tansu_errors:-0} panic/error log lines), 2 topics with 3 partitions, every message with an authorization header; PostgreSQL $(psql_ -d postgres -c 'show server_version' | cut -d' ' -f1) (fsync=on, synchronous_commit=on)"
+fi
+
+# =========================== Kafka consumer memory, large messages ========================
+# krss_run MAX_BODY_BYTES [HOLD]: `dnsorch consume` (direct mode, PostgreSQL database
+# bench_kafka_rss, default Kafka settings) in a fresh group on $kr_topic until all
+# BENCH_KAFKA_RSS_MESSAGES are settled (recorded or dead-lettered), with dns_requests locked
+# against inserts for its first HOLD seconds (default 0); its peak RSS (VmHWM) then; checks that peak against
+# BENCH_KAFKA_RSS_BOUND_MIB and the counts against what the messages are: all `too_large`
+# dead letters when the payloads are over MAX_BODY_BYTES, else the even ones recorded and the
+# odd ones `invalid` dead letters. Appends a row to kr_rows.
+krss_run() {
+  local body="$1" hold="${2:-0}" deadline=$((SECONDS + kafka_timeout)) t0 pid m recorded dead
+  local too_large invalid seconds hwm_kb peak want_recorded want_too_large want_invalid label
+  local warnings=0 f verdict lock_pid=""
+  if [ "$krss_bytes" -gt "$body" ]; then
+    want_recorded=0 want_too_large="$krss_messages" want_invalid=0
+    label="MAX_BODY_BYTES=$body: every message a too_large dead letter, never parsed"
+  else
+    want_recorded=$(((krss_messages + 1) / 2)) want_too_large=0 want_invalid=$((krss_messages / 2))
+    label="MAX_BODY_BYTES=$body: parsed, half recorded, half invalid dead letters"
+  fi
+  if [ "$hold" -gt 0 ]; then
+    # Inserts wait for the lock; reads (the token lookups) do not.
+    psql_ -d bench_kafka_rss -c "begin; lock table dns_requests in exclusive mode; select pg_sleep($hold); commit" \
+      >/dev/null 2>"$dir/lock.log" &
+    lock_pid=$!
+    local tries=100
+    until [ "$(psql_ -d bench_kafka_rss -c "select count(*) from pg_locks l join pg_class c on c.oid = l.relation where c.relname = 'dns_requests' and l.mode = 'ExclusiveLock' and l.granted")" = 1 ]; do
+      tries=$((tries - 1))
+      [ "$tries" -gt 0 ] || { log "the lock on dns_requests was not taken within 10 s: $(cat "$dir/lock.log")"; exit 1; }
+      sleep 0.1
+    done
+    label="$label, recording held back for the first $hold s"
+  fi
+  logs=()
+  log "dnsorch consume (PostgreSQL bench_kafka_rss, MAX_BODY_BYTES=$body, Kafka settings at their defaults), /metrics on OPS_ADDR 127.0.0.1:$port"
+  t0="${EPOCHREALTIME/,/.}"
+  (
+    cd "$dir" && pg_env bench_kafka_rss consume &&
+      unset KAFKA_BATCH_MAX KAFKA_BATCH_MAX_BYTES KAFKA_PREFETCH_KBYTES KAFKA_CONCURRENT_BATCHES &&
+      export KAFKA_BROKER_URL="$KAFKA_URL" KAFKA_DNS_TOPIC="$kr_topic" \
+        KAFKA_GROUP_ID="dnsorch-bench-rss-$body" OPS_ADDR="127.0.0.1:$port" MAX_BODY_BYTES="$body" &&
+      exec "$bin" consume
+  ) >"$dir/consume-rss-$body.log" 2>&1 &
+  pid=$!
+  pids+=("$pid")
+  logs+=("$dir/consume-rss-$body.log")
+  while :; do
+    m="$(metrics_get 1)"
+    recorded="$(awk '$1 == "dnsorch_kafka_requests_recorded_total" { printf "%d", $2 }' <<<"$m")"
+    dead="$(awk '$1 ~ /^dnsorch_kafka_dead_letters_total/ { s += $2 } END { printf "%d", s }' <<<"$m")"
+    recorded="${recorded:-0}"
+    [ $((recorded + dead)) -lt "$krss_messages" ] || break
+    check_alive
+    check_tansu
+    if [ "$SECONDS" -ge "$deadline" ]; then
+      log "MAX_BODY_BYTES=$body: $((recorded + dead)) of $krss_messages messages settled within $kafka_timeout s"
+      label="$label (TIMED OUT)"
+      failed=1
+      break
+    fi
+    sleep 0.2
+  done
+  seconds="$(awk -v a="$t0" -v b="${EPOCHREALTIME/,/.}" 'BEGIN { printf "%.3f", b - a }')"
+  hwm_kb="$(awk '$1 == "VmHWM:" { print $2 }' "/proc/$pid/status" 2>/dev/null || true)"
+  too_large="$(awk '$1 == "dnsorch_kafka_dead_letters_total{kind=\"too_large\"}" { printf "%d", $2 }' <<<"$m")"
+  invalid="$(awk '$1 == "dnsorch_kafka_dead_letters_total{kind=\"invalid\"}" { printf "%d", $2 }' <<<"$m")"
+  too_large="${too_large:-0}" invalid="${invalid:-0}"
+  stop_server
+  # Every dead letter logs a warning: the other warning and error lines are reported.
+  for f in "${logs[@]}"; do
+    [ -s "$f" ] || continue
+    warnings=$((warnings + $(grep -cv '"message dead-lettered"' "$f" || true)))
+    if [ "$warnings" -gt 0 ]; then
+      log "$(basename "$f"): $warnings warning/error lines besides the dead letters; the last 3:"
+      grep -v '"message dead-lettered"' "$f" | tail -n 3 >&2 || true
+    fi
+  done
+  if [ -n "$lock_pid" ] && ! wait "$lock_pid"; then
+    log "MAX_BODY_BYTES=$body: the psql session holding the lock failed: $(cat "$dir/lock.log")"
+    failed=1
+  fi
+  if [ -z "$hwm_kb" ]; then
+    log "MAX_BODY_BYTES=$body: no VmHWM in /proc/$pid/status"
+    peak="?"
+    failed=1
+  else
+    peak="$(awk -v k="$hwm_kb" 'BEGIN { printf "%.1f", k / 1024 }')"
+  fi
+  if [ "$recorded" != "$want_recorded" ] || [ "$too_large" != "$want_too_large" ] ||
+    [ "$invalid" != "$want_invalid" ] || [ "$dead" != $((want_too_large + want_invalid)) ]; then
+    log "MAX_BODY_BYTES=$body: $recorded recorded, $too_large too_large and $invalid invalid of $dead dead letters; expected $want_recorded, $want_too_large and $want_invalid"
+    failed=1
+  fi
+  verdict="within"
+  if [ "$peak" = "?" ] || [ "${hwm_kb:-0}" -gt $((krss_bound * 1024)) ]; then
+    verdict="OVER"
+    failed=1
+  fi
+  echo "consumer peak RSS with $(awk -v b="$krss_bytes" 'BEGIN { if (b % 1048576 == 0) printf "%d MiB", b / 1048576; else printf "%d-byte", b }') messages: $peak MiB (bound $krss_bound MiB), MAX_BODY_BYTES=$body"
+  kr_rows+=("| $label | $krss_messages | $seconds | $recorded | $too_large | $invalid | $peak | $verdict | $warnings |")
+  out_json topology=kafka-rss scenario=kafka_rss "label=$label" "concurrency:=" "rps:=" \
+    "p50_ms:=" "p99_ms:=" "messages:=$krss_messages" "message_bytes:=$krss_bytes" \
+    "max_body_bytes:=$body" "seconds:=$seconds" "recorded:=$recorded" \
+    "too_large:=$too_large" "invalid:=$invalid" "peak_rss_mib:=$peak" "bound_mib:=$krss_bound" \
+    "warning_lines:=$warnings"
+}
+
+kr_rows=()
+kr_note=""
+if [ "$want_krss" = 1 ]; then
+  kbench="$root/target/release/examples/kafka_bench"
+  kr_topic="dns_requests_bench_rss"
+
+  # --- 15. broker, topic, database, produce ------------------------------------------
+  tansu_up
+  k_topics "$kr_topic:3" "$kr_topic.dlq:1"
+  pg_up
+  pg_database bench_kafka_rss
+  log "kafka_bench produce: $krss_messages messages of $krss_bytes bytes to $kr_topic (3 partitions), each with the token of the PostgreSQL database bench_kafka_rss"
+  kbench_run PRODUCED produce "$KAFKA_URL" "$kr_topic" "$krss_messages" "$krss_bytes"
+
+  # --- 16. dnsorch consume, payloads over and under MAX_BODY_BYTES -----------------------
+  krss_run 65536
+  krss_run $((2 * krss_bytes)) "$krss_hold"
+  kr_note="$("$TANSU" --version 2>/dev/null | head -n 1) (sqlite storage), a topic with 3 partitions, $krss_messages messages of $krss_bytes bytes (produced in $kb_seconds s); dnsorch consume with KAFKA_BATCH_MAX, KAFKA_BATCH_MAX_BYTES, KAFKA_PREFETCH_KBYTES and KAFKA_CONCURRENT_BATCHES at their defaults; peak RSS is VmHWM once all are settled"
 fi
 
 # ========================================= DNS ===========================================
@@ -1318,6 +1498,14 @@ if [ "$want_kafka" = 1 ]; then
   echo "|---|---|---|---|---|---|---|---|"
   printf '%s\n' "${k_rows[@]}"
 fi
+if [ "$want_krss" = 1 ]; then
+  echo
+  echo "Kafka consumer memory: dnsorch $rev, $(nproc) CPUs, $krss_messages messages of $krss_bytes bytes, peak RSS bound $krss_bound MiB"
+  echo "$kr_note"
+  echo "| scenario | messages | seconds | recorded | too_large | invalid | peak RSS MiB | bound | warning lines |"
+  echo "|---|---|---|---|---|---|---|---|---|"
+  printf '%s\n' "${kr_rows[@]}"
+fi
 if [ "$want_dns" = 1 ]; then
   echo
   echo "DNS (rfc2136 into BIND): dnsorch $rev, $(nproc) CPUs, $dns_records A records per run"
@@ -1337,6 +1525,6 @@ if [ "$want_base" = 1 ]; then
 fi
 
 if [ "$failed" -ne 0 ]; then
-  log "FAILED: non-2xx answers, socket errors, failed pgbench transactions, dead letters, a wrong PENDING count, DNS requests not COMPLETED, a failed nsupdate, records missing at the BIND or a timeout (see above)"
+  log "FAILED: non-2xx answers, socket errors, failed pgbench transactions, dead letters, a wrong PENDING count, a consumer's peak RSS over its bound or wrong counts of large messages, DNS requests not COMPLETED, a failed nsupdate, records missing at the BIND or a timeout (see above)"
   exit 1
 fi
