@@ -5,9 +5,13 @@
 //! whose lease was taken over cannot overwrite the newer outcome (fencing). `sqlite/` is the
 //! embedded default (with group commit in `sqlite/writer.rs`); a PostgreSQL implementation
 //! plugs in behind the same trait.
+//!
+//! Each store holds only its SQL. What does not depend on the dialect is here once: reading
+//! rows into these types (`rows.rs`), the column lists, the paging query and the error mapping.
 
 pub mod audit;
 mod postgres;
+mod rows;
 mod sqlite;
 pub mod tokens;
 
@@ -371,12 +375,6 @@ fn log_merged(merged: &[(String, String)]) {
     for (rrset, details) in merged {
         tracing::warn!(rrset = %rrset, details = %details, "this RRset held ledger rows of several accounts; the migration gave it to the account of its oldest row (audit action rrset.merged)");
     }
-}
-
-/// Parses a text column into a closed vocabulary (status, record type, operation).
-fn parse_column<T: std::str::FromStr>(text: &str) -> Result<T, StoreError> {
-    text.parse()
-        .map_err(|_| StoreError::Corrupt(format!("unexpected value '{text}'")))
 }
 
 /// Errors of the store.

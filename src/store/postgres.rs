@@ -8,23 +8,21 @@
 
 use std::time::{Duration, Instant};
 
-use chrono::{DateTime, Utc};
-use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 use sqlx::types::Json;
-use sqlx::{AssertSqlSafe, Postgres, Row};
+use sqlx::{AssertSqlSafe, Postgres};
 use uuid::Uuid;
 
+use super::rows::{self, Columns as _};
 use super::{
     Claim, DnsRecord, DnsRequest, Inserted, OpeningLog, Outcome, OutcomeColumns, REQUEST_COLUMNS,
     RecordFilter, RequestFilter, RequestStore, SELECT_RECORDS, StoreError, page_query,
-    parse_column,
 };
-use crate::domain::{
-    ChangeRequest, LogEntry, RecordType, RequestId, RequestStatus, Submitter, TokenId,
-};
+use crate::domain::{ChangeRequest, LogEntry, RecordType, RequestId, RequestStatus};
 
 mod audit;
 mod batch;
+mod columns;
 mod ledger;
 mod tokens;
 
@@ -194,7 +192,7 @@ impl RequestStore for PostgresStore {
             .bind(id.0)
             .fetch_optional(&self.pool)
             .await?;
-        row.map(|r| request_from_row(&r, true)).transpose()
+        row.map(|r| rows::request(&r, true)).transpose()
     }
 
     async fn list(&self, filter: &RequestFilter) -> Result<Vec<DnsRequest>, StoreError> {
@@ -202,7 +200,7 @@ impl RequestStore for PostgresStore {
         let mut query =
             page_query::<Postgres>(select, filter.conditions(), filter.before, filter.limit);
         let rows = query.build().fetch_all(&self.pool).await?;
-        rows.iter().map(|r| request_from_row(r, false)).collect()
+        rows.iter().map(|r| rows::request(r, false)).collect()
     }
 
     async fn list_records(&self, filter: &RecordFilter) -> Result<Vec<DnsRecord>, StoreError> {
@@ -213,7 +211,7 @@ impl RequestStore for PostgresStore {
             filter.limit,
         );
         let rows = query.build().fetch_all(&self.pool).await?;
-        rows.iter().map(record_from_row).collect()
+        rows.iter().map(rows::record).collect()
     }
 
     async fn rrset(
@@ -264,7 +262,7 @@ impl RequestStore for PostgresStore {
             Err(e) => return Err(e.into()),
         };
         let claim = Claim {
-            request: request_from_row(&row, true)?,
+            request: rows::request(&row, true)?,
             token,
         };
         append_log_on(&mut *tx, &claim, &opening(&claim.request)).await?;
@@ -359,18 +357,18 @@ impl RequestStore for PostgresStore {
         .await?;
         let mut released = Vec::with_capacity(rows.len());
         for row in &rows {
-            let id: Uuid = row.try_get("id")?;
-            let status: String = row.try_get("status")?;
+            let id: RequestId = row.get("id")?;
+            let status: String = row.get("status")?;
             if status == "FAILED" {
                 let held = ledger::Held {
-                    domain: row.try_get("domain")?,
-                    record_type: row.try_get("record_type")?,
-                    account_id: row.try_get("account_id")?,
-                    id,
+                    domain: row.get("domain")?,
+                    record_type: row.get("record_type")?,
+                    account_id: row.get("account_id")?,
+                    id: id.0,
                 };
                 ledger::release_if_idle(&mut tx, &held).await?;
             }
-            released.push(RequestId(id));
+            released.push(id);
         }
         tx.commit().await?;
         Ok(released)
@@ -393,21 +391,14 @@ impl RequestStore for PostgresStore {
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|row| Ok(RequestId(row.try_get("id")?)))
-            .collect()
+        rows.iter().map(|row| row.get("id")).collect()
     }
 
     async fn count_by_status(&self) -> Result<Vec<(RequestStatus, i64)>, StoreError> {
         let rows = sqlx::query("select status, count(*) as n from dns_requests group by status")
             .fetch_all(&self.pool)
             .await?;
-        rows.iter()
-            .map(|row| {
-                let status: String = row.try_get("status")?;
-                Ok((parse_column(&status)?, row.try_get("n")?))
-            })
-            .collect()
+        rows.iter().map(rows::status_count).collect()
     }
 }
 
@@ -455,7 +446,7 @@ async fn existing_for_key(
         .fetch_optional(&mut *connection)
         .await?;
     let Some(row) = row else { return Ok(None) };
-    let existing = request_from_row(&row, true)?;
+    let existing = rows::request(&row, true)?;
     Ok(Some(if existing.fingerprint == change.fingerprint() {
         Inserted::Existing(existing)
     } else {
@@ -481,75 +472,4 @@ where
     .execute(executor)
     .await?;
     Ok(done.rows_affected() == 1)
-}
-
-fn request_from_row(row: &PgRow, with_log: bool) -> Result<DnsRequest, StoreError> {
-    let status: String = row.try_get("status")?;
-    let operation: String = row.try_get("operation")?;
-    let record_type: String = row.try_get("record_type")?;
-    let Json(config) = row.try_get("config")?;
-    let attempts: i32 = row.try_get("attempts")?;
-    let log_messages = if with_log {
-        let Json(log): Json<Vec<LogEntry>> = row.try_get("log_messages")?;
-        Some(log)
-    } else {
-        None
-    };
-    Ok(DnsRequest {
-        seq: row.try_get("seq")?,
-        id: RequestId(row.try_get("id")?),
-        status: parse_column(&status)?,
-        account_id: row.try_get("account_id")?,
-        source: row.try_get("source")?,
-        operation: parse_column(&operation)?,
-        record_type: parse_column(&record_type)?,
-        domain: row.try_get("domain")?,
-        target: row.try_get("target")?,
-        comment: row.try_get("comment")?,
-        config,
-        attempts: u32::try_from(attempts).unwrap_or_default(),
-        last_error: row.try_get("last_error")?,
-        idempotency_key: row.try_get("idempotency_key")?,
-        fingerprint: row.try_get("fingerprint")?,
-        zone: row.try_get("zone")?,
-        backend: row.try_get("backend")?,
-        created_at: row.try_get("created_at")?,
-        updated_at: row.try_get("updated_at")?,
-        next_attempt_at: row.try_get("next_attempt_at")?,
-        started_at: row.try_get("started_at")?,
-        applied_at: row.try_get("applied_at")?,
-        verified_at: row.try_get("verified_at")?,
-        finished_at: row.try_get("finished_at")?,
-        lease_expires_at: row.try_get("lease_expires_at")?,
-        submitted_by: Submitter {
-            token_id: row
-                .try_get::<Option<Uuid>, _>("principal_token_id")?
-                .map(TokenId),
-            token_name: row.try_get("principal_name")?,
-            account_id: row.try_get("principal_account")?,
-            client_addr: row.try_get("client_addr")?,
-        },
-        log_messages,
-    })
-}
-
-fn record_from_row(row: &PgRow) -> Result<DnsRecord, StoreError> {
-    let record_type: String = row.try_get("record_type")?;
-    let ttl: i64 = row.try_get("ttl")?;
-    let priority: Option<i32> = row.try_get("priority")?;
-    let provisioned_at: DateTime<Utc> = row.try_get("provisioned_at")?;
-    Ok(DnsRecord {
-        seq: row.try_get("seq")?,
-        id: row.try_get("id")?,
-        request_id: RequestId(row.try_get("request_id")?),
-        account_id: row.try_get("account_id")?,
-        record_type: parse_column(&record_type)?,
-        domain: row.try_get("domain")?,
-        target: row.try_get("target")?,
-        comment: row.try_get("comment")?,
-        ttl: u32::try_from(ttl).unwrap_or_default(),
-        priority: priority.and_then(|p| u16::try_from(p).ok()),
-        zone: row.try_get("zone")?,
-        provisioned_at,
-    })
 }

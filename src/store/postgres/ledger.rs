@@ -3,13 +3,12 @@
 //! request and its claim on the RRset are one statement; the writes here run in the finish's
 //! transaction.
 
-use sqlx::{PgConnection, PgPool, Postgres, Row, Transaction};
+use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
-use super::record_from_row;
 use crate::domain::{ChangeRequest, LiveRrset, Operation, RecordType};
 use crate::store::{
-    DnsRecord, DnsRequest, Outcome, Refused, SELECT_ADMISSION, SELECT_RRSET, StoreError,
+    DnsRecord, DnsRequest, Outcome, Refused, SELECT_ADMISSION, SELECT_RRSET, StoreError, rows,
 };
 
 /// Why the admission in the insert statement stored nothing, read after it (the key was
@@ -42,17 +41,7 @@ pub(super) async fn rrset(
         .bind(record_type.as_str())
         .fetch_all(pool)
         .await?;
-    let owner = match rows.first() {
-        Some(row) => Some(row.try_get("owner")?),
-        None => None,
-    };
-    let mut records = Vec::with_capacity(rows.len());
-    for row in &rows {
-        if row.try_get::<Option<i64>, _>("seq")?.is_some() {
-            records.push(record_from_row(row)?);
-        }
-    }
-    Ok((owner, records))
+    rows::rrset(&rows)
 }
 
 /// What an outcome does to the ledger and to ownership, in the finish's transaction.

@@ -2,13 +2,12 @@
 //! writes. Everything here runs on the writer's connection, inside the unit (savepoint) of
 //! the insert or the finish it belongs to, so the checks and the writes are one step.
 
-use sqlx::{Row, SqliteConnection, SqlitePool};
+use sqlx::{SqliteConnection, SqlitePool};
 use uuid::Uuid;
 
-use super::record_from_row;
 use crate::domain::{ChangeRequest, LiveRrset, Operation, RecordType};
 use crate::store::{
-    DnsRecord, DnsRequest, Outcome, Refused, SELECT_ADMISSION, SELECT_RRSET, StoreError,
+    DnsRecord, DnsRequest, Outcome, Refused, SELECT_ADMISSION, SELECT_RRSET, StoreError, rows,
 };
 
 /// Why the insert's admission refused a request: the RRset's owner, or the account's
@@ -44,17 +43,7 @@ pub(super) async fn rrset(
         .bind(record_type.as_str())
         .fetch_all(reader)
         .await?;
-    let owner = match rows.first() {
-        Some(row) => Some(row.try_get("owner")?),
-        None => None,
-    };
-    let mut records = Vec::with_capacity(rows.len());
-    for row in &rows {
-        if row.try_get::<Option<i64>, _>("seq")?.is_some() {
-            records.push(record_from_row(row)?);
-        }
-    }
-    Ok((owner, records))
+    rows::rrset(&rows)
 }
 
 /// What an outcome does to the ledger and to ownership, in the finish's unit.

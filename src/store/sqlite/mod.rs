@@ -13,19 +13,17 @@ use chrono::{DateTime, Utc};
 use futures::FutureExt as _;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
-    SqliteRow, SqliteSynchronous,
+    SqliteSynchronous,
 };
-use sqlx::{AssertSqlSafe, ConnectOptions as _, Row, Sqlite};
+use sqlx::{AssertSqlSafe, ConnectOptions as _, Sqlite};
 use uuid::Uuid;
 
+use super::rows::{self, Columns as _};
 use super::{
     Claim, DnsRecord, DnsRequest, Inserted, OpeningLog, Outcome, OutcomeColumns, REQUEST_COLUMNS,
     RecordFilter, RequestFilter, RequestStore, SELECT_RECORDS, StoreError, page_query,
-    parse_column,
 };
-use crate::domain::{
-    ChangeRequest, LogEntry, Operation, RecordType, RequestId, RequestStatus, Submitter,
-};
+use crate::domain::{ChangeRequest, LogEntry, Operation, RecordType, RequestId, RequestStatus};
 use writer::Writer;
 
 /// The database's clock, as RFC 3339 text with milliseconds.
@@ -46,6 +44,7 @@ macro_rules! insert_into {
 }
 
 mod audit;
+mod columns;
 mod ledger;
 mod tokens;
 mod writer;
@@ -153,7 +152,7 @@ impl RequestStore for SqliteStore {
             .bind(id.to_string())
             .fetch_optional(&self.reader)
             .await?;
-        row.map(|r| request_from_row(&r, true)).transpose()
+        row.map(|r| rows::request(&r, true)).transpose()
     }
 
     async fn list(&self, filter: &RequestFilter) -> Result<Vec<DnsRequest>, StoreError> {
@@ -161,7 +160,7 @@ impl RequestStore for SqliteStore {
         let mut query =
             page_query::<Sqlite>(select, filter.conditions(), filter.before, filter.limit);
         let rows = query.build().fetch_all(&self.reader).await?;
-        rows.iter().map(|r| request_from_row(r, false)).collect()
+        rows.iter().map(|r| rows::request(r, false)).collect()
     }
 
     async fn list_records(&self, filter: &RecordFilter) -> Result<Vec<DnsRecord>, StoreError> {
@@ -172,7 +171,7 @@ impl RequestStore for SqliteStore {
             filter.limit,
         );
         let rows = query.build().fetch_all(&self.reader).await?;
-        rows.iter().map(record_from_row).collect()
+        rows.iter().map(rows::record).collect()
     }
 
     async fn rrset(
@@ -260,9 +259,7 @@ impl RequestStore for SqliteStore {
                     .bind(i64::from(limit))
                     .fetch_all(&mut *c)
                     .await?;
-                    rows.iter()
-                        .map(|row| parse_id(row.try_get("id")?))
-                        .collect()
+                    rows.iter().map(|row| row.get("id")).collect()
                 }
                 .boxed()
             })
@@ -273,12 +270,7 @@ impl RequestStore for SqliteStore {
         let rows = sqlx::query("select status, count(*) as n from dns_requests group by status")
             .fetch_all(&self.reader)
             .await?;
-        rows.iter()
-            .map(|row| {
-                let status: String = row.try_get("status")?;
-                Ok((parse_column(&status)?, row.try_get("n")?))
-            })
-            .collect()
+        rows.iter().map(rows::status_count).collect()
     }
 }
 
@@ -347,7 +339,7 @@ async fn insert_request(
         .fetch_optional(&mut *connection)
         .await?;
     if let Some(row) = row {
-        return Ok(Inserted::Created(request_from_row(&row, true)?));
+        return Ok(Inserted::Created(rows::request(&row, true)?));
     }
     // Nothing was stored: the key was taken (the unique index decided), or admission refused.
     if change.idempotency_key.is_some()
@@ -378,7 +370,7 @@ async fn existing_for_key(
         .fetch_optional(&mut *connection)
         .await?;
     let Some(row) = row else { return Ok(None) };
-    let existing = request_from_row(&row, true)?;
+    let existing = rows::request(&row, true)?;
     Ok(Some(if existing.fingerprint == change.fingerprint() {
         Inserted::Existing(existing)
     } else {
@@ -428,7 +420,7 @@ async fn claim_request(
     let row = query.fetch_optional(&mut *connection).await?;
     row.map(|row| {
         Ok(Claim {
-            request: request_from_row(&row, true)?,
+            request: rows::request(&row, true)?,
             token,
         })
     })
@@ -558,18 +550,18 @@ async fn release_expired_leases(
         .await?;
     let mut released = Vec::with_capacity(rows.len());
     for row in &rows {
-        let id: String = row.try_get("id")?;
-        let status: String = row.try_get("status")?;
+        let id: RequestId = row.get("id")?;
+        let status: String = row.get("status")?;
         if status == "FAILED" {
             let held = ledger::Held {
-                domain: row.try_get("domain")?,
-                record_type: row.try_get("record_type")?,
-                account_id: row.try_get("account_id")?,
-                id: id.clone(),
+                domain: row.get("domain")?,
+                record_type: row.get("record_type")?,
+                account_id: row.get("account_id")?,
+                id: id.to_string(),
             };
             ledger::release_if_idle(connection, &held).await?;
         }
-        released.push(parse_id(id)?);
+        released.push(id);
     }
     Ok(released)
 }
@@ -596,86 +588,6 @@ fn rfc3339(at: DateTime<Utc>) -> String {
 
 fn to_json<T: serde::Serialize>(value: &T) -> String {
     serde_json::to_string(value).expect("plain data serialises")
-}
-
-fn parse_id(text: String) -> Result<RequestId, StoreError> {
-    parse_column(&text)
-}
-
-fn parse_json<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, StoreError> {
-    serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("bad JSON column: {e}")))
-}
-
-fn request_from_row(row: &SqliteRow, with_log: bool) -> Result<DnsRequest, StoreError> {
-    let status: String = row.try_get("status")?;
-    let operation: String = row.try_get("operation")?;
-    let record_type: String = row.try_get("record_type")?;
-    let config: String = row.try_get("config")?;
-    let attempts: i64 = row.try_get("attempts")?;
-    let log_messages = if with_log {
-        let log: String = row.try_get("log_messages")?;
-        Some(parse_json(&log)?)
-    } else {
-        None
-    };
-    Ok(DnsRequest {
-        seq: row.try_get("seq")?,
-        id: parse_id(row.try_get("id")?)?,
-        status: parse_column(&status)?,
-        account_id: row.try_get("account_id")?,
-        source: row.try_get("source")?,
-        operation: parse_column(&operation)?,
-        record_type: parse_column(&record_type)?,
-        domain: row.try_get("domain")?,
-        target: row.try_get("target")?,
-        comment: row.try_get("comment")?,
-        config: parse_json(&config)?,
-        attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
-        last_error: row.try_get("last_error")?,
-        idempotency_key: row.try_get("idempotency_key")?,
-        fingerprint: row.try_get("fingerprint")?,
-        zone: row.try_get("zone")?,
-        backend: row.try_get("backend")?,
-        created_at: row.try_get("created_at")?,
-        updated_at: row.try_get("updated_at")?,
-        next_attempt_at: row.try_get("next_attempt_at")?,
-        started_at: row.try_get("started_at")?,
-        applied_at: row.try_get("applied_at")?,
-        verified_at: row.try_get("verified_at")?,
-        finished_at: row.try_get("finished_at")?,
-        lease_expires_at: row.try_get("lease_expires_at")?,
-        submitted_by: Submitter {
-            token_id: row
-                .try_get::<Option<String>, _>("principal_token_id")?
-                .map(|id| parse_column(&id))
-                .transpose()?,
-            token_name: row.try_get("principal_name")?,
-            account_id: row.try_get("principal_account")?,
-            client_addr: row.try_get("client_addr")?,
-        },
-        log_messages,
-    })
-}
-
-fn record_from_row(row: &SqliteRow) -> Result<DnsRecord, StoreError> {
-    let id: String = row.try_get("id")?;
-    let record_type: String = row.try_get("record_type")?;
-    let ttl: i64 = row.try_get("ttl")?;
-    let priority: Option<i64> = row.try_get("priority")?;
-    Ok(DnsRecord {
-        seq: row.try_get("seq")?,
-        id: parse_column(&id)?,
-        request_id: parse_id(row.try_get("request_id")?)?,
-        account_id: row.try_get("account_id")?,
-        record_type: parse_column(&record_type)?,
-        domain: row.try_get("domain")?,
-        target: row.try_get("target")?,
-        comment: row.try_get("comment")?,
-        ttl: u32::try_from(ttl).unwrap_or_default(),
-        priority: priority.and_then(|p| u16::try_from(p).ok()),
-        zone: row.try_get("zone")?,
-        provisioned_at: row.try_get("provisioned_at")?,
-    })
 }
 
 #[cfg(test)]
