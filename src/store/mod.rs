@@ -7,9 +7,11 @@
 //! plugs in behind the same trait.
 //!
 //! Each store holds only its SQL. What does not depend on the dialect is here once: reading
-//! rows into these types (`rows.rs`), the column lists, the paging query and the error mapping.
+//! rows into these types (`rows.rs`), what an outcome does to the ledger (`ledger.rs`), the
+//! column lists, the paging query and the error mapping.
 
 pub mod audit;
+mod ledger;
 mod postgres;
 mod rows;
 mod sqlite;
@@ -146,13 +148,18 @@ const SELECT_ADMISSION: &str = "select (select account_id from dns_rrsets \
 
 impl Refused {
     /// What `SELECT_ADMISSION` found means for `change`: another account owns the RRset, or
-    /// the account is at its limit for the name; `None`: neither.
+    /// the account is at its limit for the name; `None`: neither, or `change` is an adoption
+    /// (subject to neither).
     fn judge(
         change: &ChangeRequest,
         owner: Option<String>,
         unfinished: i64,
         max_unfinished: u32,
     ) -> Option<Self> {
+        match change.operation {
+            Operation::Adopt => return None,
+            Operation::Create | Operation::Delete => {}
+        }
         match owner {
             Some(owner) if owner != change.account_id => Some(Self::NotOwner),
             _ if unfinished >= i64::from(max_unfinished) => Some(Self::Busy),
@@ -171,6 +178,16 @@ impl<T> From<Refused> for Inserted<T> {
 }
 
 impl Inserted {
+    /// What finding `existing` under `change`'s idempotency key means: the same change
+    /// again, or the key used for another.
+    fn for_key(existing: DnsRequest, change: &ChangeRequest) -> Self {
+        if existing.fingerprint == change.fingerprint() {
+            Self::Existing(existing)
+        } else {
+            Self::KeyReused(existing.id)
+        }
+    }
+
     /// The same answer, naming the request by its id only.
     pub fn id_only(self) -> Inserted<RequestId> {
         match self {

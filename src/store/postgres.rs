@@ -13,6 +13,7 @@ use sqlx::types::Json;
 use sqlx::{AssertSqlSafe, Postgres};
 use uuid::Uuid;
 
+use super::ledger::{release_failed, settle};
 use super::rows::{self, Columns as _};
 use super::{
     Claim, DnsRecord, DnsRequest, Inserted, OpeningLog, Outcome, OutcomeColumns, REQUEST_COLUMNS,
@@ -324,7 +325,7 @@ impl RequestStore for PostgresStore {
         if done.rows_affected() != 1 {
             return Ok(false);
         }
-        ledger::settle(&mut tx, &claim.request, outcome).await?;
+        settle(&mut *tx, &claim.request, outcome).await?;
         tx.commit().await?;
         Ok(true)
     }
@@ -355,21 +356,7 @@ impl RequestStore for PostgresStore {
         .bind(i32::try_from(max_attempts).unwrap_or(i32::MAX))
         .fetch_all(&mut *tx)
         .await?;
-        let mut released = Vec::with_capacity(rows.len());
-        for row in &rows {
-            let id: RequestId = row.get("id")?;
-            let status: String = row.get("status")?;
-            if status == "FAILED" {
-                let held = ledger::Held {
-                    domain: row.get("domain")?,
-                    record_type: row.get("record_type")?,
-                    account_id: row.get("account_id")?,
-                    id: id.0,
-                };
-                ledger::release_if_idle(&mut tx, &held).await?;
-            }
-            released.push(id);
-        }
+        let released = release_failed(&mut *tx, &rows).await?;
         tx.commit().await?;
         Ok(released)
     }
@@ -445,13 +432,8 @@ async fn existing_for_key(
         .bind(&change.idempotency_key)
         .fetch_optional(&mut *connection)
         .await?;
-    let Some(row) = row else { return Ok(None) };
-    let existing = rows::request(&row, true)?;
-    Ok(Some(if existing.fingerprint == change.fingerprint() {
-        Inserted::Existing(existing)
-    } else {
-        Inserted::KeyReused(existing.id)
-    }))
+    row.map(|row| Ok(Inserted::for_key(rows::request(&row, true)?, change)))
+        .transpose()
 }
 
 async fn append_log_on<'e, E>(

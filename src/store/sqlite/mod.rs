@@ -18,6 +18,7 @@ use sqlx::sqlite::{
 use sqlx::{AssertSqlSafe, ConnectOptions as _, Sqlite};
 use uuid::Uuid;
 
+use super::ledger::{release_failed, settle};
 use super::rows::{self, Columns as _};
 use super::{
     Claim, DnsRecord, DnsRequest, Inserted, OpeningLog, Outcome, OutcomeColumns, REQUEST_COLUMNS,
@@ -369,13 +370,8 @@ async fn existing_for_key(
         .bind(&change.idempotency_key)
         .fetch_optional(&mut *connection)
         .await?;
-    let Some(row) = row else { return Ok(None) };
-    let existing = rows::request(&row, true)?;
-    Ok(Some(if existing.fingerprint == change.fingerprint() {
-        Inserted::Existing(existing)
-    } else {
-        Inserted::KeyReused(existing.id)
-    }))
+    row.map(|row| Ok(Inserted::for_key(rows::request(&row, true)?, change)))
+        .transpose()
 }
 
 /// Claims request `id`, or the oldest due one, if it is claimable.
@@ -520,7 +516,7 @@ async fn finish(
     if done.rows_affected() != 1 {
         return Ok(false);
     }
-    ledger::settle(connection, &claim.request, outcome).await?;
+    settle(connection, &claim.request, outcome).await?;
     Ok(true)
 }
 
@@ -548,22 +544,7 @@ async fn release_expired_leases(
         .bind(i64::from(max_attempts))
         .fetch_all(&mut *connection)
         .await?;
-    let mut released = Vec::with_capacity(rows.len());
-    for row in &rows {
-        let id: RequestId = row.get("id")?;
-        let status: String = row.get("status")?;
-        if status == "FAILED" {
-            let held = ledger::Held {
-                domain: row.get("domain")?,
-                record_type: row.get("record_type")?,
-                account_id: row.get("account_id")?,
-                id: id.to_string(),
-            };
-            ledger::release_if_idle(connection, &held).await?;
-        }
-        released.push(id);
-    }
-    Ok(released)
+    release_failed(connection, &rows).await
 }
 
 /// `json_insert(log_messages, '$[#]', json(?), ...)`: SQLite applies the edits left to right,
