@@ -19,7 +19,10 @@
 //! and over TCP when the answer is truncated. The TSIG secret never leaves the signer.
 //! Concurrent changes share UPDATE messages (at most `RFC2136_BATCH_MAX_BYTES` of records
 //! each); any answer to a shared message but NOERROR sends its changes again one by one, so
-//! one bad change fails alone; a TSIG error fails them all at once.
+//! one bad change fails alone; a TSIG error fails them all at once. Nothing is sent unless the
+//! change's fence holds (see [`super::Fence`]), checked when it is handed to the sender and
+//! again when the sender takes it from its queue; a change whose worker stopped waiting is
+//! dropped unsent.
 
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -35,7 +38,7 @@ use super::dns::{
     Expect, absolute, dns_type, exchange_on, live_rrset, mnemonic, none_class, parse_rdata,
     permanent_rcode, poll, query, refuse_unmanaged, same_data, verify_at,
 };
-use super::{Applied, PlannedChange, ProvisionError, Provisioner};
+use super::{Applied, Fence, PlannedChange, ProvisionError, Provisioner};
 use crate::domain::{LiveRrset, Operation, RecordType};
 use crate::zones::{Rfc2136Zone, TsigAlgorithm};
 
@@ -108,7 +111,7 @@ impl Rfc2136Provisioner {
         };
         update.prerequisites.push(exclusive);
         update.updates.push(record.clone());
-        match self.send_update(update, &mut notes).await? {
+        match self.send_update(update, &change.fence, &mut notes).await? {
             ResponseCode::NoError => {}
             ResponseCode::YXDomain if dns_type == DnsType::CNAME => {
                 // In use: by this very CNAME (a retry), or by other data.
@@ -123,7 +126,8 @@ impl Rfc2136Provisioner {
                 notes.push(format!("{name} CNAME already present; setting its TTL"));
                 let mut again = Update::default();
                 again.updates.push(record);
-                self.expect_noerror(again, &mut notes).await?;
+                self.expect_noerror(again, &change.fence, &mut notes)
+                    .await?;
             }
             ResponseCode::YXRRSet => {
                 return Err(ProvisionError::PrerequisiteFailed(format!(
@@ -177,7 +181,7 @@ impl Rfc2136Provisioner {
             Expect::Absent { rdata: Some(rdata) }
         };
         if !update.updates.is_empty() {
-            match self.send_update(update, &mut notes).await? {
+            match self.send_update(update, &change.fence, &mut notes).await? {
                 ResponseCode::NoError => {}
                 ResponseCode::NXRRSet => {
                     return Err(ProvisionError::Transient(format!(
@@ -215,21 +219,25 @@ impl Rfc2136Provisioner {
     async fn expect_noerror(
         &self,
         update: Update,
+        fence: &Fence,
         notes: &mut Vec<String>,
     ) -> Result<(), ProvisionError> {
-        match self.send_update(update, notes).await? {
+        match self.send_update(update, fence, notes).await? {
             ResponseCode::NoError => Ok(()),
             other => Err(permanent_rcode(other, "update")),
         }
     }
 
     /// Hands an update to this zone's sender task and waits for the server's answer: the
-    /// rcode of a response whose TSIG verified, or a classified error.
+    /// rcode of a response whose TSIG verified, or a classified error. Nothing is sent unless
+    /// `fence` holds, here and again when the sender takes the update from its queue.
     async fn send_update(
         &self,
         update: Update,
+        fence: &Fence,
         notes: &mut Vec<String>,
     ) -> Result<ResponseCode, ProvisionError> {
+        fence.check()?;
         let jobs = self
             .sender
             .get_or_init(|| async {
@@ -250,6 +258,7 @@ impl Rfc2136Provisioner {
         jobs.send(Job {
             update,
             size,
+            fence: fence.clone(),
             reply,
         })
         .await
@@ -325,7 +334,25 @@ struct Job {
     update: Update,
     /// [`Update::encoded_len`].
     size: usize,
+    /// The claim's fence, checked again when the job leaves the queue.
+    fence: Fence,
     reply: oneshot::Sender<Sent>,
+}
+
+impl Job {
+    /// A job still to be sent; `None` (after answering it) when its claim may be lost: its
+    /// worker stopped waiting (the lease was taken over, the attempt aborted) or its fence
+    /// closed while it queued.
+    fn take_live(self) -> Option<Self> {
+        if self.reply.is_closed() {
+            return None;
+        }
+        if let Err(e) = self.fence.check() {
+            let _ = self.reply.send(Err(e));
+            return None;
+        }
+        Some(self)
+    }
 }
 
 /// What came back for one UPDATE message.
@@ -367,11 +394,17 @@ impl UpdateSender {
                     None => return,
                 },
             };
+            let Some(first) = first.take_live() else {
+                continue;
+            };
             let mut bytes = first.size;
             let mut batch = vec![first];
             while batch.len() < MAX_BATCH {
                 let Ok(job) = queue.try_recv() else {
                     break;
+                };
+                let Some(job) = job.take_live() else {
+                    continue;
                 };
                 if bytes.saturating_add(job.size) > self.batch_bytes {
                     carried = Some(job);
@@ -406,7 +439,7 @@ impl UpdateSender {
             }
             // The answer may be one change's fault: find out whose, one by one.
             Answer::Rcode(_, shared) => {
-                for job in batch {
+                for job in batch.into_iter().filter_map(Job::take_live) {
                     let sent = self.send_alone(&job.update).await;
                     let _ = job.reply.send(sent_again(&shared, sent));
                 }

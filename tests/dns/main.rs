@@ -22,6 +22,7 @@ mod client;
 mod support_settings;
 
 mod batching;
+mod fencing;
 mod ownership;
 mod secrets;
 
