@@ -22,6 +22,7 @@ mod client;
 mod support_settings;
 
 mod batching;
+mod forged;
 mod ownership;
 mod secrets;
 
