@@ -23,6 +23,7 @@ mod support_settings;
 
 mod batching;
 mod fencing;
+mod forged;
 mod ownership;
 mod secrets;
 
