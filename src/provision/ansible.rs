@@ -27,9 +27,10 @@ use nix::sys::stat::Mode;
 use tokio::io::{AsyncRead, AsyncReadExt as _};
 
 use super::dns::{
-    Expect, absolute, dns_type, live_rrset, parse_rdata, query, refuse_unmanaged, verify_at,
+    Expect, absolute, dns_type, live_rrset, observe, parse_rdata, query, refuse_unmanaged,
+    verify_at,
 };
-use super::{Applied, PlannedChange, ProvisionError, Provisioner};
+use super::{Applied, Observed, PlannedChange, ProvisionError, Provisioner};
 use crate::domain::{LiveRrset, Operation, RecordType};
 use crate::zones::AnsibleZone;
 
@@ -130,10 +131,18 @@ impl AnsibleProvisioner {
                     nix::sys::signal::Signal::SIGKILL,
                 );
             }
-            return Err(ProvisionError::Transient(format!(
+            let killed = format!(
                 "ansible-playbook did not finish within {:.0}s and was killed",
                 self.config.timeout.as_secs_f64()
-            )));
+            );
+            // It may have changed the zone before it was killed: where a verify_server can
+            // tell, the outcome is unknown until it is asked.
+            return Err(match self.config.verify_server {
+                Some(_) => {
+                    ProvisionError::Uncertain(format!("{killed}; it may have applied the change"))
+                }
+                None => ProvisionError::Transient(killed),
+            });
         };
         let status = status.map_err(|e| ProvisionError::Transient(e.to_string()))?;
         let output = output_tail(&out, &err, &self.secrets);
@@ -236,6 +245,11 @@ impl Provisioner for AnsibleProvisioner {
         let name = absolute(domain).map_err(ProvisionError::Rejected)?;
         let live = query(server, &name, dns_type(record_type), QUERY_TIMEOUT).await?;
         live_rrset(record_type, &live).map(Some)
+    }
+
+    async fn observe(&self, change: &PlannedChange) -> Result<Observed, ProvisionError> {
+        let server = self.verify_server("checking an unknown outcome")?;
+        observe(server, change, QUERY_TIMEOUT).await
     }
 }
 

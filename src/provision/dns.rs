@@ -17,8 +17,8 @@ use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType as DnsType};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpStream, UdpSocket};
 
-use super::{PlannedChange, ProvisionError};
-use crate::domain::{LiveRrset, RecordData, RecordType};
+use super::{Observed, PlannedChange, ProvisionError};
+use crate::domain::{LiveRrset, Operation, RecordData, RecordType};
 
 /// The first pause between verification queries; it doubles up to `MAX_POLL`.
 const FIRST_POLL: Duration = Duration::from_millis(20);
@@ -51,8 +51,8 @@ impl Expect {
 }
 
 /// Polls `server` (the one that must show the change) until `expect` holds; the note for the
-/// request's log, or why not: an unreachable server is transient, a server that answers but
-/// never shows the change within `bound` is a permanent error (it accepted and did not apply).
+/// request's log, or why not: the change was made (or sent) but is not seen, so its outcome is
+/// unknown ([`ProvisionError::Uncertain`]) until a later query settles it.
 pub(super) async fn verify_at(
     server: &str,
     name: &Name,
@@ -65,11 +65,60 @@ pub(super) async fn verify_at(
     let note = result.note(server, bound);
     match result {
         Poll::Seen(..) => Ok(note),
-        Poll::Mismatch(_) => Err(ProvisionError::Rejected(format!(
+        Poll::Mismatch(_) => Err(ProvisionError::Uncertain(format!(
             "the change was accepted but {note}"
         ))),
-        Poll::Unreachable(_) => Err(ProvisionError::Transient(note)),
+        Poll::Unreachable(_) => Err(ProvisionError::Uncertain(format!(
+            "the change was accepted but {note}"
+        ))),
     }
+}
+
+/// Whether `change` is in place at `server`: one query. A create is in place when its record
+/// is there (at any TTL: the RRset's TTL is the last change's); a delete when its record (or
+/// RRset) is gone.
+///
+/// # Errors
+/// The server did not answer (transient), or the change's data is invalid.
+pub(super) async fn observe(
+    server: &str,
+    change: &PlannedChange,
+    timeout: Duration,
+) -> Result<Observed, ProvisionError> {
+    let name = absolute(&change.domain).map_err(ProvisionError::Rejected)?;
+    let dns_type = dns_type(change.record_type);
+    let rdata = if change.target.is_empty() {
+        None
+    } else {
+        Some(parse_rdata(
+            change.record_type,
+            &change.record_data()?.presentation(),
+        )?)
+    };
+    let live = query(server, &name, dns_type, timeout).await?;
+    let present = |rdata: &RData| live.iter().any(|r| same_data(&r.data, rdata));
+    let in_place = match (change.operation, &rdata) {
+        (Operation::Create, Some(rdata)) => present(rdata),
+        (Operation::Delete, Some(rdata)) => !present(rdata),
+        (Operation::Delete, None) => live.is_empty(),
+        (Operation::Create | Operation::Adopt, _) => {
+            return Err(ProvisionError::Rejected(format!(
+                "a {} has no change to look for",
+                change.operation.as_str()
+            )));
+        }
+    };
+    let held: Vec<String> = live.iter().map(|r| r.data.to_string()).collect();
+    let note = format!(
+        "{server} holds {name} {}: {}",
+        change.record_type.as_str(),
+        if held.is_empty() {
+            "nothing".to_owned()
+        } else {
+            held.join(", ")
+        }
+    );
+    Ok(Observed { in_place, note })
 }
 
 pub(super) enum Poll {

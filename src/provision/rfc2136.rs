@@ -9,8 +9,10 @@
 //! - Delete removes one record (by RDATA) or the RRset. An RRset delete first reads the live
 //!   RRset and refuses if it holds records the requesting account does not own in the ledger;
 //!   it then deletes under a prerequisite that the RRset is still exactly what was read.
-//! - Rcodes: SERVFAIL, timeouts and refused connections are transient; NOTAUTH (with the TSIG
-//!   error), REFUSED, NOTZONE and failed prerequisites are permanent.
+//! - Rcodes: SERVFAIL and refused connections are transient; NOTAUTH (with the TSIG error),
+//!   REFUSED, NOTZONE and failed prerequisites are permanent. No answer after the UPDATE was
+//!   written, an untrusted answer, or verification that does not see the change is
+//!   `Uncertain` (the request becomes UNKNOWN until [`Provisioner::observe`] asks the primary).
 //! - Answers are checked before their rcode counts. The answer to an UPDATE must be a
 //!   response (QR set) with the update's message id, opcode UPDATE and zone section (or none:
 //!   RFC 2136 3.8 lets a server leave the sections out); anything else on the connection means
@@ -56,10 +58,10 @@ use tokio::net::TcpStream;
 use tokio::sync::{OnceCell, mpsc, oneshot};
 
 use super::dns::{
-    Expect, absolute, dns_type, exchange_on, live_rrset, mismatch, mnemonic, none_class,
+    Expect, absolute, dns_type, exchange_on, live_rrset, mismatch, mnemonic, none_class, observe,
     parse_rdata, permanent_rcode, poll, query, refuse_unmanaged, same_data, verify_at,
 };
-use super::{Applied, Fence, PlannedChange, ProvisionError, Provisioner};
+use super::{Applied, Fence, Observed, PlannedChange, ProvisionError, Provisioner};
 use crate::domain::{LiveRrset, Operation, RecordType};
 use crate::zones::{Rfc2136Zone, TsigAlgorithm};
 
@@ -529,7 +531,7 @@ impl UpdateSender {
             Ok(response) => response,
             Err(e) => {
                 self.connection = None;
-                return Err(ProvisionError::Transient(format!(
+                return Err(ProvisionError::Uncertain(format!(
                     "malformed answer from {server}: {e}; the connection is dropped"
                 )));
             }
@@ -538,7 +540,7 @@ impl UpdateSender {
         // writes on it), so it is not used again.
         if let Some(mismatch) = mismatch(&message, &response) {
             self.connection = None;
-            return Err(ProvisionError::Transient(format!(
+            return Err(ProvisionError::Uncertain(format!(
                 "{server} sent a message that does not answer the update ({mismatch}); the connection is dropped"
             )));
         }
@@ -576,20 +578,14 @@ impl UpdateSender {
             Signed::TsigError => Err(key_refused()),
             Signed::BadMac(e) => {
                 self.connection = None;
-                Err(ProvisionError::Transient(format!(
+                Err(ProvisionError::Uncertain(format!(
                     "the answer ({}) from {server} failed TSIG verification ({e}): it is not trusted, and the change may be retried",
                     mnemonic(rcode)
                 )))
             }
-            Signed::Unsigned if rcode == ResponseCode::NoError => {
-                self.connection = None;
-                Err(ProvisionError::Rejected(format!(
-                    "the answer (NOERROR) from {server} is not signed, though the update was"
-                )))
-            }
             Signed::Unsigned => {
                 self.connection = None;
-                Err(ProvisionError::Transient(format!(
+                Err(ProvisionError::Uncertain(format!(
                     "the answer ({}) from {server} is not signed, though the update was: it is not trusted (a server signs every answer to an update whose signature it verified), and the change may be retried",
                     mnemonic(rcode)
                 )))
@@ -598,34 +594,60 @@ impl UpdateSender {
     }
 
     /// One exchange over the kept TCP connection to the primary; a broken kept connection is
-    /// replaced once.
+    /// replaced once. Failing before anything could have reached the server (no connection)
+    /// is transient; failing after the update was written, or after a kept connection went
+    /// silent with it, is [`ProvisionError::Uncertain`]: the server may have applied it.
     async fn exchange(&mut self, request: &[u8]) -> Result<Vec<u8>, ProvisionError> {
         let timeout = self.config.timeout;
+        let server = self.config.server.clone();
+        let no_answer = || {
+            ProvisionError::Uncertain(format!(
+                "{server}: the update was sent but no answer came within {:.1}s",
+                timeout.as_secs_f64()
+            ))
+        };
+        // A kept connection that fails at once was closed by the server, which answers
+        // before it closes; one that stays silent may have delivered the update.
+        let mut maybe_sent = false;
         if let Some(stream) = self.connection.as_mut() {
-            if let Ok(Ok(answer)) =
-                tokio::time::timeout(timeout, exchange_on(stream, request)).await
-            {
-                return Ok(answer);
+            match tokio::time::timeout(timeout, exchange_on(stream, request)).await {
+                Ok(Ok(answer)) => return Ok(answer),
+                Ok(Err(_)) => {}
+                Err(_) => maybe_sent = true,
             }
             self.connection = None;
         }
-        let server = &self.config.server;
-        let attempt = async {
-            let mut stream = TcpStream::connect(server.as_str()).await?;
+        let connect = async {
+            let stream = TcpStream::connect(server.as_str()).await?;
             stream.set_nodelay(true)?;
-            let answer = exchange_on(&mut stream, request).await?;
-            Ok::<_, std::io::Error>((stream, answer))
+            Ok::<_, std::io::Error>(stream)
         };
-        match tokio::time::timeout(timeout, attempt).await {
-            Ok(Ok((stream, answer))) => {
+        let failed = |e: String| {
+            if maybe_sent {
+                no_answer()
+            } else {
+                ProvisionError::Transient(e)
+            }
+        };
+        let mut stream = match tokio::time::timeout(timeout, connect).await {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(e)) => return Err(failed(format!("{server}: {e}"))),
+            Err(_) => {
+                return Err(failed(format!(
+                    "{server}: no connection within {:.1}s",
+                    timeout.as_secs_f64()
+                )));
+            }
+        };
+        match tokio::time::timeout(timeout, exchange_on(&mut stream, request)).await {
+            Ok(Ok(answer)) => {
                 self.connection = Some(stream);
                 Ok(answer)
             }
-            Ok(Err(e)) => Err(ProvisionError::Transient(format!("{server}: {e}"))),
-            Err(_) => Err(ProvisionError::Transient(format!(
-                "{server}: no answer within {:.1}s",
-                timeout.as_secs_f64()
+            Ok(Err(e)) => Err(ProvisionError::Uncertain(format!(
+                "{server}: the update was sent but the connection failed before the answer: {e}"
             ))),
+            Err(_) => Err(no_answer()),
         }
     }
 }
@@ -636,11 +658,7 @@ fn sent_again(shared: &str, sent: Sent) -> Sent {
     let both = |text: String| format!("{shared}; sent again alone: {text}");
     match sent {
         Ok((rcode, note)) => Ok((rcode, both(note))),
-        Err(ProvisionError::Transient(e)) => Err(ProvisionError::Transient(both(e))),
-        Err(ProvisionError::Rejected(e)) => Err(ProvisionError::Rejected(both(e))),
-        Err(ProvisionError::PrerequisiteFailed(e)) => {
-            Err(ProvisionError::PrerequisiteFailed(both(e)))
-        }
+        Err(e) => Err(e.map_text(both)),
     }
 }
 
@@ -706,5 +724,9 @@ impl Provisioner for Rfc2136Provisioner {
             .query(&self.config.server, &name, dns_type(record_type))
             .await?;
         live_rrset(record_type, &live).map(Some)
+    }
+
+    async fn observe(&self, change: &PlannedChange) -> Result<Observed, ProvisionError> {
+        observe(&self.config.server, change, self.config.timeout).await
     }
 }

@@ -92,7 +92,7 @@ pub(super) async fn settle<L: Ledger>(
         (Outcome::Completed { .. }, Operation::Adopt) => adopt(ledger, request, None).await,
         (Outcome::Adopted { live, .. }, _) => adopt(ledger, request, live.as_ref()).await,
         (Outcome::Failed { .. }, _) => ledger.release_if_idle(&Held::of(request)).await,
-        (Outcome::Retry { .. } | Outcome::Released, _) => Ok(()),
+        (Outcome::Retry { .. } | Outcome::Unknown { .. }, _) => Ok(()),
     }
 }
 
@@ -128,7 +128,10 @@ pub(super) async fn release_failed<L: Ledger, R: Columns>(
     for row in rows {
         match row.get("status")? {
             RequestStatus::Failed => ledger.release_if_idle(&Held::from_row(row)?).await?,
-            RequestStatus::Pending | RequestStatus::Processing | RequestStatus::Completed => {}
+            RequestStatus::Pending
+            | RequestStatus::Processing
+            | RequestStatus::Completed
+            | RequestStatus::Unknown => {}
         }
         released.push(row.get("id")?);
     }

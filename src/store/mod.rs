@@ -144,7 +144,7 @@ enum Refused {
 const SELECT_ADMISSION: &str = "select (select account_id from dns_rrsets \
      where domain = $1 and record_type = $2), \
      (select count(*) from (select 1 from dns_requests where domain = $1 and account_id = $3 \
-       and status in ('PENDING', 'PROCESSING') limit $4) unfinished)";
+       and status in ('PENDING', 'PROCESSING', 'UNKNOWN') limit $4) unfinished)";
 
 impl Refused {
     /// What `SELECT_ADMISSION` found means for `change`: another account owns the RRset, or
@@ -236,8 +236,9 @@ pub enum Outcome {
         at: DateTime<Utc>,
         live: Option<LiveRrset>,
     },
-    /// The worker stopped before it knew the outcome: back to PENDING, due now.
-    Released,
+    /// A change was sent but its outcome is not known (or a check of the server could not
+    /// tell yet): UNKNOWN, checked again after `retry_in`.
+    Unknown { error: String, retry_in: Duration },
 }
 
 /// The columns an [`Outcome`] writes.
@@ -287,8 +288,10 @@ impl Outcome {
                 last_error: Some(error),
                 ..none
             },
-            Self::Released => OutcomeColumns {
-                retry_in: Some(Duration::ZERO),
+            Self::Unknown { error, retry_in } => OutcomeColumns {
+                status: "UNKNOWN",
+                last_error: Some(error),
+                retry_in: Some(*retry_in),
                 ..none
             },
         }

@@ -34,9 +34,15 @@ pub use batch::InsertBatching;
 /// even for a claim that raced another).
 const CLAIMABLE: &str = "r.status = 'PENDING' and r.next_attempt_at <= now() \
      and not exists (select 1 from dns_requests o where o.domain = r.domain \
-     and o.seq < r.seq and o.status in ('PENDING', 'PROCESSING')) \
+     and o.seq < r.seq and o.status in ('PENDING', 'PROCESSING', 'UNKNOWN')) \
      and not exists (select 1 from dns_requests p where p.domain = r.domain \
      and p.status = 'PROCESSING')";
+
+/// A request whose outcome is UNKNOWN, due to be checked and not leased: a claim of it keeps it
+/// UNKNOWN and is no attempt (the worker only queries the server). Sweeps take only PENDING
+/// requests; UNKNOWN ones come by delivery (the reconciler queues them when due).
+const RESOLVABLE: &str = "r.status = 'UNKNOWN' and r.next_attempt_at <= now() \
+     and (r.lease_expires_at is null or r.lease_expires_at < now())";
 
 /// The index that keeps one request per owner name PROCESSING.
 const ONE_PROCESSING_PER_NAME: &str = "dns_requests_one_processing_per_name";
@@ -231,8 +237,8 @@ impl RequestStore for PostgresStore {
     ) -> Result<Option<Claim>, StoreError> {
         let target = match id {
             Some(_) => format!(
-                "select r.id from dns_requests r where r.id = $3 and {CLAIMABLE} \
-                 for update skip locked"
+                "select r.id from dns_requests r where r.id = $3 \
+                 and (({CLAIMABLE}) or ({RESOLVABLE})) for update skip locked"
             ),
             None => format!(
                 "select r.id from dns_requests r where {CLAIMABLE} \
@@ -240,8 +246,10 @@ impl RequestStore for PostgresStore {
             ),
         };
         let sql = format!(
-            "update dns_requests set status = 'PROCESSING', lease_token = $1, \
-             lease_expires_at = now() + make_interval(secs => $2), attempts = attempts + 1, \
+            "update dns_requests set \
+             status = case when status = 'UNKNOWN' then 'UNKNOWN' else 'PROCESSING' end, \
+             lease_token = $1, lease_expires_at = now() + make_interval(secs => $2), \
+             attempts = attempts + case when status = 'UNKNOWN' then 0 else 1 end, \
              started_at = coalesce(started_at, now()), updated_at = now() \
              where id = ({target}) returning {REQUEST_COLUMNS}, log_messages"
         );
@@ -278,7 +286,7 @@ impl RequestStore for PostgresStore {
     async fn renew_lease(&self, claim: &Claim, lease: Duration) -> Result<bool, StoreError> {
         let done = sqlx::query(
             "update dns_requests set lease_expires_at = now() + make_interval(secs => $1) \
-             where id = $2 and lease_token = $3 and status = 'PROCESSING'",
+             where id = $2 and lease_token = $3 and status in ('PROCESSING', 'UNKNOWN')",
         )
         .bind(lease.as_secs_f64())
         .bind(claim.request.id.0)
@@ -368,7 +376,7 @@ impl RequestStore for PostgresStore {
     ) -> Result<Vec<RequestId>, StoreError> {
         let rows = sqlx::query(
             "update dns_requests set enqueued_at = now() \
-             where id in (select id from dns_requests where status = 'PENDING' \
+             where id in (select id from dns_requests where status in ('PENDING', 'UNKNOWN') \
                and next_attempt_at <= now() \
                and (enqueued_at is null or enqueued_at < now() - make_interval(secs => $1)) \
                order by seq limit $2 for update skip locked) \

@@ -26,6 +26,7 @@ mod fencing;
 mod forged;
 mod ownership;
 mod secrets;
+mod unknown;
 
 use client::{client_with, first_run_admin_token};
 

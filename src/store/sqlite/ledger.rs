@@ -156,7 +156,7 @@ impl Ledger for SqliteConnection {
                and r.record_type = ?2) \
              and not exists (select 1 from dns_requests q where q.domain = ?1 \
                and q.account_id = ?3 and q.record_type = ?2 \
-               and q.status in ('PENDING', 'PROCESSING') and q.id <> ?4)",
+               and q.status in ('PENDING', 'PROCESSING', 'UNKNOWN') and q.id <> ?4)",
         )
         .bind(&held.domain)
         .bind(held.record_type.as_str())

@@ -249,7 +249,7 @@ impl RequestStore for SqliteStore {
                     let rows = sqlx::query(concat!(
                         "update dns_requests set enqueued_at = ",
                         now!(),
-                        " where id in (select id from dns_requests where status = 'PENDING' \
+                        " where id in (select id from dns_requests where status in ('PENDING', 'UNKNOWN') \
                          and next_attempt_at <= ",
                         now!(),
                         " and (enqueued_at is null or enqueued_at < \
@@ -295,7 +295,7 @@ async fn insert_request(
             "not exists (select 1 from dns_rrsets where domain = ?6 and record_type = ?5 \
                and account_id <> ?2) \
              and (select count(*) from (select 1 from dns_requests where domain = ?6 \
-               and account_id = ?2 and status in ('PENDING', 'PROCESSING') \
+               and account_id = ?2 and status in ('PENDING', 'PROCESSING', 'UNKNOWN') \
                limit {max_unfinished})) < ?19"
         ),
     };
@@ -381,24 +381,37 @@ async fn claim_request(
     lease: Duration,
 ) -> Result<Option<Claim>, StoreError> {
     // A request is claimable when it is PENDING, due, and no older request for the same
-    // owner name is unfinished.
+    // owner name is unfinished; or UNKNOWN, due, and not leased (a claim of it keeps it
+    // UNKNOWN and is no attempt: the worker only queries the server). A sweep takes only
+    // PENDING requests; UNKNOWN ones come by delivery (the reconciler queues them when due).
     const CLAIMABLE: &str = concat!(
         "r.status = 'PENDING' and r.next_attempt_at <= ",
         now!(),
         " and not exists (select 1 from dns_requests o where o.domain = r.domain \
-         and o.seq < r.seq and o.status in ('PENDING', 'PROCESSING'))"
+         and o.seq < r.seq and o.status in ('PENDING', 'PROCESSING', 'UNKNOWN'))"
+    );
+    const RESOLVABLE: &str = concat!(
+        "r.status = 'UNKNOWN' and r.next_attempt_at <= ",
+        now!(),
+        " and (r.lease_expires_at is null or r.lease_expires_at < ",
+        now!(),
+        ")"
     );
     let target = match id {
-        Some(_) => format!("select r.id from dns_requests r where r.id = ? and {CLAIMABLE}"),
+        Some(_) => format!(
+            "select r.id from dns_requests r where r.id = ? and (({CLAIMABLE}) or ({RESOLVABLE}))"
+        ),
         None => {
             format!("select r.id from dns_requests r where {CLAIMABLE} order by r.seq limit 1")
         }
     };
     let sql = format!(
         concat!(
-            "update dns_requests set status = 'PROCESSING', lease_token = ?, \
-             lease_expires_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now', ?), \
-             attempts = attempts + 1, started_at = coalesce(started_at, ",
+            "update dns_requests set \
+             status = case when status = 'UNKNOWN' then 'UNKNOWN' else 'PROCESSING' end, \
+             lease_token = ?, lease_expires_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now', ?), \
+             attempts = attempts + case when status = 'UNKNOWN' then 0 else 1 end, \
+             started_at = coalesce(started_at, ",
             now!(),
             "), updated_at = ",
             now!(),
@@ -456,7 +469,7 @@ async fn renew_lease(
     let done = sqlx::query(
         "update dns_requests \
          set lease_expires_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now', ?) \
-         where id = ? and lease_token = ? and status = 'PROCESSING'",
+         where id = ? and lease_token = ? and status in ('PROCESSING', 'UNKNOWN')",
     )
     .bind(sqlite_offset(lease))
     .bind(claim.request.id.to_string())
