@@ -4,7 +4,9 @@
 //! the oldest due request, which is how retries after backoff, requests whose delivery was
 //! lost, and requests left PENDING by a stopped process are found. While a backend works the
 //! worker renews its lease; if the lease is lost, the attempt is dropped and its outcome is
-//! never written (the token no longer matches). The backend is the one recorded with the
+//! never written (the token no longer matches). The token cannot fence DNS itself, so each
+//! attempt carries a [`Fence`] that the backend checks before it writes: it closes once the
+//! last successful renewal is older than the lease minus `LEASE_MARGIN_SECONDS`. The backend is the one recorded with the
 //! request at intake (zone and backend, see [`ZoneRouter`]); a request whose recorded backend
 //! this process does not have configured is FAILED, saying so.
 
@@ -16,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
 use crate::domain::{LiveRrset, LogEntry, Operation, RecordData, RequestId, RequestStatus};
-use crate::provision::{Applied, PlannedChange, ProvisionError, Provisioner, ZoneRouter};
+use crate::provision::{Applied, Fence, PlannedChange, ProvisionError, Provisioner, ZoneRouter};
 use crate::queue::TaskChannel;
 use crate::queue::retry::RetryPolicy;
 use crate::store::{Claim, DnsRecord, OpeningLog, Outcome, RequestStore};
@@ -27,6 +29,9 @@ use crate::telemetry::{ProvisioningAttempt, RequestFinished};
 pub struct WorkerConfig {
     /// How long a claim holds before another worker may take the request over.
     pub lease: Duration,
+    /// Backend writes start only until `lease - lease_margin` after the last successful
+    /// renewal (see [`Fence`]).
+    pub lease_margin: Duration,
     /// Claims per request before a transient error becomes FAILED.
     pub max_attempts: u32,
     pub retry: RetryPolicy,
@@ -123,6 +128,7 @@ impl Worker {
         id: Option<RequestId>,
         abort: &CancellationToken,
     ) -> anyhow::Result<ExecutionOutcome> {
+        let asked = Instant::now();
         let claim = self
             .store
             .claim(id, self.config.lease, self.opening_log())
@@ -133,25 +139,27 @@ impl Worker {
         };
         let request_id = claim.request.id;
         let span = tracing::info_span!("process", request_id = %request_id);
-        self.process(claim, abort).instrument(span).await
+        let fence = Fence::new(asked, self.config.lease, self.config.lease_margin);
+        self.process(claim, fence, abort).instrument(span).await
     }
 
     async fn process(
         &self,
         claim: Claim,
+        fence: Fence,
         abort: &CancellationToken,
     ) -> anyhow::Result<ExecutionOutcome> {
         let request = &claim.request;
         let id = request.id;
         tracing::info!(request_id = %id, attempt = request.attempts, "processing started");
-        let mut change = planned_change(&claim);
+        let mut change = planned_change(&claim, fence.clone());
         let backend = self
             .router
             .backend(request.zone.as_deref(), request.backend.as_deref());
         let started = Instant::now();
         let result = tokio::select! {
             result = self.plan_and_apply(backend.clone(), &mut change) => Some(result),
-            () = self.hold_lease(&claim) => return Ok(self.lost(id)),
+            () = self.hold_lease(&claim, &fence) => return Ok(self.lost(id)),
             () = abort.cancelled() => None,
         };
         let Some(result) = result else {
@@ -307,17 +315,21 @@ impl Worker {
         }
     }
 
-    /// Renews the lease every third of its length; returns only when the lease is lost.
-    async fn hold_lease(&self, claim: &Claim) {
+    /// Renews the lease every third of its length, moving the fence on at each success;
+    /// returns only when the lease is lost.
+    async fn hold_lease(&self, claim: &Claim, fence: &Fence) {
         let every = self.config.lease / 3;
         loop {
             tokio::time::sleep(every).await;
+            let asked = Instant::now();
             match self.store.renew_lease(claim, self.config.lease).await {
-                Ok(true) => {}
+                Ok(true) => fence.renewed(asked),
                 Ok(false) => return,
                 Err(e) => {
-                    // We keep working: if the database stays away past the lease, the
-                    // outcome write is refused and another worker retries.
+                    // We keep working, but the fence closes: no backend write starts once
+                    // the last renewal is older than the lease minus the margin. If the
+                    // database stays away past the lease, the outcome write is refused
+                    // and another worker retries.
                     tracing::warn!(request_id = %claim.request.id, error.message = %e, "failed to renew a lease");
                 }
             }
@@ -341,7 +353,7 @@ enum Done {
     },
 }
 
-fn planned_change(claim: &Claim) -> PlannedChange {
+fn planned_change(claim: &Claim, fence: Fence) -> PlannedChange {
     let request = &claim.request;
     PlannedChange {
         request_id: request.id,
@@ -352,6 +364,7 @@ fn planned_change(claim: &Claim) -> PlannedChange {
         target: request.target.clone(),
         config: request.config.clone(),
         managed: Vec::new(),
+        fence,
     }
 }
 

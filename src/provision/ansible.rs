@@ -202,6 +202,7 @@ impl Provisioner for AnsibleProvisioner {
         };
         self.check_live(change, &name, &expect).await?;
         let vars = unsafe_yaml(&self.variables(change)?);
+        change.fence.check()?;
         let mut notes = vec![self.run(vars).await?];
         let applied_at = Utc::now();
         let Some(server) = &self.config.verify_server else {

@@ -1,7 +1,13 @@
 //! DNS helpers shared by the backends that verify by query: names, RDATA in hickory's form,
-//! one query (RD=0, UDP with EDNS, TCP when truncated; an answer must carry the query's
-//! message id), and polling a server until it shows a change or a bound passes (DESIGN
-//! section 7's rules of comparison).
+//! one query (RD=0, UDP with EDNS, TCP when truncated), and polling a server until it shows a
+//! change or a bound passes (DESIGN section 7's rules of comparison).
+//!
+//! A message counts as the answer to a query only if it is a response (QR set) with the
+//! query's message id, its opcode and its question (names compared case-insensitively), see
+//! [`mismatch`]. Over UDP anything else arriving on the query's socket (a stray or forged
+//! datagram) is ignored and the read goes on until the timeout, as resolvers do; over TCP
+//! there is one answer to read, so a mismatched one is an error. Queries are not signed, so
+//! their answers carry no TSIG to verify.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -170,7 +176,7 @@ pub(super) async fn query(
             let Ok(answer) = Message::from_vec(&buffer[..n]) else {
                 continue;
             };
-            if answer.metadata.id != message.metadata.id {
+            if mismatch(&message, &answer).is_some() {
                 continue;
             }
             if !answer.metadata.truncation {
@@ -178,7 +184,7 @@ pub(super) async fn query(
             }
             let mut stream = TcpStream::connect(address).await?;
             let bytes = exchange_on(&mut stream, &request).await?;
-            return answer_to(message.metadata.id, &bytes);
+            return answer_to(&message, &bytes);
         }
     };
     let answer = match tokio::time::timeout(timeout, exchange).await {
@@ -204,17 +210,79 @@ pub(super) async fn query(
     }
 }
 
-/// `bytes` as the answer to the query with message id `id`. Over TCP there is one answer to
-/// read, so one that does not parse or carries another id is an error, not skipped.
-fn answer_to(id: u16, bytes: &[u8]) -> std::io::Result<Message> {
+/// `bytes` as the answer to `query`. Over TCP there is one answer to read, so one that does
+/// not parse or does not answer the query ([`mismatch`]) is an error, not skipped.
+fn answer_to(query: &Message, bytes: &[u8]) -> std::io::Result<Message> {
     let answer = Message::from_vec(bytes).map_err(|e| std::io::Error::other(e.to_string()))?;
-    if answer.metadata.id != id {
+    if let Some(mismatch) = mismatch(query, &answer) {
         return Err(std::io::Error::other(format!(
-            "the answer over TCP has message id {}, not the query's {id}",
-            answer.metadata.id
+            "the message over TCP does not answer the query: {mismatch}"
         )));
     }
     Ok(answer)
+}
+
+/// Why a message is not the answer to a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Mismatch {
+    /// QR is not set: it is a query, not a response.
+    NotAResponse,
+    /// Another message id than the request's.
+    MessageId { answer: u16, request: u16 },
+    /// Another opcode than the request's.
+    OpCode { answer: OpCode, request: OpCode },
+    /// Another question (zone section for an UPDATE) than the request's.
+    Question,
+}
+
+impl std::fmt::Display for Mismatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::NotAResponse => f.write_str("it is not a response (QR is not set)"),
+            Self::MessageId { answer, request } => {
+                write!(f, "it has message id {answer}, not the request's {request}")
+            }
+            Self::OpCode { answer, request } => {
+                write!(f, "it has opcode {answer}, not the request's {request}")
+            }
+            Self::Question => f.write_str("its question is not the request's"),
+        }
+    }
+}
+
+/// Why `answer` is not the answer to `request`, or `None` when it is: a response (QR set)
+/// with the request's message id and opcode, and its question section (the zone section of
+/// an UPDATE), names compared case-insensitively. An UPDATE's answer may also leave the zone
+/// section out: RFC 2136 3.8 lets a server answer with all section counts zero.
+pub(super) fn mismatch(request: &Message, answer: &Message) -> Option<Mismatch> {
+    let (ours, theirs) = (&request.metadata, &answer.metadata);
+    if theirs.message_type != MessageType::Response {
+        return Some(Mismatch::NotAResponse);
+    }
+    if theirs.id != ours.id {
+        return Some(Mismatch::MessageId {
+            answer: theirs.id,
+            request: ours.id,
+        });
+    }
+    if theirs.op_code != ours.op_code {
+        return Some(Mismatch::OpCode {
+            answer: theirs.op_code,
+            request: ours.op_code,
+        });
+    }
+    let left_out = ours.op_code == OpCode::Update && answer.queries.is_empty();
+    // `Name`'s equality ignores ASCII case.
+    let same = answer.queries.len() == request.queries.len()
+        && answer.queries.iter().zip(&request.queries).all(|(a, q)| {
+            a.name() == q.name()
+                && a.query_type() == q.query_type()
+                && a.query_class() == q.query_class()
+        });
+    if !(same || left_out) {
+        return Some(Mismatch::Question);
+    }
+    None
 }
 
 /// Writes one length-prefixed DNS message on a TCP stream and reads the answer.
@@ -466,6 +534,75 @@ mod tests {
         let server = truncating_server(|id| id).await;
         let answered = query(&server, &name, DnsType::A, timeout).await;
         assert_eq!(answered, Ok(Vec::new()));
+    }
+
+    #[test]
+    fn only_a_response_with_the_id_opcode_and_question_asked_is_the_answer() {
+        let name = absolute("Host.Example.Test").unwrap();
+        let ask = |op_code| {
+            let mut message = Message::new(4242, MessageType::Query, op_code);
+            message.add_query(Query::query(name.clone(), DnsType::A));
+            message
+        };
+        let answer = |request: &Message, edit: fn(&mut Message)| {
+            let mut answer = request.clone();
+            answer.metadata.message_type = MessageType::Response;
+            edit(&mut answer);
+            mismatch(request, &answer)
+        };
+        let query = ask(OpCode::Query);
+        let update = ask(OpCode::Update);
+
+        assert_eq!(answer(&query, |_| {}), None);
+        assert_eq!(
+            answer(&query, |a| a.queries[0].name =
+                absolute("HOST.EXAMPLE.TEST").unwrap()),
+            None
+        );
+        assert_eq!(
+            answer(&query, |a| a.metadata.message_type = MessageType::Query),
+            Some(Mismatch::NotAResponse)
+        );
+        assert_eq!(
+            answer(&query, |a| a.metadata.id = 4243),
+            Some(Mismatch::MessageId {
+                answer: 4243,
+                request: 4242
+            })
+        );
+        assert_eq!(
+            answer(&query, |a| a.metadata.op_code = OpCode::Notify),
+            Some(Mismatch::OpCode {
+                answer: OpCode::Notify,
+                request: OpCode::Query
+            })
+        );
+        for edit in [
+            (|a: &mut Message| a.queries[0].name = absolute("other.example.test").unwrap())
+                as fn(&mut Message),
+            |a| {
+                a.queries[0].set_query_type(DnsType::AAAA);
+            },
+            |a| {
+                a.queries[0].set_query_class(DNSClass::CH);
+            },
+            |a| a.queries.clear(),
+            |a| {
+                a.add_query(Query::query(
+                    absolute("x.example.test").unwrap(),
+                    DnsType::A,
+                ));
+            },
+        ] {
+            assert_eq!(answer(&query, edit), Some(Mismatch::Question));
+        }
+        // RFC 2136 3.8: an UPDATE's answer may leave the zone section out, not change it.
+        assert_eq!(answer(&update, |a| a.queries.clear()), None);
+        assert_eq!(
+            answer(&update, |a| a.queries[0].name =
+                absolute("other.test").unwrap()),
+            Some(Mismatch::Question)
+        );
     }
 
     #[test]

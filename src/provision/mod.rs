@@ -8,6 +8,7 @@
 
 mod ansible;
 mod dns;
+mod fence;
 mod rfc2136;
 mod router;
 mod simulated;
@@ -17,6 +18,7 @@ use chrono::{DateTime, Utc};
 use crate::domain::{LiveRrset, Operation, RecordConfig, RecordData, RecordType, RequestId};
 
 pub use ansible::AnsibleProvisioner;
+pub use fence::Fence;
 pub use rfc2136::Rfc2136Provisioner;
 pub use router::ZoneRouter;
 pub use simulated::SimulatedProvisioner;
@@ -37,6 +39,8 @@ pub struct PlannedChange {
     /// one owner, and the worker has checked it is the requesting account before a delete).
     /// A live record outside this set was made behind dnsorch's back.
     pub managed: Vec<RecordData>,
+    /// Checked right before anything is written to DNS: the worker's claim must still hold.
+    pub fence: Fence,
 }
 
 impl PlannedChange {
@@ -94,7 +98,8 @@ pub trait Provisioner: Send + Sync {
     fn kind(&self) -> &'static str;
 
     /// Applies the change. Applying a change that is already in place succeeds, so a retry
-    /// after a crash between apply and commit is safe.
+    /// after a crash between apply and commit is safe. Nothing is written to DNS unless the
+    /// change's [`Fence`] holds right before the write.
     ///
     /// # Errors
     /// A [`ProvisionError`] saying whether to retry.

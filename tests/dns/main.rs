@@ -22,6 +22,8 @@ mod client;
 mod support_settings;
 
 mod batching;
+mod fencing;
+mod forged;
 mod ownership;
 mod processes;
 mod secrets;
