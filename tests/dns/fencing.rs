@@ -140,7 +140,7 @@ async fn app_on(server: &SlowServer) -> (App, String) {
     let address = format!("http://127.0.0.1:{}", app.port());
     let store = app.store();
     let shutdown = CancellationToken::new();
-    tokio::spawn(app.run_until_stopped(shutdown.clone()));
+    let running = tokio::spawn(app.run_until_stopped(shutdown.clone()));
     // On PostgreSQL no first run writes an admin token: make one as an operator would.
     let output = Command::new(env!("CARGO_BIN_EXE_dnsorch"))
         .args([
@@ -162,6 +162,7 @@ async fn app_on(server: &SlowServer) -> (App, String) {
         client: client_with(&token),
         store,
         shutdown,
+        running: Some(running),
         _dir: dir,
     };
     (app, database_url)
