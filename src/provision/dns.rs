@@ -1,6 +1,7 @@
 //! DNS helpers shared by the backends that verify by query: names, RDATA in hickory's form,
 //! one query (RD=0, UDP with EDNS, TCP when truncated), and polling a server until it shows a
-//! change or a bound passes (DESIGN section 7's rules of comparison).
+//! change or a bound passes (RD=0, names compared case-insensitively, TXT strings
+//! concatenated, a create's TTL compared too).
 //!
 //! A message counts as the answer to a query only if it is a response (QR set) with the
 //! query's message id, its opcode and its question (names compared case-insensitively), see

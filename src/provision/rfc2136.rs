@@ -16,7 +16,7 @@
 //! - Answers are checked before their rcode counts. The answer to an UPDATE must be a
 //!   response (QR set) with the update's message id, opcode UPDATE and zone section (or none:
 //!   RFC 2136 3.8 lets a server leave the sections out); anything else on the connection means
-//!   it is out of sync, so it is dropped and the attempt fails transiently. Then its TSIG,
+//!   it is out of sync, so it is dropped and the outcome is unknown. Then its TSIG,
 //!   whatever the rcode: a server signs every answer to a request whose TSIG it verified
 //!   (RFC 8945 5.3; BIND 9.18 signs its REFUSED, NOTAUTH and NOTZONE too), and answers
 //!   unsigned only when it could not verify the request: NOTAUTH with the TSIG error (BADKEY,
@@ -26,13 +26,12 @@
 //!   - an unsigned NOTAUTH with a TSIG error fails the request at once: the key or the clock
 //!     is wrong (RFC 8945 gives no way to authenticate it, and retrying would not help);
 //!   - an answer with a MAC that does not verify, or an unsigned answer of any other rcode
-//!     (REFUSED, SERVFAIL, NOTAUTH without a TSIG error, ...), is not the server's: it is not
-//!     trusted, the connection is dropped and the attempt fails transiently, so a forged
-//!     REFUSED cannot fail a request nor a forged SERVFAIL pass for the server's;
-//!   - an unsigned NOERROR is not taken for success either, and fails the request (permanent):
-//!     a server that accepts signed updates without signing its answers is misconfigured.
-//! - Verification follows DESIGN section 7: queries with RD=0, names compared
-//!   case-insensitively, TXT strings concatenated, and the TTL must match for a create.
+//!     (NOERROR, REFUSED, SERVFAIL, NOTAUTH without a TSIG error, ...), is not the server's:
+//!     it is not trusted, the connection is dropped and the outcome is unknown (the real
+//!     answer was lost), so a forged REFUSED cannot fail a request nor a forged NOERROR or
+//!     SERVFAIL pass for the server's.
+//! - Verification: queries with RD=0, names compared case-insensitively, TXT strings
+//!   concatenated, and the TTL must match for a create.
 //!
 //! Messages are built with hickory-proto and carried over plain sockets here: an update goes
 //! over TCP (one connection per server, reused), a verification query over UDP with EDNS,
