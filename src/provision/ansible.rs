@@ -33,7 +33,7 @@ use nix::unistd::Pid;
 use tokio::io::{AsyncRead, AsyncReadExt as _};
 
 use super::dns::{
-    Expect, absolute, dns_type, live_rrset, observe, parse_rdata, query, refuse_unmanaged,
+    Expect, absolute, change_rdata, dns_type, live_rrset, observe, query, refuse_unmanaged,
     verify_at,
 };
 use super::{Applied, Observed, PlannedChange, ProvisionError, Provisioner};
@@ -184,14 +184,7 @@ impl Provisioner for AnsibleProvisioner {
 
     async fn apply(&self, change: &PlannedChange) -> Result<Applied, ProvisionError> {
         let name = absolute(&change.domain).map_err(ProvisionError::Rejected)?;
-        let rdata = if change.target.is_empty() {
-            None
-        } else {
-            Some(parse_rdata(
-                change.record_type,
-                &change.record_data()?.presentation(),
-            )?)
-        };
+        let rdata = change_rdata(change)?;
         let expect = match (change.operation, rdata) {
             (Operation::Create, Some(rdata)) => Expect::Present {
                 rdata,

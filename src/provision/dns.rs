@@ -75,6 +75,17 @@ pub(super) async fn verify_at(
     }
 }
 
+/// The change's RDATA in hickory's form; `None` for a whole-RRset delete.
+///
+/// # Errors
+/// The stored record data is invalid.
+pub(super) fn change_rdata(change: &PlannedChange) -> Result<Option<RData>, ProvisionError> {
+    if change.target.is_empty() {
+        return Ok(None);
+    }
+    parse_rdata(change.record_type, &change.record_data()?.presentation()).map(Some)
+}
+
 /// Whether `change` is in place at `server`: one query. A create is in place when its record
 /// is there (at any TTL: the RRset's TTL is the last change's); a delete when its record (or
 /// RRset) is gone.
@@ -88,14 +99,7 @@ pub(super) async fn observe(
 ) -> Result<Observed, ProvisionError> {
     let name = absolute(&change.domain).map_err(ProvisionError::Rejected)?;
     let dns_type = dns_type(change.record_type);
-    let rdata = if change.target.is_empty() {
-        None
-    } else {
-        Some(parse_rdata(
-            change.record_type,
-            &change.record_data()?.presentation(),
-        )?)
-    };
+    let rdata = change_rdata(change)?;
     let live = query(server, &name, dns_type, timeout).await?;
     let present = |rdata: &RData| live.iter().any(|r| same_data(&r.data, rdata));
     let in_place = match (change.operation, &rdata) {
