@@ -235,6 +235,11 @@ pub struct Settings {
     #[arg(long, env = "LEASE_SECONDS", default_value = "60", value_parser = positive_seconds, global = true)]
     pub lease_seconds: Duration,
 
+    /// A worker starts no DNS write once its claim's last successful renewal is older than
+    /// `LEASE_SECONDS` minus this (default: a quarter of the lease); less than the lease.
+    #[arg(long, env = "LEASE_MARGIN_SECONDS", value_parser = seconds, global = true)]
+    pub lease_margin_seconds: Option<Duration>,
+
     /// Requests processed at once by this process's workers (0: no workers).
     #[arg(long, env = "WORKER_CONCURRENCY", default_value = "16", value_parser = clap::value_parser!(u16), global = true)]
     pub worker_concurrency: u16,

@@ -234,6 +234,13 @@ impl Application {
                 .context("Failed to load the zones file (DNSORCH_CONFIG)")?,
         );
         check_simulated(&settings, role, &zones)?;
+        if lease_margin(&settings) >= settings.lease_seconds {
+            anyhow::bail!(
+                "LEASE_MARGIN_SECONDS ({:?}) must be less than LEASE_SECONDS ({:?})",
+                lease_margin(&settings),
+                settings.lease_seconds
+            );
+        }
         let channel = open_channel(&settings, role)?;
         let stores = open_store(&settings, role == Role::Run).await?;
         if role == Role::Run && settings.uses_sqlite() {
@@ -628,10 +635,18 @@ fn insert_batching(settings: &Settings) -> crate::store::InsertBatching {
     }
 }
 
+/// `LEASE_MARGIN_SECONDS`, or a quarter of the lease.
+fn lease_margin(settings: &Settings) -> Duration {
+    settings
+        .lease_margin_seconds
+        .unwrap_or(settings.lease_seconds / 4)
+}
+
 /// The worker's part of the settings.
 fn worker_config(settings: &Settings) -> WorkerConfig {
     WorkerConfig {
         lease: settings.lease_seconds,
+        lease_margin: lease_margin(settings),
         max_attempts: settings.max_attempts,
         retry: RetryPolicy {
             base: settings.retry_base_seconds,

@@ -4,9 +4,13 @@
 //! the oldest due request, which is how retries after backoff, requests whose delivery was
 //! lost, and requests left PENDING by a stopped process are found. While a backend works the
 //! worker renews its lease; if the lease is lost, the attempt is dropped and its outcome is
-//! never written (the token no longer matches). The backend is the one recorded with the
+//! never written (the token no longer matches). The token cannot fence DNS itself, so each
+//! attempt carries a [`Fence`] that the backend checks before it writes: it closes once the
+//! last successful renewal is older than the lease minus `LEASE_MARGIN_SECONDS`. The backend is the one recorded with the
 //! request at intake (zone and backend, see [`ZoneRouter`]); a request whose recorded backend
-//! this process does not have configured is FAILED, saying so.
+//! this process does not have configured is FAILED, saying so. A change sent whose outcome is
+//! not known makes the request UNKNOWN; a claim of an UNKNOWN request (it stays UNKNOWN and
+//! counts no attempt) asks the server instead of applying anything.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -16,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
 use crate::domain::{LiveRrset, LogEntry, Operation, RecordData, RequestId, RequestStatus};
-use crate::provision::{Applied, PlannedChange, ProvisionError, Provisioner, ZoneRouter};
+use crate::provision::{Applied, Fence, PlannedChange, ProvisionError, Provisioner, ZoneRouter};
 use crate::queue::TaskChannel;
 use crate::queue::retry::RetryPolicy;
 use crate::store::{Claim, DnsRecord, OpeningLog, Outcome, RequestStore};
@@ -27,6 +31,9 @@ use crate::telemetry::{ProvisioningAttempt, RequestFinished};
 pub struct WorkerConfig {
     /// How long a claim holds before another worker may take the request over.
     pub lease: Duration,
+    /// Backend writes start only until `lease - lease_margin` after the last successful
+    /// renewal (see [`Fence`]).
+    pub lease_margin: Duration,
     /// Claims per request before a transient error becomes FAILED.
     pub max_attempts: u32,
     pub retry: RetryPolicy,
@@ -123,6 +130,7 @@ impl Worker {
         id: Option<RequestId>,
         abort: &CancellationToken,
     ) -> anyhow::Result<ExecutionOutcome> {
+        let asked = Instant::now();
         let claim = self
             .store
             .claim(id, self.config.lease, self.opening_log())
@@ -133,33 +141,43 @@ impl Worker {
         };
         let request_id = claim.request.id;
         let span = tracing::info_span!("process", request_id = %request_id);
-        self.process(claim, abort).instrument(span).await
+        let fence = Fence::new(asked, self.config.lease, self.config.lease_margin);
+        self.process(claim, fence, abort).instrument(span).await
     }
 
     async fn process(
         &self,
         claim: Claim,
+        fence: Fence,
         abort: &CancellationToken,
     ) -> anyhow::Result<ExecutionOutcome> {
         let request = &claim.request;
         let id = request.id;
+        if request.status == RequestStatus::Unknown {
+            return self.resolve(claim, fence, abort).await;
+        }
         tracing::info!(request_id = %id, attempt = request.attempts, "processing started");
-        let mut change = planned_change(&claim);
+        let mut change = planned_change(&claim, fence.clone());
         let backend = self
             .router
             .backend(request.zone.as_deref(), request.backend.as_deref());
         let started = Instant::now();
         let result = tokio::select! {
             result = self.plan_and_apply(backend.clone(), &mut change) => Some(result),
-            () = self.hold_lease(&claim) => return Ok(self.lost(id)),
+            () = self.hold_lease(&claim, &fence) => return Ok(self.lost(id)),
             () = abort.cancelled() => None,
         };
         let Some(result) = result else {
-            let entries = [LogEntry::warning(
-                "the worker stopped before provisioning finished; the request will be retried",
-            )];
+            // An apply cut short may have sent its change: retried, its pre-read and
+            // idempotent apply settle that.
+            let released =
+                "the worker stopped before provisioning finished; the request will be retried";
+            let outcome = Outcome::Retry {
+                error: released.into(),
+                retry_in: Duration::ZERO,
+            };
             self.store
-                .finish(&claim, &Outcome::Released, &entries)
+                .finish(&claim, &outcome, &[LogEntry::warning(released)])
                 .await?;
             tracing::warn!(request_id = %id, "released an unfinished request at shutdown");
             return Ok(ExecutionOutcome::Processed(id, RequestStatus::Pending));
@@ -172,13 +190,26 @@ impl Worker {
             duration: elapsed,
         }
         .emit();
-        if !self.store.finish(&claim, &outcome, &entries).await? {
+        self.settle(&claim, outcome, &entries).await
+    }
+
+    /// Writes an outcome under the claim; what the step did.
+    async fn settle(
+        &self,
+        claim: &Claim,
+        outcome: Outcome,
+        entries: &[LogEntry],
+    ) -> anyhow::Result<ExecutionOutcome> {
+        let request = &claim.request;
+        let id = request.id;
+        if !self.store.finish(claim, &outcome, entries).await? {
             return Ok(self.lost(id));
         }
         let status = match outcome {
             Outcome::Completed { .. } | Outcome::Adopted { .. } => RequestStatus::Completed,
             Outcome::Failed { .. } => RequestStatus::Failed,
-            Outcome::Retry { .. } | Outcome::Released => RequestStatus::Pending,
+            Outcome::Retry { .. } => RequestStatus::Pending,
+            Outcome::Unknown { .. } => RequestStatus::Unknown,
         };
         if status.is_terminal() {
             RequestFinished {
@@ -190,6 +221,95 @@ impl Worker {
         }
         tracing::info!(request_id = %id, status = status.as_str(), "attempt finished");
         Ok(ExecutionOutcome::Processed(id, status))
+    }
+
+    /// Settles a request whose outcome is UNKNOWN by asking the server: COMPLETED (with its
+    /// ledger row) when the change is in place; when it is not, PENDING for another attempt
+    /// while attempts are left, else FAILED; still UNKNOWN, checked again later, when the
+    /// server cannot be read. Nothing is written to DNS.
+    async fn resolve(
+        &self,
+        claim: Claim,
+        fence: Fence,
+        abort: &CancellationToken,
+    ) -> anyhow::Result<ExecutionOutcome> {
+        let request = &claim.request;
+        let id = request.id;
+        tracing::info!(request_id = %id, "checking an unknown outcome");
+        let change = planned_change(&claim, fence.clone());
+        let observe = async {
+            let backend = self
+                .router
+                .backend(request.zone.as_deref(), request.backend.as_deref())?;
+            backend.observe(&change).await
+        };
+        let observed = tokio::select! {
+            observed = observe => Some(observed),
+            () = self.hold_lease(&claim, &fence) => return Ok(self.lost(id)),
+            () = abort.cancelled() => None,
+        };
+        let attempt = request.attempts;
+        let check_again = self.config.retry.delay_after(attempt);
+        let (outcome, entries) = match observed {
+            None => {
+                let why =
+                    "the worker stopped before the check finished; the outcome is still unknown";
+                let outcome = Outcome::Unknown {
+                    error: why.into(),
+                    retry_in: Duration::ZERO,
+                };
+                (outcome, vec![LogEntry::warning(why)])
+            }
+            Some(Ok(observed)) if observed.in_place => {
+                let now = chrono::Utc::now();
+                let entries = vec![
+                    LogEntry::info(format!("outcome checked: {}", observed.note)),
+                    LogEntry::info("the change is in place; status COMPLETED"),
+                ];
+                let outcome = Outcome::Completed {
+                    applied_at: request.applied_at.unwrap_or(now),
+                    verified_at: Some(now),
+                };
+                (outcome, entries)
+            }
+            Some(Ok(observed)) if attempt < self.config.max_attempts => {
+                let entries = vec![
+                    LogEntry::info(format!("outcome checked: {}", observed.note)),
+                    LogEntry::warning(format!(
+                        "the change is not in place; applying it again (attempt {} of {})",
+                        attempt + 1,
+                        self.config.max_attempts
+                    )),
+                ];
+                let outcome = Outcome::Retry {
+                    error: format!("the change was not in place: {}", observed.note),
+                    retry_in: Duration::ZERO,
+                };
+                (outcome, entries)
+            }
+            Some(Ok(observed)) => {
+                let why = format!(
+                    "the change is not in place ({}); no attempts left; status FAILED",
+                    observed.note
+                );
+                let outcome = Outcome::Failed {
+                    error: format!("the change was not in place: {}", observed.note),
+                };
+                (outcome, vec![LogEntry::error(why)])
+            }
+            Some(Err(error)) => {
+                let entries = vec![LogEntry::warning(format!(
+                    "could not check the outcome: {error}; still UNKNOWN, checking again in {:.3}s",
+                    check_again.as_secs_f64()
+                ))];
+                let outcome = Outcome::Unknown {
+                    error: error.to_string(),
+                    retry_in: check_again,
+                };
+                (outcome, entries)
+            }
+        };
+        self.settle(&claim, outcome, &entries).await
     }
 
     /// With the request's recorded backend, reads the RRset's ledger rows and owner, checks the
@@ -229,6 +349,12 @@ impl Worker {
     fn opening_log(&self) -> OpeningLog {
         let max_attempts = self.config.max_attempts;
         Arc::new(move |request| {
+            if request.status == RequestStatus::Unknown {
+                return vec![LogEntry::info(format!(
+                    "checking the outcome of attempt {} at the server",
+                    request.attempts
+                ))];
+            }
             let backend = request.backend.as_deref().unwrap_or("none recorded");
             let zone = request
                 .zone
@@ -281,6 +407,18 @@ impl Worker {
                 };
                 (outcome, entries)
             }
+            Err(ProvisionError::Uncertain(why)) => {
+                let check_in = self.config.retry.delay_after(attempt);
+                let entries = vec![LogEntry::warning(format!(
+                    "attempt {attempt}: outcome unknown: {why}; status UNKNOWN until the server is checked (in {:.3}s)",
+                    check_in.as_secs_f64()
+                ))];
+                let outcome = Outcome::Unknown {
+                    error: format!("outcome unknown: {why}"),
+                    retry_in: check_in,
+                };
+                (outcome, entries)
+            }
             Err(error) if error.is_transient() && attempt < self.config.max_attempts => {
                 let retry_in = self.config.retry.delay_after(attempt);
                 let entries = vec![LogEntry::warning(format!(
@@ -307,17 +445,21 @@ impl Worker {
         }
     }
 
-    /// Renews the lease every third of its length; returns only when the lease is lost.
-    async fn hold_lease(&self, claim: &Claim) {
+    /// Renews the lease every third of its length, moving the fence on at each success;
+    /// returns only when the lease is lost.
+    async fn hold_lease(&self, claim: &Claim, fence: &Fence) {
         let every = self.config.lease / 3;
         loop {
             tokio::time::sleep(every).await;
+            let asked = Instant::now();
             match self.store.renew_lease(claim, self.config.lease).await {
-                Ok(true) => {}
+                Ok(true) => fence.renewed(asked),
                 Ok(false) => return,
                 Err(e) => {
-                    // We keep working: if the database stays away past the lease, the
-                    // outcome write is refused and another worker retries.
+                    // We keep working, but the fence closes: no backend write starts once
+                    // the last renewal is older than the lease minus the margin. If the
+                    // database stays away past the lease, the outcome write is refused
+                    // and another worker retries.
                     tracing::warn!(request_id = %claim.request.id, error.message = %e, "failed to renew a lease");
                 }
             }
@@ -341,7 +483,7 @@ enum Done {
     },
 }
 
-fn planned_change(claim: &Claim) -> PlannedChange {
+fn planned_change(claim: &Claim, fence: Fence) -> PlannedChange {
     let request = &claim.request;
     PlannedChange {
         request_id: request.id,
@@ -352,6 +494,7 @@ fn planned_change(claim: &Claim) -> PlannedChange {
         target: request.target.clone(),
         config: request.config.clone(),
         managed: Vec::new(),
+        fence,
     }
 }
 
@@ -455,6 +598,6 @@ fn outcome_label(outcome: &Outcome) -> &'static str {
         Outcome::Completed { .. } | Outcome::Adopted { .. } => "completed",
         Outcome::Retry { .. } => "retry",
         Outcome::Failed { .. } => "failed",
-        Outcome::Released => "released",
+        Outcome::Unknown { .. } => "unknown",
     }
 }

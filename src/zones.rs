@@ -119,7 +119,7 @@ pub struct AnsibleZone {
     pub playbook: PathBuf,
     /// The `ansible-playbook` program.
     pub program: PathBuf,
-    /// Killed (with its process group) after this long.
+    /// Killed (with every process it started) after this long.
     pub timeout: Duration,
     /// Extra variables for every run of this zone (the request's fields are added).
     pub vars: serde_json::Map<String, serde_json::Value>,

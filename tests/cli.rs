@@ -583,3 +583,33 @@ async fn run_writes_an_owner_only_admin_token_file_before_it_answers_and_keeps_i
     );
     assert!(!first_log.contains(&secret) && !second_log.contains(&secret));
 }
+
+#[test]
+fn a_lease_margin_not_less_than_the_lease_fails_at_start_naming_both() {
+    // Arrange
+    let dir = tempfile::tempdir().unwrap();
+
+    // Act
+    let output = dnsorch(
+        dir.path(),
+        &["run"],
+        &[
+            ("LEASE_SECONDS", "10"),
+            ("LEASE_MARGIN_SECONDS", "10"),
+            ("BIND_ADDR", "127.0.0.1:0"),
+            ("OPS_ADDR", "127.0.0.1:0"),
+        ],
+    );
+
+    // Assert
+    assert!(!output.status.success());
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        said.contains("LEASE_MARGIN_SECONDS") && said.contains("LEASE_SECONDS ("),
+        "{said}"
+    );
+}

@@ -226,12 +226,7 @@ pub async fn metrics(
         .map(|c| c.0.ip());
     authorize_metrics(&state, &headers, peer).await?;
     if let Some(counts) = state.status_counts.get(state.store.as_ref()).await {
-        for status in [
-            RequestStatus::Pending,
-            RequestStatus::Processing,
-            RequestStatus::Completed,
-            RequestStatus::Failed,
-        ] {
+        for status in RequestStatus::ALL {
             let n = counts
                 .iter()
                 .find_map(|(s, n)| (*s == status).then_some(*n))

@@ -60,9 +60,22 @@ pub enum RequestStatus {
     Completed,
     /// Given up: a permanent error, or attempts exhausted.
     Failed,
+    /// A change was sent but its outcome is not known (the answer was lost, verification
+    /// timed out): not finished; a worker queries the server and makes it COMPLETED, FAILED
+    /// or PENDING again. Later requests for the name wait meanwhile.
+    Unknown,
 }
 
 impl RequestStatus {
+    /// Every status, in the order of a request's life.
+    pub const ALL: [Self; 5] = [
+        Self::Pending,
+        Self::Processing,
+        Self::Unknown,
+        Self::Completed,
+        Self::Failed,
+    ];
+
     /// The text stored in `dns_requests.status`.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -70,6 +83,7 @@ impl RequestStatus {
             Self::Processing => "PROCESSING",
             Self::Completed => "COMPLETED",
             Self::Failed => "FAILED",
+            Self::Unknown => "UNKNOWN",
         }
     }
 
@@ -83,15 +97,12 @@ impl FromStr for RequestStatus {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        [
-            Self::Pending,
-            Self::Processing,
-            Self::Completed,
-            Self::Failed,
-        ]
-        .into_iter()
-        .find(|v| v.as_str().eq_ignore_ascii_case(s))
-        .ok_or_else(|| format!("'{s}' is not one of PENDING, PROCESSING, COMPLETED, FAILED"))
+        Self::ALL
+            .into_iter()
+            .find(|v| v.as_str().eq_ignore_ascii_case(s))
+            .ok_or_else(|| {
+                format!("'{s}' is not one of PENDING, PROCESSING, COMPLETED, FAILED, UNKNOWN")
+            })
     }
 }
 

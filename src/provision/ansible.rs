@@ -9,12 +9,16 @@
 //! record's text would otherwise be a template, able to run commands). They reach
 //! ansible-playbook through a FIFO (mode 0600, in a directory of mode 0700) whose name is
 //! removed as soon as ansible-playbook opens it, so no file ever holds them, secrets
-//! included. The playbook runs in a process group of its own, which is killed when the
-//! timeout passes. Exit status 0 is success; the tail of the output goes into the request's
+//! included. No process of a run outlives it (see [`PlaybookRun`]): when ansible-playbook
+//! exits, what it left running is killed, and when the run does not finish (the timeout
+//! passed, or the worker dropped the attempt at shutdown or on losing its lease) all of it
+//! is, Ansible's workers and their children (`nsupdate`, ssh) too, so none can apply the
+//! change later. Exit status 0 is success; the tail of the output goes into the request's
 //! log with every known secret redacted, as given or JSON-escaped, also where line breaks split
 //! it (redacted before the tail is cut). With a `verify_server`, the change is then verified
 //! by DNS query; without one it is logged as not verified.
 
+use std::collections::HashSet;
 use std::fs::OpenOptions;
 use std::io::Write as _;
 use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
@@ -23,13 +27,16 @@ use std::process::Stdio;
 use std::time::Instant;
 
 use chrono::Utc;
+use nix::sys::signal::{Signal, kill, killpg};
 use nix::sys::stat::Mode;
+use nix::unistd::Pid;
 use tokio::io::{AsyncRead, AsyncReadExt as _};
 
 use super::dns::{
-    Expect, absolute, dns_type, live_rrset, parse_rdata, query, refuse_unmanaged, verify_at,
+    Expect, absolute, change_rdata, dns_type, live_rrset, observe, query, refuse_unmanaged,
+    verify_at,
 };
-use super::{Applied, PlannedChange, ProvisionError, Provisioner};
+use super::{Applied, Observed, PlannedChange, ProvisionError, Provisioner};
 use crate::domain::{LiveRrset, Operation, RecordType};
 use crate::zones::AnsibleZone;
 
@@ -91,49 +98,51 @@ impl AnsibleProvisioner {
             ProvisionError::Transient(format!("could not create the vars pipe: {e}"))
         })?;
         let started = Instant::now();
-        let mut child = tokio::process::Command::new(&self.config.program)
+        let mut command = tokio::process::Command::new(&self.config.program);
+        command
             .arg(&self.config.playbook)
             .arg("--extra-vars")
             .arg(format!("@{}", pipe.fifo.display()))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .process_group(0)
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|e| {
-                ProvisionError::Rejected(format!(
-                    "could not start {}: {e}",
-                    self.config.program.display()
-                ))
-            })?;
-        let pid = child.id();
-        let stdout = tokio::spawn(keep_tail(child.stdout.take().expect("piped")));
-        let stderr = tokio::spawn(keep_tail(child.stderr.take().expect("piped")));
+            .stderr(Stdio::piped());
+        let mut playbook = PlaybookRun::spawn(command).map_err(|e| {
+            ProvisionError::Rejected(format!(
+                "could not start {}: {e}",
+                self.config.program.display()
+            ))
+        })?;
+        let stdout = tokio::spawn(keep_tail(playbook.child.stdout.take().expect("piped")));
+        let stderr = tokio::spawn(keep_tail(playbook.child.stderr.take().expect("piped")));
         let run = async {
             // The variables, unless the playbook exits before it reads them.
             let sent = tokio::select! {
                 sent = pipe.send(vars) => Some(sent),
-                _ = child.wait() => None,
+                _ = playbook.wait() => None,
             };
-            let status = child.wait().await;
+            let status = playbook.wait().await;
+            // What the playbook left running may hold its output open: gone first.
+            let left = playbook.kill_left_over().await;
             let out = stdout.await.unwrap_or_default();
             let err = stderr.await.unwrap_or_default();
-            (sent, out, err, status)
+            (sent, out, err, status, left)
         };
-        let Ok((sent, out, err, status)) = tokio::time::timeout(self.config.timeout, run).await
+        let Ok((sent, out, err, status, left)) =
+            tokio::time::timeout(self.config.timeout, run).await
         else {
-            if let Some(pid) = pid.and_then(|p| i32::try_from(p).ok()) {
-                // The whole group: ansible-playbook's own children (ssh, modules) too.
-                let _ = nix::sys::signal::killpg(
-                    nix::unistd::Pid::from_raw(pid),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
-            }
-            return Err(ProvisionError::Transient(format!(
+            // Dropping `playbook` kills ansible-playbook and every process it started.
+            let killed = format!(
                 "ansible-playbook did not finish within {:.0}s and was killed",
                 self.config.timeout.as_secs_f64()
-            )));
+            );
+            // It may have changed the zone before it was killed: where a verify_server can
+            // tell, the outcome is unknown until it is asked.
+            return Err(match self.config.verify_server {
+                Some(_) => {
+                    ProvisionError::Uncertain(format!("{killed}; it may have applied the change"))
+                }
+                None => ProvisionError::Transient(killed),
+            });
         };
         let status = status.map_err(|e| ProvisionError::Transient(e.to_string()))?;
         let output = output_tail(&out, &err, &self.secrets);
@@ -147,15 +156,20 @@ impl AnsibleProvisioner {
                 "could not pass the variables to ansible-playbook: {e}; output ends:\n{output}"
             )));
         }
+        let left = match left {
+            0 => String::new(),
+            1 => "; killed 1 process it left running".to_owned(),
+            n => format!("; killed {n} processes it left running"),
+        };
         if status.success() {
             Ok(format!(
-                "ansible-playbook {} finished in {:.1}s; output ends:\n{output}",
+                "ansible-playbook {} finished in {:.1}s{left}; output ends:\n{output}",
                 self.config.playbook.display(),
                 started.elapsed().as_secs_f64()
             ))
         } else {
             Err(ProvisionError::Rejected(format!(
-                "ansible-playbook {} failed ({status}); output ends:\n{output}",
+                "ansible-playbook {} failed ({status}){left}; output ends:\n{output}",
                 self.config.playbook.display()
             )))
         }
@@ -170,14 +184,7 @@ impl Provisioner for AnsibleProvisioner {
 
     async fn apply(&self, change: &PlannedChange) -> Result<Applied, ProvisionError> {
         let name = absolute(&change.domain).map_err(ProvisionError::Rejected)?;
-        let rdata = if change.target.is_empty() {
-            None
-        } else {
-            Some(parse_rdata(
-                change.record_type,
-                &change.record_data()?.presentation(),
-            )?)
-        };
+        let rdata = change_rdata(change)?;
         let expect = match (change.operation, rdata) {
             (Operation::Create, Some(rdata)) => Expect::Present {
                 rdata,
@@ -197,6 +204,7 @@ impl Provisioner for AnsibleProvisioner {
         };
         self.check_live(change, &name, &expect).await?;
         let vars = unsafe_yaml(&self.variables(change)?);
+        change.fence.check()?;
         let mut notes = vec![self.run(vars).await?];
         let applied_at = Utc::now();
         let Some(server) = &self.config.verify_server else {
@@ -236,6 +244,11 @@ impl Provisioner for AnsibleProvisioner {
         let live = query(server, &name, dns_type(record_type), QUERY_TIMEOUT).await?;
         live_rrset(record_type, &live).map(Some)
     }
+
+    async fn observe(&self, change: &PlannedChange) -> Result<Observed, ProvisionError> {
+        let server = self.verify_server("checking an unknown outcome")?;
+        observe(server, change, QUERY_TIMEOUT).await
+    }
 }
 
 impl AnsibleProvisioner {
@@ -268,6 +281,153 @@ impl AnsibleProvisioner {
         let live = query(server, name, dns_type(change.record_type), QUERY_TIMEOUT).await?;
         refuse_unmanaged(name, change, &live, wanted)
     }
+}
+
+/// The environment variable every process of a playbook run inherits, with the run's own value
+/// (a new UUID): how the run's processes are found, whatever their session, group or parent.
+const RUN_VARIABLE: &str = "DNSORCH_PLAYBOOK_RUN";
+
+/// One run of ansible-playbook and every process it starts, none of which outlives it: they
+/// are killed (SIGKILL) when ansible-playbook has exited (what it left running), and when the
+/// run is dropped unfinished (past the timeout, or the worker dropped the attempt: an abort at
+/// shutdown, a lost lease), so no task can go on to apply the change later.
+///
+/// They are found two ways. ansible-playbook leads a process group of its own, killed while
+/// ansible-playbook is not yet reaped (until then no other group can have its id). But
+/// Ansible's worker processes, which run the tasks (modules, `nsupdate`, ssh), each start a
+/// session of their own (`setsid`), out of that group; so every process of the run also
+/// inherits [`RUN_VARIABLE`], and the processes whose environment holds it (read from /proc,
+/// on Linux; compared, never kept) are killed, pass after pass until a pass finds none not
+/// yet signalled. A process that drops the variable from its environment, or runs as another
+/// user (`become`), is not found.
+struct PlaybookRun {
+    child: tokio::process::Child,
+    /// ansible-playbook's pid: its process group's id.
+    group: Option<Pid>,
+    /// `RUN_VARIABLE=<the run's id>`, as an entry of /proc/<pid>/environ.
+    mark: Vec<u8>,
+    stage: Stage,
+}
+
+/// How far a [`PlaybookRun`] got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    /// ansible-playbook has not been reaped: its pid is still its group's id.
+    Running,
+    /// ansible-playbook exited and was reaped: its group's id may be another group's now.
+    Reaped,
+    /// Reaped, and what it left running killed.
+    Cleared,
+}
+
+impl PlaybookRun {
+    /// Starts `command` (ansible-playbook) in a process group of its own, with [`RUN_VARIABLE`].
+    fn spawn(mut command: tokio::process::Command) -> std::io::Result<Self> {
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let child = command
+            .env(RUN_VARIABLE, &id)
+            .process_group(0)
+            .kill_on_drop(true)
+            .spawn()?;
+        let group = child
+            .id()
+            .and_then(|pid| i32::try_from(pid).ok())
+            .map(Pid::from_raw);
+        Ok(Self {
+            child,
+            group,
+            mark: format!("{RUN_VARIABLE}={id}").into_bytes(),
+            stage: Stage::Running,
+        })
+    }
+
+    /// Waits for ansible-playbook to exit, and reaps it.
+    async fn wait(&mut self) -> std::io::Result<std::process::ExitStatus> {
+        let status = self.child.wait().await?;
+        match self.stage {
+            Stage::Running => self.stage = Stage::Reaped,
+            Stage::Reaped | Stage::Cleared => {}
+        }
+        Ok(status)
+    }
+
+    /// After ansible-playbook exited: kills every process of the run still running; how many.
+    async fn kill_left_over(&mut self) -> usize {
+        let mark = self.mark.clone();
+        // Not run (the runtime is stopping): dropping the run kills them.
+        let Ok(killed) = tokio::task::spawn_blocking(move || kill_marked(&mark)).await else {
+            return 0;
+        };
+        match self.stage {
+            Stage::Reaped => self.stage = Stage::Cleared,
+            // Not reaped: dropping the run still kills the group.
+            Stage::Running | Stage::Cleared => {}
+        }
+        killed
+    }
+}
+
+impl Drop for PlaybookRun {
+    fn drop(&mut self) {
+        let killed = match self.stage {
+            Stage::Running => {
+                if let Some(group) = self.group {
+                    let _ = killpg(group, Signal::SIGKILL);
+                }
+                kill_marked(&self.mark)
+            }
+            Stage::Reaped => kill_marked(&self.mark),
+            Stage::Cleared => 0,
+        };
+        if killed > 0 {
+            tracing::warn!(
+                killed,
+                "killed the processes of a playbook run that did not finish"
+            );
+        }
+    }
+}
+
+/// Sends SIGKILL to every process whose environment holds `mark`, pass after pass until a pass
+/// finds none it has not signalled yet (one may have started another meanwhile); how many it
+/// killed.
+fn kill_marked(mark: &[u8]) -> usize {
+    let mut signalled = HashSet::new();
+    let mut killed = 0;
+    loop {
+        let found: Vec<Pid> = marked_processes(mark)
+            .into_iter()
+            .filter(|pid| !signalled.contains(pid))
+            .collect();
+        if found.is_empty() {
+            return killed;
+        }
+        for pid in found {
+            if kill(pid, Signal::SIGKILL).is_ok() {
+                killed += 1;
+            }
+            signalled.insert(pid);
+        }
+    }
+}
+
+/// The processes (but this one) whose environment, as /proc shows it, holds the entry `mark`;
+/// none where there is no /proc. A zombie shows no environment; another user's cannot be read.
+fn marked_processes(mark: &[u8]) -> Vec<Pid> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let own = std::process::id();
+    entries
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&pid| pid != own)
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/environ"))
+                .is_ok_and(|environ| environ.split(|b| *b == 0).any(|entry| entry == mark))
+        })
+        .filter_map(|pid| i32::try_from(pid).ok().map(Pid::from_raw))
+        .collect()
 }
 
 /// The way the extra vars reach ansible-playbook: a FIFO (mode 0600) in a directory of its own
@@ -499,6 +659,64 @@ mod tests {
             error.to_string().contains("failed (exit status: 1)"),
             "{error}"
         );
+    }
+
+    /// Whether the process `pid` has ended (gone, or a zombie), waiting up to 10 s for it.
+    async fn ended(pid: &str) -> bool {
+        let deadline = Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                return true;
+            };
+            if stat
+                .rsplit_once(") ")
+                .is_some_and(|(_, rest)| rest.starts_with('Z'))
+            {
+                return true;
+            }
+            if Instant::now() > deadline {
+                return false;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn past_the_timeout_a_child_in_a_session_of_its_own_is_killed_too() {
+        // A stand-in for ansible-playbook: it reads the variables, then starts a child in a
+        // new session (as Ansible's workers do), which creates `marker` once `release`
+        // exists, and waits forever.
+        let dir = tempfile::TempDir::new().unwrap();
+        let [pid, release, marker] = ["child.pid", "release", "marker"].map(|f| dir.path().join(f));
+        let script = dir.path().join("playbook.sh");
+        std::fs::write(
+            &script,
+            format!(
+                r#"cat "${{2#@}}" > /dev/null
+setsid sh -c 'echo $$ > "$0.tmp" && mv "$0.tmp" "$0"; while [ ! -e "$1" ]; do sleep 0.1; done; : > "$2"' '{}' '{}' '{}' &
+while [ ! -e '{}' ]; do sleep 0.1; done
+sleep 600
+"#,
+                pid.display(),
+                release.display(),
+                marker.display(),
+                pid.display(),
+            ),
+        )
+        .unwrap();
+        let mut backend = backend("sh");
+        backend.config.playbook = script;
+        backend.config.timeout = std::time::Duration::from_secs(3);
+
+        let error = backend.run("---\n".into()).await.unwrap_err();
+
+        assert!(error.is_transient(), "{error}");
+        assert!(error.to_string().contains("did not finish"), "{error}");
+        let child = std::fs::read_to_string(&pid).unwrap().trim().to_owned();
+        assert!(ended(&child).await, "the child {child} still runs");
+        std::fs::write(&release, "").unwrap();
+        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+        assert!(!marker.exists(), "the timed-out run's child went on");
     }
 
     #[test]

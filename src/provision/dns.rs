@@ -1,7 +1,14 @@
 //! DNS helpers shared by the backends that verify by query: names, RDATA in hickory's form,
-//! one query (RD=0, UDP with EDNS, TCP when truncated; an answer must carry the query's
-//! message id), and polling a server until it shows a change or a bound passes (DESIGN
-//! section 7's rules of comparison).
+//! one query (RD=0, UDP with EDNS, TCP when truncated), and polling a server until it shows a
+//! change or a bound passes (RD=0, names compared case-insensitively, TXT strings
+//! concatenated, a create's TTL compared too).
+//!
+//! A message counts as the answer to a query only if it is a response (QR set) with the
+//! query's message id, its opcode and its question (names compared case-insensitively), see
+//! [`mismatch`]. Over UDP anything else arriving on the query's socket (a stray or forged
+//! datagram) is ignored and the read goes on until the timeout, as resolvers do; over TCP
+//! there is one answer to read, so a mismatched one is an error. Queries are not signed, so
+//! their answers carry no TSIG to verify.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -11,8 +18,8 @@ use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType as DnsType};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpStream, UdpSocket};
 
-use super::{PlannedChange, ProvisionError};
-use crate::domain::{LiveRrset, RecordData, RecordType};
+use super::{Observed, PlannedChange, ProvisionError};
+use crate::domain::{LiveRrset, Operation, RecordData, RecordType};
 
 /// The first pause between verification queries; it doubles up to `MAX_POLL`.
 const FIRST_POLL: Duration = Duration::from_millis(20);
@@ -45,8 +52,8 @@ impl Expect {
 }
 
 /// Polls `server` (the one that must show the change) until `expect` holds; the note for the
-/// request's log, or why not: an unreachable server is transient, a server that answers but
-/// never shows the change within `bound` is a permanent error (it accepted and did not apply).
+/// request's log, or why not: the change was made (or sent) but is not seen, so its outcome is
+/// unknown ([`ProvisionError::Uncertain`]) until a later query settles it.
 pub(super) async fn verify_at(
     server: &str,
     name: &Name,
@@ -59,11 +66,64 @@ pub(super) async fn verify_at(
     let note = result.note(server, bound);
     match result {
         Poll::Seen(..) => Ok(note),
-        Poll::Mismatch(_) => Err(ProvisionError::Rejected(format!(
+        Poll::Mismatch(_) => Err(ProvisionError::Uncertain(format!(
             "the change was accepted but {note}"
         ))),
-        Poll::Unreachable(_) => Err(ProvisionError::Transient(note)),
+        Poll::Unreachable(_) => Err(ProvisionError::Uncertain(format!(
+            "the change was accepted but {note}"
+        ))),
     }
+}
+
+/// The change's RDATA in hickory's form; `None` for a whole-RRset delete.
+///
+/// # Errors
+/// The stored record data is invalid.
+pub(super) fn change_rdata(change: &PlannedChange) -> Result<Option<RData>, ProvisionError> {
+    if change.target.is_empty() {
+        return Ok(None);
+    }
+    parse_rdata(change.record_type, &change.record_data()?.presentation()).map(Some)
+}
+
+/// Whether `change` is in place at `server`: one query. A create is in place when its record
+/// is there (at any TTL: the RRset's TTL is the last change's); a delete when its record (or
+/// RRset) is gone.
+///
+/// # Errors
+/// The server did not answer (transient), or the change's data is invalid.
+pub(super) async fn observe(
+    server: &str,
+    change: &PlannedChange,
+    timeout: Duration,
+) -> Result<Observed, ProvisionError> {
+    let name = absolute(&change.domain).map_err(ProvisionError::Rejected)?;
+    let dns_type = dns_type(change.record_type);
+    let rdata = change_rdata(change)?;
+    let live = query(server, &name, dns_type, timeout).await?;
+    let present = |rdata: &RData| live.iter().any(|r| same_data(&r.data, rdata));
+    let in_place = match (change.operation, &rdata) {
+        (Operation::Create, Some(rdata)) => present(rdata),
+        (Operation::Delete, Some(rdata)) => !present(rdata),
+        (Operation::Delete, None) => live.is_empty(),
+        (Operation::Create | Operation::Adopt, _) => {
+            return Err(ProvisionError::Rejected(format!(
+                "a {} has no change to look for",
+                change.operation.as_str()
+            )));
+        }
+    };
+    let held: Vec<String> = live.iter().map(|r| r.data.to_string()).collect();
+    let note = format!(
+        "{server} holds {name} {}: {}",
+        change.record_type.as_str(),
+        if held.is_empty() {
+            "nothing".to_owned()
+        } else {
+            held.join(", ")
+        }
+    );
+    Ok(Observed { in_place, note })
 }
 
 pub(super) enum Poll {
@@ -170,7 +230,7 @@ pub(super) async fn query(
             let Ok(answer) = Message::from_vec(&buffer[..n]) else {
                 continue;
             };
-            if answer.metadata.id != message.metadata.id {
+            if mismatch(&message, &answer).is_some() {
                 continue;
             }
             if !answer.metadata.truncation {
@@ -178,7 +238,7 @@ pub(super) async fn query(
             }
             let mut stream = TcpStream::connect(address).await?;
             let bytes = exchange_on(&mut stream, &request).await?;
-            return answer_to(message.metadata.id, &bytes);
+            return answer_to(&message, &bytes);
         }
     };
     let answer = match tokio::time::timeout(timeout, exchange).await {
@@ -204,17 +264,79 @@ pub(super) async fn query(
     }
 }
 
-/// `bytes` as the answer to the query with message id `id`. Over TCP there is one answer to
-/// read, so one that does not parse or carries another id is an error, not skipped.
-fn answer_to(id: u16, bytes: &[u8]) -> std::io::Result<Message> {
+/// `bytes` as the answer to `query`. Over TCP there is one answer to read, so one that does
+/// not parse or does not answer the query ([`mismatch`]) is an error, not skipped.
+fn answer_to(query: &Message, bytes: &[u8]) -> std::io::Result<Message> {
     let answer = Message::from_vec(bytes).map_err(|e| std::io::Error::other(e.to_string()))?;
-    if answer.metadata.id != id {
+    if let Some(mismatch) = mismatch(query, &answer) {
         return Err(std::io::Error::other(format!(
-            "the answer over TCP has message id {}, not the query's {id}",
-            answer.metadata.id
+            "the message over TCP does not answer the query: {mismatch}"
         )));
     }
     Ok(answer)
+}
+
+/// Why a message is not the answer to a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Mismatch {
+    /// QR is not set: it is a query, not a response.
+    NotAResponse,
+    /// Another message id than the request's.
+    MessageId { answer: u16, request: u16 },
+    /// Another opcode than the request's.
+    OpCode { answer: OpCode, request: OpCode },
+    /// Another question (zone section for an UPDATE) than the request's.
+    Question,
+}
+
+impl std::fmt::Display for Mismatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::NotAResponse => f.write_str("it is not a response (QR is not set)"),
+            Self::MessageId { answer, request } => {
+                write!(f, "it has message id {answer}, not the request's {request}")
+            }
+            Self::OpCode { answer, request } => {
+                write!(f, "it has opcode {answer}, not the request's {request}")
+            }
+            Self::Question => f.write_str("its question is not the request's"),
+        }
+    }
+}
+
+/// Why `answer` is not the answer to `request`, or `None` when it is: a response (QR set)
+/// with the request's message id and opcode, and its question section (the zone section of
+/// an UPDATE), names compared case-insensitively. An UPDATE's answer may also leave the zone
+/// section out: RFC 2136 3.8 lets a server answer with all section counts zero.
+pub(super) fn mismatch(request: &Message, answer: &Message) -> Option<Mismatch> {
+    let (ours, theirs) = (&request.metadata, &answer.metadata);
+    if theirs.message_type != MessageType::Response {
+        return Some(Mismatch::NotAResponse);
+    }
+    if theirs.id != ours.id {
+        return Some(Mismatch::MessageId {
+            answer: theirs.id,
+            request: ours.id,
+        });
+    }
+    if theirs.op_code != ours.op_code {
+        return Some(Mismatch::OpCode {
+            answer: theirs.op_code,
+            request: ours.op_code,
+        });
+    }
+    let left_out = ours.op_code == OpCode::Update && answer.queries.is_empty();
+    // `Name`'s equality ignores ASCII case.
+    let same = answer.queries.len() == request.queries.len()
+        && answer.queries.iter().zip(&request.queries).all(|(a, q)| {
+            a.name() == q.name()
+                && a.query_type() == q.query_type()
+                && a.query_class() == q.query_class()
+        });
+    if !(same || left_out) {
+        return Some(Mismatch::Question);
+    }
+    None
 }
 
 /// Writes one length-prefixed DNS message on a TCP stream and reads the answer.
@@ -466,6 +588,75 @@ mod tests {
         let server = truncating_server(|id| id).await;
         let answered = query(&server, &name, DnsType::A, timeout).await;
         assert_eq!(answered, Ok(Vec::new()));
+    }
+
+    #[test]
+    fn only_a_response_with_the_id_opcode_and_question_asked_is_the_answer() {
+        let name = absolute("Host.Example.Test").unwrap();
+        let ask = |op_code| {
+            let mut message = Message::new(4242, MessageType::Query, op_code);
+            message.add_query(Query::query(name.clone(), DnsType::A));
+            message
+        };
+        let answer = |request: &Message, edit: fn(&mut Message)| {
+            let mut answer = request.clone();
+            answer.metadata.message_type = MessageType::Response;
+            edit(&mut answer);
+            mismatch(request, &answer)
+        };
+        let query = ask(OpCode::Query);
+        let update = ask(OpCode::Update);
+
+        assert_eq!(answer(&query, |_| {}), None);
+        assert_eq!(
+            answer(&query, |a| a.queries[0].name =
+                absolute("HOST.EXAMPLE.TEST").unwrap()),
+            None
+        );
+        assert_eq!(
+            answer(&query, |a| a.metadata.message_type = MessageType::Query),
+            Some(Mismatch::NotAResponse)
+        );
+        assert_eq!(
+            answer(&query, |a| a.metadata.id = 4243),
+            Some(Mismatch::MessageId {
+                answer: 4243,
+                request: 4242
+            })
+        );
+        assert_eq!(
+            answer(&query, |a| a.metadata.op_code = OpCode::Notify),
+            Some(Mismatch::OpCode {
+                answer: OpCode::Notify,
+                request: OpCode::Query
+            })
+        );
+        for edit in [
+            (|a: &mut Message| a.queries[0].name = absolute("other.example.test").unwrap())
+                as fn(&mut Message),
+            |a| {
+                a.queries[0].set_query_type(DnsType::AAAA);
+            },
+            |a| {
+                a.queries[0].set_query_class(DNSClass::CH);
+            },
+            |a| a.queries.clear(),
+            |a| {
+                a.add_query(Query::query(
+                    absolute("x.example.test").unwrap(),
+                    DnsType::A,
+                ));
+            },
+        ] {
+            assert_eq!(answer(&query, edit), Some(Mismatch::Question));
+        }
+        // RFC 2136 3.8: an UPDATE's answer may leave the zone section out, not change it.
+        assert_eq!(answer(&update, |a| a.queries.clear()), None);
+        assert_eq!(
+            answer(&update, |a| a.queries[0].name =
+                absolute("other.test").unwrap()),
+            Some(Mismatch::Question)
+        );
     }
 
     #[test]

@@ -8,6 +8,7 @@
 
 mod ansible;
 mod dns;
+mod fence;
 mod rfc2136;
 mod router;
 mod simulated;
@@ -17,6 +18,7 @@ use chrono::{DateTime, Utc};
 use crate::domain::{LiveRrset, Operation, RecordConfig, RecordData, RecordType, RequestId};
 
 pub use ansible::AnsibleProvisioner;
+pub use fence::Fence;
 pub use rfc2136::Rfc2136Provisioner;
 pub use router::ZoneRouter;
 pub use simulated::SimulatedProvisioner;
@@ -37,6 +39,8 @@ pub struct PlannedChange {
     /// one owner, and the worker has checked it is the requesting account before a delete).
     /// A live record outside this set was made behind dnsorch's back.
     pub managed: Vec<RecordData>,
+    /// Checked right before anything is written to DNS: the worker's claim must still hold.
+    pub fence: Fence,
 }
 
 impl PlannedChange {
@@ -78,13 +82,38 @@ pub enum ProvisionError {
     /// An update prerequisite did not hold (YXRRSET, NXRRSET, CNAME exclusivity).
     #[error("prerequisite failed: {0}")]
     PrerequisiteFailed(String),
+    /// The change was sent and may have been applied, but no trustworthy answer says so (a
+    /// timeout after sending, an answer that failed TSIG, verification that did not see it):
+    /// the request becomes UNKNOWN until a query of the server settles it. Only backends that
+    /// can read the server ([`Provisioner::observe`]) report it.
+    #[error("outcome unknown: {0}")]
+    Uncertain(String),
 }
 
 impl ProvisionError {
     /// Whether a later attempt may succeed.
     pub fn is_transient(&self) -> bool {
-        matches!(self, Self::Transient(_))
+        matches!(self, Self::Transient(_) | Self::Uncertain(_))
     }
+
+    /// The same kind of error with `more` added to its text.
+    pub fn map_text(self, more: impl FnOnce(String) -> String) -> Self {
+        match self {
+            Self::Transient(e) => Self::Transient(more(e)),
+            Self::Rejected(e) => Self::Rejected(more(e)),
+            Self::PrerequisiteFailed(e) => Self::PrerequisiteFailed(more(e)),
+            Self::Uncertain(e) => Self::Uncertain(more(e)),
+        }
+    }
+}
+
+/// What a query of the server found about a change whose outcome was unknown.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Observed {
+    /// Whether the change is in place (a create's record is there; a delete's is gone).
+    pub in_place: bool,
+    /// What the server holds, for the request's log.
+    pub note: String,
 }
 
 /// Applies a planned change to the system that is authoritative for a zone.
@@ -94,7 +123,8 @@ pub trait Provisioner: Send + Sync {
     fn kind(&self) -> &'static str;
 
     /// Applies the change. Applying a change that is already in place succeeds, so a retry
-    /// after a crash between apply and commit is safe.
+    /// after a crash between apply and commit is safe. Nothing is written to DNS unless the
+    /// change's [`Fence`] holds right before the write.
     ///
     /// # Errors
     /// A [`ProvisionError`] saying whether to retry.
@@ -110,4 +140,11 @@ pub trait Provisioner: Send + Sync {
         domain: &str,
         record_type: RecordType,
     ) -> Result<Option<LiveRrset>, ProvisionError>;
+
+    /// Whether `change` is in place at the server, for a request whose outcome is UNKNOWN.
+    ///
+    /// # Errors
+    /// The server could not be read, or the backend has none to read (such a backend never
+    /// reports [`ProvisionError::Uncertain`]).
+    async fn observe(&self, change: &PlannedChange) -> Result<Observed, ProvisionError>;
 }

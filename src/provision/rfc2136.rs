@@ -9,33 +9,58 @@
 //! - Delete removes one record (by RDATA) or the RRset. An RRset delete first reads the live
 //!   RRset and refuses if it holds records the requesting account does not own in the ledger;
 //!   it then deletes under a prerequisite that the RRset is still exactly what was read.
-//! - Rcodes: SERVFAIL, timeouts and refused connections are transient; NOTAUTH (with the TSIG
-//!   error), REFUSED, NOTZONE and failed prerequisites are permanent.
-//! - Verification follows DESIGN section 7: queries with RD=0, names compared
-//!   case-insensitively, TXT strings concatenated, and the TTL must match for a create.
+//! - Rcodes: SERVFAIL and refused connections are transient; NOTAUTH (with the TSIG error),
+//!   REFUSED, NOTZONE and failed prerequisites are permanent. No answer after the UPDATE was
+//!   written, an untrusted answer, or verification that does not see the change is
+//!   `Uncertain` (the request becomes UNKNOWN until [`Provisioner::observe`] asks the primary).
+//! - Answers are checked before their rcode counts. The answer to an UPDATE must be a
+//!   response (QR set) with the update's message id, opcode UPDATE and zone section (or none:
+//!   RFC 2136 3.8 lets a server leave the sections out); anything else on the connection means
+//!   it is out of sync, so it is dropped and the outcome is unknown. Then its TSIG,
+//!   whatever the rcode: a server signs every answer to a request whose TSIG it verified
+//!   (RFC 8945 5.3; BIND 9.18 signs its REFUSED, NOTAUTH and NOTZONE too), and answers
+//!   unsigned only when it could not verify the request: NOTAUTH with the TSIG error (BADKEY,
+//!   BADSIG; BADTIME from servers that do not sign it) in an unsigned TSIG record. So:
+//!   - an answer whose MAC verifies against the update's is the server's: its rcode counts
+//!     (with a TSIG error in it, such as a signed BADTIME, the key failed: permanent);
+//!   - an unsigned NOTAUTH with a TSIG error fails the request at once: the key or the clock
+//!     is wrong (RFC 8945 gives no way to authenticate it, and retrying would not help);
+//!   - an answer with a MAC that does not verify, or an unsigned answer of any other rcode
+//!     (NOERROR, REFUSED, SERVFAIL, NOTAUTH without a TSIG error, ...), is not the server's:
+//!     it is not trusted, the connection is dropped and the outcome is unknown (the real
+//!     answer was lost), so a forged REFUSED cannot fail a request nor a forged NOERROR or
+//!     SERVFAIL pass for the server's.
+//! - Verification: queries with RD=0, names compared case-insensitively, TXT strings
+//!   concatenated, and the TTL must match for a create.
 //!
 //! Messages are built with hickory-proto and carried over plain sockets here: an update goes
 //! over TCP (one connection per server, reused), a verification query over UDP with EDNS,
-//! and over TCP when the answer is truncated. The TSIG secret never leaves the signer.
+//! and over TCP when the answer is truncated (answers to queries are matched to them in
+//! `dns.rs`). The TSIG secret never leaves the signer.
 //! Concurrent changes share UPDATE messages (at most `RFC2136_BATCH_MAX_BYTES` of records
 //! each); any answer to a shared message but NOERROR sends its changes again one by one, so
-//! one bad change fails alone; a TSIG error fails them all at once.
+//! one bad change fails alone; a TSIG error fails them all at once. Nothing is sent unless the
+//! change's fence holds (see [`super::Fence`]), checked when it is handed to the sender and
+//! again when the sender takes it from its queue; a change whose worker stopped waiting is
+//! dropped unsent.
 
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use chrono::Utc;
 use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode, UpdateMessage as _};
 use hickory_proto::rr::rdata::tsig::TsigAlgorithm as HickoryAlgorithm;
-use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType as DnsType, TSigner};
+use hickory_proto::rr::{
+    DNSClass, Name, RData, Record, RecordType as DnsType, TSigVerifier, TSigner,
+};
 use hickory_proto::serialize::binary::BinEncodable as _;
 use tokio::net::TcpStream;
 use tokio::sync::{OnceCell, mpsc, oneshot};
 
 use super::dns::{
-    Expect, absolute, dns_type, exchange_on, live_rrset, mnemonic, none_class, parse_rdata,
-    permanent_rcode, poll, query, refuse_unmanaged, same_data, verify_at,
+    Expect, absolute, dns_type, exchange_on, live_rrset, mismatch, mnemonic, none_class, observe,
+    parse_rdata, permanent_rcode, poll, query, refuse_unmanaged, same_data, verify_at,
 };
-use super::{Applied, PlannedChange, ProvisionError, Provisioner};
+use super::{Applied, Fence, Observed, PlannedChange, ProvisionError, Provisioner};
 use crate::domain::{LiveRrset, Operation, RecordType};
 use crate::zones::{Rfc2136Zone, TsigAlgorithm};
 
@@ -108,7 +133,7 @@ impl Rfc2136Provisioner {
         };
         update.prerequisites.push(exclusive);
         update.updates.push(record.clone());
-        match self.send_update(update, &mut notes).await? {
+        match self.send_update(update, &change.fence, &mut notes).await? {
             ResponseCode::NoError => {}
             ResponseCode::YXDomain if dns_type == DnsType::CNAME => {
                 // In use: by this very CNAME (a retry), or by other data.
@@ -123,7 +148,8 @@ impl Rfc2136Provisioner {
                 notes.push(format!("{name} CNAME already present; setting its TTL"));
                 let mut again = Update::default();
                 again.updates.push(record);
-                self.expect_noerror(again, &mut notes).await?;
+                self.expect_noerror(again, &change.fence, &mut notes)
+                    .await?;
             }
             ResponseCode::YXRRSet => {
                 return Err(ProvisionError::PrerequisiteFailed(format!(
@@ -177,7 +203,7 @@ impl Rfc2136Provisioner {
             Expect::Absent { rdata: Some(rdata) }
         };
         if !update.updates.is_empty() {
-            match self.send_update(update, &mut notes).await? {
+            match self.send_update(update, &change.fence, &mut notes).await? {
                 ResponseCode::NoError => {}
                 ResponseCode::NXRRSet => {
                     return Err(ProvisionError::Transient(format!(
@@ -215,21 +241,25 @@ impl Rfc2136Provisioner {
     async fn expect_noerror(
         &self,
         update: Update,
+        fence: &Fence,
         notes: &mut Vec<String>,
     ) -> Result<(), ProvisionError> {
-        match self.send_update(update, notes).await? {
+        match self.send_update(update, fence, notes).await? {
             ResponseCode::NoError => Ok(()),
             other => Err(permanent_rcode(other, "update")),
         }
     }
 
     /// Hands an update to this zone's sender task and waits for the server's answer: the
-    /// rcode of a response whose TSIG verified, or a classified error.
+    /// rcode of a response whose TSIG verified, or a classified error. Nothing is sent unless
+    /// `fence` holds, here and again when the sender takes the update from its queue.
     async fn send_update(
         &self,
         update: Update,
+        fence: &Fence,
         notes: &mut Vec<String>,
     ) -> Result<ResponseCode, ProvisionError> {
+        fence.check()?;
         let jobs = self
             .sender
             .get_or_init(|| async {
@@ -250,6 +280,7 @@ impl Rfc2136Provisioner {
         jobs.send(Job {
             update,
             size,
+            fence: fence.clone(),
             reply,
         })
         .await
@@ -325,17 +356,35 @@ struct Job {
     update: Update,
     /// [`Update::encoded_len`].
     size: usize,
+    /// The claim's fence, checked again when the job leaves the queue.
+    fence: Fence,
     reply: oneshot::Sender<Sent>,
+}
+
+impl Job {
+    /// A job still to be sent; `None` (after answering it) when its claim may be lost: its
+    /// worker stopped waiting (the lease was taken over, the attempt aborted) or its fence
+    /// closed while it queued.
+    fn take_live(self) -> Option<Self> {
+        if self.reply.is_closed() {
+            return None;
+        }
+        if let Err(e) = self.fence.check() {
+            let _ = self.reply.send(Err(e));
+            return None;
+        }
+        Some(self)
+    }
 }
 
 /// What came back for one UPDATE message.
 enum Answer {
-    /// The server's rcode and the note for the request's log (the answer's TSIG verified,
-    /// except for the rcodes that are failures whether or not it is signed).
+    /// The server's rcode and the note for the request's log (the answer's TSIG verified).
     Rcode(ResponseCode, String),
-    /// No usable answer (the connection failed, a malformed answer or one with another
-    /// message id), or the key failed (a TSIG error from the server, an answer that did not
-    /// verify): the same for every change sent under this key, so a batch fails at once.
+    /// No trusted answer (the connection failed; a malformed answer or a message that does
+    /// not answer the update; an answer whose TSIG did not verify or that is unsigned), or the
+    /// key failed (a TSIG error from the server): the same for every change sent under this
+    /// key, so a batch fails at once.
     Failed(ProvisionError),
 }
 
@@ -367,11 +416,17 @@ impl UpdateSender {
                     None => return,
                 },
             };
+            let Some(first) = first.take_live() else {
+                continue;
+            };
             let mut bytes = first.size;
             let mut batch = vec![first];
             while batch.len() < MAX_BATCH {
                 let Ok(job) = queue.try_recv() else {
                     break;
+                };
+                let Some(job) = job.take_live() else {
+                    continue;
                 };
                 if bytes.saturating_add(job.size) > self.batch_bytes {
                     carried = Some(job);
@@ -406,7 +461,7 @@ impl UpdateSender {
             }
             // The answer may be one change's fault: find out whose, one by one.
             Answer::Rcode(_, shared) => {
-                for job in batch {
+                for job in batch.into_iter().filter_map(Job::take_live) {
                     let sent = self.send_alone(&job.update).await;
                     let _ = job.reply.send(sent_again(&shared, sent));
                 }
@@ -470,13 +525,22 @@ impl UpdateSender {
             .map_err(|e| ProvisionError::Rejected(format!("could not encode the update: {e}")))?;
         let started = Instant::now();
         let bytes = self.exchange(&request).await?;
-        let server = &self.config.server;
-        let response = Message::from_vec(&bytes).map_err(|e| {
-            ProvisionError::Transient(format!("malformed answer from {server}: {e}"))
-        })?;
-        if response.metadata.id != message.metadata.id {
-            return Err(ProvisionError::Transient(format!(
-                "answer from {server} has the wrong message id"
+        let server = self.config.server.clone();
+        let response = match Message::from_vec(&bytes) {
+            Ok(response) => response,
+            Err(e) => {
+                self.connection = None;
+                return Err(ProvisionError::Uncertain(format!(
+                    "malformed answer from {server}: {e}; the connection is dropped"
+                )));
+            }
+        };
+        // Not the answer to this update: the connection is out of sync (or someone else
+        // writes on it), so it is not used again.
+        if let Some(mismatch) = mismatch(&message, &response) {
+            self.connection = None;
+            return Err(ProvisionError::Uncertain(format!(
+                "{server} sent a message that does not answer the update ({mismatch}); the connection is dropped"
             )));
         }
         let rcode = response.metadata.response_code;
@@ -498,61 +562,91 @@ impl UpdateSender {
                 .unwrap_or_default(),
             started.elapsed().as_millis()
         );
-        if tsig_error.is_some() {
-            return Err(ProvisionError::Rejected(format!(
+        let key_refused = || {
+            ProvisionError::Rejected(format!(
                 "{note}; the server does not accept TSIG key {} for zone {}",
                 self.config.key.name, self.zone
-            )));
-        }
-        match rcode {
-            ResponseCode::NotAuth
-            | ResponseCode::ServFail
-            | ResponseCode::Refused
-            | ResponseCode::NotZone => Ok(Answer::Rcode(rcode, note)),
-            _ => {
-                let Some(mut verifier) = verifier else {
-                    return Err(ProvisionError::Rejected("the update was not signed".into()));
-                };
-                verifier.verify(&bytes).map_err(|e| {
-                    ProvisionError::Rejected(format!(
-                        "the server's answer ({}) failed TSIG verification: {e}",
-                        mnemonic(rcode)
-                    ))
-                })?;
-                Ok(Answer::Rcode(rcode, note))
+            ))
+        };
+        let Some(verifier) = verifier else {
+            return Err(ProvisionError::Rejected("the update was not signed".into()));
+        };
+        match signed(&response, rcode, verifier, &bytes) {
+            Signed::Verified if tsig_error.is_some() => Err(key_refused()),
+            Signed::Verified => Ok(Answer::Rcode(rcode, note)),
+            Signed::TsigError => Err(key_refused()),
+            Signed::BadMac(e) => {
+                self.connection = None;
+                Err(ProvisionError::Uncertain(format!(
+                    "the answer ({}) from {server} failed TSIG verification ({e}): it is not trusted, and the change may be retried",
+                    mnemonic(rcode)
+                )))
+            }
+            Signed::Unsigned => {
+                self.connection = None;
+                Err(ProvisionError::Uncertain(format!(
+                    "the answer ({}) from {server} is not signed, though the update was: it is not trusted (a server signs every answer to an update whose signature it verified), and the change may be retried",
+                    mnemonic(rcode)
+                )))
             }
         }
     }
 
     /// One exchange over the kept TCP connection to the primary; a broken kept connection is
-    /// replaced once.
+    /// replaced once. Failing before anything could have reached the server (no connection)
+    /// is transient; failing after the update was written, or after a kept connection went
+    /// silent with it, is [`ProvisionError::Uncertain`]: the server may have applied it.
     async fn exchange(&mut self, request: &[u8]) -> Result<Vec<u8>, ProvisionError> {
         let timeout = self.config.timeout;
+        let server = self.config.server.clone();
+        let no_answer = || {
+            ProvisionError::Uncertain(format!(
+                "{server}: the update was sent but no answer came within {:.1}s",
+                timeout.as_secs_f64()
+            ))
+        };
+        // A kept connection that fails at once was closed by the server, which answers
+        // before it closes; one that stays silent may have delivered the update.
+        let mut maybe_sent = false;
         if let Some(stream) = self.connection.as_mut() {
-            if let Ok(Ok(answer)) =
-                tokio::time::timeout(timeout, exchange_on(stream, request)).await
-            {
-                return Ok(answer);
+            match tokio::time::timeout(timeout, exchange_on(stream, request)).await {
+                Ok(Ok(answer)) => return Ok(answer),
+                Ok(Err(_)) => {}
+                Err(_) => maybe_sent = true,
             }
             self.connection = None;
         }
-        let server = &self.config.server;
-        let attempt = async {
-            let mut stream = TcpStream::connect(server.as_str()).await?;
+        let connect = async {
+            let stream = TcpStream::connect(server.as_str()).await?;
             stream.set_nodelay(true)?;
-            let answer = exchange_on(&mut stream, request).await?;
-            Ok::<_, std::io::Error>((stream, answer))
+            Ok::<_, std::io::Error>(stream)
         };
-        match tokio::time::timeout(timeout, attempt).await {
-            Ok(Ok((stream, answer))) => {
+        let failed = |e: String| {
+            if maybe_sent {
+                no_answer()
+            } else {
+                ProvisionError::Transient(e)
+            }
+        };
+        let mut stream = match tokio::time::timeout(timeout, connect).await {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(e)) => return Err(failed(format!("{server}: {e}"))),
+            Err(_) => {
+                return Err(failed(format!(
+                    "{server}: no connection within {:.1}s",
+                    timeout.as_secs_f64()
+                )));
+            }
+        };
+        match tokio::time::timeout(timeout, exchange_on(&mut stream, request)).await {
+            Ok(Ok(answer)) => {
                 self.connection = Some(stream);
                 Ok(answer)
             }
-            Ok(Err(e)) => Err(ProvisionError::Transient(format!("{server}: {e}"))),
-            Err(_) => Err(ProvisionError::Transient(format!(
-                "{server}: no answer within {:.1}s",
-                timeout.as_secs_f64()
+            Ok(Err(e)) => Err(ProvisionError::Uncertain(format!(
+                "{server}: the update was sent but the connection failed before the answer: {e}"
             ))),
+            Err(_) => Err(no_answer()),
         }
     }
 }
@@ -563,11 +657,43 @@ fn sent_again(shared: &str, sent: Sent) -> Sent {
     let both = |text: String| format!("{shared}; sent again alone: {text}");
     match sent {
         Ok((rcode, note)) => Ok((rcode, both(note))),
-        Err(ProvisionError::Transient(e)) => Err(ProvisionError::Transient(both(e))),
-        Err(ProvisionError::Rejected(e)) => Err(ProvisionError::Rejected(both(e))),
-        Err(ProvisionError::PrerequisiteFailed(e)) => {
-            Err(ProvisionError::PrerequisiteFailed(both(e)))
-        }
+        Err(e) => Err(e.map_text(both)),
+    }
+}
+
+/// How far an answer to a signed UPDATE is the server's (RFC 8945 5.3).
+enum Signed {
+    /// Its TSIG verified against the update's MAC.
+    Verified,
+    /// NOTAUTH with a TSIG error in an unsigned TSIG record: the server could not verify the
+    /// update (BADKEY, BADSIG), which RFC 8945 5.3.2 has it answer unsigned.
+    TsigError,
+    /// It carries a MAC that does not verify (another key, a forged or damaged MAC).
+    BadMac(String),
+    /// No MAC: no TSIG record, or an unsigned one that is not a NOTAUTH's TSIG error.
+    Unsigned,
+}
+
+/// Checks the TSIG of `response` (its bytes `bytes`, its rcode `rcode`), whatever the rcode.
+fn signed(
+    response: &Message,
+    rcode: ResponseCode,
+    mut verifier: TSigVerifier,
+    bytes: &[u8],
+) -> Signed {
+    let Some(tsig) = response.signature().map(|s| &s.data) else {
+        return Signed::Unsigned;
+    };
+    if !tsig.mac.is_empty() {
+        return match verifier.verify(bytes) {
+            Ok(_) => Signed::Verified,
+            Err(e) => Signed::BadMac(e.to_string()),
+        };
+    }
+    if rcode == ResponseCode::NotAuth && tsig.error.is_some() {
+        Signed::TsigError
+    } else {
+        Signed::Unsigned
     }
 }
 
@@ -597,5 +723,9 @@ impl Provisioner for Rfc2136Provisioner {
             .query(&self.config.server, &name, dns_type(record_type))
             .await?;
         live_rrset(record_type, &live).map(Some)
+    }
+
+    async fn observe(&self, change: &PlannedChange) -> Result<Observed, ProvisionError> {
+        observe(&self.config.server, change, self.config.timeout).await
     }
 }

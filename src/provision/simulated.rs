@@ -6,7 +6,7 @@ use std::time::Duration;
 use chrono::Utc;
 use rand::Rng;
 
-use super::{Applied, PlannedChange, ProvisionError, Provisioner};
+use super::{Applied, Observed, PlannedChange, ProvisionError, Provisioner};
 use crate::domain::{LiveRrset, RecordType};
 
 /// Sleeps for `delay`, then succeeds, or fails transiently with probability `failure_rate`.
@@ -76,5 +76,12 @@ impl Provisioner for SimulatedProvisioner {
         _record_type: RecordType,
     ) -> Result<Option<LiveRrset>, ProvisionError> {
         Ok(None)
+    }
+
+    async fn observe(&self, _change: &PlannedChange) -> Result<Observed, ProvisionError> {
+        Err(ProvisionError::Rejected(
+            "the simulated backend has no server to ask (and never leaves an outcome unknown)"
+                .into(),
+        ))
     }
 }

@@ -15,6 +15,7 @@ use serde_json::json;
 use uuid::Uuid;
 
 use super::StoreError;
+use super::rows::{Columns, submitter};
 use super::tokens::ApiToken;
 use crate::domain::{Policy, Submitter};
 
@@ -202,9 +203,25 @@ pub(super) fn details_json(details: &serde_json::Value) -> String {
     serde_json::to_string(details).expect("a JSON value serialises")
 }
 
-/// Parses the JSON text of an entry's details.
-pub(super) fn parse_details(text: &str) -> Result<serde_json::Value, StoreError> {
-    serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("bad audit details: {e}")))
+/// An entry of `AUDIT_COLUMNS`.
+pub(super) fn audit_from_row<R: Columns>(row: &R) -> Result<AuditEntry, StoreError> {
+    Ok(AuditEntry {
+        seq: row.get("seq")?,
+        id: row.get("id")?,
+        at: row.get("at")?,
+        action: row.get("action")?,
+        subject: row.get("subject")?,
+        actor: submitter(
+            row,
+            [
+                "actor_token_id",
+                "actor_name",
+                "actor_account",
+                "client_addr",
+            ],
+        )?,
+        details: row.json("details")?,
+    })
 }
 
 #[cfg(test)]

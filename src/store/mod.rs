@@ -5,9 +5,15 @@
 //! whose lease was taken over cannot overwrite the newer outcome (fencing). `sqlite/` is the
 //! embedded default (with group commit in `sqlite/writer.rs`); a PostgreSQL implementation
 //! plugs in behind the same trait.
+//!
+//! Each store holds only its SQL. What does not depend on the dialect is here once: reading
+//! rows into these types (`rows.rs`), what an outcome does to the ledger (`ledger.rs`), the
+//! column lists, the paging query and the error mapping.
 
 pub mod audit;
+mod ledger;
 mod postgres;
+mod rows;
 mod sqlite;
 pub mod tokens;
 
@@ -138,17 +144,22 @@ enum Refused {
 const SELECT_ADMISSION: &str = "select (select account_id from dns_rrsets \
      where domain = $1 and record_type = $2), \
      (select count(*) from (select 1 from dns_requests where domain = $1 and account_id = $3 \
-       and status in ('PENDING', 'PROCESSING') limit $4) unfinished)";
+       and status in ('PENDING', 'PROCESSING', 'UNKNOWN') limit $4) unfinished)";
 
 impl Refused {
     /// What `SELECT_ADMISSION` found means for `change`: another account owns the RRset, or
-    /// the account is at its limit for the name; `None`: neither.
+    /// the account is at its limit for the name; `None`: neither, or `change` is an adoption
+    /// (subject to neither).
     fn judge(
         change: &ChangeRequest,
         owner: Option<String>,
         unfinished: i64,
         max_unfinished: u32,
     ) -> Option<Self> {
+        match change.operation {
+            Operation::Adopt => return None,
+            Operation::Create | Operation::Delete => {}
+        }
         match owner {
             Some(owner) if owner != change.account_id => Some(Self::NotOwner),
             _ if unfinished >= i64::from(max_unfinished) => Some(Self::Busy),
@@ -167,6 +178,16 @@ impl<T> From<Refused> for Inserted<T> {
 }
 
 impl Inserted {
+    /// What finding `existing` under `change`'s idempotency key means: the same change
+    /// again, or the key used for another.
+    fn for_key(existing: DnsRequest, change: &ChangeRequest) -> Self {
+        if existing.fingerprint == change.fingerprint() {
+            Self::Existing(existing)
+        } else {
+            Self::KeyReused(existing.id)
+        }
+    }
+
     /// The same answer, naming the request by its id only.
     pub fn id_only(self) -> Inserted<RequestId> {
         match self {
@@ -215,8 +236,9 @@ pub enum Outcome {
         at: DateTime<Utc>,
         live: Option<LiveRrset>,
     },
-    /// The worker stopped before it knew the outcome: back to PENDING, due now.
-    Released,
+    /// A change was sent but its outcome is not known (or a check of the server could not
+    /// tell yet): UNKNOWN, checked again after `retry_in`.
+    Unknown { error: String, retry_in: Duration },
 }
 
 /// The columns an [`Outcome`] writes.
@@ -266,8 +288,10 @@ impl Outcome {
                 last_error: Some(error),
                 ..none
             },
-            Self::Released => OutcomeColumns {
-                retry_in: Some(Duration::ZERO),
+            Self::Unknown { error, retry_in } => OutcomeColumns {
+                status: "UNKNOWN",
+                last_error: Some(error),
+                retry_in: Some(*retry_in),
                 ..none
             },
         }
@@ -371,12 +395,6 @@ fn log_merged(merged: &[(String, String)]) {
     for (rrset, details) in merged {
         tracing::warn!(rrset = %rrset, details = %details, "this RRset held ledger rows of several accounts; the migration gave it to the account of its oldest row (audit action rrset.merged)");
     }
-}
-
-/// Parses a text column into a closed vocabulary (status, record type, operation).
-fn parse_column<T: std::str::FromStr>(text: &str) -> Result<T, StoreError> {
-    text.parse()
-        .map_err(|_| StoreError::Corrupt(format!("unexpected value '{text}'")))
 }
 
 /// Errors of the store.

@@ -8,23 +8,22 @@
 
 use std::time::{Duration, Instant};
 
-use chrono::{DateTime, Utc};
-use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 use sqlx::types::Json;
-use sqlx::{AssertSqlSafe, Postgres, Row};
+use sqlx::{AssertSqlSafe, Postgres};
 use uuid::Uuid;
 
+use super::ledger::{release_failed, settle};
+use super::rows::{self, Columns as _};
 use super::{
     Claim, DnsRecord, DnsRequest, Inserted, OpeningLog, Outcome, OutcomeColumns, REQUEST_COLUMNS,
     RecordFilter, RequestFilter, RequestStore, SELECT_RECORDS, StoreError, page_query,
-    parse_column,
 };
-use crate::domain::{
-    ChangeRequest, LogEntry, RecordType, RequestId, RequestStatus, Submitter, TokenId,
-};
+use crate::domain::{ChangeRequest, LogEntry, RecordType, RequestId, RequestStatus};
 
 mod audit;
 mod batch;
+mod columns;
 mod ledger;
 mod tokens;
 
@@ -35,9 +34,15 @@ pub use batch::InsertBatching;
 /// even for a claim that raced another).
 const CLAIMABLE: &str = "r.status = 'PENDING' and r.next_attempt_at <= now() \
      and not exists (select 1 from dns_requests o where o.domain = r.domain \
-     and o.seq < r.seq and o.status in ('PENDING', 'PROCESSING')) \
+     and o.seq < r.seq and o.status in ('PENDING', 'PROCESSING', 'UNKNOWN')) \
      and not exists (select 1 from dns_requests p where p.domain = r.domain \
      and p.status = 'PROCESSING')";
+
+/// A request whose outcome is UNKNOWN, due to be checked and not leased: a claim of it keeps it
+/// UNKNOWN and is no attempt (the worker only queries the server). Sweeps take only PENDING
+/// requests; UNKNOWN ones come by delivery (the reconciler queues them when due).
+const RESOLVABLE: &str = "r.status = 'UNKNOWN' and r.next_attempt_at <= now() \
+     and (r.lease_expires_at is null or r.lease_expires_at < now())";
 
 /// The index that keeps one request per owner name PROCESSING.
 const ONE_PROCESSING_PER_NAME: &str = "dns_requests_one_processing_per_name";
@@ -194,7 +199,7 @@ impl RequestStore for PostgresStore {
             .bind(id.0)
             .fetch_optional(&self.pool)
             .await?;
-        row.map(|r| request_from_row(&r, true)).transpose()
+        row.map(|r| rows::request(&r, true)).transpose()
     }
 
     async fn list(&self, filter: &RequestFilter) -> Result<Vec<DnsRequest>, StoreError> {
@@ -202,7 +207,7 @@ impl RequestStore for PostgresStore {
         let mut query =
             page_query::<Postgres>(select, filter.conditions(), filter.before, filter.limit);
         let rows = query.build().fetch_all(&self.pool).await?;
-        rows.iter().map(|r| request_from_row(r, false)).collect()
+        rows.iter().map(|r| rows::request(r, false)).collect()
     }
 
     async fn list_records(&self, filter: &RecordFilter) -> Result<Vec<DnsRecord>, StoreError> {
@@ -213,7 +218,7 @@ impl RequestStore for PostgresStore {
             filter.limit,
         );
         let rows = query.build().fetch_all(&self.pool).await?;
-        rows.iter().map(record_from_row).collect()
+        rows.iter().map(rows::record).collect()
     }
 
     async fn rrset(
@@ -232,8 +237,8 @@ impl RequestStore for PostgresStore {
     ) -> Result<Option<Claim>, StoreError> {
         let target = match id {
             Some(_) => format!(
-                "select r.id from dns_requests r where r.id = $3 and {CLAIMABLE} \
-                 for update skip locked"
+                "select r.id from dns_requests r where r.id = $3 \
+                 and (({CLAIMABLE}) or ({RESOLVABLE})) for update skip locked"
             ),
             None => format!(
                 "select r.id from dns_requests r where {CLAIMABLE} \
@@ -241,8 +246,10 @@ impl RequestStore for PostgresStore {
             ),
         };
         let sql = format!(
-            "update dns_requests set status = 'PROCESSING', lease_token = $1, \
-             lease_expires_at = now() + make_interval(secs => $2), attempts = attempts + 1, \
+            "update dns_requests set \
+             status = case when status = 'UNKNOWN' then 'UNKNOWN' else 'PROCESSING' end, \
+             lease_token = $1, lease_expires_at = now() + make_interval(secs => $2), \
+             attempts = attempts + case when status = 'UNKNOWN' then 0 else 1 end, \
              started_at = coalesce(started_at, now()), updated_at = now() \
              where id = ({target}) returning {REQUEST_COLUMNS}, log_messages"
         );
@@ -264,7 +271,7 @@ impl RequestStore for PostgresStore {
             Err(e) => return Err(e.into()),
         };
         let claim = Claim {
-            request: request_from_row(&row, true)?,
+            request: rows::request(&row, true)?,
             token,
         };
         append_log_on(&mut *tx, &claim, &opening(&claim.request)).await?;
@@ -279,7 +286,7 @@ impl RequestStore for PostgresStore {
     async fn renew_lease(&self, claim: &Claim, lease: Duration) -> Result<bool, StoreError> {
         let done = sqlx::query(
             "update dns_requests set lease_expires_at = now() + make_interval(secs => $1) \
-             where id = $2 and lease_token = $3 and status = 'PROCESSING'",
+             where id = $2 and lease_token = $3 and status in ('PROCESSING', 'UNKNOWN')",
         )
         .bind(lease.as_secs_f64())
         .bind(claim.request.id.0)
@@ -326,7 +333,7 @@ impl RequestStore for PostgresStore {
         if done.rows_affected() != 1 {
             return Ok(false);
         }
-        ledger::settle(&mut tx, &claim.request, outcome).await?;
+        settle(&mut *tx, &claim.request, outcome).await?;
         tx.commit().await?;
         Ok(true)
     }
@@ -357,21 +364,7 @@ impl RequestStore for PostgresStore {
         .bind(i32::try_from(max_attempts).unwrap_or(i32::MAX))
         .fetch_all(&mut *tx)
         .await?;
-        let mut released = Vec::with_capacity(rows.len());
-        for row in &rows {
-            let id: Uuid = row.try_get("id")?;
-            let status: String = row.try_get("status")?;
-            if status == "FAILED" {
-                let held = ledger::Held {
-                    domain: row.try_get("domain")?,
-                    record_type: row.try_get("record_type")?,
-                    account_id: row.try_get("account_id")?,
-                    id,
-                };
-                ledger::release_if_idle(&mut tx, &held).await?;
-            }
-            released.push(RequestId(id));
-        }
+        let released = release_failed(&mut *tx, &rows).await?;
         tx.commit().await?;
         Ok(released)
     }
@@ -383,7 +376,7 @@ impl RequestStore for PostgresStore {
     ) -> Result<Vec<RequestId>, StoreError> {
         let rows = sqlx::query(
             "update dns_requests set enqueued_at = now() \
-             where id in (select id from dns_requests where status = 'PENDING' \
+             where id in (select id from dns_requests where status in ('PENDING', 'UNKNOWN') \
                and next_attempt_at <= now() \
                and (enqueued_at is null or enqueued_at < now() - make_interval(secs => $1)) \
                order by seq limit $2 for update skip locked) \
@@ -393,21 +386,14 @@ impl RequestStore for PostgresStore {
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|row| Ok(RequestId(row.try_get("id")?)))
-            .collect()
+        rows.iter().map(|row| row.get("id")).collect()
     }
 
     async fn count_by_status(&self) -> Result<Vec<(RequestStatus, i64)>, StoreError> {
         let rows = sqlx::query("select status, count(*) as n from dns_requests group by status")
             .fetch_all(&self.pool)
             .await?;
-        rows.iter()
-            .map(|row| {
-                let status: String = row.try_get("status")?;
-                Ok((parse_column(&status)?, row.try_get("n")?))
-            })
-            .collect()
+        rows.iter().map(rows::status_count).collect()
     }
 }
 
@@ -454,13 +440,8 @@ async fn existing_for_key(
         .bind(&change.idempotency_key)
         .fetch_optional(&mut *connection)
         .await?;
-    let Some(row) = row else { return Ok(None) };
-    let existing = request_from_row(&row, true)?;
-    Ok(Some(if existing.fingerprint == change.fingerprint() {
-        Inserted::Existing(existing)
-    } else {
-        Inserted::KeyReused(existing.id)
-    }))
+    row.map(|row| Ok(Inserted::for_key(rows::request(&row, true)?, change)))
+        .transpose()
 }
 
 async fn append_log_on<'e, E>(
@@ -481,75 +462,4 @@ where
     .execute(executor)
     .await?;
     Ok(done.rows_affected() == 1)
-}
-
-fn request_from_row(row: &PgRow, with_log: bool) -> Result<DnsRequest, StoreError> {
-    let status: String = row.try_get("status")?;
-    let operation: String = row.try_get("operation")?;
-    let record_type: String = row.try_get("record_type")?;
-    let Json(config) = row.try_get("config")?;
-    let attempts: i32 = row.try_get("attempts")?;
-    let log_messages = if with_log {
-        let Json(log): Json<Vec<LogEntry>> = row.try_get("log_messages")?;
-        Some(log)
-    } else {
-        None
-    };
-    Ok(DnsRequest {
-        seq: row.try_get("seq")?,
-        id: RequestId(row.try_get("id")?),
-        status: parse_column(&status)?,
-        account_id: row.try_get("account_id")?,
-        source: row.try_get("source")?,
-        operation: parse_column(&operation)?,
-        record_type: parse_column(&record_type)?,
-        domain: row.try_get("domain")?,
-        target: row.try_get("target")?,
-        comment: row.try_get("comment")?,
-        config,
-        attempts: u32::try_from(attempts).unwrap_or_default(),
-        last_error: row.try_get("last_error")?,
-        idempotency_key: row.try_get("idempotency_key")?,
-        fingerprint: row.try_get("fingerprint")?,
-        zone: row.try_get("zone")?,
-        backend: row.try_get("backend")?,
-        created_at: row.try_get("created_at")?,
-        updated_at: row.try_get("updated_at")?,
-        next_attempt_at: row.try_get("next_attempt_at")?,
-        started_at: row.try_get("started_at")?,
-        applied_at: row.try_get("applied_at")?,
-        verified_at: row.try_get("verified_at")?,
-        finished_at: row.try_get("finished_at")?,
-        lease_expires_at: row.try_get("lease_expires_at")?,
-        submitted_by: Submitter {
-            token_id: row
-                .try_get::<Option<Uuid>, _>("principal_token_id")?
-                .map(TokenId),
-            token_name: row.try_get("principal_name")?,
-            account_id: row.try_get("principal_account")?,
-            client_addr: row.try_get("client_addr")?,
-        },
-        log_messages,
-    })
-}
-
-fn record_from_row(row: &PgRow) -> Result<DnsRecord, StoreError> {
-    let record_type: String = row.try_get("record_type")?;
-    let ttl: i64 = row.try_get("ttl")?;
-    let priority: Option<i32> = row.try_get("priority")?;
-    let provisioned_at: DateTime<Utc> = row.try_get("provisioned_at")?;
-    Ok(DnsRecord {
-        seq: row.try_get("seq")?,
-        id: row.try_get("id")?,
-        request_id: RequestId(row.try_get("request_id")?),
-        account_id: row.try_get("account_id")?,
-        record_type: parse_column(&record_type)?,
-        domain: row.try_get("domain")?,
-        target: row.try_get("target")?,
-        comment: row.try_get("comment")?,
-        ttl: u32::try_from(ttl).unwrap_or_default(),
-        priority: priority.and_then(|p| u16::try_from(p).ok()),
-        zone: row.try_get("zone")?,
-        provisioned_at,
-    })
 }

@@ -11,6 +11,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use super::StoreError;
+use super::rows::Columns;
 use crate::domain::{Policy, Subnet, TokenId, TokenSpec};
 
 /// The columns every store reads into an [`ApiToken`] (never the digest).
@@ -111,11 +112,25 @@ pub trait TokenStore: Send + Sync {
     async fn touch_token(&self, id: TokenId, interval: Duration) -> Result<(), StoreError>;
 }
 
-/// Parses a JSON column of a token (policies, subnets).
-pub(super) fn parse_token_json<T: serde::de::DeserializeOwned>(
-    text: &str,
-) -> Result<T, StoreError> {
-    serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("bad token column: {e}")))
+/// A token of `TOKEN_COLUMNS`.
+pub(super) fn token_from_row<R: Columns>(row: &R) -> Result<ApiToken, StoreError> {
+    Ok(ApiToken {
+        seq: row.get("seq")?,
+        id: row.get("id")?,
+        account: row.get("account_id")?,
+        name: row.get("name")?,
+        policies: row.json("policies")?,
+        allowed_subnets: row.json("allowed_subnets")?,
+        admin: row.get("admin")?,
+        metrics: row.get("metrics")?,
+        forwarder: row.get("forwarder")?,
+        expires_at: row.get("expires_at")?,
+        revoked_at: row.get("revoked_at")?,
+        rotated_at: row.get("rotated_at")?,
+        last_used_at: row.get("last_used_at")?,
+        created_at: row.get("created_at")?,
+        updated_at: row.get("updated_at")?,
+    })
 }
 
 /// The JSON text of a token's policies or subnets.

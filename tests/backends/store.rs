@@ -11,7 +11,7 @@ use dnsorch::domain::{
 };
 use dnsorch::store::{
     AuditStore, Claim, Inserted, OpeningLog, Outcome, PostgresStore, RecordFilter, RequestFilter,
-    RequestStore, Schema, SqliteStore, TokenStore, no_opening_log,
+    RequestStore, Schema, SqliteStore, StoreError, TokenStore, no_opening_log,
 };
 use serde_json::json;
 use tempfile::TempDir;
@@ -25,6 +25,8 @@ pub(crate) struct TestStore {
     pub(crate) store: Arc<dyn RequestStore>,
     pub(crate) tokens: Arc<dyn TokenStore>,
     pub(crate) audit: Arc<dyn AuditStore>,
+    /// The database's URL, for edits behind the store's back.
+    pub(crate) url: String,
     _dir: Option<TempDir>,
 }
 
@@ -40,6 +42,7 @@ pub(crate) async fn sqlite_store() -> TestStore {
         store: store.clone(),
         tokens: store.clone(),
         audit: store,
+        url,
         _dir: Some(dir),
     }
 }
@@ -60,7 +63,21 @@ pub(crate) async fn postgres_store() -> TestStore {
         store: store.clone(),
         tokens: store.clone(),
         audit: store,
+        url,
         _dir: None,
+    }
+}
+
+/// Runs `sql` on the store's database behind the store's back, as a hand edit would.
+pub(crate) async fn edit_by_hand(t: &TestStore, sql: &'static str) {
+    if t.url.starts_with("sqlite:") {
+        let pool = sqlx::SqlitePool::connect(&t.url).await.unwrap();
+        sqlx::query(sql).execute(&pool).await.unwrap();
+        pool.close().await;
+    } else {
+        let pool = sqlx::PgPool::connect(&t.url).await.unwrap();
+        sqlx::query(sql).execute(&pool).await.unwrap();
+        pool.close().await;
     }
 }
 
@@ -78,6 +95,7 @@ macro_rules! store_battery {
 
 store_battery!(
     an_inserted_request_is_pending_with_its_first_log_line,
+    a_stored_value_that_does_not_decode_is_an_error_naming_its_column,
     an_idempotency_key_replays_its_change_and_refuses_another,
     concurrent_inserts_with_one_key_create_one_row,
     claims_take_the_oldest_first_and_wait_for_older_requests_for_the_name,
@@ -142,6 +160,80 @@ async fn an_inserted_request_is_pending_with_its_first_log_line(t: TestStore) {
     assert_eq!(log.len(), 1);
     assert!(log[0].message.starts_with("request accepted from api"));
     assert!(t.store.get(RequestId::new()).await.unwrap().is_none());
+}
+
+/// The error of a read that met a corrupt row; panics on anything else.
+fn corrupt<T: std::fmt::Debug>(read: Result<T, StoreError>) -> String {
+    match read {
+        Err(StoreError::Corrupt(why)) => why,
+        other => panic!("expected a corrupt row, got {other:?}"),
+    }
+}
+
+async fn a_stored_value_that_does_not_decode_is_an_error_naming_its_column(t: TestStore) {
+    // Arrange: each row gets one value its column's type cannot hold, by hand.
+    let attempts = insert(&*t.store, "attempts.example.test").await;
+    let config = insert(&*t.store, "config.example.test").await;
+    let sound = insert(&*t.store, "sound.example.test").await;
+    for domain in ["ttl.example.test", "priority.example.test"] {
+        let id = insert(&*t.store, domain).await;
+        let claimed = claim(&*t.store, Some(id)).await.unwrap();
+        assert!(t.store.finish(&claimed, &completed(), &[]).await.unwrap());
+    }
+    edit_by_hand(
+        &t,
+        "update dns_requests set attempts = -1 where domain = 'attempts.example.test'",
+    )
+    .await;
+    edit_by_hand(
+        &t,
+        "update dns_requests set config = '\"a string\"' where domain = 'config.example.test'",
+    )
+    .await;
+    edit_by_hand(
+        &t,
+        "update dns_records set ttl = -5 where domain = 'ttl.example.test'",
+    )
+    .await;
+    edit_by_hand(
+        &t,
+        "update dns_records set priority = 70000 where domain = 'priority.example.test'",
+    )
+    .await;
+    let records = |domain: &str| RecordFilter {
+        domain: Some(domain.to_owned()),
+        limit: 10,
+        ..RecordFilter::default()
+    };
+
+    // Act
+    let bad_attempts = corrupt(t.store.get(attempts).await);
+    let bad_config = corrupt(t.store.get(config).await);
+    let bad_ttl = corrupt(t.store.list_records(&records("ttl.example.test")).await);
+    let bad_priority = corrupt(
+        t.store
+            .list_records(&records("priority.example.test"))
+            .await,
+    );
+    let bad_list = corrupt(
+        t.store
+            .list(&RequestFilter {
+                limit: 10,
+                ..RequestFilter::default()
+            })
+            .await,
+    );
+
+    // Assert: never a default in place of the value, and the column is named.
+    assert!(bad_attempts.contains("attempts"), "{bad_attempts}");
+    assert!(bad_config.contains("config"), "{bad_config}");
+    assert!(bad_ttl.contains("ttl"), "{bad_ttl}");
+    assert!(bad_priority.contains("priority"), "{bad_priority}");
+    assert!(
+        bad_list.contains("attempts") || bad_list.contains("config"),
+        "{bad_list}"
+    );
+    assert_eq!(t.store.get(sound).await.unwrap().unwrap().attempts, 0);
 }
 
 async fn an_idempotency_key_replays_its_change_and_refuses_another(t: TestStore) {

@@ -22,8 +22,12 @@ mod client;
 mod support_settings;
 
 mod batching;
+mod fencing;
+mod forged;
 mod ownership;
+mod processes;
 mod secrets;
+mod unknown;
 
 use client::{client_with, first_run_admin_token};
 
@@ -93,6 +97,8 @@ struct App {
     client: reqwest::Client,
     store: Arc<dyn RequestStore>,
     shutdown: CancellationToken,
+    /// The app's run, awaited by [`App::stop`].
+    running: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
     _dir: TempDir,
 }
 
@@ -116,12 +122,13 @@ async fn spawn_app(configure: impl FnOnce(&TempDir, &mut Settings)) -> App {
     let address = format!("http://127.0.0.1:{}", app.port());
     let store = app.store();
     let shutdown = CancellationToken::new();
-    tokio::spawn(app.run_until_stopped(shutdown.clone()));
+    let running = tokio::spawn(app.run_until_stopped(shutdown.clone()));
     App {
         address,
         client: client_with(&admin_token(&dir)),
         store,
         shutdown,
+        running: Some(running),
         _dir: dir,
     }
 }
@@ -165,6 +172,15 @@ fn body(
 }
 
 impl App {
+    /// Shuts the app down and waits until it has stopped (its work in flight finished, or
+    /// released after `SHUTDOWN_GRACE_SECONDS`).
+    async fn stop(mut self) {
+        self.shutdown.cancel();
+        if let Some(running) = self.running.take() {
+            running.await.unwrap().unwrap();
+        }
+    }
+
     async fn post(&self, operation: &str, body: &Value) -> (reqwest::StatusCode, Value) {
         let response = self
             .client
@@ -352,6 +368,7 @@ impl App {
             client: client_with(token["secret"].as_str().unwrap()),
             store: self.store.clone(),
             shutdown: CancellationToken::new(),
+            running: None,
             _dir: TempDir::new().unwrap(),
         }
     }
@@ -867,6 +884,7 @@ async fn process_app(address: &str, dir: &TempDir, token: &str) -> App {
             .unwrap(),
         ),
         shutdown: CancellationToken::new(),
+        running: None,
         _dir: TempDir::new().unwrap(),
     }
 }

@@ -48,6 +48,7 @@ pub(crate) fn test_settings(dir: &TempDir) -> Settings {
         retry_base_seconds: Duration::ZERO,
         retry_max_seconds: Duration::ZERO,
         lease_seconds: Duration::from_secs(30),
+        lease_margin_seconds: None,
         worker_concurrency: 0,
         reconcile_interval_seconds: Duration::from_millis(100),
         requeue_after_seconds: Duration::from_secs(30),

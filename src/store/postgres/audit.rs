@@ -1,14 +1,14 @@
 //! [`AuditStore`] on PostgreSQL.
 
-use sqlx::postgres::PgRow;
 use sqlx::types::Json;
-use sqlx::{AssertSqlSafe, Postgres, Row};
+use sqlx::{AssertSqlSafe, Postgres};
 use uuid::Uuid;
 
 use super::PostgresStore;
-use crate::domain::{Submitter, TokenId};
-use crate::store::audit::{AUDIT_COLUMNS, AuditEntry, AuditFilter, AuditStore, NewAuditEntry};
-use crate::store::{StoreError, page_query, parse_column};
+use crate::store::audit::{
+    AUDIT_COLUMNS, AuditEntry, AuditFilter, AuditStore, NewAuditEntry, audit_from_row,
+};
+use crate::store::{StoreError, page_query};
 
 #[async_trait::async_trait]
 impl AuditStore for PostgresStore {
@@ -39,25 +39,4 @@ impl AuditStore for PostgresStore {
         let rows = query.build().fetch_all(&self.pool).await?;
         rows.iter().map(audit_from_row).collect()
     }
-}
-
-fn audit_from_row(row: &PgRow) -> Result<AuditEntry, StoreError> {
-    let action: String = row.try_get("action")?;
-    let Json(details) = row.try_get("details")?;
-    Ok(AuditEntry {
-        seq: row.try_get("seq")?,
-        id: row.try_get("id")?,
-        at: row.try_get("at")?,
-        action: parse_column(&action)?,
-        subject: row.try_get("subject")?,
-        actor: Submitter {
-            token_id: row
-                .try_get::<Option<Uuid>, _>("actor_token_id")?
-                .map(TokenId),
-            token_name: row.try_get("actor_name")?,
-            account_id: row.try_get("actor_account")?,
-            client_addr: row.try_get("client_addr")?,
-        },
-        details,
-    })
 }

@@ -21,9 +21,9 @@ use sqlx::{AssertSqlSafe, PgConnection, PgPool};
 use tokio::sync::{Mutex, mpsc, oneshot};
 use uuid::Uuid;
 
-use super::{insert_request, request_from_row};
+use super::insert_request;
 use crate::domain::{ChangeRequest, LogEntry, RequestId};
-use crate::store::{DnsRequest, Inserted, REQUEST_COLUMNS, StoreError};
+use crate::store::{DnsRequest, Inserted, REQUEST_COLUMNS, StoreError, rows};
 
 /// How inserts are grouped (`INSERT_WRITERS`, `INSERT_BATCH_MAX`).
 #[derive(Debug, Clone, Copy)]
@@ -241,7 +241,7 @@ pub(super) async fn insert_rows(
         )
         .fetch_all(connection)
         .await?;
-    rows.iter().map(|row| request_from_row(row, true)).collect()
+    rows.iter().map(|row| rows::request(row, true)).collect()
 }
 
 /// The text of `insert_rows`, built once.

@@ -2,13 +2,14 @@
 
 use std::time::Duration;
 
-use sqlx::postgres::PgRow;
 use sqlx::types::Json;
-use sqlx::{AssertSqlSafe, Postgres, Row};
+use sqlx::{AssertSqlSafe, Postgres};
 
 use super::PostgresStore;
 use crate::domain::{TokenId, TokenSpec};
-use crate::store::tokens::{ApiToken, TOKEN_COLUMNS, TokenChange, TokenFilter, TokenStore};
+use crate::store::tokens::{
+    ApiToken, TOKEN_COLUMNS, TokenChange, TokenFilter, TokenStore, token_from_row,
+};
 use crate::store::{StoreError, page_query};
 
 /// The insert of a new token; `$10` is the expiry in seconds (null: never).
@@ -168,26 +169,4 @@ impl TokenStore for PostgresStore {
         .await?;
         Ok(())
     }
-}
-
-fn token_from_row(row: &PgRow) -> Result<ApiToken, StoreError> {
-    let Json(policies) = row.try_get("policies")?;
-    let Json(allowed_subnets) = row.try_get("allowed_subnets")?;
-    Ok(ApiToken {
-        seq: row.try_get("seq")?,
-        id: TokenId(row.try_get("id")?),
-        account: row.try_get("account_id")?,
-        name: row.try_get("name")?,
-        policies,
-        allowed_subnets,
-        admin: row.try_get("admin")?,
-        metrics: row.try_get("metrics")?,
-        forwarder: row.try_get("forwarder")?,
-        expires_at: row.try_get("expires_at")?,
-        revoked_at: row.try_get("revoked_at")?,
-        rotated_at: row.try_get("rotated_at")?,
-        last_used_at: row.try_get("last_used_at")?,
-        created_at: row.try_get("created_at")?,
-        updated_at: row.try_get("updated_at")?,
-    })
 }

@@ -2,15 +2,13 @@
 //! committed with whatever else is waiting; the log is read from the reader pool.
 
 use futures::FutureExt as _;
-use sqlx::sqlite::SqliteRow;
-use sqlx::{AssertSqlSafe, Row, Sqlite};
+use sqlx::{AssertSqlSafe, Sqlite};
 
 use super::SqliteStore;
-use crate::domain::Submitter;
 use crate::store::audit::{
-    AUDIT_COLUMNS, AuditEntry, AuditFilter, AuditStore, NewAuditEntry, details_json, parse_details,
+    AUDIT_COLUMNS, AuditEntry, AuditFilter, AuditStore, NewAuditEntry, audit_from_row, details_json,
 };
-use crate::store::{StoreError, page_query, parse_column};
+use crate::store::{StoreError, page_query};
 
 /// The database's clock, as RFC 3339 text with milliseconds.
 const NOW: &str = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')";
@@ -52,27 +50,4 @@ impl AuditStore for SqliteStore {
         let rows = query.build().fetch_all(&self.reader).await?;
         rows.iter().map(audit_from_row).collect()
     }
-}
-
-fn audit_from_row(row: &SqliteRow) -> Result<AuditEntry, StoreError> {
-    let id: String = row.try_get("id")?;
-    let action: String = row.try_get("action")?;
-    let details: String = row.try_get("details")?;
-    Ok(AuditEntry {
-        seq: row.try_get("seq")?,
-        id: parse_column(&id)?,
-        at: row.try_get("at")?,
-        action: parse_column(&action)?,
-        subject: row.try_get("subject")?,
-        actor: Submitter {
-            token_id: row
-                .try_get::<Option<String>, _>("actor_token_id")?
-                .map(|id| parse_column(&id))
-                .transpose()?,
-            token_name: row.try_get("actor_name")?,
-            account_id: row.try_get("actor_account")?,
-            client_addr: row.try_get("client_addr")?,
-        },
-        details: parse_details(&details)?,
-    })
 }

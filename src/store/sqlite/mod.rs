@@ -13,19 +13,18 @@ use chrono::{DateTime, Utc};
 use futures::FutureExt as _;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
-    SqliteRow, SqliteSynchronous,
+    SqliteSynchronous,
 };
-use sqlx::{AssertSqlSafe, ConnectOptions as _, Row, Sqlite};
+use sqlx::{AssertSqlSafe, ConnectOptions as _, Sqlite};
 use uuid::Uuid;
 
+use super::ledger::{release_failed, settle};
+use super::rows::{self, Columns as _};
 use super::{
     Claim, DnsRecord, DnsRequest, Inserted, OpeningLog, Outcome, OutcomeColumns, REQUEST_COLUMNS,
     RecordFilter, RequestFilter, RequestStore, SELECT_RECORDS, StoreError, page_query,
-    parse_column,
 };
-use crate::domain::{
-    ChangeRequest, LogEntry, Operation, RecordType, RequestId, RequestStatus, Submitter,
-};
+use crate::domain::{ChangeRequest, LogEntry, Operation, RecordType, RequestId, RequestStatus};
 use writer::Writer;
 
 /// The database's clock, as RFC 3339 text with milliseconds.
@@ -46,6 +45,7 @@ macro_rules! insert_into {
 }
 
 mod audit;
+mod columns;
 mod ledger;
 mod tokens;
 mod writer;
@@ -153,7 +153,7 @@ impl RequestStore for SqliteStore {
             .bind(id.to_string())
             .fetch_optional(&self.reader)
             .await?;
-        row.map(|r| request_from_row(&r, true)).transpose()
+        row.map(|r| rows::request(&r, true)).transpose()
     }
 
     async fn list(&self, filter: &RequestFilter) -> Result<Vec<DnsRequest>, StoreError> {
@@ -161,7 +161,7 @@ impl RequestStore for SqliteStore {
         let mut query =
             page_query::<Sqlite>(select, filter.conditions(), filter.before, filter.limit);
         let rows = query.build().fetch_all(&self.reader).await?;
-        rows.iter().map(|r| request_from_row(r, false)).collect()
+        rows.iter().map(|r| rows::request(r, false)).collect()
     }
 
     async fn list_records(&self, filter: &RecordFilter) -> Result<Vec<DnsRecord>, StoreError> {
@@ -172,7 +172,7 @@ impl RequestStore for SqliteStore {
             filter.limit,
         );
         let rows = query.build().fetch_all(&self.reader).await?;
-        rows.iter().map(record_from_row).collect()
+        rows.iter().map(rows::record).collect()
     }
 
     async fn rrset(
@@ -249,7 +249,7 @@ impl RequestStore for SqliteStore {
                     let rows = sqlx::query(concat!(
                         "update dns_requests set enqueued_at = ",
                         now!(),
-                        " where id in (select id from dns_requests where status = 'PENDING' \
+                        " where id in (select id from dns_requests where status in ('PENDING', 'UNKNOWN') \
                          and next_attempt_at <= ",
                         now!(),
                         " and (enqueued_at is null or enqueued_at < \
@@ -260,9 +260,7 @@ impl RequestStore for SqliteStore {
                     .bind(i64::from(limit))
                     .fetch_all(&mut *c)
                     .await?;
-                    rows.iter()
-                        .map(|row| parse_id(row.try_get("id")?))
-                        .collect()
+                    rows.iter().map(|row| row.get("id")).collect()
                 }
                 .boxed()
             })
@@ -273,12 +271,7 @@ impl RequestStore for SqliteStore {
         let rows = sqlx::query("select status, count(*) as n from dns_requests group by status")
             .fetch_all(&self.reader)
             .await?;
-        rows.iter()
-            .map(|row| {
-                let status: String = row.try_get("status")?;
-                Ok((parse_column(&status)?, row.try_get("n")?))
-            })
-            .collect()
+        rows.iter().map(rows::status_count).collect()
     }
 }
 
@@ -302,7 +295,7 @@ async fn insert_request(
             "not exists (select 1 from dns_rrsets where domain = ?6 and record_type = ?5 \
                and account_id <> ?2) \
              and (select count(*) from (select 1 from dns_requests where domain = ?6 \
-               and account_id = ?2 and status in ('PENDING', 'PROCESSING') \
+               and account_id = ?2 and status in ('PENDING', 'PROCESSING', 'UNKNOWN') \
                limit {max_unfinished})) < ?19"
         ),
     };
@@ -347,7 +340,7 @@ async fn insert_request(
         .fetch_optional(&mut *connection)
         .await?;
     if let Some(row) = row {
-        return Ok(Inserted::Created(request_from_row(&row, true)?));
+        return Ok(Inserted::Created(rows::request(&row, true)?));
     }
     // Nothing was stored: the key was taken (the unique index decided), or admission refused.
     if change.idempotency_key.is_some()
@@ -377,13 +370,8 @@ async fn existing_for_key(
         .bind(&change.idempotency_key)
         .fetch_optional(&mut *connection)
         .await?;
-    let Some(row) = row else { return Ok(None) };
-    let existing = request_from_row(&row, true)?;
-    Ok(Some(if existing.fingerprint == change.fingerprint() {
-        Inserted::Existing(existing)
-    } else {
-        Inserted::KeyReused(existing.id)
-    }))
+    row.map(|row| Ok(Inserted::for_key(rows::request(&row, true)?, change)))
+        .transpose()
 }
 
 /// Claims request `id`, or the oldest due one, if it is claimable.
@@ -393,24 +381,37 @@ async fn claim_request(
     lease: Duration,
 ) -> Result<Option<Claim>, StoreError> {
     // A request is claimable when it is PENDING, due, and no older request for the same
-    // owner name is unfinished.
+    // owner name is unfinished; or UNKNOWN, due, and not leased (a claim of it keeps it
+    // UNKNOWN and is no attempt: the worker only queries the server). A sweep takes only
+    // PENDING requests; UNKNOWN ones come by delivery (the reconciler queues them when due).
     const CLAIMABLE: &str = concat!(
         "r.status = 'PENDING' and r.next_attempt_at <= ",
         now!(),
         " and not exists (select 1 from dns_requests o where o.domain = r.domain \
-         and o.seq < r.seq and o.status in ('PENDING', 'PROCESSING'))"
+         and o.seq < r.seq and o.status in ('PENDING', 'PROCESSING', 'UNKNOWN'))"
+    );
+    const RESOLVABLE: &str = concat!(
+        "r.status = 'UNKNOWN' and r.next_attempt_at <= ",
+        now!(),
+        " and (r.lease_expires_at is null or r.lease_expires_at < ",
+        now!(),
+        ")"
     );
     let target = match id {
-        Some(_) => format!("select r.id from dns_requests r where r.id = ? and {CLAIMABLE}"),
+        Some(_) => format!(
+            "select r.id from dns_requests r where r.id = ? and (({CLAIMABLE}) or ({RESOLVABLE}))"
+        ),
         None => {
             format!("select r.id from dns_requests r where {CLAIMABLE} order by r.seq limit 1")
         }
     };
     let sql = format!(
         concat!(
-            "update dns_requests set status = 'PROCESSING', lease_token = ?, \
-             lease_expires_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now', ?), \
-             attempts = attempts + 1, started_at = coalesce(started_at, ",
+            "update dns_requests set \
+             status = case when status = 'UNKNOWN' then 'UNKNOWN' else 'PROCESSING' end, \
+             lease_token = ?, lease_expires_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now', ?), \
+             attempts = attempts + case when status = 'UNKNOWN' then 0 else 1 end, \
+             started_at = coalesce(started_at, ",
             now!(),
             "), updated_at = ",
             now!(),
@@ -428,7 +429,7 @@ async fn claim_request(
     let row = query.fetch_optional(&mut *connection).await?;
     row.map(|row| {
         Ok(Claim {
-            request: request_from_row(&row, true)?,
+            request: rows::request(&row, true)?,
             token,
         })
     })
@@ -468,7 +469,7 @@ async fn renew_lease(
     let done = sqlx::query(
         "update dns_requests \
          set lease_expires_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now', ?) \
-         where id = ? and lease_token = ? and status = 'PROCESSING'",
+         where id = ? and lease_token = ? and status in ('PROCESSING', 'UNKNOWN')",
     )
     .bind(sqlite_offset(lease))
     .bind(claim.request.id.to_string())
@@ -528,7 +529,7 @@ async fn finish(
     if done.rows_affected() != 1 {
         return Ok(false);
     }
-    ledger::settle(connection, &claim.request, outcome).await?;
+    settle(connection, &claim.request, outcome).await?;
     Ok(true)
 }
 
@@ -556,22 +557,7 @@ async fn release_expired_leases(
         .bind(i64::from(max_attempts))
         .fetch_all(&mut *connection)
         .await?;
-    let mut released = Vec::with_capacity(rows.len());
-    for row in &rows {
-        let id: String = row.try_get("id")?;
-        let status: String = row.try_get("status")?;
-        if status == "FAILED" {
-            let held = ledger::Held {
-                domain: row.try_get("domain")?,
-                record_type: row.try_get("record_type")?,
-                account_id: row.try_get("account_id")?,
-                id: id.clone(),
-            };
-            ledger::release_if_idle(connection, &held).await?;
-        }
-        released.push(parse_id(id)?);
-    }
-    Ok(released)
+    release_failed(connection, &rows).await
 }
 
 /// `json_insert(log_messages, '$[#]', json(?), ...)`: SQLite applies the edits left to right,
@@ -596,86 +582,6 @@ fn rfc3339(at: DateTime<Utc>) -> String {
 
 fn to_json<T: serde::Serialize>(value: &T) -> String {
     serde_json::to_string(value).expect("plain data serialises")
-}
-
-fn parse_id(text: String) -> Result<RequestId, StoreError> {
-    parse_column(&text)
-}
-
-fn parse_json<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, StoreError> {
-    serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("bad JSON column: {e}")))
-}
-
-fn request_from_row(row: &SqliteRow, with_log: bool) -> Result<DnsRequest, StoreError> {
-    let status: String = row.try_get("status")?;
-    let operation: String = row.try_get("operation")?;
-    let record_type: String = row.try_get("record_type")?;
-    let config: String = row.try_get("config")?;
-    let attempts: i64 = row.try_get("attempts")?;
-    let log_messages = if with_log {
-        let log: String = row.try_get("log_messages")?;
-        Some(parse_json(&log)?)
-    } else {
-        None
-    };
-    Ok(DnsRequest {
-        seq: row.try_get("seq")?,
-        id: parse_id(row.try_get("id")?)?,
-        status: parse_column(&status)?,
-        account_id: row.try_get("account_id")?,
-        source: row.try_get("source")?,
-        operation: parse_column(&operation)?,
-        record_type: parse_column(&record_type)?,
-        domain: row.try_get("domain")?,
-        target: row.try_get("target")?,
-        comment: row.try_get("comment")?,
-        config: parse_json(&config)?,
-        attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
-        last_error: row.try_get("last_error")?,
-        idempotency_key: row.try_get("idempotency_key")?,
-        fingerprint: row.try_get("fingerprint")?,
-        zone: row.try_get("zone")?,
-        backend: row.try_get("backend")?,
-        created_at: row.try_get("created_at")?,
-        updated_at: row.try_get("updated_at")?,
-        next_attempt_at: row.try_get("next_attempt_at")?,
-        started_at: row.try_get("started_at")?,
-        applied_at: row.try_get("applied_at")?,
-        verified_at: row.try_get("verified_at")?,
-        finished_at: row.try_get("finished_at")?,
-        lease_expires_at: row.try_get("lease_expires_at")?,
-        submitted_by: Submitter {
-            token_id: row
-                .try_get::<Option<String>, _>("principal_token_id")?
-                .map(|id| parse_column(&id))
-                .transpose()?,
-            token_name: row.try_get("principal_name")?,
-            account_id: row.try_get("principal_account")?,
-            client_addr: row.try_get("client_addr")?,
-        },
-        log_messages,
-    })
-}
-
-fn record_from_row(row: &SqliteRow) -> Result<DnsRecord, StoreError> {
-    let id: String = row.try_get("id")?;
-    let record_type: String = row.try_get("record_type")?;
-    let ttl: i64 = row.try_get("ttl")?;
-    let priority: Option<i64> = row.try_get("priority")?;
-    Ok(DnsRecord {
-        seq: row.try_get("seq")?,
-        id: parse_column(&id)?,
-        request_id: parse_id(row.try_get("request_id")?)?,
-        account_id: row.try_get("account_id")?,
-        record_type: parse_column(&record_type)?,
-        domain: row.try_get("domain")?,
-        target: row.try_get("target")?,
-        comment: row.try_get("comment")?,
-        ttl: u32::try_from(ttl).unwrap_or_default(),
-        priority: priority.and_then(|p| u16::try_from(p).ok()),
-        zone: row.try_get("zone")?,
-        provisioned_at: row.try_get("provisioned_at")?,
-    })
 }
 
 #[cfg(test)]

@@ -4,15 +4,15 @@
 use std::time::Duration;
 
 use futures::FutureExt as _;
-use sqlx::sqlite::{SqliteConnection, SqliteRow};
-use sqlx::{AssertSqlSafe, Row, Sqlite};
+use sqlx::sqlite::SqliteConnection;
+use sqlx::{AssertSqlSafe, Sqlite};
 
 use super::{SqliteStore, sqlite_offset};
 use crate::domain::{TokenId, TokenSpec};
 use crate::store::tokens::{
-    ApiToken, TOKEN_COLUMNS, TokenChange, TokenFilter, TokenStore, parse_token_json, token_json,
+    ApiToken, TOKEN_COLUMNS, TokenChange, TokenFilter, TokenStore, token_from_row, token_json,
 };
-use crate::store::{StoreError, page_query, parse_column};
+use crate::store::{StoreError, page_query};
 
 /// The database's clock, as RFC 3339 text with milliseconds.
 const NOW: &str = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')";
@@ -198,27 +198,4 @@ impl TokenStore for SqliteStore {
             })
             .await
     }
-}
-
-fn token_from_row(row: &SqliteRow) -> Result<ApiToken, StoreError> {
-    let id: String = row.try_get("id")?;
-    let policies: String = row.try_get("policies")?;
-    let subnets: String = row.try_get("allowed_subnets")?;
-    Ok(ApiToken {
-        seq: row.try_get("seq")?,
-        id: parse_column(&id)?,
-        account: row.try_get("account_id")?,
-        name: row.try_get("name")?,
-        policies: parse_token_json(&policies)?,
-        allowed_subnets: parse_token_json(&subnets)?,
-        admin: row.try_get("admin")?,
-        metrics: row.try_get("metrics")?,
-        forwarder: row.try_get("forwarder")?,
-        expires_at: row.try_get("expires_at")?,
-        revoked_at: row.try_get("revoked_at")?,
-        rotated_at: row.try_get("rotated_at")?,
-        last_used_at: row.try_get("last_used_at")?,
-        created_at: row.try_get("created_at")?,
-        updated_at: row.try_get("updated_at")?,
-    })
 }
