@@ -12,6 +12,7 @@ mod client;
 mod servers;
 #[path = "../support/postgres.rs"]
 mod support;
+mod tls;
 
 use client::client_with;
 

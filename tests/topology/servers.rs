@@ -52,10 +52,18 @@ pub(crate) struct PrivatePostgres {
     dir: TempDir,
     port: u16,
     server: Option<Child>,
+    /// Extra `-c name=value` server settings.
+    settings: Vec<String>,
 }
 
 impl PrivatePostgres {
     pub(crate) fn start() -> Self {
+        Self::start_with(|_| Vec::new())
+    }
+
+    /// Starts a server whose extra settings `settings` makes from its directory (where files
+    /// it needs, such as certificates, can be put first; they are given to the server's user).
+    pub(crate) fn start_with(settings: impl FnOnce(&Path) -> Vec<String>) -> Self {
         let dir = TempDir::new().unwrap();
         let root = is_root();
         if root {
@@ -83,10 +91,18 @@ impl PrivatePostgres {
             .status()
             .unwrap();
         assert!(status.success(), "initdb failed");
+        let settings = settings(dir.path());
+        if root {
+            Command::new("chown")
+                .args(["-R", "postgres:", &dir.path().display().to_string()])
+                .status()
+                .unwrap();
+        }
         let mut postgres = Self {
             dir,
             port: free_port(),
             server: None,
+            settings,
         };
         postgres.start_again();
         postgres
@@ -111,6 +127,7 @@ impl PrivatePostgres {
                 "-c",
                 "fsync=off",
             ])
+            .args(self.settings.iter().flat_map(|s| ["-c", s.as_str()]))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -130,6 +147,11 @@ impl PrivatePostgres {
         if let Some(mut child) = self.server.take() {
             stop_child(&mut child, "-INT");
         }
+    }
+
+    /// The server's port.
+    pub(crate) fn port(&self) -> u16 {
+        self.port
     }
 
     /// A new database on this server.
