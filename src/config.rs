@@ -44,6 +44,20 @@ pub struct Settings {
     #[arg(long, env = "REDIS_URL", hide_env_values = true, global = true)]
     pub redis_url: Option<String>,
 
+    /// For a `rediss://` URL: the CA file (PEM) that signed Redis's certificate (unset: the
+    /// system's roots).
+    #[arg(long, env = "REDIS_CA_FILE", global = true)]
+    pub redis_ca_file: Option<std::path::PathBuf>,
+
+    /// For a `rediss://` URL to a server that requires client certificates: the certificate
+    /// (PEM), with `REDIS_CLIENT_KEY_FILE`.
+    #[arg(long, env = "REDIS_CLIENT_CERT_FILE", global = true)]
+    pub redis_client_cert_file: Option<std::path::PathBuf>,
+
+    /// The key (PEM) of `REDIS_CLIENT_CERT_FILE`.
+    #[arg(long, env = "REDIS_CLIENT_KEY_FILE", global = true)]
+    pub redis_client_key_file: Option<std::path::PathBuf>,
+
     /// The Redis stream that carries task ids.
     #[arg(long, env = "TASK_STREAM", default_value = "dns_tasks", global = true)]
     pub task_stream: String,

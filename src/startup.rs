@@ -19,7 +19,7 @@ use crate::domain::{Secret, TokenSpec};
 use crate::intake::Intake;
 use crate::provision::{Provisioner, SimulatedProvisioner, ZoneRouter};
 use crate::queue::retry::RetryPolicy;
-use crate::queue::{DatabaseOnly, LocalChannel, RedisChannel, TaskChannel};
+use crate::queue::{DatabaseOnly, LocalChannel, RedisChannel, RedisTls, TaskChannel};
 use crate::reconciler::Reconciler;
 use crate::store::{AuditStore, PostgresStore, RequestStore, Schema, SqliteStore, TokenStore};
 use crate::supervise::Supervisor;
@@ -178,8 +178,14 @@ pub async fn open_store(settings: &Settings, migrate: bool) -> anyhow::Result<St
 /// The broker URL does not parse.
 pub fn open_channel(settings: &Settings, role: Role) -> anyhow::Result<Arc<dyn TaskChannel>> {
     if let Some(url) = settings.broker_url() {
-        let channel = RedisChannel::new(url, &settings.task_stream, settings.lease_seconds)
-            .context("CELERY_BROKER_URL (or REDIS_URL) is not a valid Redis URL")?;
+        let tls = RedisTls {
+            ca_file: settings.redis_ca_file.clone(),
+            client_cert_file: settings.redis_client_cert_file.clone(),
+            client_key_file: settings.redis_client_key_file.clone(),
+        };
+        let channel =
+            RedisChannel::with_tls(url, &settings.task_stream, settings.lease_seconds, &tls)
+                .context("CELERY_BROKER_URL (or REDIS_URL) is not a valid Redis URL")?;
         return Ok(Arc::new(channel));
     }
     Ok(match role {

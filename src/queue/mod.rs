@@ -16,7 +16,7 @@ use std::time::Duration;
 use crate::domain::RequestId;
 
 pub use local::{DatabaseOnly, LocalChannel};
-pub use redis::RedisChannel;
+pub use redis::{RedisChannel, RedisTls};
 
 /// One message from the channel.
 #[derive(Debug, Clone)]

@@ -9,13 +9,17 @@
 //! queues the requests again.
 
 use std::collections::VecDeque;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
 
 use redis::AsyncCommands as _;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::streams::{
     StreamAutoClaimOptions, StreamAutoClaimReply, StreamMaxlen, StreamReadOptions, StreamReadReply,
 };
+use redis::{ClientTlsConfig, TlsCertificates};
 use tokio::sync::Mutex;
 
 use super::{Delivery, QueueError, TaskChannel};
@@ -49,6 +53,55 @@ struct Reader {
     last_autoclaim: Option<Instant>,
 }
 
+/// The files a `rediss://` connection uses beyond the URL: the CA that signed the server's
+/// certificate (`REDIS_CA_FILE`; without it the system's roots) and a client certificate and
+/// key for servers that require one (`REDIS_CLIENT_CERT_FILE`, `REDIS_CLIENT_KEY_FILE`).
+#[derive(Debug, Clone, Default)]
+pub struct RedisTls {
+    pub ca_file: Option<PathBuf>,
+    pub client_cert_file: Option<PathBuf>,
+    pub client_key_file: Option<PathBuf>,
+}
+
+impl RedisTls {
+    /// The client for `url`: with these files for a `rediss://` URL that needs them.
+    fn client(&self, url: &str) -> anyhow::Result<redis::Client> {
+        let read = |path: &PathBuf, what: &str| {
+            std::fs::read(path).with_context(|| format!("Failed to read {what} {}", path.display()))
+        };
+        let client_tls = match (&self.client_cert_file, &self.client_key_file) {
+            (Some(cert), Some(key)) => Some(ClientTlsConfig {
+                client_cert: read(cert, "REDIS_CLIENT_CERT_FILE")?,
+                client_key: read(key, "REDIS_CLIENT_KEY_FILE")?,
+            }),
+            (None, None) => None,
+            (Some(_), None) | (None, Some(_)) => anyhow::bail!(
+                "REDIS_CLIENT_CERT_FILE and REDIS_CLIENT_KEY_FILE go together: set both or neither"
+            ),
+        };
+        let root_cert = self
+            .ca_file
+            .as_ref()
+            .map(|path| read(path, "REDIS_CA_FILE"))
+            .transpose()?;
+        if client_tls.is_none() && root_cert.is_none() {
+            return Ok(redis::Client::open(url)?);
+        }
+        if !url.starts_with("rediss://") {
+            anyhow::bail!(
+                "REDIS_CA_FILE and REDIS_CLIENT_CERT_FILE apply to rediss:// URLs only; CELERY_BROKER_URL is not one"
+            );
+        }
+        Ok(redis::Client::build_with_tls(
+            url,
+            TlsCertificates {
+                client_tls,
+                root_cert,
+            },
+        )?)
+    }
+}
+
 impl RedisChannel {
     /// A channel on `url`. Nothing is contacted yet: the process starts (and intake keeps
     /// working) while Redis is unreachable.
@@ -56,7 +109,21 @@ impl RedisChannel {
     /// # Errors
     /// The URL does not parse.
     pub fn new(url: &str, stream: &str, claim_idle: Duration) -> anyhow::Result<Self> {
-        let client = redis::Client::open(url)?;
+        Self::with_tls(url, stream, claim_idle, &RedisTls::default())
+    }
+
+    /// [`RedisChannel::new`], with the CA and client certificate of `tls` for a `rediss://`
+    /// URL (verified: the server's certificate must carry the URL's host name).
+    ///
+    /// # Errors
+    /// The URL does not parse, a file cannot be read, or files are given for a `redis://` URL.
+    pub fn with_tls(
+        url: &str,
+        stream: &str,
+        claim_idle: Duration,
+        tls: &RedisTls,
+    ) -> anyhow::Result<Self> {
+        let client = tls.client(url)?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(1)))
             .set_response_timeout(Some(Duration::from_secs(2)))

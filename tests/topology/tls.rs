@@ -1,93 +1,21 @@
 //! TLS to PostgreSQL: `sslmode=verify-full` with `sslrootcert` in `DATABASE_URL` against a
 //! private server with `ssl=on` and a certificate from a CA the test makes (openssl), for the
 //! name `localhost` only. The connection is encrypted and verified; a wrong host name or
-//! another CA is refused, and `require` encrypts without verifying.
+//! another CA is refused, and `require` encrypts without verifying. TLS to Redis: `rediss://`
+//! with `REDIS_CA_FILE` against redis-server's `--tls-port`, and a client certificate.
 
 use std::path::Path;
 use std::process::Command;
 
+use dnsorch::domain::RequestId;
+use dnsorch::queue::{RedisChannel, RedisTls, TaskChannel};
+
 use super::*;
 
-/// Runs openssl with `args` in `dir`; panics with its output if it fails.
-fn openssl(dir: &Path, args: &[&str]) {
-    let output = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    assert!(output.status.success(), "openssl {args:?}: {output:?}");
-}
+#[path = "../support/certs.rs"]
+mod certs;
 
-/// A CA (`name`.pem, `name`.key) in `dir`.
-fn make_ca(dir: &Path, name: &str) {
-    openssl(
-        dir,
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            &format!("/CN={name}"),
-            "-keyout",
-            &format!("{name}.key"),
-            "-out",
-            &format!("{name}.pem"),
-        ],
-    );
-}
-
-/// A server certificate for `localhost` (DNS name only, no IP address) signed by CA `ca`:
-/// server.crt and server.key (mode 0600, as PostgreSQL requires).
-fn make_server_cert(dir: &Path, ca: &str) {
-    openssl(
-        dir,
-        &[
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-subj",
-            "/CN=localhost",
-            "-keyout",
-            "server.key",
-            "-out",
-            "server.csr",
-        ],
-    );
-    std::fs::write(
-        dir.join("san.ext"),
-        "subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
-    )
-    .unwrap();
-    openssl(
-        dir,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "server.csr",
-            "-CA",
-            &format!("{ca}.pem"),
-            "-CAkey",
-            &format!("{ca}.key"),
-            "-CAcreateserial",
-            "-days",
-            "2",
-            "-extfile",
-            "san.ext",
-            "-out",
-            "server.crt",
-        ],
-    );
-    Command::new("chmod")
-        .args(["600", &dir.join("server.key").display().to_string()])
-        .status()
-        .unwrap();
-}
+use certs::{make_ca, make_client_cert, make_server_cert};
 
 /// `dnsorch migrate` against `url`: whether it succeeded, and what it said.
 fn migrate(dir: &Path, url: &str) -> (bool, String) {
@@ -205,4 +133,143 @@ async fn postgres_over_tls_is_verified_against_the_ca_and_the_host_name() {
             .unwrap();
     assert!(ssl, "sslmode=require did not encrypt");
     pool.close().await;
+}
+
+/// A redis-server with a plain port (for the readiness check) and a TLS port with the
+/// certificate in `dir` (server.crt, server.key of CA `ca`); killed when dropped.
+struct TlsRedis {
+    child: std::process::Child,
+    tls_port: u16,
+}
+
+impl TlsRedis {
+    fn start(dir: &Path, require_client_certs: bool) -> Self {
+        let (port, tls_port) = (free_port(), free_port());
+        let child = Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--tls-port", &tls_port.to_string()])
+            .args([
+                "--tls-cert-file",
+                &dir.join("server.crt").display().to_string(),
+            ])
+            .args([
+                "--tls-key-file",
+                &dir.join("server.key").display().to_string(),
+            ])
+            .args([
+                "--tls-ca-cert-file",
+                &dir.join("ca.pem").display().to_string(),
+            ])
+            .args([
+                "--tls-auth-clients",
+                if require_client_certs { "yes" } else { "no" },
+            ])
+            .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+            .args(["--dir", &dir.display().to_string()])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let pong = Command::new("redis-cli")
+                .args(["-h", "127.0.0.1", "-p", &port.to_string(), "ping"])
+                .output()
+                .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "PONG");
+            if pong {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "redis-server with TLS did not start"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Self { child, tls_port }
+    }
+}
+
+impl Drop for TlsRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Whether a channel on `url` with `tls` takes an id and delivers it back.
+async fn round_trip(url: &str, tls: &RedisTls) -> Result<(), String> {
+    let stream = format!("tls_{}", uuid::Uuid::new_v4().simple());
+    let channel = RedisChannel::with_tls(url, &stream, Duration::from_secs(60), tls)
+        .map_err(|e| e.to_string())?;
+    let id = RequestId::new();
+    channel.enqueue(id).await.map_err(|e| e.to_string())?;
+    let delivery = channel
+        .next(Duration::from_millis(500))
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or("nothing delivered")?;
+    assert_eq!(delivery.request_id, id);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_over_tls_verifies_the_server_and_presents_a_client_certificate_when_asked() {
+    // Arrange: a CA with a server certificate for localhost and a client certificate, and
+    // another CA; one server that asks for no client certificate, one that requires one.
+    let dir = TempDir::new().unwrap();
+    make_ca(dir.path(), "ca");
+    make_ca(dir.path(), "other-ca");
+    make_server_cert(dir.path(), "ca");
+    make_client_cert(dir.path(), "ca");
+    let path = |file: &str| Some(dir.path().join(file));
+    let with_ca = RedisTls {
+        ca_file: path("ca.pem"),
+        ..RedisTls::default()
+    };
+    let open = TlsRedis::start(dir.path(), false);
+    let url = |host: &str, port: u16| format!("rediss://{host}:{port}/0");
+
+    // Act and assert: verified against the CA, by the certificate's name.
+    round_trip(&url("localhost", open.tls_port), &with_ca)
+        .await
+        .expect("rediss:// with the server's CA");
+    let other = RedisTls {
+        ca_file: path("other-ca.pem"),
+        ..RedisTls::default()
+    };
+    assert!(
+        round_trip(&url("localhost", open.tls_port), &other)
+            .await
+            .is_err()
+    );
+    assert!(
+        round_trip(&url("localhost", open.tls_port), &RedisTls::default())
+            .await
+            .is_err(),
+        "a certificate of a private CA passed for one of the system's roots"
+    );
+    assert!(
+        round_trip(&url("127.0.0.1", open.tls_port), &with_ca)
+            .await
+            .is_err(),
+        "a certificate for localhost passed for 127.0.0.1"
+    );
+    // Files for a plain redis:// URL are a mistake, said at once.
+    let plain = RedisChannel::with_tls("redis://localhost:1/0", "x", Duration::ZERO, &with_ca);
+    assert!(plain.is_err_and(|e| e.to_string().contains("rediss://")));
+
+    // A server that requires a client certificate: refused without one, served with one.
+    let strict = TlsRedis::start(dir.path(), true);
+    assert!(
+        round_trip(&url("localhost", strict.tls_port), &with_ca)
+            .await
+            .is_err()
+    );
+    let with_client = RedisTls {
+        ca_file: path("ca.pem"),
+        client_cert_file: path("client.crt"),
+        client_key_file: path("client.key"),
+    };
+    round_trip(&url("localhost", strict.tls_port), &with_client)
+        .await
+        .expect("rediss:// with a client certificate");
 }
