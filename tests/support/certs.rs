@@ -36,36 +36,29 @@ pub(crate) fn make_ca(dir: &Path, name: &str) {
     );
 }
 
-/// A server certificate for `localhost` (DNS name only, no IP address) signed by CA `ca`:
-/// server.crt and server.key (mode 0600, as PostgreSQL requires).
-pub(crate) fn make_server_cert(dir: &Path, ca: &str) {
+/// A key and certificate `name`.key, `name`.crt for `subject`, with the extensions `ext`,
+/// signed by CA `ca` in `dir`; the key mode 0600 (as PostgreSQL requires of its own).
+fn make_cert(dir: &Path, ca: &str, name: &str, subject: &str, ext: &str) {
+    let (key, csr, crt, ext_file) = (
+        format!("{name}.key"),
+        format!("{name}.csr"),
+        format!("{name}.crt"),
+        format!("{name}.ext"),
+    );
     openssl(
         dir,
         &[
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-subj",
-            "/CN=localhost",
-            "-keyout",
-            "server.key",
-            "-out",
-            "server.csr",
+            "req", "-newkey", "rsa:2048", "-nodes", "-subj", subject, "-keyout", &key, "-out", &csr,
         ],
     );
-    std::fs::write(
-        dir.join("san.ext"),
-        "subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
-    )
-    .unwrap();
+    std::fs::write(dir.join(&ext_file), ext).unwrap();
     openssl(
         dir,
         &[
             "x509",
             "-req",
             "-in",
-            "server.csr",
+            &csr,
             "-CA",
             &format!("{ca}.pem"),
             "-CAkey",
@@ -74,53 +67,36 @@ pub(crate) fn make_server_cert(dir: &Path, ca: &str) {
             "-days",
             "2",
             "-extfile",
-            "san.ext",
+            &ext_file,
             "-out",
-            "server.crt",
+            &crt,
         ],
     );
     Command::new("chmod")
-        .args(["600", &dir.join("server.key").display().to_string()])
+        .args(["600", &dir.join(&key).display().to_string()])
         .status()
         .unwrap();
 }
 
+/// A server certificate for `localhost` (DNS name only, no IP address) signed by CA `ca`:
+/// server.crt and server.key.
+pub(crate) fn make_server_cert(dir: &Path, ca: &str) {
+    make_cert(
+        dir,
+        ca,
+        "server",
+        "/CN=localhost",
+        "subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    );
+}
+
 /// A client certificate (client.crt, client.key) signed by CA `ca` in `dir`.
 pub(crate) fn make_client_cert(dir: &Path, ca: &str) {
-    openssl(
+    make_cert(
         dir,
-        &[
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-subj",
-            "/CN=dnsorch",
-            "-keyout",
-            "client.key",
-            "-out",
-            "client.csr",
-        ],
-    );
-    std::fs::write(dir.join("client.ext"), "extendedKeyUsage=clientAuth\n").unwrap();
-    openssl(
-        dir,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "client.csr",
-            "-CA",
-            &format!("{ca}.pem"),
-            "-CAkey",
-            &format!("{ca}.key"),
-            "-CAcreateserial",
-            "-days",
-            "2",
-            "-extfile",
-            "client.ext",
-            "-out",
-            "client.crt",
-        ],
+        ca,
+        "client",
+        "/CN=dnsorch",
+        "extendedKeyUsage=clientAuth\n",
     );
 }
