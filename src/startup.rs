@@ -240,13 +240,7 @@ impl Application {
                 .context("Failed to load the zones file (DNSORCH_CONFIG)")?,
         );
         check_simulated(&settings, role, &zones)?;
-        if lease_margin(&settings) >= settings.lease_seconds {
-            anyhow::bail!(
-                "LEASE_MARGIN_SECONDS ({:?}) must be less than LEASE_SECONDS ({:?})",
-                lease_margin(&settings),
-                settings.lease_seconds
-            );
-        }
+        let worker_config = worker_config(&settings)?;
         let channel = open_channel(&settings, role)?;
         let stores = open_store(&settings, role == Role::Run).await?;
         if role == Role::Run && settings.uses_sqlite() {
@@ -264,12 +258,7 @@ impl Application {
             ZoneRouter::new(&zones, simulated, settings.rfc2136_batch_max_bytes as usize)
                 .context("Failed to set up the zones' backends")?,
         );
-        let worker = Worker::new(
-            store.clone(),
-            channel.clone(),
-            router,
-            worker_config(&settings),
-        );
+        let worker = Worker::new(store.clone(), channel.clone(), router, worker_config);
         let reconciler = Reconciler::new(
             store.clone(),
             channel.clone(),
@@ -641,23 +630,29 @@ fn insert_batching(settings: &Settings) -> crate::store::InsertBatching {
     }
 }
 
-/// `LEASE_MARGIN_SECONDS`, or a quarter of the lease.
-fn lease_margin(settings: &Settings) -> Duration {
-    settings
+/// The worker's part of the settings; `LEASE_MARGIN_SECONDS` defaults to a quarter of the
+/// lease.
+///
+/// # Errors
+/// The margin is not less than the lease.
+fn worker_config(settings: &Settings) -> anyhow::Result<WorkerConfig> {
+    let lease_margin = settings
         .lease_margin_seconds
-        .unwrap_or(settings.lease_seconds / 4)
-}
-
-/// The worker's part of the settings.
-fn worker_config(settings: &Settings) -> WorkerConfig {
-    WorkerConfig {
+        .unwrap_or(settings.lease_seconds / 4);
+    if lease_margin >= settings.lease_seconds {
+        anyhow::bail!(
+            "LEASE_MARGIN_SECONDS ({lease_margin:?}) must be less than LEASE_SECONDS ({:?})",
+            settings.lease_seconds
+        );
+    }
+    Ok(WorkerConfig {
         lease: settings.lease_seconds,
-        lease_margin: lease_margin(settings),
+        lease_margin,
         max_attempts: settings.max_attempts,
         retry: RetryPolicy {
             base: settings.retry_base_seconds,
             max: settings.retry_max_seconds.max(settings.retry_base_seconds),
         },
         poll_interval: settings.poll_interval_seconds,
-    }
+    })
 }

@@ -162,25 +162,25 @@ impl Worker {
             .router
             .backend(request.zone.as_deref(), request.backend.as_deref());
         let started = Instant::now();
-        let result = tokio::select! {
-            result = self.plan_and_apply(backend.clone(), &mut change) => Some(result),
-            () = self.hold_lease(&claim, &fence) => return Ok(self.lost(id)),
-            () = abort.cancelled() => None,
-        };
-        let Some(result) = result else {
-            // An apply cut short may have sent its change: retried, its pre-read and
-            // idempotent apply settle that.
-            let released =
-                "the worker stopped before provisioning finished; the request will be retried";
-            let outcome = Outcome::Retry {
-                error: released.into(),
-                retry_in: Duration::ZERO,
-            };
-            self.store
-                .finish(&claim, &outcome, &[LogEntry::warning(released)])
-                .await?;
-            tracing::warn!(request_id = %id, "released an unfinished request at shutdown");
-            return Ok(ExecutionOutcome::Processed(id, RequestStatus::Pending));
+        let work = self.plan_and_apply(backend.clone(), &mut change);
+        let result = match self.holding(&claim, &fence, abort, work).await {
+            Held::Done(result) => result,
+            Held::Lost => return Ok(self.lost(id)),
+            Held::Aborted => {
+                // An apply cut short may have sent its change: retried, its pre-read and
+                // idempotent apply settle that.
+                let released =
+                    "the worker stopped before provisioning finished; the request will be retried";
+                let outcome = Outcome::Retry {
+                    error: released.into(),
+                    retry_in: Duration::ZERO,
+                };
+                self.store
+                    .finish(&claim, &outcome, &[LogEntry::warning(released)])
+                    .await?;
+                tracing::warn!(request_id = %id, "released an unfinished request at shutdown");
+                return Ok(ExecutionOutcome::Processed(id, RequestStatus::Pending));
+            }
         };
         let elapsed = started.elapsed();
         let (outcome, entries) = self.judge(&claim, result, elapsed);
@@ -243,10 +243,10 @@ impl Worker {
                 .backend(request.zone.as_deref(), request.backend.as_deref())?;
             backend.observe(&change).await
         };
-        let observed = tokio::select! {
-            observed = observe => Some(observed),
-            () = self.hold_lease(&claim, &fence) => return Ok(self.lost(id)),
-            () = abort.cancelled() => None,
+        let observed = match self.holding(&claim, &fence, abort, observe).await {
+            Held::Done(observed) => Some(observed),
+            Held::Lost => return Ok(self.lost(id)),
+            Held::Aborted => None,
         };
         let attempt = request.attempts;
         let check_again = self.config.retry.delay_after(attempt);
@@ -445,6 +445,22 @@ impl Worker {
         }
     }
 
+    /// Runs `work` while holding the claim's lease, until it ends, the lease is lost or `abort`
+    /// fires (the work is then dropped).
+    async fn holding<T>(
+        &self,
+        claim: &Claim,
+        fence: &Fence,
+        abort: &CancellationToken,
+        work: impl Future<Output = T>,
+    ) -> Held<T> {
+        tokio::select! {
+            done = work => Held::Done(done),
+            () = self.hold_lease(claim, fence) => Held::Lost,
+            () = abort.cancelled() => Held::Aborted,
+        }
+    }
+
     /// Renews the lease every third of its length, moving the fence on at each success;
     /// returns only when the lease is lost.
     async fn hold_lease(&self, claim: &Claim, fence: &Fence) {
@@ -470,6 +486,15 @@ impl Worker {
         tracing::warn!(request_id = %id, "lease lost to another worker; this attempt's outcome is dropped");
         ExecutionOutcome::LostClaim(id)
     }
+}
+
+/// How work under a claim ended ([`Worker::holding`]).
+enum Held<T> {
+    Done(T),
+    /// The lease was taken over: the work's outcome must not be written.
+    Lost,
+    /// The process is stopping past its grace period.
+    Aborted,
 }
 
 /// What an attempt did when it succeeded.

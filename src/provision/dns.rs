@@ -66,10 +66,7 @@ pub(super) async fn verify_at(
     let note = result.note(server, bound);
     match result {
         Poll::Seen(..) => Ok(note),
-        Poll::Mismatch(_) => Err(ProvisionError::Uncertain(format!(
-            "the change was accepted but {note}"
-        ))),
-        Poll::Unreachable(_) => Err(ProvisionError::Uncertain(format!(
+        Poll::Mismatch(_) | Poll::Unreachable(_) => Err(ProvisionError::Uncertain(format!(
             "the change was accepted but {note}"
         ))),
     }

@@ -34,11 +34,6 @@ impl Fence {
         }
     }
 
-    /// A fence that never closes, for work no lease guards (tests, one-off tools).
-    pub fn open() -> Self {
-        Self::new(Instant::now(), Duration::MAX, Duration::ZERO)
-    }
-
     /// A renewal asked for at `asked` succeeded.
     pub fn renewed(&self, asked: Instant) {
         let mut since = self.since.lock().unwrap_or_else(PoisonError::into_inner);
@@ -92,10 +87,5 @@ mod tests {
         // A renewal that was asked for earlier and answered late does not move it back.
         fence.renewed(asked - Duration::from_secs(55));
         assert!(fence.holds());
-    }
-
-    #[test]
-    fn an_open_fence_holds() {
-        assert!(Fence::open().holds());
     }
 }
