@@ -85,6 +85,11 @@ pub struct Settings {
     #[arg(long, env = "API_URL", global = true)]
     pub api_url: Option<String>,
 
+    /// Forward mode, for an `https://` `API_URL`: the CA file (PEM) that signed the API's
+    /// certificate (unset: the system's roots).
+    #[arg(long, env = "API_CA_FILE", global = true)]
+    pub api_ca_file: Option<std::path::PathBuf>,
+
     /// Forward mode: the longest wait after the API answers 408 or 429 before the message is
     /// posted again (its `Retry-After`, capped at this; without one, a backoff). Such a
     /// message is retried, never dead-lettered.
@@ -135,6 +140,26 @@ pub struct Settings {
     /// host with one environment.
     #[arg(long, env = "OPS_ADDR", default_value = "127.0.0.1:0", global = true)]
     pub ops_addr: SocketAddr,
+
+    /// HTTPS: the certificate chain (PEM, the server's certificate first) of the API on
+    /// `BIND_ADDR`, and of `/healthz`, `/readyz` and `/metrics` on `OPS_ADDR`; with
+    /// `TLS_KEY_FILE`. Unset: plain HTTP.
+    #[arg(long, env = "TLS_CERT_FILE", global = true)]
+    pub tls_cert_file: Option<std::path::PathBuf>,
+
+    /// The private key (PEM) of `TLS_CERT_FILE`.
+    #[arg(long, env = "TLS_KEY_FILE", global = true)]
+    pub tls_key_file: Option<std::path::PathBuf>,
+
+    /// HTTPS only: every client must present a certificate signed by this CA (PEM), on top
+    /// of its token.
+    #[arg(long, env = "TLS_CLIENT_CA_FILE", global = true)]
+    pub tls_client_ca_file: Option<std::path::PathBuf>,
+
+    /// How often the TLS files are read again (also on SIGHUP); changed files make the
+    /// configuration of new connections.
+    #[arg(long, env = "TLS_RELOAD_INTERVAL_SECONDS", default_value = "10", value_parser = positive_seconds, global = true)]
+    pub tls_reload_interval_seconds: Duration,
 
     /// How long each process reuses a token lookup (found or not): a revocation or rotation
     /// takes effect everywhere within this time.

@@ -9,6 +9,7 @@
 //! - [`cli`]: the command line (`run`, `serve`, `worker`, `consume`, `migrate`, `token`).
 //! - [`config`]: settings from the environment, `.env` and `.env.<APP_ENV>`.
 //! - [`telemetry`]: JSON logs and Prometheus metrics.
+//! - [`tls`]: rustls configurations from PEM files, for the API and forward mode.
 //! - [`auth`]: API tokens to verified principals, with a per-process cache.
 //! - [`startup`]: wires the parts of a role from settings and runs them until shutdown.
 //! - [`domain`]: names, record data, requests and their validation; no I/O.
@@ -42,6 +43,7 @@ pub mod startup;
 pub mod store;
 pub mod supervise;
 pub mod telemetry;
+pub mod tls;
 pub mod tokens;
 pub mod worker;
 pub mod zones;

@@ -200,6 +200,8 @@ pub struct Application {
     #[cfg(feature = "kafka")]
     kafka: Option<crate::intake::kafka::KafkaIntake>,
     listener: TcpListener,
+    /// HTTPS: the listener's TLS side.
+    tls: Option<api::tls::Acceptor>,
     state: AppState,
     worker: Worker,
     reconciler: Reconciler,
@@ -274,6 +276,14 @@ impl Application {
         } else {
             ("OPS_ADDR", settings.ops_addr)
         };
+        let tls = crate::tls::ServerTls::from_settings(
+            settings.tls_cert_file.as_deref(),
+            settings.tls_key_file.as_deref(),
+            settings.tls_client_ca_file.as_deref(),
+        )?
+        .map(api::tls::Acceptor::new)
+        .transpose()
+        .context("HTTPS (TLS_CERT_FILE) cannot be set up")?;
         let listener = TcpListener::bind(address)
             .await
             .with_context(|| format!("Failed to bind {name} {address}"))?;
@@ -310,6 +320,7 @@ impl Application {
             #[cfg(feature = "kafka")]
             kafka,
             listener,
+            tls,
             state,
             worker,
             reconciler,
@@ -398,9 +409,13 @@ impl Application {
                 kafka.run_until_stopped(stop.clone(), supervisor.clone()),
             ));
         }
+        if let Some(tls) = self.tls.clone() {
+            tasks.spawn(tls.watch(self.settings.tls_reload_interval_seconds, stop.clone()));
+        }
         tracing::info!(
             role = ?self.role,
             address = %address,
+            scheme = if self.tls.is_some() { "https" } else { "http" },
             workers,
             task_channel = self.state.channel.kind(),
             "dnsorch is serving"
@@ -417,6 +432,7 @@ impl Application {
         api::server::serve(
             self.listener,
             router,
+            self.tls,
             self.settings.header_read_timeout_seconds,
             stop.clone(),
         )
@@ -490,6 +506,7 @@ fn kafka_intake(
         group_id: settings.kafka_group_id.clone(),
         api_url: settings.api_url.clone(),
         api_token_file: forward_token_file(settings)?,
+        api_ca_file: settings.api_ca_file.clone(),
         trusted_accounts: settings.trusted_accounts(),
         max_message_bytes: settings.max_body_bytes as usize,
         batch_max: settings.kafka_batch_max as usize,

@@ -214,6 +214,7 @@ async fn run_serves_completes_a_request_and_exits_zero_on_sigterm() {
     );
     // The first run wrote its admin token before it listened.
     let token = std::fs::read_to_string(dir.path().join("dnsorch-admin.token")).unwrap();
+    dnsorch::tls::install_default_provider();
     let client = reqwest::Client::new();
     let body = serde_json::json!({
         "context": {"account_id": "acct-1"},

@@ -6,7 +6,8 @@
 //! layer (`auth.rs`). Every answer, including errors, 401s, 404s and 405s, is JSON; every
 //! request is counted and timed in `/metrics`, by a layer outside the others, so the answers of
 //! the concurrency limit (503 `overloaded`), the timeout (503 `timeout`) and a panic (500) are
-//! counted too. `admission.rs` holds those two limits; `server.rs` is the HTTP server.
+//! counted too. `admission.rs` holds those two limits; `server.rs` is the HTTP server and
+//! `tls.rs` its HTTPS side.
 
 pub mod admission;
 pub mod audit;
@@ -18,6 +19,7 @@ pub mod json;
 pub mod query;
 pub mod records;
 pub mod server;
+pub mod tls;
 pub mod tokens;
 
 use std::sync::Arc;

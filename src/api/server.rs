@@ -5,6 +5,9 @@
 //! waiting for it and not moved by the bytes that arrive: a client that never finishes its
 //! headers, or sends nothing at all, has its connection closed when it passes, so slow clients
 //! cannot hold connections. There is no cap on connections.
+//!
+//! With TLS (see [`super::tls`]) the handshake, or the answer to plain HTTP, must also end
+//! within that time from the accept; the head's deadline starts after it.
 
 use std::time::Duration;
 
@@ -14,10 +17,13 @@ use axum::extract::ConnectInfo;
 use axum::http::Request;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt as _;
+
+use super::tls::{Accepted, Acceptor};
 
 /// How long the server waits after an accept error that is not about one connection (too many
 /// open files, say) before accepting again.
@@ -25,10 +31,11 @@ const ACCEPT_ERROR_PAUSE: Duration = Duration::from_secs(1);
 
 /// Serves `router` on `listener` until `shutdown` fires, then stops accepting, lets every
 /// connection finish the request it is answering, and returns. Handlers see the peer's address
-/// as `ConnectInfo<SocketAddr>`.
+/// as `ConnectInfo<SocketAddr>`. With `tls`, every connection is HTTPS.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
+    tls: Option<Acceptor>,
     header_read_timeout: Duration,
     shutdown: CancellationToken,
 ) {
@@ -54,27 +61,63 @@ pub async fn serve(
             let router = router.clone();
             async move { router.oneshot(request.map(Body::new)).await }
         });
-        let shutdown = shutdown.clone();
+        let (shutdown, tls) = (shutdown.clone(), tls.clone());
         connections.spawn(async move {
-            let connection = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(header_read_timeout)
-                .serve_connection(TokioIo::new(stream), service);
-            let mut connection = std::pin::pin!(connection);
-            let result = tokio::select! {
-                result = connection.as_mut() => result,
-                () = shutdown.cancelled() => {
-                    connection.as_mut().graceful_shutdown();
-                    connection.await
-                }
+            let Some(tls) = tls else {
+                return serve_connection(stream, peer, service, header_read_timeout, shutdown)
+                    .await;
             };
-            if let Err(e) = result {
-                tracing::debug!(peer = %peer, error.message = %e, "connection ended with an error");
+            let opened = tokio::select! {
+                opened = tokio::time::timeout(header_read_timeout, tls.accept(stream)) => opened,
+                () = shutdown.cancelled() => return,
+            };
+            match opened {
+                Ok(Ok(Accepted::Tls(stream))) => {
+                    serve_connection(*stream, peer, service, header_read_timeout, shutdown).await;
+                }
+                Ok(Ok(Accepted::NotTls)) => {}
+                Ok(Err(e)) => {
+                    tracing::debug!(peer = %peer, error.message = %e, "TLS handshake failed");
+                }
+                Err(_) => tracing::debug!(peer = %peer, "TLS handshake timed out"),
             }
         });
     }
     drop(listener);
     while connections.join_next().await.is_some() {}
+}
+
+/// Serves HTTP/1.1 on one connection until it closes, or until `shutdown` fires and the
+/// request being answered is finished.
+async fn serve_connection<I, S>(
+    io: I,
+    peer: std::net::SocketAddr,
+    service: S,
+    header_read_timeout: Duration,
+    shutdown: CancellationToken,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: hyper::service::HttpService<Incoming> + Send,
+    S::Future: Send + 'static,
+    S::ResBody: Send + 'static,
+    <S::ResBody as hyper::body::Body>::Data: Send,
+    <S::ResBody as hyper::body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let connection = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_read_timeout)
+        .serve_connection(TokioIo::new(io), service);
+    let mut connection = std::pin::pin!(connection);
+    let result = tokio::select! {
+        result = connection.as_mut() => result,
+        () = shutdown.cancelled() => {
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(peer = %peer, error.message = %e, "connection ended with an error");
+    }
 }
 
 /// Errors about one connection, which the next accept does not share.

@@ -93,6 +93,8 @@ pub struct KafkaConfig {
     /// Forward mode: the file holding the token sent with trusted accounts' messages that
     /// carry none (read again for every batch, so it can be replaced in place).
     pub api_token_file: Option<std::path::PathBuf>,
+    /// Forward mode: the CA that signed an `https://` API's certificate (`API_CA_FILE`).
+    pub api_ca_file: Option<std::path::PathBuf>,
     /// Accounts whose messages need no token.
     pub trusted_accounts: Vec<String>,
     /// The largest payload parsed (`MAX_BODY_BYTES`); larger ones are dead letters.
@@ -280,9 +282,7 @@ impl KafkaIntake {
             .create()?;
         let sink = match &config.api_url {
             Some(url) => Sink::Forward {
-                client: reqwest::Client::builder()
-                    .timeout(Duration::from_secs(10))
-                    .build()?,
+                client: super::forward::client(url, config.api_ca_file.as_deref())?,
                 url: url.clone(),
                 token_file: config.api_token_file.clone(),
                 retry_max: config.forward_retry_max,
@@ -929,7 +929,7 @@ async fn forward(
                 pause
             }
             Err(e) => {
-                tracing::warn!(error.message = %e, "the API is unreachable; retrying");
+                tracing::warn!(error.message = %super::forward::describe(e), "the API is unreachable; retrying");
                 pause
             }
         };

@@ -9,6 +9,8 @@
 //! delays it (workers sweep the database).
 
 #[cfg(feature = "kafka")]
+pub mod forward;
+#[cfg(feature = "kafka")]
 pub mod kafka;
 pub mod message;
 

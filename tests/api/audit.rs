@@ -179,7 +179,7 @@ async fn only_admins_read_the_audit_log() {
     // Act
     let forbidden = call(&plain, &app, Method::GET, "/api/v1/audit", None).await;
     let anonymous = call(
-        &reqwest::Client::new(),
+        &crate::client::plain_client(),
         &app,
         Method::GET,
         "/api/v1/audit",

@@ -89,7 +89,9 @@ async fn wait_until_refused(app: &TestApp, secret: &str) -> reqwest::Response {
 async fn every_api_operation_refuses_a_request_without_a_token_and_declares_bearer() {
     // Arrange
     let app = spawn_app().await;
-    let doc: Value = reqwest::get(format!("{}/openapi.json", app.address))
+    let doc: Value = crate::client::plain_client()
+        .get(format!("{}/openapi.json", app.address))
+        .send()
         .await
         .unwrap()
         .json()
@@ -111,7 +113,7 @@ async fn every_api_operation_refuses_a_request_without_a_token_and_declares_bear
                 app.address,
                 path.replace("{id}", &TokenId::new().to_string())
             );
-            let request = reqwest::Client::new()
+            let request = crate::client::plain_client()
                 .request(method.to_uppercase().parse().unwrap(), url)
                 .header("content-type", "application/json")
                 .body(a_record("www.example.test", "192.0.2.1").to_string());
@@ -148,7 +150,7 @@ async fn a_made_up_or_malformed_token_is_refused_counted_and_stores_nothing() {
         &body,
     )
     .await;
-    let basic = reqwest::Client::new()
+    let basic = crate::client::plain_client()
         .post(format!("{}/api/v1/dns/create", app.address))
         .header("authorization", "Basic YWRtaW46YWRtaW4=")
         .json(&body)
@@ -177,7 +179,7 @@ async fn health_probes_stay_open_and_metrics_need_an_admin_or_metrics_token() {
         json!({"account": "ops", "name": "prometheus", "metrics": true}),
     )
     .await;
-    let open = reqwest::Client::new();
+    let open = crate::client::plain_client();
 
     // Act + Assert
     for path in ["/healthz", "/readyz"] {
@@ -208,7 +210,9 @@ async fn health_probes_stay_open_and_metrics_need_an_admin_or_metrics_token() {
 #[tokio::test]
 async fn public_metrics_need_no_token() {
     let app = spawn_app_with(|s| s.metrics_public = true).await;
-    let response = reqwest::get(format!("{}/metrics", app.address))
+    let response = crate::client::plain_client()
+        .get(format!("{}/metrics", app.address))
+        .send()
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::OK);

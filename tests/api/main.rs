@@ -1,12 +1,15 @@
 mod admission;
 mod audit;
 mod auth;
+#[path = "../support/certs.rs"]
+mod certs;
 mod changes;
 #[path = "../support/client.rs"]
 mod client;
 mod controls;
 mod health;
 mod helpers;
+mod https;
 mod idempotency;
 mod lifecycle;
 mod limits;

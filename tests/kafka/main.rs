@@ -196,7 +196,7 @@ async fn spawn_app_after(dir: &TempDir, settings: Settings, sql: Option<&str>) -
     // A database that already held tokens gets no admin token file.
     let admin = first_run_admin_token(dir.path())
         .map(|token| client_with(&token))
-        .unwrap_or_default();
+        .unwrap_or_else(client::plain_client);
     let shutdown = CancellationToken::new();
     let running = tokio::spawn(app.run_until_stopped(shutdown.clone()));
     App {

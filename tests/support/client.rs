@@ -4,11 +4,20 @@
 use std::path::Path;
 use std::time::Duration;
 
+/// A client without a token (ring installed as the default TLS provider first, which
+/// reqwest's own configuration needs).
+#[allow(dead_code)]
+pub(crate) fn plain_client() -> reqwest::Client {
+    dnsorch::tls::install_default_provider();
+    reqwest::Client::new()
+}
+
 /// A client that sends `token` as its bearer token (marked sensitive, so no log prints it).
 pub(crate) fn client_with(token: &str) -> reqwest::Client {
     let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}")).unwrap();
     value.set_sensitive(true);
     let headers = reqwest::header::HeaderMap::from_iter([(reqwest::header::AUTHORIZATION, value)]);
+    dnsorch::tls::install_default_provider();
     reqwest::Client::builder()
         .default_headers(headers)
         .timeout(Duration::from_secs(30))

@@ -431,7 +431,7 @@ async fn serve_waits_for_the_schema_and_starts_once_migrate_has_run() {
     ];
     let _api = Dnsorch::spawn(dir.path(), &["serve"], &env);
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let client = reqwest::Client::new();
+    let client = client::plain_client();
     let early = client
         .get(format!("http://127.0.0.1:{port}/healthz"))
         .send()
