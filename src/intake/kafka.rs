@@ -925,10 +925,14 @@ async fn forward(
                 }));
             }
             Ok(response) => {
+                metrics::counter!("dnsorch_kafka_forward_failures_total", "kind" => "failing")
+                    .increment(1);
                 tracing::warn!(status = %response.status(), "the API is failing; retrying");
                 pause
             }
             Err(e) => {
+                metrics::counter!("dnsorch_kafka_forward_failures_total", "kind" => "unreachable")
+                    .increment(1);
                 tracing::warn!(error.message = %super::forward::describe(e), "the API is unreachable; retrying");
                 pause
             }

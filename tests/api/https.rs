@@ -6,18 +6,15 @@
 //! used for new connections while open ones stay.
 
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
 use dnsorch::api::tls::Acceptor;
 use dnsorch::tls::ServerTls;
 use reqwest::StatusCode;
-use rustls::pki_types::pem::PemObject as _;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use serde_json::{Value, json};
 use tempfile::TempDir;
 
-use crate::certs::{make_ca, make_client_cert, make_server_cert};
+use crate::certs::{https_client, make_ca, make_client_cert, make_server_cert};
 use crate::helpers::{TestApp, first_run_admin_token, spawn_app_with};
 
 /// A CA (`ca`), another CA (`other-ca`), a server certificate for localhost and a client
@@ -29,49 +26,6 @@ fn certificates() -> TempDir {
     make_server_cert(dir.path(), "ca");
     make_client_cert(dir.path(), "ca");
     dir
-}
-
-/// An HTTPS client that trusts the CA in `ca`, presents `identity` (a `name`.crt and
-/// `name`.key in `dir`) when given, and sends `token` when given.
-fn https_client(
-    ca: &Path,
-    identity: Option<(&Path, &str)>,
-    token: Option<&str>,
-) -> reqwest::Client {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut roots = rustls::RootCertStore::empty();
-    for certificate in CertificateDer::pem_file_iter(ca).unwrap() {
-        roots.add(certificate.unwrap()).unwrap();
-    }
-    let builder = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots);
-    let config = match identity {
-        Some((dir, name)) => {
-            let chain = CertificateDer::pem_file_iter(dir.join(format!("{name}.crt")))
-                .unwrap()
-                .collect::<Result<Vec<_>, _>>()
-                .unwrap();
-            let key = PrivateKeyDer::from_pem_file(dir.join(format!("{name}.key"))).unwrap();
-            builder.with_client_auth_cert(chain, key).unwrap()
-        }
-        None => builder.with_no_client_auth(),
-    };
-    let mut headers = reqwest::header::HeaderMap::new();
-    if let Some(token) = token {
-        let mut value = format!("Bearer {token}")
-            .parse::<reqwest::header::HeaderValue>()
-            .unwrap();
-        value.set_sensitive(true);
-        headers.insert(reqwest::header::AUTHORIZATION, value);
-    }
-    reqwest::Client::builder()
-        .tls_backend_preconfigured(config)
-        .default_headers(headers)
-        .timeout(Duration::from_secs(30))
-        .build()
-        .unwrap()
 }
 
 /// The app over HTTPS with the certificate in `certs` (and with `client_ca`, requiring

@@ -136,6 +136,7 @@ fn message_for(account: Option<&str>, record_type: &str, domain: &str, target: &
 
 #[path = "../support/client.rs"]
 mod client;
+mod forward_tls;
 #[path = "../support/settings.rs"]
 mod support_settings;
 mod validation;

@@ -1,8 +1,13 @@
-//! A certificate authority and certificates made with `openssl` for the TLS tests.
-//! Included by the test crates that need it.
+//! A certificate authority and certificates made with `openssl` for the TLS tests, and an
+//! HTTPS client that trusts a CA. Included by the test crates that need them.
 
 use std::path::Path;
 use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::pki_types::pem::PemObject as _;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 /// Runs openssl with `args` in `dir`; panics with its output if it fails.
 fn openssl(dir: &Path, args: &[&str]) {
@@ -99,4 +104,47 @@ pub(crate) fn make_client_cert(dir: &Path, ca: &str) {
         "/CN=dnsorch",
         "extendedKeyUsage=clientAuth\n",
     );
+}
+
+/// An HTTPS client that trusts the CA in `ca`, presents `identity` (a `name`.crt and
+/// `name`.key in `dir`) when given, and sends `token` when given.
+pub(crate) fn https_client(
+    ca: &Path,
+    identity: Option<(&Path, &str)>,
+    token: Option<&str>,
+) -> reqwest::Client {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    for certificate in CertificateDer::pem_file_iter(ca).unwrap() {
+        roots.add(certificate.unwrap()).unwrap();
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots);
+    let config = match identity {
+        Some((dir, name)) => {
+            let chain = CertificateDer::pem_file_iter(dir.join(format!("{name}.crt")))
+                .unwrap()
+                .collect::<Result<Vec<_>, _>>()
+                .unwrap();
+            let key = PrivateKeyDer::from_pem_file(dir.join(format!("{name}.key"))).unwrap();
+            builder.with_client_auth_cert(chain, key).unwrap()
+        }
+        None => builder.with_no_client_auth(),
+    };
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(token) = token {
+        let mut value = format!("Bearer {token}")
+            .parse::<reqwest::header::HeaderValue>()
+            .unwrap();
+        value.set_sensitive(true);
+        headers.insert(reqwest::header::AUTHORIZATION, value);
+    }
+    reqwest::Client::builder()
+        .tls_backend_preconfigured(config)
+        .default_headers(headers)
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
 }

@@ -34,6 +34,7 @@ struct Topology {
     api: String,
     /// Sends the admin token.
     client: reqwest::Client,
+    admin_token: String,
     db: PgPool,
 }
 
@@ -97,6 +98,7 @@ impl Topology {
             env,
             api: format!("http://127.0.0.1:{port}"),
             client: client_with(&admin_token),
+            admin_token,
             db,
         }
     }

@@ -333,6 +333,15 @@ impl Dnsorch {
             .and_then(|line| line["address"].as_str().map(str::to_owned))
     }
 
+    /// Sends `signal` (`-HUP`, …) to the process.
+    pub(crate) fn signal(&self, signal: &str) {
+        let sent = Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+    }
+
     /// SIGKILL: the process gets no chance to clean up.
     pub(crate) fn kill_hard(&mut self) {
         stop_child(&mut self.child, "-KILL");

@@ -3,6 +3,8 @@
 //! name `localhost` only. The connection is encrypted and verified; a wrong host name or
 //! another CA is refused, and `require` encrypts without verifying. TLS to Redis: `rediss://`
 //! with `REDIS_CA_FILE` against redis-server's `--tls-port`, and a client certificate.
+//! HTTPS on `serve` and on a worker's operations endpoints, and a certificate replaced and
+//! reloaded on SIGHUP.
 
 use std::path::Path;
 use std::process::Command;
@@ -15,7 +17,7 @@ use super::*;
 #[path = "../support/certs.rs"]
 mod certs;
 
-use certs::{make_ca, make_client_cert, make_server_cert};
+use certs::{https_client, make_ca, make_client_cert, make_server_cert};
 
 /// `dnsorch migrate` against `url`: whether it succeeded, and what it said.
 fn migrate(dir: &Path, url: &str) -> (bool, String) {
@@ -272,4 +274,120 @@ async fn redis_over_tls_verifies_the_server_and_presents_a_client_certificate_wh
     round_trip(&url("localhost", strict.tls_port), &with_client)
         .await
         .expect("rediss:// with a client certificate");
+}
+
+/// Waits until `url` answers `client` with a success, or panics with `log`.
+async fn wait_served(client: &reqwest::Client, url: &str, log: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let answer = client.get(url).send().await;
+        if answer.is_ok_and(|r| r.status().is_success()) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{url} not served: {}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_and_a_worker_speak_https_and_sighup_reloads_a_replaced_certificate() {
+    // Arrange: `serve` and a worker over HTTPS with a certificate from `ca`; the files are
+    // read again on SIGHUP only (the interval is an hour).
+    let certs = TempDir::new().unwrap();
+    for ca in ["ca", "other-ca"] {
+        make_ca(certs.path(), ca);
+    }
+    make_server_cert(certs.path(), "ca");
+    let topology = Topology::new(shared_postgres_database().await, None).await;
+    let file = |name: &str| certs.path().join(name).display().to_string();
+    let ops_port = free_port();
+    let env = [
+        ("TLS_CERT_FILE", file("server.crt")),
+        ("TLS_KEY_FILE", file("server.key")),
+        ("TLS_RELOAD_INTERVAL_SECONDS", "3600".to_owned()),
+        ("OPS_ADDR", format!("127.0.0.1:{ops_port}")),
+    ]
+    .into_iter()
+    .fold(topology.env.clone(), |env, (k, v)| with(&env, k, &v));
+    let api = topology
+        .api
+        .replacen("http://127.0.0.1", "https://localhost", 1);
+    let token = Some(topology.admin_token.as_str());
+    let old_ca = https_client(&certs.path().join("ca.pem"), None, token);
+    let mut serve = Dnsorch::spawn(topology.dir.path(), &["serve"], &env);
+    wait_served(&old_ca, &format!("{api}/healthz"), &serve.log).await;
+    let worker = topology.worker(&env, 2);
+    wait_served(
+        &old_ca,
+        &format!("https://localhost:{ops_port}/healthz"),
+        &worker.log,
+    )
+    .await;
+
+    // Act: a request goes through over HTTPS; then the certificate is replaced by one from
+    // `other-ca` and `serve` gets SIGHUP.
+    let body = json!({
+        "context": {"account_id": "acct-1"},
+        "resource": {"record_type": "A", "domain": "https.example.test", "target": "192.0.2.81"}
+    });
+    let accepted = old_ca
+        .post(format!("{api}/api/v1/dns/create"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(accepted.status(), StatusCode::ACCEPTED);
+    let id = accepted.json::<Value>().await.unwrap()["request_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    topology
+        .wait_for_completed(1, Duration::from_secs(60))
+        .await;
+    let fresh = TempDir::new().unwrap();
+    for name in ["other-ca.pem", "other-ca.key"] {
+        std::fs::copy(certs.path().join(name), fresh.path().join(name)).unwrap();
+    }
+    make_server_cert(fresh.path(), "other-ca");
+    for name in ["server.crt", "server.key"] {
+        std::fs::copy(fresh.path().join(name), certs.path().join(name)).unwrap();
+    }
+    let new_ca = https_client(&certs.path().join("other-ca.pem"), None, token);
+    assert!(
+        new_ca.get(format!("{api}/healthz")).send().await.is_err(),
+        "the new certificate was served before SIGHUP"
+    );
+    serve.signal("-HUP");
+
+    // Assert: new connections get the new certificate; the open one still serves; the
+    // worker (not signalled) still has the old one; the request completed.
+    wait_served(&new_ca, &format!("{api}/healthz"), &serve.log).await;
+    let status = old_ca
+        .get(format!("{api}/api/v1/dns/requests/{id}"))
+        .send()
+        .await
+        .expect("the open connection was dropped by the reload");
+    let request: Value = status.json().await.unwrap();
+    assert_eq!(request["status"], "COMPLETED", "{request}");
+    let fresh_old = https_client(&certs.path().join("ca.pem"), None, token);
+    assert!(
+        fresh_old
+            .get(format!("{api}/healthz"))
+            .send()
+            .await
+            .is_err()
+    );
+    let worker_health = https_client(&certs.path().join("ca.pem"), None, None)
+        .get(format!("https://localhost:{ops_port}/healthz"))
+        .send()
+        .await
+        .unwrap();
+    assert!(worker_health.status().is_success());
+    let log = std::fs::read_to_string(&serve.log).unwrap();
+    assert!(log.contains("TLS certificate reloaded"), "{log}");
+    assert!(!serve.has_exited(), "SIGHUP stopped serve");
 }
