@@ -82,7 +82,7 @@ pub struct Settings {
     /// Forward mode: the consumer posts each message to this create URL
     /// (`http://api:8000/api/v1/dns/create`; deletes go to `.../delete`) instead of writing
     /// to the database itself.
-    #[arg(long, env = "API_URL", global = true)]
+    #[arg(long, env = "API_URL", hide_env_values = true, global = true)]
     pub api_url: Option<String>,
 
     /// Forward mode, for an `https://` `API_URL`: the CA file (PEM) that signed the API's
@@ -372,6 +372,41 @@ impl Settings {
             .filter(|a| !a.is_empty())
             .collect()
     }
+}
+
+/// The settings whose URLs may carry a password, by their argument ids and variables.
+const URL_SETTINGS: [(&str, &str); 4] = [
+    ("database_url", "DATABASE_URL"),
+    ("celery_broker_url", "CELERY_BROKER_URL"),
+    ("redis_url", "REDIS_URL"),
+    ("api_url", "API_URL"),
+];
+
+/// Refuses a URL with a password given as a command-line flag, where every user of the host
+/// can read it (`ps`, `/proc/<pid>/cmdline`): secrets come from the environment, `.env` files
+/// or files (`PGPASSFILE`, `API_TOKEN_FILE`, `KAFKA_PROPERTIES`).
+///
+/// # Errors
+/// Such a flag was given.
+pub fn refuse_secrets_on_command_line(matches: &clap::ArgMatches) -> anyhow::Result<()> {
+    for (id, variable) in URL_SETTINGS {
+        let from_command_line =
+            matches.value_source(id) == Some(clap::parser::ValueSource::CommandLine);
+        let url = matches.get_one::<String>(id).map(String::as_str);
+        if from_command_line && url.is_some_and(has_password) {
+            let flag = id.replace('_', "-");
+            anyhow::bail!(
+                "--{flag} carries a password, which any user of this host can read on a command \
+                 line: set {variable} in the environment or an .env file instead"
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Whether `url` carries a password (`scheme://user:password@host`).
+pub fn has_password(url: &str) -> bool {
+    url::Url::parse(url).is_ok_and(|url| url.password().is_some())
 }
 
 /// Loads `.env.<APP_ENV>` and then `.env` from `dir`, neither overriding what is already set,

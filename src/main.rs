@@ -5,7 +5,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use clap::Parser as _;
+use clap::{CommandFactory as _, FromArgMatches as _};
 use dnsorch::cli::{Cli, Command};
 use dnsorch::config;
 use dnsorch::startup::{Application, Role, open_store};
@@ -20,7 +20,15 @@ fn main() -> ExitCode {
         eprintln!("error: {e:#}");
         return ExitCode::from(2);
     }
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    if let Err(e) = config::refuse_secrets_on_command_line(&matches) {
+        eprintln!("error: {e:#}");
+        return ExitCode::from(2);
+    }
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
     let sink = match cli.command {
         Some(Command::Token { .. }) => LogSink::Stderr,
         _ => LogSink::Stdout,

@@ -214,8 +214,7 @@ async fn run_serves_completes_a_request_and_exits_zero_on_sigterm() {
     );
     // The first run wrote its admin token before it listened.
     let token = std::fs::read_to_string(dir.path().join("dnsorch-admin.token")).unwrap();
-    dnsorch::tls::install_default_provider();
-    let client = reqwest::Client::new();
+    let client = http();
     let body = serde_json::json!({
         "context": {"account_id": "acct-1"},
         "resource": {"record_type": "A", "domain": "www.example.test", "target": "192.0.2.70"}
@@ -465,6 +464,13 @@ fn the_last_valid_admin_token_cannot_be_revoked_and_list_shows_no_secrets() {
     }
 }
 
+/// An HTTP client (ring installed as the default TLS provider first, which reqwest's own
+/// configuration needs).
+fn http() -> reqwest::Client {
+    dnsorch::tls::install_default_provider();
+    reqwest::Client::new()
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -496,7 +502,9 @@ fn spawn_run(dir: &Path, port: u16, log: &Path) -> KillOnDrop {
 async fn first_answer_finds(port: u16, file: &Path) -> bool {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     loop {
-        if reqwest::get(format!("http://127.0.0.1:{port}/readyz"))
+        if http()
+            .get(format!("http://127.0.0.1:{port}/readyz"))
+            .send()
             .await
             .is_ok()
         {
@@ -523,8 +531,7 @@ async fn terminate(mut child: KillOnDrop) {
 }
 
 async fn list_requests_status(port: u16, token: Option<&str>) -> reqwest::StatusCode {
-    let mut request =
-        reqwest::Client::new().get(format!("http://127.0.0.1:{port}/api/v1/dns/requests"));
+    let mut request = http().get(format!("http://127.0.0.1:{port}/api/v1/dns/requests"));
     if let Some(token) = token {
         request = request.bearer_auth(token);
     }
@@ -613,4 +620,120 @@ fn a_lease_margin_not_less_than_the_lease_fails_at_start_naming_both() {
         said.contains("LEASE_MARGIN_SECONDS") && said.contains("LEASE_SECONDS ("),
         "{said}"
     );
+}
+
+#[test]
+fn a_url_with_a_password_on_the_command_line_is_refused_without_echoing_it() {
+    // Arrange
+    let dir = tempfile::tempdir().unwrap();
+    let secret = "cmdline-secret-4711";
+
+    // Act: the password in a flag, before and after the subcommand, of each URL setting.
+    let refused: Vec<Output> = [
+        vec![
+            "--database-url".to_owned(),
+            format!("postgres://u:{secret}@127.0.0.1:1/x"),
+            "migrate".to_owned(),
+        ],
+        vec![
+            "serve".to_owned(),
+            "--celery-broker-url".to_owned(),
+            format!("redis://:{secret}@127.0.0.1:1/0"),
+        ],
+        vec![
+            "consume".to_owned(),
+            "--api-url".to_owned(),
+            format!("https://u:{secret}@127.0.0.1:1/api/v1/dns/create"),
+        ],
+    ]
+    .iter()
+    .map(|args| {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        dnsorch(dir.path(), &args, &[])
+    })
+    .collect();
+    // Without a password the flag is fine.
+    let plain = dnsorch(
+        dir.path(),
+        &["--database-url", "sqlite://flag.db?mode=rwc", "migrate"],
+        &[],
+    );
+
+    // Assert: exit 2, naming the flag and the variable to use, never the password.
+    for (output, (flag, variable)) in refused.iter().zip([
+        ("--database-url", "DATABASE_URL"),
+        ("--celery-broker-url", "CELERY_BROKER_URL"),
+        ("--api-url", "API_URL"),
+    ]) {
+        let said = format!("{}{}", stdout_of(output), stderr_of(output));
+        assert_eq!(output.status.code(), Some(2), "{said}");
+        assert!(said.contains(flag) && said.contains(variable), "{said}");
+        assert!(!said.contains(secret), "{said}");
+    }
+    assert!(plain.status.success(), "{plain:?}");
+}
+
+#[tokio::test]
+async fn passwords_in_urls_stay_out_of_help_readyz_and_logs() {
+    // Arrange: `run` whose Redis URL (a closed port) and API_URL carry passwords.
+    let dir = tempfile::tempdir().unwrap();
+    let secret = "url-secret-0815";
+    let port = free_port();
+    let redis = format!("redis://:{secret}@127.0.0.1:{}/0", free_port());
+    let help = dnsorch(
+        dir.path(),
+        &["--help"],
+        &[
+            (
+                "DATABASE_URL",
+                &format!("postgres://u:{secret}@127.0.0.1:1/x"),
+            ),
+            ("CELERY_BROKER_URL", &redis),
+            ("API_URL", &format!("https://u:{secret}@127.0.0.1:1/x")),
+        ],
+    );
+    let log_path = dir.path().join("run.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let child = KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_dnsorch"))
+            .arg("run")
+            .current_dir(dir.path())
+            .env_remove("DATABASE_URL")
+            .env_remove("APP_ENV")
+            .env("BIND_ADDR", format!("127.0.0.1:{port}"))
+            .env("CELERY_BROKER_URL", &redis)
+            .env("LOG_LEVEL", "debug")
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    );
+
+    // Act: /readyz (which pings the channel and logs why it fails) once it answers.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let readyz = loop {
+        let answer = http()
+            .get(format!("http://127.0.0.1:{port}/readyz"))
+            .send()
+            .await;
+        if let Ok(answer) = answer {
+            break answer.text().await.unwrap();
+        }
+        assert!(std::time::Instant::now() < deadline, "run never answered");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    terminate(child).await;
+
+    // Assert: the channel is reported down, and the password is nowhere.
+    let logs = std::fs::read_to_string(&log_path).unwrap();
+    assert!(readyz.contains("unavailable"), "{readyz}");
+    assert!(
+        logs.contains("the task channel does not answer"),
+        "the failure was not logged: {logs}"
+    );
+    let help = format!("{}{}", stdout_of(&help), stderr_of(&help));
+    assert!(help.contains("DATABASE_URL"), "{help}");
+    for (what, text) in [("--help", &help), ("/readyz", &readyz), ("the log", &logs)] {
+        assert!(!text.contains(secret), "{what} shows the password: {text}");
+    }
 }

@@ -1482,7 +1482,11 @@ async fn wait_for_kafka_ok(port: u16) {
 }
 
 async fn readiness(port: u16) -> serde_json::Value {
-    let Ok(response) = reqwest::get(format!("http://127.0.0.1:{port}/readyz")).await else {
+    let Ok(response) = client::plain_client()
+        .get(format!("http://127.0.0.1:{port}/readyz"))
+        .send()
+        .await
+    else {
         return serde_json::Value::Null;
     };
     response.json().await.unwrap_or_default()

@@ -772,7 +772,9 @@ async fn serve_and_worker_started_with_one_environment_on_one_host_both_start_an
         .await
         .unwrap()
         .status();
-    let anonymous_metrics = reqwest::get(format!("http://{ops}/metrics"))
+    let anonymous_metrics = client::plain_client()
+        .get(format!("http://{ops}/metrics"))
+        .send()
         .await
         .unwrap()
         .status();
