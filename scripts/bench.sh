@@ -101,6 +101,17 @@
 #  11. Every name of 9 and 10 is queried at the BIND (`dig +norecurse`, one `dig -f` batch)
 #      and must hold its A record; the table counts the names that do not.
 #
+# HTTPS (BENCH_TOPOLOGY=https, also part of "all"): the intake over HTTPS beside plain HTTP.
+# A CA and a certificate for 127.0.0.1 and localhost (openssl, EC P-256, under the temp dir);
+# BENCH_HTTPS_ROUNDS rounds (default 3), each running `dnsorch run` as in 1 on a fresh SQLite
+# database over plain HTTP and then with TLS_CERT_FILE and TLS_KEY_FILE (curl verifies it
+# against the CA; wrk does not verify):
+#  14. wrk at 16 and 64 kept-alive connections (the handshake once per connection), and at 16
+#      connections with `Connection: close` on every request (BENCH_CONNECTION_CLOSE=1 in
+#      post.lua: a new connection, so over HTTPS a full TLS handshake, per request).
+#      The table gives each round's req/s, the medians and the ratio of the medians,
+#      HTTPS / HTTP.
+#
 # Baseline (BENCH_TOPOLOGY=baseline, not part of "all"): POST throughput of this tree against
 # the commit BENCH_BASELINE (default d3e4c2c, the commit before API tokens), both measured in
 # the same run. The baseline is checked out with `git worktree add --detach` under the temp
@@ -117,8 +128,9 @@
 #      medians, this tree / baseline; a ratio below 0.90 is flagged (but does not fail the run).
 #
 # Settings (environment):
-#   BENCH_TOPOLOGY      one section: sqlite, postgres, kafka, kafka-rss, dns; all of them
-#                       (default: in that order); or baseline
+#   BENCH_TOPOLOGY      one section: sqlite, postgres, kafka, kafka-rss, dns, https; all of
+#                       them (default: in that order); or baseline
+#   BENCH_HTTPS_ROUNDS  rounds of the https topology (default 3)
 #   BENCH_PORT          port to listen on (default 18080; the next free one if 18080 is taken)
 #   BENCH_DURATION      wrk and pgbench duration per run (default 10s; pgbench needs whole
 #                       seconds: 10, 10s, 2m)
@@ -188,23 +200,28 @@ dns_concurrency="${BENCH_DNS_CONCURRENCY:-$workers $([ "$workers" = 64 ] || echo
 dns_batches="${BENCH_DNS_NSUPDATE_BATCH:-50 1}"
 baseline="${BENCH_BASELINE:-d3e4c2c}"
 rounds="${BENCH_BASELINE_ROUNDS:-3}"
+https_rounds="${BENCH_HTTPS_ROUNDS:-3}"
 cache_dir="${BENCH_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/dnsorch-bench}"
 bench_out=""
 [ -z "${BENCH_OUT:-}" ] || bench_out="$(realpath -m "$BENCH_OUT")"
 
 log() { printf '==> %s\n' "$*" >&2; }
 
-want_sqlite=0 want_pg=0 want_kafka=0 want_krss=0 want_dns=0 want_base=0
+want_sqlite=0 want_pg=0 want_kafka=0 want_krss=0 want_dns=0 want_https=0 want_base=0
 case "$topology" in
   sqlite) want_sqlite=1 ;;
   postgres) want_pg=1 ;;
   kafka) want_kafka=1 ;;
   kafka-rss) want_krss=1 ;;
   dns) want_dns=1 ;;
-  all) want_sqlite=1 want_pg=1 want_kafka=1 want_krss=1 want_dns=1 ;;
+  https) want_https=1 ;;
+  all) want_sqlite=1 want_pg=1 want_kafka=1 want_krss=1 want_dns=1 want_https=1 ;;
   baseline) want_base=1 ;;
-  *) log "BENCH_TOPOLOGY must be sqlite, postgres, kafka, kafka-rss, dns, all or baseline, not '$topology'"; exit 2 ;;
+  *) log "BENCH_TOPOLOGY must be sqlite, postgres, kafka, kafka-rss, dns, https, all or baseline, not '$topology'"; exit 2 ;;
 esac
+if [ "$want_https" = 1 ]; then
+  [[ "$https_rounds" =~ ^[1-9][0-9]*$ ]] || { log "BENCH_HTTPS_ROUNDS must be a positive integer"; exit 2; }
+fi
 if [ "$want_base" = 1 ]; then
   [[ "$rounds" =~ ^[1-9][0-9]*$ ]] || { log "BENCH_BASELINE_ROUNDS must be a positive integer"; exit 2; }
   base_commit="$(git -C "$root" rev-parse --verify --quiet "$baseline^{commit}")" ||
@@ -257,7 +274,7 @@ fi
 . "$root/scripts/lib/bind.sh"
 
 # --- 1. tools ----------------------------------------------------------------------------
-if { [ "$want_sqlite" = 1 ] || [ "$want_pg" = 1 ] || [ "$want_base" = 1 ]; } && ! command -v wrk >/dev/null 2>&1; then
+if { [ "$want_sqlite" = 1 ] || [ "$want_pg" = 1 ] || [ "$want_https" = 1 ] || [ "$want_base" = 1 ]; } && ! command -v wrk >/dev/null 2>&1; then
   log "installing wrk"
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"
@@ -491,7 +508,8 @@ export METRICS_STATUS_REFRESH_SECONDS=0
 
 dnsorch_unset() {
   unset KAFKA_BROKER_URL DNSORCH_CONFIG METRICS_PUBLIC KAFKA_TRUSTED_ACCOUNTS \
-    TOKEN_CACHE_SECONDS API_URL API_TOKEN_FILE OPS_ADDR BENCH_TOKEN
+    TOKEN_CACHE_SECONDS API_URL API_TOKEN_FILE OPS_ADDR BENCH_TOKEN TLS_CERT_FILE TLS_KEY_FILE \
+    TLS_CLIENT_CA_FILE
 }
 
 # --- BENCH_OUT ---------------------------------------------------------------------------
@@ -522,6 +540,7 @@ PY
 }
 
 zones_file="" # the DNSORCH_CONFIG of `dnsorch run`, when set (the DNS topology)
+tls_dir=""    # with server.crt and server.key: `dnsorch run` serves HTTPS (the https topology)
 
 # start_server [CONCURRENCY [BINARY]]: `dnsorch run` (BINARY, default this tree's) on a fresh
 # SQLite database, with CONCURRENCY workers (default WORKER_CONCURRENCY) and the zones of
@@ -538,6 +557,7 @@ start_server() {
     cd "$db"
     dnsorch_unset
     [ -z "$zones_file" ] || export DNSORCH_CONFIG="$zones_file"
+    [ -z "$tls_dir" ] || export TLS_CERT_FILE="$tls_dir/server.crt" TLS_KEY_FILE="$tls_dir/server.key"
     export DATABASE_URL="sqlite://$db/bench.db?mode=rwc" \
       BIND_ADDR="127.0.0.1:$port" \
       SIMULATED_DELAY_SECONDS=0 \
@@ -566,7 +586,7 @@ start_server() {
   else
     set_token ""
   fi
-  log "dnsorch ready on $base (pid ${pids[0]}, $(basename "$server_bin"), database $db/bench.db, $concurrency workers${zones_file:+, zones $zones_file}${token:+, a bench token with a policy})"
+  log "dnsorch ready on $base (pid ${pids[0]}, $(basename "$server_bin"), database $db/bench.db, $concurrency workers${zones_file:+, zones $zones_file}${tls_dir:+, HTTPS}${token:+, a bench token with a policy})"
 }
 
 field() { # field NAME LINE
@@ -574,6 +594,7 @@ field() { # field NAME LINE
 }
 
 failed=0
+connection_close="" # 1: every wrk request asks for a new connection (BENCH_CONNECTION_CLOSE)
 row=""
 rps=""
 p50=""
@@ -586,8 +607,8 @@ w_sock=""
 # w_requests, w_non2xx and w_sock.
 wrk_post() {
   local c="$1" label="$2" out line wrk_non2xx non2xx sock
-  log "wrk POST /api/v1/dns/create, -t2 -c$c -d$duration${token:+, with a bearer token}"
-  out="$(BENCH_TOKEN="$token" wrk -t2 -c"$c" -d"$duration" --latency -s "$lua" "$base/api/v1/dns/create")"
+  log "wrk POST $base/api/v1/dns/create, -t2 -c$c -d$duration${token:+, with a bearer token}${connection_close:+, Connection: close}"
+  out="$(BENCH_TOKEN="$token" BENCH_CONNECTION_CLOSE="${connection_close:-0}" wrk -t2 -c"$c" -d"$duration" --latency -s "$lua" "$base/api/v1/dns/create")"
   printf '%s\n' "$out"
   line="$(grep '^BENCH ' <<<"$out" || true)"
   if [ -z "$line" ]; then
@@ -1399,6 +1420,68 @@ cmp_wrk() {
   done
 }
 
+# ======================================= HTTPS ===========================================
+h_rows=()
+h_note=""
+if [ "$want_https" = 1 ]; then
+  # --- 14. a CA and a certificate for 127.0.0.1 and localhost ------------------------------
+  tls_certs="$dir/tls"
+  mkdir -p "$tls_certs"
+  (
+    cd "$tls_certs"
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+      -subj /CN=bench-ca -keyout ca.key -out ca.pem 2>/dev/null
+    openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=localhost \
+      -keyout server.key -out server.csr 2>/dev/null
+    printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n' >server.ext
+    openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 \
+      -extfile server.ext -out server.crt 2>/dev/null
+  )
+  plain_base="$base"
+  for r in $(seq 1 "$https_rounds"); do
+    for v in http https; do
+      if [ "$v" = https ]; then
+        tls_dir="$tls_certs" base="https://127.0.0.1:$port"
+        export CURL_CA_BUNDLE="$tls_certs/ca.pem"
+      fi
+      start_server # a fresh database, and its admin token
+      for c in 16 64 16-close; do
+        connection_close=""
+        [ "$c" != 16-close ] || connection_close=1
+        wrk_post "${c%-close}" "https round $r of $https_rounds: $v, c=$c"
+        cmp_add "https $c $v rps" "$rps"
+        cmp_add "https $c $v p50" "$p50"
+        cmp_add "https $c $v p99" "$p99"
+      done
+      connection_close=""
+      report_logs
+      stop_server
+      tls_dir="" base="$plain_base"
+      unset CURL_CA_BUNDLE
+    done
+  done
+  for c in 16 64 16-close; do
+    # shellcheck disable=SC2086 # the lists split into numbers
+    {
+      p_rps="$(median %.1f ${cmp[https $c http rps]})"
+      s_rps="$(median %.1f ${cmp[https $c https rps]})"
+      p_p50="$(median %.3f ${cmp[https $c http p50]})"
+      s_p50="$(median %.3f ${cmp[https $c https p50]})"
+      p_p99="$(median %.3f ${cmp[https $c http p99]})"
+      s_p99="$(median %.3f ${cmp[https $c https p99]})"
+    }
+    ratio="$(awk -v a="$s_rps" -v b="$p_rps" 'BEGIN { if (b > 0) printf "%.3f", a / b; else print "-" }')"
+    if [ "$c" = 16-close ]; then what="16, a new connection per request"; else what="$c, kept alive"; fi
+    h_rows+=("| $what | ${cmp[https $c http rps]// / · } | ${cmp[https $c https rps]// / · } | $p_rps | $s_rps | $ratio | $p_p50 / $s_p50 | $p_p99 / $s_p99 |")
+    out_json topology=https scenario=https_vs_http \
+      "label=POST c=$what, HTTPS / HTTP, median of $https_rounds" "concurrency:=${c%-close}" \
+      "rps:=$s_rps" "p50_ms:=$s_p50" "p99_ms:=$s_p99" "ratio:=$ratio" "http_rps:=$p_rps" \
+      "http_p50_ms:=$p_p50" "http_p99_ms:=$p_p99" "rounds:=$https_rounds" "duration=$duration" \
+      "rps_rounds:=[${cmp[https $c https rps]// /,}]" "http_rps_rounds:=[${cmp[https $c http rps]// /,}]"
+  done
+  h_note="dnsorch run (SQLite, WORKER_CONCURRENCY=$workers, simulated backend with no delay), a bearer token with a policy on every request; HTTPS: TLS_CERT_FILE/TLS_KEY_FILE with an EC P-256 certificate, rustls (ring), wrk $(wrk -v 2>&1 | head -1 | cut -d' ' -f2) with $(openssl version | cut -d' ' -f1-2); $https_rounds rounds, each plain HTTP then HTTPS on a fresh database"
+fi
+
 b_rows=()
 b_note=""
 if [ "$want_base" = 1 ]; then
@@ -1513,6 +1596,15 @@ if [ "$want_dns" = 1 ]; then
   echo "| scenario | records | seconds | records/s | p50 ms | p99 ms | FAILED | missing at BIND | warning lines |"
   echo "|---|---|---|---|---|---|---|---|---|"
   printf '%s\n' "${d_rows[@]}"
+fi
+
+if [ "$want_https" = 1 ]; then
+  echo
+  echo "POST /api/v1/dns/create over HTTPS beside plain HTTP: dnsorch $rev, $(nproc) CPUs, wrk -t2 -d$duration, req/s per round and medians"
+  echo "$h_note"
+  echo "| connections | HTTP req/s (rounds) | HTTPS req/s (rounds) | HTTP median | HTTPS median | ratio HTTPS / HTTP | p50 ms median (HTTP / HTTPS) | p99 ms median (HTTP / HTTPS) |"
+  echo "|---|---|---|---|---|---|---|---|"
+  printf '%s\n' "${h_rows[@]}"
 fi
 
 if [ "$want_base" = 1 ]; then

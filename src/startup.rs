@@ -58,6 +58,7 @@ impl Role {
         }
     }
 
+    #[cfg(feature = "kafka")]
     fn consumes_kafka(self) -> bool {
         matches!(self, Self::Run | Self::Consume)
     }

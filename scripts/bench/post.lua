@@ -3,7 +3,7 @@
 -- Every request carries a distinct domain, h<thread>-<n>.bench.example.test, so no two
 -- requests in a run collide. With BENCH_TOKEN set (scripts/bench.sh sets it for every dnsorch
 -- that has API tokens), every request carries `Authorization: Bearer <BENCH_TOKEN>`; the body
--- is the same either way. Non-2xx answers are counted per thread and summed in done(),
+-- is the same either way (see BENCH_CONNECTION_CLOSE below). Non-2xx answers are counted per thread and summed in done(),
 -- which prints one machine-readable line:
 --   BENCH requests=.. duration_s=.. rps=.. p50_ms=.. p99_ms=.. non2xx=.. socket_errors=..
 
@@ -25,6 +25,11 @@ local headers = { ["Content-Type"] = "application/json" }
 local token = os.getenv("BENCH_TOKEN")
 if token and token ~= "" then
   headers["Authorization"] = "Bearer " .. token
+end
+-- With BENCH_CONNECTION_CLOSE=1, every request asks for its connection to be closed, so wrk
+-- opens (and, over HTTPS, handshakes) a new one for each.
+if os.getenv("BENCH_CONNECTION_CLOSE") == "1" then
+  headers["Connection"] = "close"
 end
 
 function request()
