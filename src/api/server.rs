@@ -75,16 +75,26 @@ pub async fn serve(
                 Ok(Ok(Accepted::Tls(stream))) => {
                     serve_connection(*stream, peer, service, header_read_timeout, shutdown).await;
                 }
-                Ok(Ok(Accepted::NotTls)) => {}
+                Ok(Ok(Accepted::PlainHttp)) => refused("plain_http"),
+                Ok(Ok(Accepted::NotTls)) => refused("not_tls"),
                 Ok(Err(e)) => {
+                    refused("handshake");
                     tracing::debug!(peer = %peer, error.message = %e, "TLS handshake failed");
                 }
-                Err(_) => tracing::debug!(peer = %peer, "TLS handshake timed out"),
+                Err(_) => {
+                    refused("timeout");
+                    tracing::debug!(peer = %peer, "TLS handshake timed out");
+                }
             }
         });
     }
     drop(listener);
     while connections.join_next().await.is_some() {}
+}
+
+/// Counts an HTTPS connection that never got to HTTP.
+fn refused(reason: &'static str) {
+    metrics::counter!("dnsorch_tls_refused_connections_total", "reason" => reason).increment(1);
 }
 
 /// Serves HTTP/1.1 on one connection until it closes, or until `shutdown` fires and the

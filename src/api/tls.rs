@@ -49,7 +49,9 @@ struct Loaded {
 pub enum Accepted {
     /// A TLS session, ready for HTTP.
     Tls(Box<TlsStream<TcpStream>>),
-    /// Plain HTTP (answered), or something else (closed).
+    /// Plain HTTP: answered 400 and closed.
+    PlainHttp,
+    /// Neither (or closed before its first byte): closed.
     NotTls,
 }
 
@@ -119,7 +121,14 @@ impl Acceptor {
                 _ = ticks.tick() => "interval",
                 () = next_hangup(&mut hangup) => "SIGHUP",
             };
-            match self.reload() {
+            let reloaded = self.reload();
+            let result = match &reloaded {
+                Ok(true) => "reloaded",
+                Ok(false) => "unchanged",
+                Err(_) => "failed",
+            };
+            metrics::counter!("dnsorch_tls_reloads_total", "result" => result).increment(1);
+            match reloaded {
                 Ok(true) => tracing::info!(
                     trigger,
                     cert_file = %self.files.cert_file.display(),
@@ -155,6 +164,7 @@ impl Acceptor {
         }
         if first[0].is_ascii_uppercase() {
             answer_plain_http(&mut stream).await?;
+            return Ok(Accepted::PlainHttp);
         }
         Ok(Accepted::NotTls)
     }

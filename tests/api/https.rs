@@ -54,6 +54,14 @@ fn a_record(domain: &str) -> Value {
     })
 }
 
+/// The text of `/metrics`, asked over HTTPS as the admin.
+async fn metrics(base: &str, certs: &TempDir, token: &str) -> String {
+    let client = https_client(&certs.path().join("ca.pem"), None, Some(token));
+    let response = client.get(format!("{base}/metrics")).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    response.text().await.unwrap()
+}
+
 /// How many requests are stored, asked over HTTPS as the admin.
 async fn stored(base: &str, certs: &TempDir, ca: &str, token: &str) -> usize {
     let identity = Some((certs.path(), "client"));
@@ -95,6 +103,11 @@ async fn https_is_served_to_a_client_that_trusts_the_ca_and_refused_by_one_that_
     let error = refused.expect_err("a client trusting another CA was served");
     assert!(error.is_connect(), "{error:?}");
     assert_eq!(stored(&base, &certs, "ca.pem", &token).await, 1);
+    let metrics = metrics(&base, &certs, &token).await;
+    assert!(
+        metrics.contains(r#"dnsorch_tls_refused_connections_total{reason="handshake"} 1"#),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]
@@ -122,6 +135,11 @@ async fn plain_http_to_the_https_port_is_answered_400_naming_https_and_nothing_i
         "{body}"
     );
     assert_eq!(stored(&base, &certs, "ca.pem", &token).await, 0);
+    let metrics = metrics(&base, &certs, &token).await;
+    assert!(
+        metrics.contains(r#"dnsorch_tls_refused_connections_total{reason="plain_http"} 1"#),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]
