@@ -497,10 +497,19 @@ fn kafka_intake(
         prefetch_kbytes: settings.kafka_prefetch_kbytes as usize,
         concurrent_batches: settings.kafka_concurrent_batches as usize,
         forward_retry_max: settings.forward_retry_max_seconds,
+        properties: crate::intake::kafka_properties::ClientProperties::load(
+            settings.kafka_properties.as_deref(),
+            &settings.kafka_property_variables,
+        )?,
     };
-    let kafka =
-        crate::intake::kafka::KafkaIntake::new(&config, intake.clone(), access.auth.clone())
-            .context("KAFKA_BROKER_URL: could not set up the Kafka consumer")?;
+    let kafka = crate::intake::kafka::KafkaIntake::new(
+        &config,
+        intake.clone(),
+        access.auth.clone(),
+    )
+    .context(
+        "could not set up the Kafka clients (KAFKA_BROKER_URL, KAFKA_PROPERTIES, KAFKA_PROPERTY_*)",
+    )?;
     Ok(Some(kafka))
 }
 

@@ -10,6 +10,7 @@
 
 #[cfg(feature = "kafka")]
 pub mod kafka;
+pub mod kafka_properties;
 pub mod message;
 
 use std::sync::Arc;
