@@ -14,11 +14,13 @@
 #   planner  `cargo chef prepare`: a recipe of what decides the dependencies (manifest, lock file)
 #   builder  `cargo chef cook` builds the dependencies alone, in a layer that is reused until the
 #            recipe changes; then the crate itself is built on top of it
-#   runtime  Debian slim, curl for the health check, the binary, an unprivileged user
+#   runtime  Debian slim, curl for the health check, libssl3 and the CA certificates for the
+#            Kafka client's TLS, the binary, an unprivileged user
 #
-# The builder and the runtime are the same Debian release, so the binary's glibc matches. The
-# crate builds its C parts itself (SQLite, librdkafka with make); the full rust image has the
-# compiler, make and zlib headers they need.
+# The builder and the runtime are the same Debian release, so the binary's glibc and OpenSSL
+# match. The crate builds its C parts itself (SQLite, librdkafka with make); the full rust image
+# has the compiler, make and zlib headers they need, and the builder adds OpenSSL's headers and
+# pkg-config: librdkafka links Debian's libssl (TLS, SASL SCRAM), never a vendored copy.
 
 ARG RUST_VERSION=1.95
 ARG DEBIAN_RELEASE=bookworm
@@ -32,6 +34,10 @@ COPY . .
 RUN cargo chef prepare --recipe-path recipe.json
 
 FROM chef AS builder
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends libssl-dev pkg-config \
+    && rm -rf /var/lib/apt/lists/*
 COPY --from=planner /src/recipe.json recipe.json
 # Dependencies only: this layer is rebuilt only when Cargo.toml or Cargo.lock change.
 RUN cargo chef cook --release --locked --recipe-path recipe.json --bin dnsorch
@@ -40,11 +46,13 @@ RUN cargo build --release --locked --bin dnsorch \
     && install -m 0755 target/release/dnsorch /usr/local/bin/dnsorch
 
 FROM debian:${DEBIAN_RELEASE}-slim AS runtime
-# curl for HEALTHCHECK only. Versions are not pinned: a pin breaks the build whenever Debian
-# ships a security update, and the base image tag already fixes the release.
+# curl for HEALTHCHECK only; libssl3 for the Kafka client (librdkafka links it), and
+# ca-certificates for brokers whose certificates a public CA signed (ssl.ca.location unset).
+# Versions are not pinned: a pin breaks the build whenever Debian ships a security update, and
+# the base image tag already fixes the release.
 # hadolint ignore=DL3008
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends curl \
+    && apt-get install -y --no-install-recommends ca-certificates curl libssl3 \
     && rm -rf /var/lib/apt/lists/*
 RUN groupadd --system --gid 10001 dnsorch \
     && useradd --system --uid 10001 --gid dnsorch --home-dir /var/lib/dnsorch --create-home \

@@ -37,6 +37,12 @@ install_missing() {
     if ! command -v ss >/dev/null 2>&1; then
         apt-get update -qq && apt-get install -y -qq iproute2 >/dev/null
     fi
+    # OpenSSL's headers and pkg-config for librdkafka's TLS and SASL (rdkafka's `ssl` feature
+    # links Debian's libssl); openssl makes the TLS tests' certificates.
+    if ! pkg-config --exists openssl 2>/dev/null || ! command -v openssl >/dev/null 2>&1; then
+        log "installing libssl-dev, pkg-config and openssl"
+        apt-get update -qq && apt-get install -y -qq libssl-dev pkg-config openssl >/dev/null
+    fi
     for component in rustfmt clippy; do
         if ! cargo "${component/rustfmt/fmt}" --version >/dev/null 2>&1; then
             log "installing $component"

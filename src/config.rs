@@ -126,6 +126,18 @@ pub struct Settings {
     #[arg(long, env = "KAFKA_CONCURRENT_BATCHES", default_value = "4", value_parser = clap::value_parser!(u32).range(1..=64), global = true)]
     pub kafka_concurrent_batches: u32,
 
+    /// A file of librdkafka client properties for every Kafka client (`name=value` lines, `#`
+    /// comments), e.g. `security.protocol`, `sasl.mechanism`, `ssl.ca.location`. Each
+    /// `KAFKA_PROPERTY_<NAME>` environment variable (NAME upper case, `_` for `.`) sets one too,
+    /// and wins over the file; no flag takes a property. Properties dnsorch sets itself are
+    /// refused.
+    #[arg(long, env = "KAFKA_PROPERTIES", global = true)]
+    pub kafka_properties: Option<std::path::PathBuf>,
+
+    /// The `KAFKA_PROPERTY_*` environment variables (values from the environment only).
+    #[arg(skip = crate::intake::kafka_properties::PropertyVariables::from_env())]
+    pub kafka_property_variables: crate::intake::kafka_properties::PropertyVariables,
+
     /// Where the HTTP API listens.
     #[arg(
         long,

@@ -229,6 +229,7 @@ impl Application {
     /// and without `ALLOW_SIMULATED=true`, or the database cannot be opened, or the address
     /// cannot be bound.
     pub async fn build_for(settings: Settings, role: Role) -> anyhow::Result<Self> {
+        crate::tls::install_default_provider();
         if role == Role::Consume && settings.kafka_broker_url.is_none() {
             anyhow::bail!("`dnsorch consume` needs KAFKA_BROKER_URL");
         }
@@ -515,10 +516,19 @@ fn kafka_intake(
         prefetch_kbytes: settings.kafka_prefetch_kbytes as usize,
         concurrent_batches: settings.kafka_concurrent_batches as usize,
         forward_retry_max: settings.forward_retry_max_seconds,
+        properties: crate::intake::kafka_properties::ClientProperties::load(
+            settings.kafka_properties.as_deref(),
+            &settings.kafka_property_variables,
+        )?,
     };
-    let kafka =
-        crate::intake::kafka::KafkaIntake::new(&config, intake.clone(), access.auth.clone())
-            .context("KAFKA_BROKER_URL: could not set up the Kafka consumer")?;
+    let kafka = crate::intake::kafka::KafkaIntake::new(
+        &config,
+        intake.clone(),
+        access.auth.clone(),
+    )
+    .context(
+        "could not set up the Kafka clients (KAFKA_BROKER_URL, KAFKA_PROPERTIES, KAFKA_PROPERTY_*)",
+    )?;
     Ok(Some(kafka))
 }
 

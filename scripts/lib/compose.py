@@ -12,9 +12,10 @@ exist, `service_healthy` targets have a health check, one-shot services do not r
 services have no container_name or fixed host port). The operator commands of the header
 comment (`docker compose run [--rm] [-T] SERVICE ARGS...`) must name a dnsorch service and a
 subcommand. The subcommands and variables are read from src/cli.rs and src/config.rs (clap's
-`env = "..."` attributes and `std::env::var("...")` calls); with --bin, each command line is
-also parsed by the binary itself (`dnsorch <command> --help`) and the variables are also looked
-up in its --help.
+`env = "..."` attributes and `std::env::var("...")` calls, and the prefixes of families of
+variables, `..._PREFIX: &str = "KAFKA_PROPERTY_"`); with --bin, each command line is also parsed
+by the binary itself (`dnsorch <command> --help`) and the variables are also looked up in its
+--help.
 
 `smoke` (scripts/compose-smoke.sh) runs the dnsorch services with the commands, env files,
 `environment:` blocks and start order of the compose file, as local processes: the runtime
@@ -265,6 +266,14 @@ def env_vars_from_source() -> set[str]:
     return names
 
 
+def env_prefixes_from_source() -> tuple[str, ...]:
+    """Prefixes of variable families read from the environment (`KAFKA_PROPERTY_<NAME>`)."""
+    prefixes: set[str] = set()
+    for path in (ROOT / "src").rglob("*.rs"):
+        prefixes.update(re.findall(r'_PREFIX:\s*&str\s*=\s*"([A-Z][A-Z0-9_]*_)"', path.read_text()))
+    return tuple(sorted(prefixes))
+
+
 def binary_help(binary: str, args: list[str]) -> tuple[int, str]:
     done = subprocess.run(
         [binary, *args, "--help"],
@@ -286,6 +295,11 @@ def check(binary: str | None) -> list[str]:
     errors: list[str] = []
     commands = subcommands_from_source()
     variables = env_vars_from_source()
+    prefixes = env_prefixes_from_source()
+
+    def unknown(keys) -> list[str]:
+        return sorted(k for k in set(keys) - variables if not k.startswith(prefixes))
+
     if not commands or not variables:
         errors.append("could not read the subcommands or variables from src/")
     top_help = ""
@@ -302,7 +316,7 @@ def check(binary: str | None) -> list[str]:
         if in_help != variables:
             errors.append(f"src/ reads {sorted(variables ^ in_help)} but `dnsorch --help` differs there")
     print(f"subcommands: {', '.join(sorted(commands))}")
-    print(f"variables the binary reads: {len(variables)}")
+    print(f"variables the binary reads: {len(variables)}, and those beginning {', '.join(prefixes) or '(none)'}")
 
     dnsorch = [name for name, service in services.items() if is_dnsorch(service)]
     if not dnsorch:
@@ -342,10 +356,10 @@ def check(binary: str | None) -> list[str]:
                     except ValueError as e:
                         errors.append(str(e))
                         continue
-                    for key in sorted(set(keys) - variables):
+                    for key in unknown(keys):
                         errors.append(f"{path.name}: {key} is not a variable dnsorch reads")
                     for key, number in sorted(commented_variables(path).items()):
-                        if key not in variables:
+                        if unknown([key]):
                             errors.append(f"{path.name}:{number}: {key} (commented out) is not a variable dnsorch reads")
         if name not in dnsorch:
             continue
@@ -360,7 +374,7 @@ def check(binary: str | None) -> list[str]:
                 errors.append(f"{where}.command: `dnsorch {' '.join(command)}` is refused: {output.strip()[:300]}")
         if "entrypoint" in service:
             errors.append(f"{where}: sets an entrypoint; the image's is dnsorch")
-        for key in sorted(set(environment_of(service)) - variables):
+        for key in unknown(environment_of(service)):
             errors.append(f"{where}.environment: {key} is not a variable dnsorch reads")
         if name not in one_shot:
             # A long-running dnsorch service may be scaled.

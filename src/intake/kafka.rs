@@ -27,6 +27,11 @@
 //! logged and the process stops with an error (`crate::supervise`), so the batch in hand is
 //! delivered again at the next start instead of being skipped.
 //!
+//! Both clients take the client properties of `KAFKA_PROPERTIES` and `KAFKA_PROPERTY_*` (TLS,
+//! SASL: see `super::kafka_properties`), then the properties dnsorch sets itself. Every text
+//! from librdkafka (its log lines, client errors, the errors shown by `/readyz`) has the secret
+//! values of those properties replaced before it is logged or shown.
+//!
 //! Every message is authenticated like an HTTP request: its `authorization` header carries
 //! `Bearer <token>`. A message without one is accepted only for the accounts of
 //! `KAFKA_TRUSTED_ACCOUNTS` (principal `kafka-trusted`); any other goes to the dead-letter
@@ -37,7 +42,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use rdkafka::config::ClientConfig;
+use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::consumer::stream_consumer::StreamPartitionQueue;
 use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::error::KafkaError;
@@ -47,6 +52,7 @@ use rdkafka::{ClientContext, Offset};
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
+use super::kafka_properties::{ClientProperties, Redactor};
 use super::message::{DeadLetterReason, DecodedMessage, MessageOrigin, check_size, decode};
 use super::{Intake, IntakeError, Submission, Submitted};
 use crate::auth::{AuthError, AuthFailure, Authenticator};
@@ -111,6 +117,8 @@ pub struct KafkaConfig {
     /// Forward mode: the longest wait honoured from a 408 or 429's `Retry-After`
     /// (`FORWARD_RETRY_MAX_SECONDS`).
     pub forward_retry_max: Duration,
+    /// The client properties given (`KAFKA_PROPERTIES`, `KAFKA_PROPERTY_*`), for both clients.
+    pub properties: ClientProperties,
 }
 
 /// How big a batch may grow: `KAFKA_BATCH_MAX` messages and `KAFKA_BATCH_MAX_BYTES` of
@@ -134,14 +142,22 @@ fn payload_len(message: &OwnedMessage) -> usize {
     message.payload().map_or(0, <[u8]>::len)
 }
 
-/// The consumer's view of the broker, for `/readyz`: the last client error, cleared when a
-/// message arrives or the broker answers.
+/// The consumer's view of the broker, for `/readyz`: the last client error, with the last
+/// error a broker connection reported (a refused connection, a TLS handshake or SASL
+/// authentication that failed) when that was another, which the summaries that follow it
+/// (all brokers down, a metadata request that failed) do not say; secret property values
+/// redacted. Cleared when a message arrives or the broker answers.
 #[derive(Debug, Clone, Default)]
-pub struct KafkaHealth(Arc<Mutex<HealthState>>);
+pub struct KafkaHealth {
+    state: Arc<Mutex<HealthState>>,
+    redactor: Redactor,
+}
 
 #[derive(Debug, Default)]
 struct HealthState {
     error: Option<String>,
+    /// The last error of a broker connection since the broker last answered.
+    broker_error: Option<String>,
     /// When an error was last logged as a warning.
     warned_at: Option<Instant>,
 }
@@ -152,22 +168,41 @@ impl KafkaHealth {
     /// # Errors
     /// The last error the client reported.
     pub fn check(&self) -> Result<(), String> {
-        match self.0.lock().expect("not poisoned").error.clone() {
-            None => Ok(()),
-            Some(error) => Err(error),
+        let state = self.state.lock().expect("not poisoned");
+        match (&state.error, &state.broker_error) {
+            (None, _) => Ok(()),
+            (Some(error), Some(broker)) if broker != error => {
+                Err(format!("{error} (last broker error: {broker})"))
+            }
+            (Some(error), _) => Err(error.clone()),
         }
     }
 
     fn clear(&self) {
-        self.0.lock().expect("not poisoned").error = None;
+        let mut state = self.state.lock().expect("not poisoned");
+        state.error = None;
+        state.broker_error = None;
+    }
+
+    /// Notes an error a broker connection reported, and logs it as `fail` does.
+    fn broker_failed(&self, message: &str, error: String) {
+        self.note_broker_error(&error);
+        self.fail(message, error);
+    }
+
+    /// Notes why a broker connection failed, for the next error `/readyz` shows.
+    fn note_broker_error(&self, error: &str) {
+        let error = self.redactor.redact(error).into_owned();
+        self.state.lock().expect("not poisoned").broker_error = Some(error);
     }
 
     /// Notes an error and logs it: as a warning when the client was healthy before or no
     /// warning was logged for `WARN_EVERY`, else at debug level. A broker that is down makes
     /// the client report several errors a second.
     fn fail(&self, message: &str, error: String) {
+        let error = self.redactor.redact(&error).into_owned();
         let warn = {
-            let mut state = self.0.lock().expect("not poisoned");
+            let mut state = self.state.lock().expect("not poisoned");
             let warn = state.error.is_none()
                 || state.warned_at.is_none_or(|at| at.elapsed() >= WARN_EVERY);
             if warn {
@@ -184,19 +219,125 @@ impl KafkaHealth {
     }
 }
 
-/// Reports client errors (broker down, all brokers unreachable) to the log and `/readyz`.
+/// The consumer's context: reports client errors (broker down, all brokers unreachable, a
+/// TLS handshake or SASL authentication that fails) to the log and `/readyz`, and logs
+/// librdkafka's lines, secrets redacted. A broker connection that fails without an error
+/// event (a connection setup that timed out, in a TLS handshake say) is only logged by
+/// librdkafka, as a warning of facility `FAIL`: that line is noted for `/readyz` too.
 struct IntakeContext {
     health: KafkaHealth,
 }
 
 impl ClientContext for IntakeContext {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        if fac == "FAIL" && (level as i32) <= (RDKafkaLogLevel::Warning as i32) {
+            self.health.note_broker_error(log_message);
+        }
+        log_redacted(&self.health.redactor, level, fac, log_message);
+    }
+
     fn error(&self, error: KafkaError, reason: &str) {
-        self.health
-            .fail("Kafka client error; retrying", format!("{error}: {reason}"));
+        let message = "Kafka client error; retrying";
+        let text = format!("{error}: {reason}");
+        match error.rdkafka_error_code() {
+            // A summary of the broker errors reported before it.
+            Some(rdkafka::types::RDKafkaErrorCode::AllBrokersDown) => {
+                self.health.fail(message, text);
+            }
+            _ => self.health.broker_failed(message, text),
+        }
     }
 }
 
 impl ConsumerContext for IntakeContext {}
+
+/// The dead-letter producer's context: its log lines and client errors, secrets redacted.
+struct ProducerContext {
+    redactor: Redactor,
+}
+
+impl ClientContext for ProducerContext {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        log_redacted(&self.redactor, level, fac, log_message);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        let error = format!("{error}: {reason}");
+        tracing::warn!(error.message = %self.redactor.redact(&error), "Kafka dead-letter producer error; retrying");
+    }
+}
+
+/// A librdkafka log line, at its level (target `librdkafka`), secrets redacted.
+fn log_redacted(redactor: &Redactor, level: RDKafkaLogLevel, fac: &str, message: &str) {
+    let message = redactor.redact(message);
+    match level {
+        RDKafkaLogLevel::Emerg
+        | RDKafkaLogLevel::Alert
+        | RDKafkaLogLevel::Critical
+        | RDKafkaLogLevel::Error => {
+            tracing::error!(target: "librdkafka", facility = fac, "{message}");
+        }
+        RDKafkaLogLevel::Warning => {
+            tracing::warn!(target: "librdkafka", facility = fac, "{message}");
+        }
+        RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => {
+            tracing::info!(target: "librdkafka", facility = fac, "{message}");
+        }
+        RDKafkaLogLevel::Debug => {
+            tracing::debug!(target: "librdkafka", facility = fac, "{message}");
+        }
+    }
+}
+
+/// The consumer's configuration: the client properties given, then the ones dnsorch sets
+/// itself (`kafka_properties::RESERVED` refuses them from the properties).
+fn consumer_config(config: &KafkaConfig) -> ClientConfig {
+    let mut client = ClientConfig::new();
+    config.properties.apply(&mut client);
+    client
+        .set("bootstrap.servers", &config.brokers)
+        .set("group.id", &config.group_id)
+        .set("enable.auto.commit", "true")
+        .set("auto.commit.interval.ms", "1000")
+        // We store an offset only after its message is recorded or dead-lettered.
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("session.timeout.ms", "6000")
+        .set("enable.partition.eof", "false")
+        // The client's own buffers, bounded by the settings: the prefetched messages of
+        // each partition (split queues: the bounds apply per partition), and one fetch.
+        .set(
+            "queued.min.messages",
+            (PREFETCH_BATCHES * config.batch_max).to_string(),
+        )
+        .set(
+            "queued.max.messages.kbytes",
+            config.prefetch_kbytes.to_string(),
+        )
+        .set(
+            "fetch.max.bytes",
+            (config.prefetch_kbytes * 1024).to_string(),
+        );
+    // librdkafka's warnings at least (the log's filter still applies), so that a broker
+    // connection's failure reaches `IntakeContext::log` for `/readyz`.
+    if (client.log_level as i32) < (RDKafkaLogLevel::Warning as i32) {
+        client.set_log_level(RDKafkaLogLevel::Warning);
+    }
+    client
+}
+
+/// The dead-letter producer's configuration: the client properties given, then dnsorch's.
+fn producer_config(config: &KafkaConfig) -> ClientConfig {
+    let mut client = ClientConfig::new();
+    config.properties.apply(&mut client);
+    client
+        .set("bootstrap.servers", &config.brokers)
+        // A dead letter's offset is stored once the broker has it on all in-sync replicas.
+        .set("acks", "all")
+        .set("message.timeout.ms", "10000")
+        .set("message.max.bytes", DEAD_LETTER_MAX_BYTES.to_string());
+    client
+}
 
 /// Where decoded messages go.
 enum Sink {
@@ -215,7 +356,7 @@ enum Sink {
 /// The Kafka intake loop.
 pub struct KafkaIntake {
     consumer: Arc<StreamConsumer<IntakeContext>>,
-    producer: FutureProducer,
+    producer: FutureProducer<ProducerContext>,
     topic: String,
     sink: Sink,
     health: KafkaHealth,
@@ -246,40 +387,27 @@ impl KafkaIntake {
     /// Builds the consumer and the dead-letter producer; nothing is contacted yet.
     ///
     /// # Errors
-    /// The client configuration is refused.
+    /// The client configuration is refused (the error's text has secret property values
+    /// redacted).
     pub fn new(config: &KafkaConfig, intake: Intake, auth: Authenticator) -> anyhow::Result<Self> {
-        let health = KafkaHealth::default();
-        let consumer: StreamConsumer<IntakeContext> = ClientConfig::new()
-            .set("bootstrap.servers", &config.brokers)
-            .set("group.id", &config.group_id)
-            .set("enable.auto.commit", "true")
-            .set("auto.commit.interval.ms", "1000")
-            // We store an offset only after its message is recorded or dead-lettered.
-            .set("enable.auto.offset.store", "false")
-            .set("auto.offset.reset", "earliest")
-            .set("session.timeout.ms", "6000")
-            // The client's own buffers, bounded by the settings: the prefetched messages of
-            // each partition (split queues: the bounds apply per partition), and one fetch.
-            .set(
-                "queued.min.messages",
-                (PREFETCH_BATCHES * config.batch_max).to_string(),
-            )
-            .set(
-                "queued.max.messages.kbytes",
-                config.prefetch_kbytes.to_string(),
-            )
-            .set(
-                "fetch.max.bytes",
-                (config.prefetch_kbytes * 1024).to_string(),
-            )
+        let redactor = config.properties.redactor();
+        let refused = |client: &str, e: KafkaError| {
+            anyhow::anyhow!("{client}: {}", redactor.redact(&e.to_string()))
+        };
+        let health = KafkaHealth {
+            redactor: redactor.clone(),
+            ..KafkaHealth::default()
+        };
+        let consumer: StreamConsumer<IntakeContext> = consumer_config(config)
             .create_with_context(IntakeContext {
                 health: health.clone(),
-            })?;
-        let producer: FutureProducer = ClientConfig::new()
-            .set("bootstrap.servers", &config.brokers)
-            .set("message.timeout.ms", "10000")
-            .set("message.max.bytes", DEAD_LETTER_MAX_BYTES.to_string())
-            .create()?;
+            })
+            .map_err(|e| refused("the consumer", e))?;
+        let producer: FutureProducer<ProducerContext> = producer_config(config)
+            .create_with_context(ProducerContext {
+                redactor: redactor.clone(),
+            })
+            .map_err(|e| refused("the dead-letter producer", e))?;
         let sink = match &config.api_url {
             Some(url) => Sink::Forward {
                 client: super::forward::client(url, config.api_ca_file.as_deref())?,
@@ -788,7 +916,8 @@ impl KafkaIntake {
                     return true;
                 }
                 Err((e, _)) => {
-                    tracing::warn!(error.message = %e, "could not produce a dead letter; retrying");
+                    let error = e.to_string();
+                    tracing::warn!(error.message = %self.health.redactor.redact(&error), "could not produce a dead letter; retrying");
                     tokio::select! {
                         () = shutdown.cancelled() => return false,
                         () = tokio::time::sleep(Duration::from_secs(1)) => {}
@@ -1083,6 +1212,34 @@ mod tests {
             !bound.admits(1, 5000, 0),
             "a large first message fills its batch"
         );
+    }
+
+    #[test]
+    fn every_property_dnsorch_sets_is_refused_from_the_client_properties() {
+        let config = KafkaConfig {
+            brokers: "k:9092".into(),
+            topic: "t".into(),
+            group_id: "g".into(),
+            api_url: None,
+            api_token_file: None,
+            api_ca_file: None,
+            trusted_accounts: Vec::new(),
+            max_message_bytes: 1,
+            batch_max: 1,
+            batch_max_bytes: 1,
+            prefetch_kbytes: 1024,
+            concurrent_batches: 1,
+            forward_retry_max: Duration::ZERO,
+            properties: ClientProperties::default(),
+        };
+        for client in [consumer_config(&config), producer_config(&config)] {
+            for name in client.config_map().keys() {
+                assert!(
+                    crate::intake::kafka_properties::reserved(name).is_some(),
+                    "{name} is set by dnsorch but not reserved"
+                );
+            }
+        }
     }
 
     #[test]

@@ -12,6 +12,7 @@
 pub mod forward;
 #[cfg(feature = "kafka")]
 pub mod kafka;
+pub mod kafka_properties;
 pub mod message;
 
 use std::sync::Arc;

@@ -4,9 +4,7 @@
 
 use super::*;
 
-#[allow(dead_code)]
-#[path = "../support/certs.rs"]
-mod certs;
+use crate::certs;
 
 #[tokio::test]
 async fn forward_mode_posts_over_https_only_to_an_api_whose_certificate_its_ca_signed() {

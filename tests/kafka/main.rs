@@ -134,11 +134,15 @@ fn message_for(account: Option<&str>, record_type: &str, domain: &str, target: &
     message.to_string()
 }
 
+#[allow(dead_code)]
+#[path = "../support/certs.rs"]
+mod certs;
 #[path = "../support/client.rs"]
 mod client;
 mod forward_tls;
 #[path = "../support/settings.rs"]
 mod support_settings;
+mod tls;
 mod validation;
 
 use client::{client_with, first_run_admin_token};
@@ -1380,14 +1384,21 @@ async fn messages_over_the_tokens_rate_limit_are_rate_limited_dead_letters() {
 /// A private tansu broker on `port`, storing in `dir` (so a restart keeps its topics), and
 /// waits until it accepts connections.
 async fn start_private_broker(dir: &std::path::Path, port: u16) -> Reaped {
+    start_broker(dir, port, &format!("tcp://127.0.0.1:{port}"), &[]).await
+}
+
+/// A private tansu broker on 127.0.0.1:`port` advertising `advertised`, with the extra
+/// arguments `args`, storing in `dir`; waits until it accepts connections.
+async fn start_broker(dir: &std::path::Path, port: u16, advertised: &str, args: &[&str]) -> Reaped {
     let tansu = std::env::var("TEST_TANSU")
         .expect("TEST_TANSU is not set: run the tests with scripts/test.sh");
     let listener = format!("tcp://127.0.0.1:{port}");
     let broker = Command::new(tansu)
         .arg("broker")
         .args(["--listener-url", &listener])
-        .args(["--advertised-listener-url", &listener])
+        .args(["--advertised-listener-url", advertised])
         .args(["--storage-engine", "sqlite://tansu.db"])
+        .args(args)
         .current_dir(dir)
         .env_remove("LISTENER_URL")
         .env_remove("ADVERTISED_LISTENER_URL")

@@ -27,6 +27,8 @@ pub(crate) fn test_settings(dir: &TempDir) -> Settings {
         kafka_batch_max_bytes: 4 * 1024 * 1024,
         kafka_prefetch_kbytes: 16 * 1024,
         kafka_concurrent_batches: 4,
+        kafka_properties: None,
+        kafka_property_variables: Default::default(),
         bind_addr: "127.0.0.1:0".parse().unwrap(),
         ops_addr: "127.0.0.1:0".parse().unwrap(),
         tls_cert_file: None,
