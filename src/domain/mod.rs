@@ -3,12 +3,14 @@
 
 pub mod body;
 pub mod fqdn;
+pub mod plan;
 pub mod policy;
 pub mod principal;
 pub mod record;
 pub mod request;
 pub mod token;
 pub mod validation;
+pub mod zoneform;
 
 pub use body::{ChangeBody, ConfigBody, ContextBody, ResourceBody};
 pub use fqdn::{Fqdn, NameRules};
