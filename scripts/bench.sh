@@ -1408,6 +1408,22 @@ median() {
 
 declare -A cmp=() # "TOPOLOGY C VARIANT MEASURE" -> the rounds' values, space-separated
 cmp_add() { cmp[$1]="${cmp[$1]:-}${cmp[$1]:+ }$2"; }
+# cmp_medians BEFORE AFTER: the medians of the rounds in cmp under "BEFORE rps|p50|p99" into
+# m_before_rps, m_before_p50, m_before_p99, and those of AFTER into m_after_*; ratio is
+# m_after_rps / m_before_rps.
+m_before_rps="" m_before_p50="" m_before_p99="" m_after_rps="" m_after_p50="" m_after_p99=""
+cmp_medians() {
+  local k
+  for k in rps p50 p99; do
+    local format=%.3f
+    [ "$k" != rps ] || format=%.1f
+    # shellcheck disable=SC2086 # the lists split into numbers
+    printf -v "m_before_$k" '%s' "$(median "$format" ${cmp[$1 $k]})"
+    # shellcheck disable=SC2086
+    printf -v "m_after_$k" '%s' "$(median "$format" ${cmp[$2 $k]})"
+  done
+  ratio="$(awk -v a="$m_after_rps" -v b="$m_before_rps" 'BEGIN { if (b > 0) printf "%.3f", a / b; else print "-" }')"
+}
 # cmp_wrk TOPOLOGY VARIANT ROUND: wrk at 16 and 64 connections against $base, into cmp.
 cmp_wrk() {
   local c
@@ -1461,22 +1477,14 @@ if [ "$want_https" = 1 ]; then
     done
   done
   for c in 16 64 16-close; do
-    # shellcheck disable=SC2086 # the lists split into numbers
-    {
-      p_rps="$(median %.1f ${cmp[https $c http rps]})"
-      s_rps="$(median %.1f ${cmp[https $c https rps]})"
-      p_p50="$(median %.3f ${cmp[https $c http p50]})"
-      s_p50="$(median %.3f ${cmp[https $c https p50]})"
-      p_p99="$(median %.3f ${cmp[https $c http p99]})"
-      s_p99="$(median %.3f ${cmp[https $c https p99]})"
-    }
-    ratio="$(awk -v a="$s_rps" -v b="$p_rps" 'BEGIN { if (b > 0) printf "%.3f", a / b; else print "-" }')"
+    cmp_medians "https $c http" "https $c https"
     if [ "$c" = 16-close ]; then what="16, a new connection per request"; else what="$c, kept alive"; fi
-    h_rows+=("| $what | ${cmp[https $c http rps]// / · } | ${cmp[https $c https rps]// / · } | $p_rps | $s_rps | $ratio | $p_p50 / $s_p50 | $p_p99 / $s_p99 |")
+    h_rows+=("| $what | ${cmp[https $c http rps]// / · } | ${cmp[https $c https rps]// / · } | $m_before_rps | $m_after_rps | $ratio | $m_before_p50 / $m_after_p50 | $m_before_p99 / $m_after_p99 |")
     out_json topology=https scenario=https_vs_http \
       "label=POST c=$what, HTTPS / HTTP, median of $https_rounds" "concurrency:=${c%-close}" \
-      "rps:=$s_rps" "p50_ms:=$s_p50" "p99_ms:=$s_p99" "ratio:=$ratio" "http_rps:=$p_rps" \
-      "http_p50_ms:=$p_p50" "http_p99_ms:=$p_p99" "rounds:=$https_rounds" "duration=$duration" \
+      "rps:=$m_after_rps" "p50_ms:=$m_after_p50" "p99_ms:=$m_after_p99" "ratio:=$ratio" \
+      "http_rps:=$m_before_rps" "http_p50_ms:=$m_before_p50" "http_p99_ms:=$m_before_p99" \
+      "rounds:=$https_rounds" "duration=$duration" \
       "rps_rounds:=[${cmp[https $c https rps]// /,}]" "http_rps_rounds:=[${cmp[https $c http rps]// /,}]"
   done
   h_note="dnsorch run (SQLite, WORKER_CONCURRENCY=$workers, simulated backend with no delay), a bearer token with a policy on every request; HTTPS: TLS_CERT_FILE/TLS_KEY_FILE with an EC P-256 certificate, rustls (ring), wrk $(wrk -v 2>&1 | head -1 | cut -d' ' -f2) with $(openssl version | cut -d' ' -f1-2); $https_rounds rounds, each plain HTTP then HTTPS on a fresh database"
@@ -1531,16 +1539,9 @@ if [ "$want_base" = 1 ]; then
 
   for t in sqlite postgres; do
     for c in 16 64; do
-      # shellcheck disable=SC2086 # the lists split into numbers
-      {
-        b_rps="$(median %.1f ${cmp[$t $c baseline rps]})"
-        c_rps="$(median %.1f ${cmp[$t $c current rps]})"
-        b_p50="$(median %.3f ${cmp[$t $c baseline p50]})"
-        c_p50="$(median %.3f ${cmp[$t $c current p50]})"
-        b_p99="$(median %.3f ${cmp[$t $c baseline p99]})"
-        c_p99="$(median %.3f ${cmp[$t $c current p99]})"
-      }
-      ratio="$(awk -v a="$c_rps" -v b="$b_rps" 'BEGIN { if (b > 0) printf "%.3f", a / b; else print "-" }')"
+      cmp_medians "$t $c baseline" "$t $c current"
+      b_rps="$m_before_rps" b_p50="$m_before_p50" b_p99="$m_before_p99"
+      c_rps="$m_after_rps" c_p50="$m_after_p50" c_p99="$m_after_p99"
       within="$(awk -v r="$ratio" 'BEGIN { print (r != "-" && r >= 0.90) ? "yes" : "NO" }')"
       if [ "$t" = sqlite ]; then what="SQLite (run)"; else what="PostgreSQL (serve)"; fi
       b_rows+=("| $what | $c | ${cmp[$t $c baseline rps]// / · } | ${cmp[$t $c current rps]// / · } | $b_rps | $c_rps | $ratio | $b_p50 / $c_p50 | $b_p99 / $c_p99 | $within |")
