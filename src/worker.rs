@@ -325,7 +325,7 @@ impl Worker {
             .rrset(&change.domain, change.record_type)
             .await
             .map_err(|e| ProvisionError::Transient(format!("could not read the ledger: {e}")))?;
-        change.managed = ledger.iter().map(ledger_data).collect::<Result<_, _>>()?;
+        change.managed = ledger.iter().map(|record| record.data.clone()).collect();
         match change.operation {
             Operation::Create => {
                 check_owner(change, owner.as_deref())?;
@@ -516,20 +516,11 @@ fn planned_change(claim: &Claim, fence: Fence) -> PlannedChange {
         operation: request.operation,
         record_type: request.record_type,
         domain: request.domain.clone(),
-        target: request.target.clone(),
+        records: request.records.clone(),
         config: request.config.clone(),
         managed: Vec::new(),
         fence,
     }
-}
-
-fn ledger_data(record: &DnsRecord) -> Result<RecordData, ProvisionError> {
-    RecordData::parse(
-        record.record_type,
-        &record.target,
-        record.priority.map(i64::from),
-    )
-    .map_err(|e| ProvisionError::Rejected(format!("ledger row {} is invalid: {e:?}", record.id)))
 }
 
 /// Intake refused changes in another account's RRset, and a create claimed its RRset there;
@@ -565,7 +556,7 @@ fn check_delete(change: &PlannedChange, ledger: &[DnsRecord]) -> Result<(), Prov
             "the {what} RRset holds {theirs} record(s) of another account; dnsorch deletes only the requesting account's records"
         )));
     }
-    if change.target.is_empty() {
+    if change.is_whole_rrset() {
         if change.managed.is_empty() {
             return Err(ProvisionError::Rejected(format!(
                 "dnsorch's ledger holds no {what} records for account {}",
@@ -574,12 +565,12 @@ fn check_delete(change: &PlannedChange, ledger: &[DnsRecord]) -> Result<(), Prov
         }
         return Ok(());
     }
-    if change.managed.contains(&change.record_data()?) {
+    if change.managed.contains(change.record()?) {
         return Ok(());
     }
     Err(ProvisionError::Rejected(format!(
         "cannot delete {what} {}: dnsorch's ledger does not hold it; dnsorch deletes only records it created for the requesting account",
-        change.target
+        change.describe_records()
     )))
 }
 

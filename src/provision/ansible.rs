@@ -67,10 +67,10 @@ impl AnsibleProvisioner {
     }
 
     fn variables(&self, change: &PlannedChange) -> Result<serde_json::Value, ProvisionError> {
-        let rdata = if change.target.is_empty() {
+        let rdata = if change.is_whole_rrset() {
             String::new()
         } else {
-            change.record_data()?.presentation()
+            change.record()?.presentation()
         };
         let mut vars = self.config.vars.clone();
         for (name, secret) in &self.config.secret_vars {

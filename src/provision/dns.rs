@@ -77,10 +77,10 @@ pub(super) async fn verify_at(
 /// # Errors
 /// The stored record data is invalid.
 pub(super) fn change_rdata(change: &PlannedChange) -> Result<Option<RData>, ProvisionError> {
-    if change.target.is_empty() {
+    if change.is_whole_rrset() {
         return Ok(None);
     }
-    parse_rdata(change.record_type, &change.record_data()?.presentation()).map(Some)
+    parse_rdata(change.record_type, &change.record()?.presentation()).map(Some)
 }
 
 /// Whether `change` is in place at `server`: one query. A create is in place when its record

@@ -15,7 +15,9 @@ mod simulated;
 
 use chrono::{DateTime, Utc};
 
-use crate::domain::{LiveRrset, Operation, RecordConfig, RecordData, RecordType, RequestId};
+use crate::domain::{
+    LiveRrset, Operation, RecordConfig, RecordData, RecordType, RequestId, zoneform,
+};
 
 pub use ansible::AnsibleProvisioner;
 pub use fence::Fence;
@@ -32,8 +34,9 @@ pub struct PlannedChange {
     pub record_type: RecordType,
     /// The owner name, without the trailing dot.
     pub domain: String,
-    /// The normalised target as stored; empty for a delete of the whole RRset.
-    pub target: String,
+    /// The records, typed (as the store read them); empty for a delete of the whole RRset
+    /// (and an adoption).
+    pub records: Vec<RecordData>,
     pub config: RecordConfig,
     /// The records of this RRset that dnsorch's ledger holds (all the owner's: an RRset has
     /// one owner, and the worker has checked it is the requesting account before a delete).
@@ -44,19 +47,31 @@ pub struct PlannedChange {
 }
 
 impl PlannedChange {
-    /// The typed record data, parsed again from the stored (already validated) form.
+    /// Whether the change is about the whole RRset (a delete without records).
+    pub fn is_whole_rrset(&self) -> bool {
+        self.records.is_empty()
+    }
+
+    /// The change's one record.
     ///
     /// # Errors
-    /// Only if the stored row was changed by hand into something invalid.
-    pub fn record_data(&self) -> Result<RecordData, ProvisionError> {
-        if self.target.is_empty() {
-            return Err(ProvisionError::Rejected(
-                "a whole-RRset delete has no record data".into(),
-            ));
+    /// A change of the whole RRset has none; one of several records is not supported yet.
+    pub fn record(&self) -> Result<&RecordData, ProvisionError> {
+        match self.records.as_slice() {
+            [record] => Ok(record),
+            [] => Err(ProvisionError::Rejected(
+                "a change of the whole RRset has no single record".into(),
+            )),
+            [_, _, ..] => Err(ProvisionError::Rejected(
+                "a change of several records at once is not supported by this backend yet".into(),
+            )),
         }
-        let priority = self.config.priority.map(i64::from);
-        RecordData::parse(self.record_type, &self.target, priority)
-            .map_err(|e| ProvisionError::Rejected(format!("stored record data is invalid: {e:?}")))
+    }
+
+    /// The records in zone-file form, for logs.
+    pub fn describe_records(&self) -> String {
+        let elements: Vec<String> = self.records.iter().map(zoneform::element).collect();
+        elements.join(", ")
     }
 }
 

@@ -174,7 +174,7 @@ impl Rfc2136Provisioner {
         let dns_type = dns_type(change.record_type);
         let mut notes = Vec::new();
         let mut update = Update::default();
-        let expect = if change.target.is_empty() {
+        let expect = if change.is_whole_rrset() {
             // The whole RRset: only if every record in it is the account's.
             let live = self.query(&self.config.server, &name, dns_type).await?;
             refuse_unmanaged(&name, change, &live, None)?;
@@ -232,7 +232,7 @@ impl Rfc2136Provisioner {
                 self.zone
             )));
         }
-        let data = change.record_data()?;
+        let data = change.record()?;
         let rdata = parse_rdata(change.record_type, &data.presentation())?;
         Ok((name, dns_type(change.record_type), rdata))
     }

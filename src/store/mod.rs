@@ -25,7 +25,7 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use crate::domain::{
-    ChangeRequest, LiveRrset, LogEntry, Operation, RecordConfig, RecordType, RequestId,
+    ChangeRequest, LiveRrset, LogEntry, Operation, RecordConfig, RecordData, RecordType, RequestId,
     RequestStatus, Submitter,
 };
 
@@ -64,7 +64,15 @@ pub struct DnsRequest {
     pub operation: Operation,
     pub record_type: RecordType,
     pub domain: String,
+    /// The record as the original body gives it (without the MX or SRV priority, which is in
+    /// `config.priority`); empty for a delete of the whole RRset.
     pub target: String,
+    /// The records in zone-file form (priority included), as `resource.targets` takes them;
+    /// empty for a delete of the whole RRset or an adoption.
+    pub targets: Vec<String>,
+    /// The records, typed: read once from the row, so nothing after the store parses them.
+    #[serde(skip)]
+    pub records: Vec<RecordData>,
     pub comment: Option<String>,
     pub config: RecordConfig,
     /// How many times a worker has claimed the request.
@@ -107,6 +115,9 @@ pub struct DnsRecord {
     pub record_type: RecordType,
     pub domain: String,
     pub target: String,
+    /// The record, typed (read once from the row).
+    #[serde(skip)]
+    pub data: RecordData,
     pub comment: Option<String>,
     pub ttl: u32,
     pub priority: Option<u16>,

@@ -15,7 +15,10 @@ use uuid::Uuid;
 
 use super::audit::AuditAction;
 use super::{DnsRecord, DnsRequest, StoreError};
-use crate::domain::{Operation, RecordType, RequestId, RequestStatus, Submitter, TokenId};
+use crate::domain::{
+    Operation, RecordConfig, RecordData, RecordType, RequestId, RequestStatus, Submitter, TokenId,
+    zoneform,
+};
 
 /// A type both stores hold the same way, decoded by sqlx as it is (text, flags, times).
 pub(super) trait Plain:
@@ -166,6 +169,15 @@ impl Decoded for Option<TokenId> {
 
 /// A request of `REQUEST_COLUMNS`, with its log when the row has `log_messages` (`with_log`).
 pub(super) fn request<R: Columns>(row: &R, with_log: bool) -> Result<DnsRequest, StoreError> {
+    let record_type: RecordType = row.get("record_type")?;
+    let target: String = row.get("target")?;
+    let config: RecordConfig = row.json("config")?;
+    // The one parse of a stored record: validated at intake, so a failure is a corrupt row.
+    let records = if target.is_empty() {
+        Vec::new()
+    } else {
+        vec![record_data(record_type, &target, config.priority)?]
+    };
     Ok(DnsRequest {
         seq: row.get("seq")?,
         id: row.get("id")?,
@@ -173,11 +185,13 @@ pub(super) fn request<R: Columns>(row: &R, with_log: bool) -> Result<DnsRequest,
         account_id: row.get("account_id")?,
         source: row.get("source")?,
         operation: row.get("operation")?,
-        record_type: row.get("record_type")?,
+        record_type,
         domain: row.get("domain")?,
-        target: row.get("target")?,
+        target,
+        targets: records.iter().map(zoneform::element).collect(),
+        records,
         comment: row.get("comment")?,
-        config: row.json("config")?,
+        config,
         attempts: row.get("attempts")?,
         last_error: row.get("last_error")?,
         idempotency_key: row.get("idempotency_key")?,
@@ -225,19 +239,37 @@ pub(super) fn submitter<R: Columns>(
 
 /// A ledger row of `SELECT_RECORDS` (or `SELECT_RRSET`).
 pub(super) fn record<R: Columns>(row: &R) -> Result<DnsRecord, StoreError> {
+    let record_type: RecordType = row.get("record_type")?;
+    let target: String = row.get("target")?;
+    let priority: Option<u16> = row.get("priority")?;
     Ok(DnsRecord {
         seq: row.get("seq")?,
         id: row.get("id")?,
         request_id: row.get("request_id")?,
         account_id: row.get("account_id")?,
-        record_type: row.get("record_type")?,
+        record_type,
         domain: row.get("domain")?,
-        target: row.get("target")?,
+        data: record_data(record_type, &target, priority)?,
+        target,
         comment: row.get("comment")?,
         ttl: row.get("ttl")?,
-        priority: row.get("priority")?,
+        priority,
         zone: row.get("zone")?,
         provisioned_at: row.get("provisioned_at")?,
+    })
+}
+
+/// A stored record (its `target` and priority), typed.
+fn record_data(
+    record_type: RecordType,
+    target: &str,
+    priority: Option<u16>,
+) -> Result<RecordData, StoreError> {
+    RecordData::parse(record_type, target, priority.map(i64::from)).map_err(|e| {
+        corrupt(
+            "target",
+            format!("{target:?} is not a {record_type} record: {e:?}"),
+        )
     })
 }
 
