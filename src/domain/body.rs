@@ -48,6 +48,13 @@ pub struct ResourceBody {
     /// `"<weight> <port> <host>"` for SRV, `<flags> <tag> "<value>"` for CAA, the text for TXT.
     #[schema(example = "192.0.2.10")]
     pub target: Option<String>,
+    /// The records in zone-file form, instead of `target`: the RDATA after the type, MX and
+    /// SRV priority included (`"10 mail.example.test"`, `"10 5 5060 sip.example.test"`).
+    /// TXT text is literal unless it begins and ends with `"`, when it is zone-file
+    /// presentation (one or more quoted strings, joined). Give `target` or `targets`, not
+    /// both; a request changes one record for now, so the list holds exactly one.
+    #[schema(example = json!(["10 mail.example.test"]))]
+    pub targets: Option<Vec<String>>,
     /// Free text kept with the request and the record.
     pub comment: Option<String>,
     /// TTL, priority and backend extras.

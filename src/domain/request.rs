@@ -163,8 +163,8 @@ pub struct ChangeRequest {
     /// The owner name.
     pub domain: Fqdn,
     pub record_type: RecordType,
-    /// The record; `None` only for a delete of the whole RRset.
-    pub data: Option<RecordData>,
+    /// The records; empty only for a delete of the whole RRset or an adoption.
+    pub records: Vec<RecordData>,
     pub ttl: u32,
     pub comment: Option<String>,
     pub extra_config: serde_json::Map<String, serde_json::Value>,
@@ -181,8 +181,8 @@ pub struct ChangeRequest {
 impl ChangeRequest {
     /// The stored `target`: the record's, or empty for a whole-RRset delete.
     pub fn target(&self) -> String {
-        self.data
-            .as_ref()
+        self.records
+            .first()
             .map(RecordData::target)
             .unwrap_or_default()
     }
@@ -191,7 +191,7 @@ impl ChangeRequest {
     pub fn config(&self) -> RecordConfig {
         RecordConfig {
             ttl: self.ttl,
-            priority: self.data.as_ref().and_then(RecordData::priority),
+            priority: self.records.first().and_then(RecordData::priority),
             extra_config: self.extra_config.clone(),
         }
     }
@@ -229,9 +229,15 @@ impl LogEntry {
 
     /// The first entry of every request: where it came from and what it asks.
     pub fn accepted(change: &ChangeRequest) -> Self {
-        let what = match &change.data {
-            Some(data) => data.target(),
-            None => "(the whole RRset)".to_owned(),
+        let what = if change.records.is_empty() {
+            "(the whole RRset)".to_owned()
+        } else {
+            let elements: Vec<String> = change
+                .records
+                .iter()
+                .map(super::zoneform::element)
+                .collect();
+            elements.join(", ")
         };
         Self::info(format!(
             "request accepted from {} by {} for account {}: {} {} {} {what}",

@@ -7,12 +7,15 @@ use super::fqdn::Fqdn;
 use super::principal::Submitter;
 use super::record::{DataError, RecordData, RecordType};
 use super::request::{ChangeRequest, DEFAULT_TTL, Operation};
+use super::zoneform;
 
 const MAX_ACCOUNT_ID_CHARS: usize = 128;
 const MAX_SOURCE_CHARS: usize = 64;
 const MAX_COMMENT_CHARS: usize = 1024;
 const MAX_EXTRA_CONFIG_KEYS: usize = 32;
 const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
+/// The most elements of `resource.targets` that are checked (and named in errors).
+const MAX_TARGETS: usize = 100;
 
 /// One bad field and why.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
@@ -78,36 +81,14 @@ pub fn validate(
         (Some(d), t) => without_controls(d, "resource.domain", &mut errors)
             .and_then(|d| check_domain(&d, t, &mut errors)),
     };
-    // `Some(None)`: a target was given, and refused for its control characters.
-    let target = resource
-        .target
-        .map(|t| without_controls(t, "resource.target", &mut errors));
-    // A delete without a target removes the whole RRset: there is no record data then.
-    // An adoption takes the RRset as the server holds it: there is no record data either.
-    let data = match (operation, target, record_type) {
-        (Operation::Adopt, Some(_), _) => {
-            errors.push(
-                "resource.target",
-                "an adoption takes the whole RRset as the server holds it; give no target",
-            );
-            None
-        }
-        (Operation::Adopt, None, _) => Some(None),
-        (Operation::Delete, None, _) => {
-            if config.priority.is_some() {
-                errors.push(
-                    "resource.config.priority",
-                    "applies only to a delete with a target",
-                );
-            }
-            Some(None)
-        }
-        (Operation::Create, None, _) => required(&mut errors, "resource.target"),
-        (_, Some(Some(target)), Some(t)) => {
-            check_data(t, &target, config.priority, &mut errors).map(Some)
-        }
-        (_, Some(_), _) => None,
-    };
+    let records = check_records(
+        operation,
+        record_type,
+        resource.target,
+        resource.targets,
+        config.priority,
+        &mut errors,
+    );
     let ttl = check_ttl(&config, &mut errors);
     let comment = resource
         .comment
@@ -126,8 +107,8 @@ pub fn validate(
     check_extra_config(&extra_config, max_extra_config_bytes, &mut errors);
     let idempotency_key = idempotency_key.and_then(|k| check_idempotency_key(k, &mut errors));
 
-    match (account_id, domain, record_type, data) {
-        (Some(account_id), Some(domain), Some(record_type), Some(data))
+    match (account_id, domain, record_type, records) {
+        (Some(account_id), Some(domain), Some(record_type), Some(records))
             if errors.fields.is_empty() =>
         {
             Ok(ChangeRequest {
@@ -136,7 +117,7 @@ pub fn validate(
                 operation,
                 domain,
                 record_type,
-                data,
+                records,
                 ttl,
                 comment,
                 extra_config,
@@ -289,6 +270,100 @@ fn check_domain(
         }
     }
     Some(name)
+}
+
+/// The records of `target` (with `priority`) or `targets`: none for a delete of the whole
+/// RRset or an adoption. `None` when they are refused (the errors say why).
+fn check_records(
+    operation: Operation,
+    record_type: Option<RecordType>,
+    target: Option<String>,
+    targets: Option<Vec<String>>,
+    priority: Option<i64>,
+    errors: &mut ValidationError,
+) -> Option<Vec<RecordData>> {
+    let field = match (&target, &targets) {
+        (Some(_), Some(_)) => {
+            errors.push(
+                "resource.targets",
+                "give `target` (one record) or `targets`, not both",
+            );
+            return None;
+        }
+        (Some(_), None) => "resource.target",
+        (None, Some(_)) => "resource.targets",
+        (None, None) => match operation {
+            // A delete without records removes the whole RRset; an adoption takes the RRset
+            // as the server holds it.
+            Operation::Delete => {
+                if priority.is_some() {
+                    errors.push(
+                        "resource.config.priority",
+                        "applies only to a delete with a target",
+                    );
+                }
+                return Some(Vec::new());
+            }
+            Operation::Adopt => return Some(Vec::new()),
+            Operation::Create => return required(errors, "resource.target"),
+        },
+    };
+    match operation {
+        Operation::Adopt => {
+            errors.push(
+                field,
+                "an adoption takes the whole RRset as the server holds it; give no records",
+            );
+            None
+        }
+        Operation::Create | Operation::Delete => {
+            let record_type = record_type?;
+            match (target, targets) {
+                (Some(target), _) => without_controls(target, field, errors)
+                    .and_then(|t| check_data(record_type, &t, priority, errors))
+                    .map(|record| vec![record]),
+                (None, Some(targets)) => check_targets(record_type, targets, priority, errors),
+                (None, None) => None,
+            }
+        }
+    }
+}
+
+/// `resource.targets`: each element a record in zone-file form (see `zoneform`); exactly
+/// one for now.
+fn check_targets(
+    record_type: RecordType,
+    targets: Vec<String>,
+    priority: Option<i64>,
+    errors: &mut ValidationError,
+) -> Option<Vec<RecordData>> {
+    let before = errors.fields.len();
+    if priority.is_some() {
+        errors.push(
+            "resource.config.priority",
+            "with `targets`, each record carries its own priority (\"10 mail.example.test\")",
+        );
+    }
+    match targets.len() {
+        0 => errors.push("resource.targets", "must hold a record"),
+        1 => {}
+        n => errors.push(
+            "resource.targets",
+            format!("holds {n} records; a request changes one record for now"),
+        ),
+    }
+    let mut records = Vec::with_capacity(targets.len());
+    for (i, element) in targets.into_iter().enumerate().take(MAX_TARGETS) {
+        let field = format!("resource.targets[{i}]");
+        let Some(element) = without_controls(element, &field, errors) else {
+            continue;
+        };
+        match zoneform::parse(record_type, &element) {
+            Ok(record) => records.push(record),
+            Err(message) => errors.push(field, message),
+        }
+    }
+    (errors.fields.len() == before).then_some(records)
 }
 
 fn check_data(

@@ -19,5 +19,6 @@ mod policies;
 mod routing;
 #[path = "../support/settings.rs"]
 mod settings;
+mod targets;
 mod tokens;
 mod validation;
