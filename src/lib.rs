@@ -22,6 +22,8 @@
 //! - [`supervise`]: supervised loops: a panic is logged, the loop restarted or the process
 //!   stopped, and `/readyz` is 503 meanwhile.
 //! - [`worker`]: claim, provision, write the outcome under the lease token.
+//! - [`planner`]: dry runs: a change checked as intake checks it, then planned against the
+//!   live RRset and the ledger, with nothing stored.
 //! - [`reconciler`]: releases expired leases and queues requests that were never queued or
 //!   whose delivery may be lost.
 //! - [`provision`]: the `Provisioner` trait, the zone router, and the `simulated`,
@@ -35,6 +37,7 @@ pub mod cli;
 pub mod config;
 pub mod domain;
 pub mod intake;
+pub mod planner;
 pub mod provision;
 pub mod queue;
 pub mod ratelimit;

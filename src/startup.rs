@@ -262,7 +262,12 @@ impl Application {
             ZoneRouter::new(&zones, simulated, settings.rfc2136_batch_max_bytes as usize)
                 .context("Failed to set up the zones' backends")?,
         );
-        let worker = Worker::new(store.clone(), channel.clone(), router, worker_config);
+        let worker = Worker::new(
+            store.clone(),
+            channel.clone(),
+            router.clone(),
+            worker_config,
+        );
         let reconciler = Reconciler::new(
             store.clone(),
             channel.clone(),
@@ -305,6 +310,7 @@ impl Application {
         let kafka = kafka_intake(&settings, role, &intake, &access)?;
         let supervisor = Supervisor::new(settings.task_restart_delay_seconds);
         let state = AppState::new(AppParts {
+            planner: crate::planner::Planner::new(intake.clone(), store.clone(), router),
             intake,
             access,
             store,

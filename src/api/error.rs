@@ -133,6 +133,15 @@ impl From<IntakeError> for ApiError {
     }
 }
 
+impl From<crate::planner::PlanError> for ApiError {
+    fn from(error: crate::planner::PlanError) -> Self {
+        match error {
+            crate::planner::PlanError::Intake(e) => e.into(),
+            crate::planner::PlanError::Store(e) => e.into(),
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code) = self.status_and_code();

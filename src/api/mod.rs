@@ -80,6 +80,8 @@ impl std::ops::Deref for AppState {
 /// The parts of [`AppState`].
 pub struct AppParts {
     pub intake: Intake,
+    /// Dry runs (`?dry_run=true`).
+    pub planner: crate::planner::Planner,
     pub access: Access,
     pub store: Arc<dyn RequestStore>,
     /// The audit log of token changes and adoptions.

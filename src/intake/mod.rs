@@ -149,7 +149,7 @@ impl Intake {
 
     /// Decides the account, validates the body, checks that its name is in a configured zone,
     /// authorizes it, and notes the zone and backend that will apply it and who submitted it.
-    fn check(
+    pub(crate) fn check(
         &self,
         actor: &Actor,
         mut body: ChangeBody,

@@ -7,6 +7,7 @@ mod changes;
 #[path = "../support/client.rs"]
 mod client;
 mod controls;
+mod dry_run;
 mod health;
 mod helpers;
 mod https;

@@ -25,6 +25,7 @@ mod batching;
 mod fencing;
 mod forged;
 mod ownership;
+mod plan;
 mod processes;
 mod secrets;
 mod unknown;

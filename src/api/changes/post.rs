@@ -2,7 +2,7 @@
 //! answer 202 with the request.
 
 use axum::Json;
-use axum::extract::State;
+use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
@@ -13,8 +13,18 @@ use crate::api::error::{ApiError, ErrorBody};
 use crate::api::json::JsonBody;
 use crate::domain::{ChangeBody, Operation, Submitter, ValidationError};
 use crate::intake::Submitted;
+use crate::planner::DryRun;
 use crate::store::DnsRequest;
 use crate::store::audit::{self, AuditAction, NewAuditEntry};
+
+/// `?dry_run=true`: plan the change instead of submitting it.
+#[derive(Debug, Default, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct Submission {
+    /// Check and plan the change against the live RRset and answer 200 with the plan;
+    /// nothing is stored, queued or written to any server.
+    pub dry_run: Option<bool>,
+}
 
 /// The header that makes a submission safe to retry.
 const IDEMPOTENCY_KEY: &str = "idempotency-key";
@@ -30,11 +40,14 @@ const IDEMPOTENCY_KEY: &str = "idempotency-key";
     path = "/api/v1/dns/create",
     tag = "requests",
     request_body = ChangeBody,
-    params(("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe; scoped to the account")),
+    params(
+        ("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe; scoped to the account"),
+        Submission,
+    ),
     security(("bearer" = [])),
     responses(
         (status = 202, description = "Accepted: PENDING", body = DnsRequest, headers(("Location" = String))),
-        (status = 200, description = "Idempotent replay of an earlier request", body = DnsRequest),
+        (status = 200, description = "Idempotent replay of an earlier request (a `DnsRequest`), or with `dry_run=true` the plan (a `DryRun`): before, after and every conflict", body = DryRun),
         (status = 400, description = "Malformed JSON", body = ErrorBody),
         (status = 401, description = "No valid token (missing, unknown, revoked, expired, or used from outside its subnets)", body = ErrorBody),
         (status = 403, description = "The token may not do this: `context.account_id` names an account it may not act for, no policy grants the permission for the name and type (the message names the name, type and permission), or the RRset belongs to another account", body = ErrorBody),
@@ -49,9 +62,13 @@ const IDEMPOTENCY_KEY: &str = "idempotency-key";
 pub async fn create(
     State(state): State<AppState>,
     caller: Caller,
+    Query(submission): Query<Submission>,
     headers: HeaderMap,
     JsonBody(body): JsonBody<ChangeBody>,
 ) -> Result<Response, ApiError> {
+    if submission.dry_run == Some(true) {
+        return dry_run(&state, caller, &headers, body, Operation::Create).await;
+    }
     let (status, request) = submit(&state, caller, &headers, body, Operation::Create).await?;
     Ok(respond(status, request))
 }
@@ -67,11 +84,14 @@ pub async fn create(
     path = "/api/v1/dns/delete",
     tag = "requests",
     request_body = ChangeBody,
-    params(("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe; scoped to the account")),
+    params(
+        ("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe; scoped to the account"),
+        Submission,
+    ),
     security(("bearer" = [])),
     responses(
         (status = 202, description = "Accepted: PENDING", body = DnsRequest, headers(("Location" = String))),
-        (status = 200, description = "Idempotent replay of an earlier request", body = DnsRequest),
+        (status = 200, description = "Idempotent replay of an earlier request (a `DnsRequest`), or with `dry_run=true` the plan (a `DryRun`): before, after and every conflict", body = DryRun),
         (status = 400, description = "Malformed JSON", body = ErrorBody),
         (status = 401, description = "No valid token (missing, unknown, revoked, expired, or used from outside its subnets)", body = ErrorBody),
         (status = 403, description = "The token may not do this: `context.account_id` names an account it may not act for, no policy grants the permission for the name and type (the message names the name, type and permission), or the RRset belongs to another account", body = ErrorBody),
@@ -86,9 +106,13 @@ pub async fn create(
 pub async fn delete(
     State(state): State<AppState>,
     caller: Caller,
+    Query(submission): Query<Submission>,
     headers: HeaderMap,
     JsonBody(body): JsonBody<ChangeBody>,
 ) -> Result<Response, ApiError> {
+    if submission.dry_run == Some(true) {
+        return dry_run(&state, caller, &headers, body, Operation::Delete).await;
+    }
     let (status, request) = submit(&state, caller, &headers, body, Operation::Delete).await?;
     Ok(respond(status, request))
 }
@@ -159,6 +183,19 @@ async fn submit(
         Submitted::Created(request) => (StatusCode::ACCEPTED, request),
         Submitted::Replayed(request) => (StatusCode::OK, request),
     })
+}
+
+/// Plans the change (`?dry_run=true`): 200 with the plan; nothing stored or sent.
+async fn dry_run(
+    state: &AppState,
+    Caller(mut actor): Caller,
+    headers: &HeaderMap,
+    body: ChangeBody,
+    operation: Operation,
+) -> Result<Response, ApiError> {
+    actor.source = forwarded_source(state, headers, actor.client_addr).await?;
+    let plan = state.planner.plan(&actor, body, operation).await?;
+    Ok((StatusCode::OK, Json(plan)).into_response())
 }
 
 fn respond(status: StatusCode, request: DnsRequest) -> Response {

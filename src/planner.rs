@@ -1,0 +1,264 @@
+//! Dry runs (`?dry_run=true`): a change checked as intake checks it (account, validation,
+//! zone, policies), then planned against the live RRset and the ledger by
+//! [`crate::domain::plan`], with nothing stored, queued or written to any server.
+//!
+//! The live RRset is read by the zone's backend, from the process that answers the dry run
+//! (so `serve` queries primaries): rfc2136 from the primary, ansible from the zone's
+//! `verify_server`. The simulated backend has no live state apart from the ledger, and an
+//! ansible zone without a `verify_server` cannot be read: both are planned against the
+//! ledger, and the answer says so (`read_from: "ledger"`). A server that does not answer gives
+//! `before: null` and an `unreadable` conflict.
+
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use crate::domain::plan::{self, ConflictKind, Intent, LedgerView, LiveView};
+use crate::domain::{
+    Actor, ChangeBody, ChangeRequest, LiveRrset, Operation, RecordData, RecordType, zoneform,
+};
+use crate::intake::{Intake, IntakeError};
+use crate::provision::{ProvisionError, Provisioner, ZoneRouter};
+use crate::store::{RequestStore, StoreError};
+
+/// The answer to a dry run.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct DryRun {
+    /// Always `true`: nothing was stored, queued or written to any server.
+    pub dry_run: bool,
+    /// One entry per RRset the change touches.
+    pub plan: Vec<PlannedRrset>,
+}
+
+/// What a change would do to one RRset.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct PlannedRrset {
+    pub domain: String,
+    pub record_type: RecordType,
+    /// The RRset now; `null` when it is absent or could not be read.
+    pub before: Option<RrsetView>,
+    /// The RRset after the change; `null` when it would be empty.
+    pub after: Option<RrsetView>,
+    /// Every reason the change would fail; empty when it would apply.
+    pub conflicts: Vec<ConflictView>,
+    /// Where `before` comes from: the zone's server, or dnsorch's ledger (simulated zones,
+    /// ansible zones without a `verify_server`).
+    pub read_from: ReadFrom,
+}
+
+/// An RRset: its TTL and its records in zone-file form.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct RrsetView {
+    pub ttl: u32,
+    #[schema(example = json!(["192.0.2.10"]))]
+    pub records: Vec<String>,
+}
+
+/// A conflict: its kind and a message for people.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct ConflictView {
+    pub kind: ConflictKind,
+    pub message: String,
+}
+
+/// Where the plan's `before` was read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ReadFrom {
+    Server,
+    Ledger,
+}
+
+/// Why a dry run has no plan.
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    /// As intake would refuse the change (422, 403, 429).
+    #[error(transparent)]
+    Intake(#[from] IntakeError),
+    /// The ledger could not be read (503).
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Plans changes without making them.
+#[derive(Clone)]
+pub struct Planner {
+    intake: Intake,
+    store: Arc<dyn RequestStore>,
+    router: Arc<ZoneRouter>,
+}
+
+impl Planner {
+    pub fn new(intake: Intake, store: Arc<dyn RequestStore>, router: Arc<ZoneRouter>) -> Self {
+        Self {
+            intake,
+            store,
+            router,
+        }
+    }
+
+    /// Checks `body` as a submission of `operation` by `actor`, then plans it.
+    ///
+    /// # Errors
+    /// What intake would answer for the change, or the ledger cannot be read.
+    pub async fn plan(
+        &self,
+        actor: &Actor,
+        body: ChangeBody,
+        operation: Operation,
+    ) -> Result<DryRun, PlanError> {
+        let change = self.intake.check(actor, body, operation, None)?;
+        let intent = match change.operation {
+            Operation::Create => Intent::Add {
+                records: &change.records,
+                ttl: change.ttl,
+            },
+            Operation::Delete if change.records.is_empty() => Intent::RemoveAll,
+            Operation::Delete => Intent::Remove {
+                records: &change.records,
+            },
+            Operation::Adopt => {
+                return Err(PlanError::Intake(IntakeError::Invalid(
+                    crate::domain::ValidationError::field(
+                        "dry_run",
+                        "applies to create and delete; an adoption changes no DNS",
+                    ),
+                )));
+            }
+        };
+        let domain = change.domain.as_str();
+        let (owner, ledger) = self.store.rrset(domain, change.record_type).await?;
+        let managed: Vec<RecordData> = ledger.iter().map(|r| r.data.clone()).collect();
+        let ledger_rrset = || {
+            ledger.first().map(|first| LiveRrset {
+                ttl: first.ttl,
+                records: managed.clone(),
+            })
+        };
+        let (live, read_from) = match self.backend(&change) {
+            Ok(backend) => match read(backend.as_ref(), domain, change.record_type).await {
+                Ok(Some(rrset)) => {
+                    let others = self.other_types(backend.as_ref(), &change).await;
+                    (live_view(rrset, others), ReadFrom::Server)
+                }
+                Ok(None) => {
+                    let others = self.ledger_types(&change).await?;
+                    (live_view(ledger_rrset(), Ok(others)), ReadFrom::Ledger)
+                }
+                Err(ProvisionError::Rejected(_)) => {
+                    let others = self.ledger_types(&change).await?;
+                    (live_view(ledger_rrset(), Ok(others)), ReadFrom::Ledger)
+                }
+                Err(e) => (LiveView::Unreadable(e.to_string()), ReadFrom::Server),
+            },
+            Err(e) => (LiveView::Unreadable(e.to_string()), ReadFrom::Server),
+        };
+        let planned = plan::plan(
+            &change.account_id,
+            domain,
+            change.record_type,
+            intent,
+            LedgerView {
+                owner: owner.as_deref(),
+                managed: &managed,
+            },
+            &live,
+        );
+        Ok(DryRun {
+            dry_run: true,
+            plan: vec![PlannedRrset {
+                domain: domain.to_owned(),
+                record_type: change.record_type,
+                before: planned.before.as_ref().map(view),
+                after: planned.after.as_ref().map(view),
+                conflicts: planned
+                    .conflicts
+                    .into_iter()
+                    .map(|c| ConflictView {
+                        kind: c.kind,
+                        message: c.message,
+                    })
+                    .collect(),
+                read_from,
+            }],
+        })
+    }
+
+    fn backend(&self, change: &ChangeRequest) -> Result<Arc<dyn Provisioner>, ProvisionError> {
+        self.router
+            .backend(change.zone.as_deref(), change.backend.as_deref())
+    }
+
+    /// The other types with records at the name, as the server holds them: for a CNAME,
+    /// every other supported type; for any other type, the CNAME.
+    async fn other_types(
+        &self,
+        backend: &dyn Provisioner,
+        change: &ChangeRequest,
+    ) -> Result<Vec<RecordType>, String> {
+        let mut found = Vec::new();
+        for other in types_to_check(change.record_type) {
+            match read(backend, change.domain.as_str(), other).await {
+                Ok(Some(Some(_))) => found.push(other),
+                Ok(Some(None) | None) => {}
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+        Ok(found)
+    }
+
+    /// The other types with records at the name in the ledger.
+    async fn ledger_types(&self, change: &ChangeRequest) -> Result<Vec<RecordType>, StoreError> {
+        let mut found = Vec::new();
+        for other in types_to_check(change.record_type) {
+            let (_, rows) = self.store.rrset(change.domain.as_str(), other).await?;
+            if !rows.is_empty() {
+                found.push(other);
+            }
+        }
+        Ok(found)
+    }
+}
+
+/// The types whose presence at the name decides CNAME exclusivity for `record_type`.
+fn types_to_check(record_type: RecordType) -> Vec<RecordType> {
+    match record_type {
+        RecordType::Cname => RecordType::ALL
+            .into_iter()
+            .filter(|t| *t != RecordType::Cname)
+            .collect(),
+        RecordType::A
+        | RecordType::Aaaa
+        | RecordType::Mx
+        | RecordType::Txt
+        | RecordType::Srv
+        | RecordType::Ns
+        | RecordType::Ptr
+        | RecordType::Caa => vec![RecordType::Cname],
+    }
+}
+
+/// The server's RRset; `Ok(None)` when the backend has no live state apart from the ledger.
+/// An empty RRset is `Some` with no records.
+async fn read(
+    backend: &dyn Provisioner,
+    domain: &str,
+    record_type: RecordType,
+) -> Result<Option<Option<LiveRrset>>, ProvisionError> {
+    let read = backend.read_rrset(domain, record_type).await?;
+    Ok(read.map(|rrset| Some(rrset).filter(|r| !r.records.is_empty())))
+}
+
+fn live_view(rrset: Option<LiveRrset>, others: Result<Vec<RecordType>, String>) -> LiveView {
+    match others {
+        Ok(other_types) => LiveView::Read { rrset, other_types },
+        Err(why) => LiveView::Unreadable(why),
+    }
+}
+
+fn view(rrset: &LiveRrset) -> RrsetView {
+    RrsetView {
+        ttl: rrset.ttl,
+        records: rrset.records.iter().map(zoneform::element).collect(),
+    }
+}
