@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use hickory_proto::op::{Message, MessageType, OpCode, ResponseCode};
 use tokio::io::AsyncReadExt as _;
-use tokio::net::{TcpListener, UdpSocket};
+
 use tokio::sync::Semaphore;
 
 use super::*;
@@ -31,9 +31,8 @@ struct SlowServer {
 
 impl SlowServer {
     async fn start() -> Self {
-        let udp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let (udp, tcp) = dns_sockets().await;
         let port = udp.local_addr().unwrap().port();
-        let tcp = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
         let server = Self {
             port,
             queries: Arc::new(AtomicUsize::new(0)),

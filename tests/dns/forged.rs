@@ -18,7 +18,7 @@ use hickory_proto::op::{Message, MessageType, OpCode, ResponseCode};
 use hickory_proto::rr::rdata::tsig::TsigAlgorithm;
 use hickory_proto::rr::{Name, TSigResponseContext, TSigner};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::net::{TcpStream, UdpSocket};
 
 use super::*;
 
@@ -84,9 +84,9 @@ impl Peer {
             )
             .unwrap()
         };
-        let udp = Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap());
+        let (udp, tcp) = dns_sockets().await;
+        let udp = Arc::new(udp);
         let address = udp.local_addr().unwrap();
-        let tcp = TcpListener::bind(address).await.unwrap();
         let forger = Arc::new(Forger {
             bind: SocketAddr::from(([127, 0, 0, 1], bind.port)),
             key: signer(secret),

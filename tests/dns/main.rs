@@ -44,6 +44,21 @@ struct Bind {
     key_file: String,
 }
 
+/// A UDP socket and a TCP listener on the same free loopback port, as a DNS server has. The
+/// port the UDP socket got may be taken for TCP by another process: then another is tried.
+async fn dns_sockets() -> (tokio::net::UdpSocket, tokio::net::TcpListener) {
+    for _ in 0..100 {
+        let udp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let address = udp.local_addr().unwrap();
+        match tokio::net::TcpListener::bind(address).await {
+            Ok(tcp) => return (udp, tcp),
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => continue,
+            Err(e) => panic!("cannot listen on {address}: {e}"),
+        }
+    }
+    panic!("no loopback port free for both UDP and TCP after 100 tries")
+}
+
 fn shared_bind() -> Bind {
     Bind {
         port: env("TEST_BIND_PORT").parse().unwrap(),

@@ -53,6 +53,12 @@ async fn a_plan_reports_each_conflict_from_the_primary_and_changes_nothing() {
         &[format!("update add {name}. 120 A 192.0.2.99")],
     );
     let fresh = format!("{}.example.test", unique("plan"));
+    let alias = format!("{}.example.test", unique("plan"));
+    app.completed(
+        "create",
+        &body("acct-p", "CNAME", &alias, Some("target.example.test"), None),
+    )
+    .await;
     let stored_before = app.requests_stored().await;
 
     // Act
@@ -78,6 +84,12 @@ async fn a_plan_reports_each_conflict_from_the_primary_and_changes_nothing() {
         .plan(
             "create",
             &body("acct-p", "CNAME", &name, Some("target.example.test"), None),
+        )
+        .await;
+    let (_, at_alias) = app
+        .plan(
+            "create",
+            &body("acct-p", "TXT", &alias, Some("hello"), None),
         )
         .await;
     let (_, absent) = app
@@ -123,6 +135,8 @@ async fn a_plan_reports_each_conflict_from_the_primary_and_changes_nothing() {
         "{theirs}"
     );
     assert!(kinds(&cname).contains(&"cname_exclusive"), "{cname}");
+    assert_eq!(kinds(&at_alias), ["cname_exclusive"], "{at_alias}");
+    assert_eq!(at_alias["plan"][0]["before"], Value::Null, "{at_alias}");
     assert_eq!(kinds(&absent), ["absent"], "{absent}");
     // Nothing changed: BIND holds what it held, and no request was stored.
     let mut live = dig(bind.port, &name, "A");
@@ -130,5 +144,6 @@ async fn a_plan_reports_each_conflict_from_the_primary_and_changes_nothing() {
     assert_eq!(live, ["192.0.2.5", "192.0.2.99"]);
     assert!(dig(bind.port, &fresh, "A").is_empty());
     assert!(dig(bind.port, &name, "CNAME").is_empty());
+    assert_eq!(dig(bind.port, &alias, "TXT"), ["target.example.test."]);
     assert_eq!(app.requests_stored().await, stored_before);
 }

@@ -9,7 +9,7 @@
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::net::{TcpStream, UdpSocket};
 
 use super::*;
 
@@ -33,9 +33,9 @@ struct Relay {
 
 impl Relay {
     async fn start(bind_port: u16, mode: Updates) -> Self {
-        let udp = Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap());
+        let (udp, tcp) = dns_sockets().await;
+        let udp = Arc::new(udp);
         let port = udp.local_addr().unwrap().port();
-        let tcp = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
         let relay = Self {
             port,
             queries_open: Arc::new(AtomicBool::new(true)),
