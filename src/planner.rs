@@ -197,7 +197,7 @@ impl Planner {
         change: &ChangeRequest,
     ) -> Result<Vec<RecordType>, String> {
         let mut found = Vec::new();
-        for other in types_to_check(change.record_type) {
+        for other in change.record_type.exclusive_with() {
             match read(backend, change.domain.as_str(), other).await {
                 Ok(Some(Some(_))) => found.push(other),
                 Ok(Some(None) | None) => {}
@@ -210,31 +210,13 @@ impl Planner {
     /// The other types with records at the name in the ledger.
     async fn ledger_types(&self, change: &ChangeRequest) -> Result<Vec<RecordType>, StoreError> {
         let mut found = Vec::new();
-        for other in types_to_check(change.record_type) {
+        for other in change.record_type.exclusive_with() {
             let (_, rows) = self.store.rrset(change.domain.as_str(), other).await?;
             if !rows.is_empty() {
                 found.push(other);
             }
         }
         Ok(found)
-    }
-}
-
-/// The types whose presence at the name decides CNAME exclusivity for `record_type`.
-fn types_to_check(record_type: RecordType) -> Vec<RecordType> {
-    match record_type {
-        RecordType::Cname => RecordType::ALL
-            .into_iter()
-            .filter(|t| *t != RecordType::Cname)
-            .collect(),
-        RecordType::A
-        | RecordType::Aaaa
-        | RecordType::Mx
-        | RecordType::Txt
-        | RecordType::Srv
-        | RecordType::Ns
-        | RecordType::Ptr
-        | RecordType::Caa => vec![RecordType::Cname],
     }
 }
 

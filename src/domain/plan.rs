@@ -238,29 +238,26 @@ fn check_cname(
     other_types: &[RecordType],
     conflicts: &mut Vec<Conflict>,
 ) {
-    let message = match record_type {
-        RecordType::Cname if !other_types.is_empty() => {
-            let types: Vec<&str> = other_types.iter().map(|t| t.as_str()).collect();
-            Some(format!(
-                "{name} already has {} records; a CNAME must be the only data at its name",
-                types.join(", ")
-            ))
-        }
-        RecordType::Cname => {
-            let mut cnames: Vec<&RecordData> = kept.iter().collect();
-            cnames.extend(records.iter().filter(|r| !kept.contains(r)));
-            (cnames.len() > 1).then(|| format!("{name} can have only one CNAME"))
-        }
-        RecordType::A
-        | RecordType::Aaaa
-        | RecordType::Mx
-        | RecordType::Txt
-        | RecordType::Srv
-        | RecordType::Ns
-        | RecordType::Ptr
-        | RecordType::Caa => other_types
-            .contains(&RecordType::Cname)
-            .then(|| format!("{name} has a CNAME; no other record can be added at that name")),
+    let conflicting: Vec<&str> = other_types
+        .iter()
+        .filter(|t| record_type.exclusive_with().contains(t))
+        .map(|t| t.as_str())
+        .collect();
+    let message = if record_type == RecordType::Cname && !conflicting.is_empty() {
+        Some(format!(
+            "{name} already has {} records; a CNAME must be the only data at its name",
+            conflicting.join(", ")
+        ))
+    } else if !conflicting.is_empty() {
+        Some(format!(
+            "{name} has a CNAME; no other record can be added at that name"
+        ))
+    } else if record_type == RecordType::Cname {
+        let mut cnames: Vec<&RecordData> = kept.iter().collect();
+        cnames.extend(records.iter().filter(|r| !kept.contains(r)));
+        (cnames.len() > 1).then(|| format!("{name} can have only one CNAME"))
+    } else {
+        None
     };
     if let Some(message) = message {
         conflicts.push(Conflict {

@@ -64,6 +64,25 @@ impl RecordType {
         matches!(self, Self::Mx | Self::Srv)
     }
 
+    /// The types whose data at the same name conflicts with data of this type (RFC 1034
+    /// 3.6.2, RFC 2181 10.1): every other type for a CNAME, the CNAME for any other.
+    pub fn exclusive_with(self) -> Vec<Self> {
+        match self {
+            Self::Cname => Self::ALL
+                .into_iter()
+                .filter(|t| *t != Self::Cname)
+                .collect(),
+            Self::A
+            | Self::Aaaa
+            | Self::Mx
+            | Self::Txt
+            | Self::Srv
+            | Self::Ns
+            | Self::Ptr
+            | Self::Caa => vec![Self::Cname],
+        }
+    }
+
     /// What an owner name of this type may contain. Service-style labels (`_dmarc`,
     /// `_sip._tcp`, DKIM selectors and the CNAMEs that delegate them) need underscores; a
     /// wildcard owner makes no sense for a delegation.
