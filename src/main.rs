@@ -14,7 +14,6 @@ use dnsorch::tokens;
 use tokio_util::sync::CancellationToken;
 
 fn main() -> ExitCode {
-    dnsorch::tls::install_default_provider();
     // The env files are loaded before the runtime starts any thread.
     if let Err(e) = config::load_env_files(Path::new(".")) {
         eprintln!("error: {e:#}");

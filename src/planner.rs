@@ -141,11 +141,8 @@ impl Planner {
                     let others = self.other_types(backend.as_ref(), &change).await;
                     (live_view(rrset, others), ReadFrom::Server)
                 }
-                Ok(None) => {
-                    let others = self.ledger_types(&change).await?;
-                    (live_view(ledger_rrset(), Ok(others)), ReadFrom::Ledger)
-                }
-                Err(ProvisionError::Rejected(_)) => {
+                // No live state apart from the ledger (simulated), or no server to read.
+                Ok(None) | Err(ProvisionError::Rejected(_)) => {
                     let others = self.ledger_types(&change).await?;
                     (live_view(ledger_rrset(), Ok(others)), ReadFrom::Ledger)
                 }

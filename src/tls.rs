@@ -160,7 +160,11 @@ fn system_roots() -> anyhow::Result<RootCertStore> {
     Ok(roots)
 }
 
-fn read(path: &Path, setting: &str) -> anyhow::Result<Vec<u8>> {
+/// The bytes of the file a setting names; an error names the setting and the path.
+///
+/// # Errors
+/// The file cannot be read.
+pub fn read(path: &Path, setting: &str) -> anyhow::Result<Vec<u8>> {
     std::fs::read(path).with_context(|| format!("Failed to read {setting} {}", path.display()))
 }
 

@@ -364,11 +364,6 @@ impl ClientProperties {
                 Err(rdkafka::error::KafkaError::ClientConfig(_, reason, _, _)) => reason,
                 Err(other) => other.to_string(),
             };
-            let reason = if is_secret(&property.name) && !property.value.is_empty() {
-                reason.replace(&property.value, REDACTED)
-            } else {
-                reason
-            };
             return Err(PropertyError::Refused {
                 origin: property.origin.clone(),
                 name: property.name.clone(),

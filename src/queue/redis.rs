@@ -12,8 +12,6 @@ use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use anyhow::Context as _;
-
 use redis::AsyncCommands as _;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::streams::{
@@ -66,9 +64,7 @@ pub struct RedisTls {
 impl RedisTls {
     /// The client for `url`: with these files for a `rediss://` URL that needs them.
     fn client(&self, url: &str) -> anyhow::Result<redis::Client> {
-        let read = |path: &PathBuf, what: &str| {
-            std::fs::read(path).with_context(|| format!("Failed to read {what} {}", path.display()))
-        };
+        let read = crate::tls::read;
         let client_tls = match (&self.client_cert_file, &self.client_key_file) {
             (Some(cert), Some(key)) => Some(ClientTlsConfig {
                 client_cert: read(cert, "REDIS_CLIENT_CERT_FILE")?,

@@ -67,11 +67,11 @@ pub struct DnsRequest {
     /// The record as the original body gives it (without the MX or SRV priority, which is in
     /// `config.priority`); empty for a delete of the whole RRset.
     pub target: String,
-    /// The records in zone-file form (priority included), as `resource.targets` takes them;
-    /// empty for a delete of the whole RRset or an adoption.
-    pub targets: Vec<String>,
     /// The records, typed: read once from the row, so nothing after the store parses them.
-    #[serde(skip)]
+    /// Shown as `targets`, in zone-file form (priority included) as `resource.targets` takes
+    /// them; empty for a delete of the whole RRset or an adoption.
+    #[serde(rename = "targets", serialize_with = "zone_form")]
+    #[schema(value_type = Vec<String>, example = json!(["10 mail.example.test"]))]
     pub records: Vec<RecordData>,
     pub comment: Option<String>,
     pub config: RecordConfig,
@@ -103,6 +103,14 @@ pub struct DnsRequest {
     /// The insertion order: the order per owner name and the pagination cursor.
     #[serde(skip)]
     pub seq: i64,
+}
+
+/// Records as their zone-file form (`targets`).
+fn zone_form<S: serde::Serializer>(
+    records: &[RecordData],
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    serializer.collect_seq(records.iter().map(crate::domain::zoneform::element))
 }
 
 /// A row of the provisioned-record ledger.

@@ -17,7 +17,6 @@ use super::audit::AuditAction;
 use super::{DnsRecord, DnsRequest, StoreError};
 use crate::domain::{
     Operation, RecordConfig, RecordData, RecordType, RequestId, RequestStatus, Submitter, TokenId,
-    zoneform,
 };
 
 /// A type both stores hold the same way, decoded by sqlx as it is (text, flags, times).
@@ -188,7 +187,6 @@ pub(super) fn request<R: Columns>(row: &R, with_log: bool) -> Result<DnsRequest,
         record_type,
         domain: row.get("domain")?,
         target,
-        targets: records.iter().map(zoneform::element).collect(),
         records,
         comment: row.get("comment")?,
         config,
