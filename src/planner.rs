@@ -14,8 +14,9 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use crate::domain::plan::{self, ConflictKind, Intent, LedgerView, LiveView};
+use crate::domain::zoneform::RrsetView;
 use crate::domain::{
-    Actor, ChangeBody, ChangeRequest, LiveRrset, Operation, RecordData, RecordType, zoneform,
+    Actor, ChangeBody, ChangeRequest, LiveRrset, Operation, RecordData, RecordType,
 };
 use crate::intake::{Intake, IntakeError};
 use crate::provision::{ProvisionError, Provisioner, ZoneRouter};
@@ -44,14 +45,6 @@ pub struct PlannedRrset {
     /// Where `before` comes from: the zone's server, or dnsorch's ledger (simulated zones,
     /// ansible zones without a `verify_server`).
     pub read_from: ReadFrom,
-}
-
-/// An RRset: its TTL and its records in zone-file form.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-pub struct RrsetView {
-    pub ttl: u32,
-    #[schema(example = json!(["192.0.2.10"]))]
-    pub records: Vec<String>,
 }
 
 /// A conflict: its kind and a message for people.
@@ -108,23 +101,13 @@ impl Planner {
         operation: Operation,
     ) -> Result<DryRun, PlanError> {
         let change = self.intake.check(actor, body, operation, None)?;
-        let intent = match change.operation {
-            Operation::Create => Intent::Add {
-                records: &change.records,
-                ttl: change.ttl,
-            },
-            Operation::Delete if change.records.is_empty() => Intent::RemoveAll,
-            Operation::Delete => Intent::Remove {
-                records: &change.records,
-            },
-            Operation::Adopt => {
-                return Err(PlanError::Intake(IntakeError::Invalid(
-                    crate::domain::ValidationError::field(
-                        "dry_run",
-                        "applies to create and delete; an adoption changes no DNS",
-                    ),
-                )));
-            }
+        let Some(intent) = Intent::of(change.operation, &change.records, change.ttl) else {
+            return Err(PlanError::Intake(IntakeError::Invalid(
+                crate::domain::ValidationError::field(
+                    "dry_run",
+                    "applies to create, delete and replace; an adoption changes no DNS",
+                ),
+            )));
         };
         let domain = change.domain.as_str();
         let (owner, ledger) = self.store.rrset(domain, change.record_type).await?;
@@ -141,8 +124,9 @@ impl Planner {
                     let others = self.other_types(backend.as_ref(), &change).await;
                     (live_view(rrset, others), ReadFrom::Server)
                 }
-                // No live state apart from the ledger (simulated), or no server to read.
-                Ok(None) | Err(ProvisionError::Rejected(_)) => {
+                // No live state apart from the ledger (simulated, ansible without a server
+                // to read).
+                Ok(None) => {
                     let others = self.ledger_types(&change).await?;
                     (live_view(ledger_rrset(), Ok(others)), ReadFrom::Ledger)
                 }
@@ -206,14 +190,13 @@ impl Planner {
 
     /// The other types with records at the name in the ledger.
     async fn ledger_types(&self, change: &ChangeRequest) -> Result<Vec<RecordType>, StoreError> {
-        let mut found = Vec::new();
-        for other in change.record_type.exclusive_with() {
-            let (_, rows) = self.store.rrset(change.domain.as_str(), other).await?;
-            if !rows.is_empty() {
-                found.push(other);
-            }
-        }
-        Ok(found)
+        let held = self.store.record_types(change.domain.as_str()).await?;
+        Ok(change
+            .record_type
+            .exclusive_with()
+            .into_iter()
+            .filter(|t| held.contains(t))
+            .collect())
     }
 }
 
@@ -236,8 +219,5 @@ fn live_view(rrset: Option<LiveRrset>, others: Result<Vec<RecordType>, String>) 
 }
 
 fn view(rrset: &LiveRrset) -> RrsetView {
-    RrsetView {
-        ttl: rrset.ttl,
-        records: rrset.records.iter().map(zoneform::element).collect(),
-    }
+    RrsetView::of(Some(rrset))
 }

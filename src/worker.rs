@@ -19,7 +19,10 @@ use anyhow::Context as _;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
-use crate::domain::{LiveRrset, LogEntry, Operation, RecordData, RequestId, RequestStatus};
+use crate::domain::plan::{self, ConflictKind, Intent, LedgerView, LiveView};
+use crate::domain::{
+    BeforeAfter, LiveRrset, LogEntry, Operation, RecordData, RequestId, RequestStatus,
+};
 use crate::provision::{Applied, Fence, PlannedChange, ProvisionError, Provisioner, ZoneRouter};
 use crate::queue::TaskChannel;
 use crate::queue::retry::RetryPolicy;
@@ -183,7 +186,7 @@ impl Worker {
             }
         };
         let elapsed = started.elapsed();
-        let (outcome, entries) = self.judge(&claim, result, elapsed);
+        let (outcome, entries) = self.judge(&claim, result, change.rrsets.take(), elapsed);
         ProvisioningAttempt {
             backend: backend.as_ref().map_or("none", |b| b.kind()),
             outcome: outcome_label(&outcome),
@@ -257,6 +260,7 @@ impl Worker {
                 let outcome = Outcome::Unknown {
                     error: why.into(),
                     retry_in: Duration::ZERO,
+                    rrsets: None,
                 };
                 (outcome, vec![LogEntry::warning(why)])
             }
@@ -269,6 +273,7 @@ impl Worker {
                 let outcome = Outcome::Completed {
                     applied_at: request.applied_at.unwrap_or(now),
                     verified_at: Some(now),
+                    rrsets: None,
                 };
                 (outcome, entries)
             }
@@ -305,6 +310,7 @@ impl Worker {
                 let outcome = Outcome::Unknown {
                     error: error.to_string(),
                     retry_in: check_again,
+                    rrsets: None,
                 };
                 (outcome, entries)
             }
@@ -312,8 +318,10 @@ impl Worker {
         self.settle(&claim, outcome, &entries).await
     }
 
-    /// With the request's recorded backend, reads the RRset's ledger rows and owner, checks the
-    /// change against them, then applies it (or, for an adoption, reads the live RRset).
+    /// With the request's recorded backend: reads the RRset's ledger rows and owner and the
+    /// live RRset, plans the change with [`plan::plan`] (the rules a dry run reports by),
+    /// refuses it on a conflict, then applies it with the plan's before and after. An
+    /// adoption reads the live RRset instead.
     async fn plan_and_apply(
         &self,
         backend: Result<Arc<dyn Provisioner>, ProvisionError>,
@@ -324,25 +332,72 @@ impl Worker {
             .store
             .rrset(&change.domain, change.record_type)
             .await
-            .map_err(|e| ProvisionError::Transient(format!("could not read the ledger: {e}")))?;
+            .map_err(unreadable_ledger)?;
         change.managed = ledger.iter().map(|record| record.data.clone()).collect();
-        match change.operation {
-            Operation::Create => {
-                check_owner(change, owner.as_deref())?;
-                backend.apply(change).await.map(Done::Applied)
-            }
-            Operation::Delete => {
-                check_owner(change, owner.as_deref())?;
-                check_delete(change, &ledger)?;
-                backend.apply(change).await.map(Done::Applied)
-            }
-            Operation::Adopt => {
-                let live = backend
-                    .read_rrset(&change.domain, change.record_type)
-                    .await?;
-                adoption(change, owner.as_deref(), &ledger, live)
-            }
-        }
+        let records = change.records.clone();
+        let Some(intent) = Intent::of(change.operation, &records, change.config.ttl) else {
+            let live = backend
+                .read_rrset(&change.domain, change.record_type)
+                .await?;
+            return adoption(change, owner.as_deref(), &ledger, live);
+        };
+        check_owner(change, owner.as_deref())?;
+        check_rows(change, &ledger)?;
+        let live = self.live(backend.as_ref(), change, &ledger, intent).await?;
+        let planned = plan::plan(
+            &change.account_id,
+            &change.domain,
+            change.record_type,
+            intent,
+            LedgerView {
+                owner: owner.as_deref(),
+                managed: &change.managed,
+            },
+            &live,
+        );
+        refuse_conflicts(change, intent, &planned)?;
+        change.rrsets = Some(BeforeAfter {
+            before: planned.before.unwrap_or_else(LiveRrset::absent),
+            after: planned.after.unwrap_or_else(LiveRrset::absent),
+        });
+        backend.apply(change).await.map(Done::Applied)
+    }
+
+    /// The RRset as the backend reads it, or the ledger's where the ledger is the live state;
+    /// the other types at the name from the ledger (only an addition needs them: the server
+    /// enforces CNAME exclusivity too, rfc2136 by prerequisites).
+    async fn live(
+        &self,
+        backend: &dyn Provisioner,
+        change: &PlannedChange,
+        ledger: &[DnsRecord],
+        intent: Intent<'_>,
+    ) -> Result<LiveView, ProvisionError> {
+        let other_types = match intent {
+            Intent::Add { .. } | Intent::Replace { .. } => self
+                .store
+                .record_types(&change.domain)
+                .await
+                .map_err(unreadable_ledger)?
+                .into_iter()
+                .filter(|t| change.record_type.exclusive_with().contains(t))
+                .collect(),
+            Intent::Remove { .. } | Intent::RemoveAll => Vec::new(),
+        };
+        let rrset = match backend
+            .read_rrset(&change.domain, change.record_type)
+            .await?
+        {
+            Some(live) => Some(live),
+            None => ledger.first().map(|first| LiveRrset {
+                ttl: first.ttl,
+                records: change.managed.clone(),
+            }),
+        };
+        Ok(LiveView::Read {
+            rrset: rrset.filter(|r| !r.records.is_empty()),
+            other_types,
+        })
     }
 
     /// The log lines written with each claim: attempt, config, the backend recorded at intake.
@@ -380,6 +435,7 @@ impl Worker {
         &self,
         claim: &Claim,
         result: Result<Done, ProvisionError>,
+        rrsets: Option<BeforeAfter>,
         elapsed: Duration,
     ) -> (Outcome, Vec<LogEntry>) {
         let attempt = claim.request.attempts;
@@ -404,6 +460,7 @@ impl Worker {
                 let outcome = Outcome::Completed {
                     applied_at: applied.applied_at,
                     verified_at: applied.verified_at,
+                    rrsets,
                 };
                 (outcome, entries)
             }
@@ -416,6 +473,7 @@ impl Worker {
                 let outcome = Outcome::Unknown {
                     error: format!("outcome unknown: {why}"),
                     retry_in: check_in,
+                    rrsets,
                 };
                 (outcome, entries)
             }
@@ -519,6 +577,7 @@ fn planned_change(claim: &Claim, fence: Fence) -> PlannedChange {
         records: request.records.clone(),
         config: request.config.clone(),
         managed: Vec::new(),
+        rrsets: None,
         fence,
     }
 }
@@ -536,42 +595,72 @@ fn check_owner(change: &PlannedChange, owner: Option<&str>) -> Result<(), Provis
         (Some(owner), _) if owner != change.account_id => Err(ProvisionError::Rejected(format!(
             "{what} belongs to another account"
         ))),
-        (None, Operation::Create) => Err(ProvisionError::Rejected(format!(
-            "{what} has no owner, so this create (accepted before RRsets had owners) cannot claim it now; submit it again"
+        (None, Operation::Create | Operation::Replace) => Err(ProvisionError::Rejected(format!(
+            "{what} has no owner, so this {} (accepted before RRsets had owners) cannot claim it now; submit it again",
+            change.operation.as_str()
         ))),
-        (_, Operation::Create | Operation::Delete | Operation::Adopt) => Ok(()),
+        (_, Operation::Create | Operation::Delete | Operation::Replace | Operation::Adopt) => {
+            Ok(())
+        }
     }
 }
 
-/// Checks a delete against the ledger: dnsorch deletes only records it holds for the
-/// requesting account, and never an RRset that holds another account's records.
-fn check_delete(change: &PlannedChange, ledger: &[DnsRecord]) -> Result<(), ProvisionError> {
-    let what = format!("{} {}", change.domain, change.record_type.as_str());
+/// dnsorch changes an RRset only while every ledger row of it is the requesting account's
+/// (rows of another account are left from before RRsets had one owner).
+fn check_rows(change: &PlannedChange, ledger: &[DnsRecord]) -> Result<(), ProvisionError> {
     let theirs = ledger
         .iter()
         .filter(|r| r.account_id != change.account_id)
         .count();
-    if theirs > 0 {
-        return Err(ProvisionError::Rejected(format!(
-            "the {what} RRset holds {theirs} record(s) of another account; dnsorch deletes only the requesting account's records"
-        )));
-    }
-    if change.is_whole_rrset() {
-        if change.managed.is_empty() {
-            return Err(ProvisionError::Rejected(format!(
-                "dnsorch's ledger holds no {what} records for account {}",
-                change.account_id
-            )));
-        }
-        return Ok(());
-    }
-    if change.managed.contains(change.record()?) {
+    if theirs == 0 {
         return Ok(());
     }
     Err(ProvisionError::Rejected(format!(
-        "cannot delete {what} {}: dnsorch's ledger does not hold it; dnsorch deletes only records it created for the requesting account",
-        change.describe_records()
+        "the {} {} RRset holds {theirs} record(s) of another account; dnsorch changes only the requesting account's records",
+        change.domain,
+        change.record_type.as_str()
     )))
+}
+
+/// A plan with conflicts is not applied. A delete of records that are gone from the server but
+/// still in the ledger is not a conflict here: it is in place already (a retry after a crash,
+/// or a removal at the server), and completing it brings the ledger up to date.
+fn refuse_conflicts(
+    change: &PlannedChange,
+    intent: Intent<'_>,
+    planned: &plan::Plan,
+) -> Result<(), ProvisionError> {
+    let gone_but_held = match intent {
+        Intent::Remove { records } => records.iter().all(|r| change.managed.contains(r)),
+        Intent::RemoveAll => !change.managed.is_empty(),
+        Intent::Add { .. } | Intent::Replace { .. } => false,
+    };
+    let mut messages = Vec::new();
+    let mut only_cname = true;
+    for conflict in &planned.conflicts {
+        match conflict.kind {
+            ConflictKind::Absent if gone_but_held => continue,
+            ConflictKind::CnameExclusive => {}
+            ConflictKind::Absent
+            | ConflictKind::OwnedByAnotherAccount
+            | ConflictKind::Unmanaged
+            | ConflictKind::Unreadable => only_cname = false,
+        }
+        messages.push(conflict.message.clone());
+    }
+    if messages.is_empty() {
+        return Ok(());
+    }
+    let why = messages.join("; ");
+    if only_cname {
+        Err(ProvisionError::PrerequisiteFailed(why))
+    } else {
+        Err(ProvisionError::Rejected(why))
+    }
+}
+
+fn unreadable_ledger(e: crate::store::StoreError) -> ProvisionError {
+    ProvisionError::Transient(format!("could not read the ledger: {e}"))
 }
 
 /// The outcome of an adoption: the live RRset (or, where the ledger is the live state, the

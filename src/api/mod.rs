@@ -106,6 +106,7 @@ pub struct AppParts {
     paths(
         changes::post::create,
         changes::post::delete,
+        changes::post::replace,
         changes::post::adopt,
         changes::get::get_request,
         changes::get::list_requests,
@@ -172,6 +173,7 @@ pub fn router(state: AppState, admission: Admission) -> Router {
     let protected = Router::new()
         .route("/api/v1/dns/create", post(changes::post::create))
         .route("/api/v1/dns/delete", post(changes::post::delete))
+        .route("/api/v1/dns/replace", post(changes::post::replace))
         .route("/api/v1/dns/requests", get(changes::get::list_requests))
         .route("/api/v1/dns/requests/{id}", get(changes::get::get_request))
         .route("/api/v1/dns/records", get(records::list_records))

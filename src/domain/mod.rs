@@ -16,7 +16,7 @@ pub use body::{ChangeBody, ConfigBody, ContextBody, ResourceBody};
 pub use fqdn::{Fqdn, NameRules};
 pub use policy::{Denial, Sensitive, authorize, deciding};
 pub use principal::{Actor, Principal, Source, Submitter};
-pub use record::{LiveRrset, RecordData, RecordType};
+pub use record::{BeforeAfter, LiveRrset, RecordData, RecordType};
 pub use request::{
     ChangeRequest, LogEntry, LogLevel, Operation, RecordConfig, RequestId, RequestStatus,
 };

@@ -15,6 +15,7 @@
 //!   plan is made against the ledger's records and says so.
 
 use super::record::{LiveRrset, RecordData, RecordType};
+use super::request::Operation;
 
 /// What a change asks of one RRset.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,6 +28,20 @@ pub enum Intent<'a> {
     RemoveAll,
     /// Make the RRset exactly these records, with `ttl`.
     Replace { records: &'a [RecordData], ttl: u32 },
+}
+
+impl<'a> Intent<'a> {
+    /// What `operation` asks of the RRset with `records` and `ttl`; `None` for an adoption,
+    /// which changes no DNS.
+    pub fn of(operation: Operation, records: &'a [RecordData], ttl: u32) -> Option<Self> {
+        match operation {
+            Operation::Create => Some(Self::Add { records, ttl }),
+            Operation::Delete if records.is_empty() => Some(Self::RemoveAll),
+            Operation::Delete => Some(Self::Remove { records }),
+            Operation::Replace => Some(Self::Replace { records, ttl }),
+            Operation::Adopt => None,
+        }
+    }
 }
 
 /// What dnsorch's ledger says of the RRset.
@@ -245,7 +260,7 @@ fn check_cname(
         .collect();
     let message = if record_type == RecordType::Cname && !conflicting.is_empty() {
         Some(format!(
-            "{name} already has {} records; a CNAME must be the only data at its name",
+            "{name} already has {} records; a CNAME must be the only record at its name",
             conflicting.join(", ")
         ))
     } else if !conflicting.is_empty() {

@@ -168,6 +168,23 @@ pub struct LiveRrset {
     pub records: Vec<RecordData>,
 }
 
+impl LiveRrset {
+    /// The absent RRset: no records.
+    pub fn absent() -> Self {
+        Self {
+            ttl: 0,
+            records: Vec::new(),
+        }
+    }
+}
+
+/// An RRset before and after a change (an absent RRset has no records).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BeforeAfter {
+    pub before: LiveRrset,
+    pub after: LiveRrset,
+}
+
 /// Where a bad value came from, so the error names the right field.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DataError {

@@ -116,6 +116,8 @@ pub enum Operation {
     Delete,
     /// Take the RRset as it is live into the ledger, for the request's account (admins).
     Adopt,
+    /// Make the RRset exactly the request's records, with its TTL.
+    Replace,
 }
 
 impl Operation {
@@ -125,6 +127,7 @@ impl Operation {
             Self::Create => "create",
             Self::Delete => "delete",
             Self::Adopt => "adopt",
+            Self::Replace => "replace",
         }
     }
 }
@@ -137,6 +140,7 @@ impl FromStr for Operation {
             "create" => Ok(Self::Create),
             "delete" => Ok(Self::Delete),
             "adopt" => Ok(Self::Adopt),
+            "replace" => Ok(Self::Replace),
             other => Err(format!("unknown operation '{other}'")),
         }
     }
@@ -187,6 +191,13 @@ impl ChangeRequest {
             .unwrap_or_default()
     }
 
+    /// The stored `targets`: every record in zone-file form when there are several; `None`
+    /// for one record (or none), which `target` and `config.priority` hold, as they always did.
+    pub fn targets(&self) -> Option<Vec<String>> {
+        (self.records.len() > 1)
+            .then(|| self.records.iter().map(super::zoneform::element).collect())
+    }
+
     /// The `config` column's value.
     pub fn config(&self) -> RecordConfig {
         RecordConfig {
@@ -199,7 +210,7 @@ impl ChangeRequest {
     /// A digest of the normalised request (not of the key), so a retried key can be told apart
     /// from a key reused for another change.
     pub fn fingerprint(&self) -> String {
-        let canonical = serde_json::json!({
+        let mut canonical = serde_json::json!({
             "account_id": self.account_id,
             "source": self.source,
             "operation": self.operation.as_str(),
@@ -209,6 +220,10 @@ impl ChangeRequest {
             "comment": self.comment,
             "config": self.config(),
         });
+        // Only with several records, so the digest of a one-record change stays what it was.
+        if let Some(targets) = self.targets() {
+            canonical["targets"] = serde_json::json!(targets);
+        }
         super::token::hex(&Sha256::digest(canonical.to_string().as_bytes()))
     }
 }

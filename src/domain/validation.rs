@@ -306,6 +306,7 @@ fn check_records(
             }
             Operation::Adopt => return Some(Vec::new()),
             Operation::Create => return required(errors, "resource.target"),
+            Operation::Replace => return required(errors, "resource.targets"),
         },
     };
     match operation {
@@ -316,7 +317,7 @@ fn check_records(
             );
             None
         }
-        Operation::Create | Operation::Delete => {
+        Operation::Create | Operation::Delete | Operation::Replace => {
             let record_type = record_type?;
             match (target, targets) {
                 (Some(target), _) => without_controls(target, field, errors)
@@ -329,8 +330,8 @@ fn check_records(
     }
 }
 
-/// `resource.targets`: each element a record in zone-file form (see `zoneform`); exactly
-/// one for now.
+/// `resource.targets`: each element a record in zone-file form (see `zoneform`), at least
+/// one, each once; a CNAME RRset holds one record (RFC 2181 10.1).
 fn check_targets(
     record_type: RecordType,
     targets: Vec<String>,
@@ -346,20 +347,35 @@ fn check_targets(
     }
     match targets.len() {
         0 => errors.push("resource.targets", "must hold a record"),
-        1 => {}
-        n => errors.push(
+        n if n > MAX_TARGETS => errors.push(
             "resource.targets",
-            format!("holds {n} records; a request changes one record for now"),
+            format!("holds {n} records; at most {MAX_TARGETS} in one request"),
         ),
+        n if n > 1 && record_type == RecordType::Cname => errors.push(
+            "resource.targets",
+            format!("holds {n} records; a CNAME RRset holds one record (RFC 2181 10.1)"),
+        ),
+        _ => {}
     }
-    let mut records = Vec::with_capacity(targets.len());
+    let mut records: Vec<RecordData> = Vec::with_capacity(targets.len());
+    // Where each of `records` was given.
+    let mut given: Vec<usize> = Vec::with_capacity(targets.len());
     for (i, element) in targets.into_iter().enumerate().take(MAX_TARGETS) {
         let field = format!("resource.targets[{i}]");
         let Some(element) = without_controls(element, &field, errors) else {
             continue;
         };
         match zoneform::parse(record_type, &element) {
-            Ok(record) => records.push(record),
+            Ok(record) => match records.iter().position(|r| *r == record) {
+                Some(first) => errors.push(
+                    field,
+                    format!("is the same record as resource.targets[{}]", given[first]),
+                ),
+                None => {
+                    records.push(record);
+                    given.push(i);
+                }
+            },
             Err(message) => errors.push(field, message),
         }
     }

@@ -9,7 +9,50 @@
 //! literal text. [`element`] gives back the form [`parse`] reads, so a record set read from
 //! an answer can be sent again unchanged.
 
-use super::record::{DataError, RecordData, RecordType};
+use serde::{Deserialize, Serialize};
+
+use super::record::{DataError, LiveRrset, RecordData, RecordType};
+
+/// An RRset on the wire and in the database: its TTL and its records in zone-file form. An
+/// RRset that is absent has no records (and TTL 0).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct RrsetView {
+    pub ttl: u32,
+    #[schema(example = json!(["192.0.2.10"]))]
+    pub records: Vec<String>,
+}
+
+impl RrsetView {
+    /// The wire form of `rrset`; `None` is the absent RRset.
+    pub fn of(rrset: Option<&LiveRrset>) -> Self {
+        match rrset {
+            Some(rrset) => Self {
+                ttl: rrset.ttl,
+                records: rrset.records.iter().map(element).collect(),
+            },
+            None => Self {
+                ttl: 0,
+                records: Vec::new(),
+            },
+        }
+    }
+
+    /// The RRset these elements give for `record_type`.
+    ///
+    /// # Errors
+    /// An element is not a record of that type.
+    pub fn parse(&self, record_type: RecordType) -> Result<LiveRrset, String> {
+        let records = self
+            .records
+            .iter()
+            .map(|e| parse(record_type, e))
+            .collect::<Result<_, _>>()?;
+        Ok(LiveRrset {
+            ttl: self.ttl,
+            records,
+        })
+    }
+}
 
 /// Parses one element for a record of `record_type`.
 ///

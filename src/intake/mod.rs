@@ -213,9 +213,11 @@ impl Intake {
         if principal.admin {
             return Ok(());
         }
-        let permission = match change.operation {
-            Operation::Create => Permission::Create,
-            Operation::Delete => Permission::Delete,
+        // A replace removes what is there and adds what is given: it needs both.
+        let permissions: &[Permission] = match change.operation {
+            Operation::Create => &[Permission::Create],
+            Operation::Delete => &[Permission::Delete],
+            Operation::Replace => &[Permission::Create, Permission::Delete],
             Operation::Adopt => {
                 return Err(IntakeError::Forbidden(
                     "only admin tokens may adopt an RRset".into(),
@@ -233,14 +235,16 @@ impl Intake {
         } else {
             &principal.policies
         };
-        authorize(
-            policies,
-            change.domain.as_str(),
-            change.record_type,
-            permission,
-            apex,
-        )
-        .map_err(|denial| IntakeError::Forbidden(denial.to_string()))?;
+        for permission in permissions {
+            authorize(
+                policies,
+                change.domain.as_str(),
+                change.record_type,
+                *permission,
+                apex,
+            )
+            .map_err(|denial| IntakeError::Forbidden(denial.to_string()))?;
+        }
         if let Some(token) = principal.token_id
             && !forwarded_trusted
             && let Err(retry_after) = self.limits.buckets.take(token)

@@ -103,7 +103,7 @@ pub(super) async fn observe(
         (Operation::Create, Some(rdata)) => present(rdata),
         (Operation::Delete, Some(rdata)) => !present(rdata),
         (Operation::Delete, None) => live.is_empty(),
-        (Operation::Create | Operation::Adopt, _) => {
+        (Operation::Create | Operation::Replace | Operation::Adopt, _) => {
             return Err(ProvisionError::Rejected(format!(
                 "a {} has no change to look for",
                 change.operation.as_str()

@@ -16,7 +16,7 @@ mod simulated;
 use chrono::{DateTime, Utc};
 
 use crate::domain::{
-    LiveRrset, Operation, RecordConfig, RecordData, RecordType, RequestId, zoneform,
+    BeforeAfter, LiveRrset, Operation, RecordConfig, RecordData, RecordType, RequestId, zoneform,
 };
 
 pub use ansible::AnsibleProvisioner;
@@ -42,6 +42,10 @@ pub struct PlannedChange {
     /// one owner, and the worker has checked it is the requesting account before a delete).
     /// A live record outside this set was made behind dnsorch's back.
     pub managed: Vec<RecordData>,
+    /// The RRset as the worker read it before applying (from the server, or the ledger where
+    /// the ledger is the live state) and what the plan makes of it; set by the worker before
+    /// [`Provisioner::apply`], `None` before that (and for an adoption).
+    pub rrsets: Option<BeforeAfter>,
     /// Checked right before anything is written to DNS: the worker's claim must still hold.
     pub fence: Fence,
 }
@@ -66,6 +70,17 @@ impl PlannedChange {
                 "a change of several records at once is not supported by this backend yet".into(),
             )),
         }
+    }
+
+    /// The RRset before the change, as the worker's plan read it.
+    ///
+    /// # Errors
+    /// The change was not planned (a bug: the worker plans every change it applies).
+    pub fn before(&self) -> Result<&LiveRrset, ProvisionError> {
+        self.rrsets
+            .as_ref()
+            .map(|rrsets| &rrsets.before)
+            .ok_or_else(|| ProvisionError::Rejected("the change was not planned".into()))
     }
 
     /// The records in zone-file form, for logs.

@@ -707,6 +707,9 @@ impl Provisioner for Rfc2136Provisioner {
         match change.operation {
             Operation::Create => self.create(change).await,
             Operation::Delete => self.delete(change).await,
+            Operation::Replace => Err(ProvisionError::Rejected(
+                "replace is not supported by the rfc2136 backend yet".into(),
+            )),
             Operation::Adopt => Err(ProvisionError::Rejected(
                 "an adoption reads the RRset; it applies nothing".into(),
             )),

@@ -42,7 +42,6 @@ impl Provisioner for SimulatedProvisioner {
     }
 
     async fn apply(&self, change: &PlannedChange) -> Result<Applied, ProvisionError> {
-        change.record()?;
         if self.panic_name.as_deref() == Some(change.domain.as_str()) {
             panic!(
                 "SIMULATED_PANIC_NAME: the simulated backend panics on {}",

@@ -22,8 +22,14 @@ pub(super) trait Ledger {
     /// latest change sets it).
     async fn set_ttl(&mut self, request: &DnsRequest, ttl: u32) -> Result<(), StoreError>;
 
-    /// A completed delete: the account's row, or without a target all its rows of the RRset.
-    async fn remove_records(&mut self, request: &DnsRequest) -> Result<(), StoreError>;
+    /// The account's row of `request`'s RRset holding this record, or with an empty `target`
+    /// all the account's rows of the RRset.
+    async fn remove_records(
+        &mut self,
+        request: &DnsRequest,
+        target: &str,
+        priority: Option<u16>,
+    ) -> Result<(), StoreError>;
 
     /// Every ledger row of `request`'s RRset removed, whoever's.
     async fn clear_rrset(&mut self, request: &DnsRequest) -> Result<(), StoreError>;
@@ -79,15 +85,40 @@ pub(super) async fn settle<L: Ledger>(
         // The RRset is the account's already: claimed by the create's insert, and the worker
         // checked it. A record already held is left as it is.
         (Outcome::Completed { .. }, Operation::Create) => {
-            let config = &request.config;
-            ledger
-                .insert_record(request, &request.target, config.priority, config.ttl)
-                .await?;
-            ledger.set_ttl(request, config.ttl).await
+            let ttl = request.config.ttl;
+            for record in &request.records {
+                ledger
+                    .insert_record(request, &record.target(), record.priority(), ttl)
+                    .await?;
+            }
+            ledger.set_ttl(request, ttl).await
         }
         (Outcome::Completed { .. }, Operation::Delete) => {
-            ledger.remove_records(request).await?;
+            if request.records.is_empty() {
+                ledger.remove_records(request, "", None).await?;
+            }
+            for record in &request.records {
+                ledger
+                    .remove_records(request, &record.target(), record.priority())
+                    .await?;
+            }
             ledger.release_if_idle(&Held::of(request)).await
+        }
+        // The RRset is exactly the request's records (the worker checked that every row it
+        // held was the account's); it is the account's, claimed at intake.
+        (Outcome::Completed { .. }, Operation::Replace) => {
+            ledger.clear_rrset(request).await?;
+            for record in &request.records {
+                ledger
+                    .insert_record(
+                        request,
+                        &record.target(),
+                        record.priority(),
+                        request.config.ttl,
+                    )
+                    .await?;
+            }
+            Ok(())
         }
         (Outcome::Completed { .. }, Operation::Adopt) => adopt(ledger, request, None).await,
         (Outcome::Adopted { live, .. }, _) => adopt(ledger, request, live.as_ref()).await,

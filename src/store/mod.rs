@@ -24,9 +24,10 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use uuid::Uuid;
 
+use crate::domain::zoneform::RrsetView;
 use crate::domain::{
-    ChangeRequest, LiveRrset, LogEntry, Operation, RecordConfig, RecordData, RecordType, RequestId,
-    RequestStatus, Submitter,
+    BeforeAfter, ChangeRequest, LiveRrset, LogEntry, Operation, RecordConfig, RecordData,
+    RecordType, RequestId, RequestStatus, Submitter,
 };
 
 pub use audit::{AuditAction, AuditEntry, AuditFilter, AuditStore, NewAuditEntry};
@@ -39,11 +40,15 @@ const REQUEST_COLUMNS: &str = "seq, id, account_id, source, operation, record_ty
      target, comment, config, status, idempotency_key, fingerprint, attempts, last_error, zone, \
      backend, next_attempt_at, started_at, applied_at, verified_at, finished_at, \
      lease_expires_at, created_at, updated_at, principal_token_id, principal_name, \
-     principal_account, client_addr";
+     principal_account, client_addr, targets, rrset_before, rrset_after";
 
 /// The query that lists ledger rows, before its filters.
 const SELECT_RECORDS: &str = "select seq, id, request_id, account_id, record_type, domain, \
      target, comment, ttl, priority, zone, provisioned_at from dns_records";
+
+/// The types with ledger rows at a name (both stores).
+const SELECT_RECORD_TYPES: &str =
+    "select distinct record_type from dns_records where domain = $1 order by record_type";
 
 /// An RRset's owner and ledger rows, oldest first, in one query (both stores): ledger rows
 /// exist only in an owned RRset, so the owner row leads; `seq` is null when it has no rows.
@@ -75,6 +80,15 @@ pub struct DnsRequest {
     pub records: Vec<RecordData>,
     pub comment: Option<String>,
     pub config: RecordConfig,
+    /// The RRset before the change was applied; `null` until it is applied, and when a
+    /// version of dnsorch that did not record it applied it. No records: it was absent.
+    #[serde(serialize_with = "rrset_form")]
+    #[schema(value_type = Option<RrsetView>)]
+    pub before: Option<LiveRrset>,
+    /// The RRset after the change was applied; `null` as for `before`.
+    #[serde(serialize_with = "rrset_form")]
+    #[schema(value_type = Option<RrsetView>)]
+    pub after: Option<LiveRrset>,
     /// How many times a worker has claimed the request.
     pub attempts: u32,
     /// The error of the last failed attempt.
@@ -111,6 +125,17 @@ fn zone_form<S: serde::Serializer>(
     serializer: S,
 ) -> Result<S::Ok, S::Error> {
     serializer.collect_seq(records.iter().map(crate::domain::zoneform::element))
+}
+
+/// A recorded RRset as its wire form (`before`, `after`).
+fn rrset_form<S: serde::Serializer>(
+    rrset: &Option<LiveRrset>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    match rrset {
+        Some(rrset) => serializer.serialize_some(&RrsetView::of(Some(rrset))),
+        None => serializer.serialize_none(),
+    }
 }
 
 /// A row of the provisioned-record ledger.
@@ -177,7 +202,7 @@ impl Refused {
     ) -> Option<Self> {
         match change.operation {
             Operation::Adopt => return None,
-            Operation::Create | Operation::Delete => {}
+            Operation::Create | Operation::Delete | Operation::Replace => {}
         }
         match owner {
             Some(owner) if owner != change.account_id => Some(Self::NotOwner),
@@ -243,6 +268,8 @@ pub enum Outcome {
     Completed {
         applied_at: DateTime<Utc>,
         verified_at: Option<DateTime<Utc>>,
+        /// The RRset before and after; `None` keeps what an earlier attempt recorded.
+        rrsets: Option<BeforeAfter>,
     },
     /// A transient error with attempts left: back to PENDING until `retry_in` has passed.
     Retry { error: String, retry_in: Duration },
@@ -256,12 +283,25 @@ pub enum Outcome {
         live: Option<LiveRrset>,
     },
     /// A change was sent but its outcome is not known (or a check of the server could not
-    /// tell yet): UNKNOWN, checked again after `retry_in`.
-    Unknown { error: String, retry_in: Duration },
+    /// tell yet): UNKNOWN, checked again after `retry_in`. `rrsets`: what the change planned,
+    /// kept for when a check finds it in place.
+    Unknown {
+        error: String,
+        retry_in: Duration,
+        rrsets: Option<BeforeAfter>,
+    },
+}
+
+/// Both RRsets as the JSON the `rrset_before` and `rrset_after` columns hold.
+fn rrsets_json(rrsets: &BeforeAfter) -> (String, String) {
+    let json = |rrset: &LiveRrset| {
+        serde_json::to_string(&RrsetView::of(Some(rrset))).expect("plain data serialises")
+    };
+    (json(&rrsets.before), json(&rrsets.after))
 }
 
 /// The columns an [`Outcome`] writes.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct OutcomeColumns<'a> {
     pub status: &'static str,
     pub last_error: Option<&'a str>,
@@ -269,6 +309,8 @@ pub struct OutcomeColumns<'a> {
     pub retry_in: Option<Duration>,
     pub applied_at: Option<DateTime<Utc>>,
     pub verified_at: Option<DateTime<Utc>>,
+    /// `rrset_before` and `rrset_after` as JSON; `None` keeps what the row holds.
+    pub rrsets: Option<(String, String)>,
 }
 
 impl Outcome {
@@ -280,15 +322,18 @@ impl Outcome {
             retry_in: None,
             applied_at: None,
             verified_at: None,
+            rrsets: None,
         };
         match self {
             Self::Completed {
                 applied_at,
                 verified_at,
+                rrsets,
             } => OutcomeColumns {
                 status: "COMPLETED",
                 applied_at: Some(*applied_at),
                 verified_at: *verified_at,
+                rrsets: rrsets.as_ref().map(rrsets_json),
                 ..none
             },
             Self::Adopted { at, .. } => OutcomeColumns {
@@ -307,10 +352,15 @@ impl Outcome {
                 last_error: Some(error),
                 ..none
             },
-            Self::Unknown { error, retry_in } => OutcomeColumns {
+            Self::Unknown {
+                error,
+                retry_in,
+                rrsets,
+            } => OutcomeColumns {
                 status: "UNKNOWN",
                 last_error: Some(error),
                 retry_in: Some(*retry_in),
+                rrsets: rrsets.as_ref().map(rrsets_json),
                 ..none
             },
         }
@@ -513,6 +563,9 @@ pub trait RequestStore: Send + Sync {
         domain: &str,
         record_type: RecordType,
     ) -> Result<(Option<String>, Vec<DnsRecord>), StoreError>;
+
+    /// The types the ledger holds records of at `domain` (for CNAME exclusivity).
+    async fn record_types(&self, domain: &str) -> Result<Vec<RecordType>, StoreError>;
 
     /// Claims a request for `lease`: request `id`, or with `None` the oldest due one. Only a
     /// PENDING, due request with no older unfinished request for the same owner name is

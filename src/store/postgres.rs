@@ -17,7 +17,8 @@ use super::ledger::{release_failed, settle};
 use super::rows::{self, Columns as _};
 use super::{
     Claim, DnsRecord, DnsRequest, Inserted, OpeningLog, Outcome, OutcomeColumns, REQUEST_COLUMNS,
-    RecordFilter, RequestFilter, RequestStore, SELECT_RECORDS, StoreError, page_query,
+    RecordFilter, RequestFilter, RequestStore, SELECT_RECORD_TYPES, SELECT_RECORDS, StoreError,
+    page_query,
 };
 use crate::domain::{ChangeRequest, LogEntry, RecordType, RequestId, RequestStatus};
 
@@ -229,6 +230,14 @@ impl RequestStore for PostgresStore {
         ledger::rrset(&self.pool, domain, record_type).await
     }
 
+    async fn record_types(&self, domain: &str) -> Result<Vec<RecordType>, StoreError> {
+        let rows = sqlx::query(SELECT_RECORD_TYPES)
+            .bind(domain)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(|row| row.get("record_type")).collect()
+    }
+
     async fn claim(
         &self,
         id: Option<RequestId>,
@@ -308,7 +317,9 @@ impl RequestStore for PostgresStore {
             retry_in: delay,
             applied_at,
             verified_at,
+            rrsets,
         } = outcome.columns();
+        let (before, after) = rrsets.unzip();
         let mut tx = self.pool.begin().await?;
         let done = sqlx::query(
             "update dns_requests set status = $1, log_messages = log_messages || $2, \
@@ -317,7 +328,8 @@ impl RequestStore for PostgresStore {
              enqueued_at = case when $4::float8 is null then enqueued_at end, \
              applied_at = coalesce($5, applied_at), verified_at = coalesce($6, verified_at), \
              finished_at = case when $1 in ('COMPLETED', 'FAILED') then now() end, \
-             updated_at = now() \
+             rrset_before = coalesce($9::jsonb, rrset_before), \
+             rrset_after = coalesce($10::jsonb, rrset_after), updated_at = now() \
              where id = $7 and lease_token = $8",
         )
         .bind(state)
@@ -328,6 +340,8 @@ impl RequestStore for PostgresStore {
         .bind(verified_at)
         .bind(claim.request.id.0)
         .bind(claim.token)
+        .bind(before)
+        .bind(after)
         .execute(&mut *tx)
         .await?;
         if done.rows_affected() != 1 {

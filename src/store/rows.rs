@@ -15,6 +15,7 @@ use uuid::Uuid;
 
 use super::audit::AuditAction;
 use super::{DnsRecord, DnsRequest, StoreError};
+use crate::domain::zoneform::{self, RrsetView};
 use crate::domain::{
     Operation, RecordConfig, RecordData, RecordType, RequestId, RequestStatus, Submitter, TokenId,
 };
@@ -46,6 +47,12 @@ pub(super) trait Columns {
 
     /// A JSON column, never null.
     fn json<T: DeserializeOwned>(&self, column: &'static str) -> Result<T, StoreError>;
+
+    /// A JSON column that may be null.
+    fn json_or_null<T: DeserializeOwned>(
+        &self,
+        column: &'static str,
+    ) -> Result<Option<T>, StoreError>;
 
     /// The column as `T`.
     fn get<T: Decoded>(&self, column: &'static str) -> Result<T, StoreError>
@@ -172,10 +179,19 @@ pub(super) fn request<R: Columns>(row: &R, with_log: bool) -> Result<DnsRequest,
     let target: String = row.get("target")?;
     let config: RecordConfig = row.json("config")?;
     // The one parse of a stored record: validated at intake, so a failure is a corrupt row.
-    let records = if target.is_empty() {
-        Vec::new()
-    } else {
-        vec![record_data(record_type, &target, config.priority)?]
+    // Several records are in `targets`; one is in `target` and `config.priority`.
+    let records = match row.json_or_null::<Vec<String>>("targets")? {
+        Some(elements) => elements
+            .iter()
+            .map(|e| zoneform::parse(record_type, e).map_err(|why| corrupt("targets", why)))
+            .collect::<Result<_, _>>()?,
+        None if target.is_empty() => Vec::new(),
+        None => vec![record_data(record_type, &target, config.priority)?],
+    };
+    let rrset = |column: &'static str| {
+        row.json_or_null::<RrsetView>(column)?
+            .map(|view| view.parse(record_type).map_err(|why| corrupt(column, why)))
+            .transpose()
     };
     Ok(DnsRequest {
         seq: row.get("seq")?,
@@ -190,6 +206,8 @@ pub(super) fn request<R: Columns>(row: &R, with_log: bool) -> Result<DnsRequest,
         records,
         comment: row.get("comment")?,
         config,
+        before: rrset("rrset_before")?,
+        after: rrset("rrset_after")?,
         attempts: row.get("attempts")?,
         last_error: row.get("last_error")?,
         idempotency_key: row.get("idempotency_key")?,

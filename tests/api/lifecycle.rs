@@ -205,6 +205,7 @@ async fn a_request_whose_worker_died_is_claimed_again_after_the_lease_expires() 
     let late = Outcome::Completed {
         applied_at: chrono::Utc::now(),
         verified_at: None,
+        rrsets: None,
     };
     assert!(!app.store.finish(&dead, &late, &[]).await.unwrap());
     assert_eq!(ledger_rows(&app, &id).await, 1);
@@ -312,6 +313,7 @@ async fn a_stale_workers_late_outcome_is_refused_by_the_fencing_token() {
     let completed = Outcome::Completed {
         applied_at: chrono::Utc::now(),
         verified_at: None,
+        rrsets: None,
     };
     let fresh_finish = app.store.finish(&fresh, &completed, &[]).await.unwrap();
 
@@ -370,6 +372,7 @@ async fn a_request_waits_while_an_older_request_for_the_same_name_is_unfinished(
     let done = Outcome::Completed {
         applied_at: chrono::Utc::now(),
         verified_at: None,
+        rrsets: None,
     };
     app.store.finish(&a, &done, &[]).await.unwrap();
     let c = app

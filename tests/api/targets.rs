@@ -77,10 +77,11 @@ async fn bad_targets_are_refused_naming_the_field_or_the_element_and_nothing_is_
         json!(10),
     );
     #[rustfmt::skip]
-    let cases: [(Value, &'static [&'static str]); 8] = [
+    let cases: [(Value, &'static [&'static str]); 9] = [
         (both, &["resource.targets"]),
         (listing("A", "www.example.test", json!([])), &["resource.targets"]),
-        (listing("A", "www.example.test", json!(["192.0.2.1", "192.0.2.2"])), &["resource.targets"]),
+        (listing("A", "www.example.test", json!(["192.0.2.1", "192.0.2.2", "192.0.2.1"])), &["resource.targets[2]"]),
+        (listing("CNAME", "www.example.test", json!(["a.example.test", "b.example.test"])), &["resource.targets"]),
         (listing("A", "www.example.test", json!(["not-an-address"])), &["resource.targets[0]"]),
         (listing("MX", "example.test", json!(["mail.example.test"])), &["resource.targets[0]"]),
         (listing("SRV", "_sip._tcp.example.test", json!(["10 5060 sip.example.test"])), &["resource.targets[0]"]),

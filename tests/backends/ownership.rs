@@ -124,6 +124,7 @@ pub(crate) fn completed() -> Outcome {
     Outcome::Completed {
         applied_at: Utc::now(),
         verified_at: Some(Utc::now()),
+        rrsets: None,
     }
 }
 

@@ -142,6 +142,7 @@ fn completed() -> Outcome {
     Outcome::Completed {
         applied_at: chrono::Utc::now(),
         verified_at: Some(chrono::Utc::now()),
+        rrsets: None,
     }
 }
 

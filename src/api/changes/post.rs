@@ -1,5 +1,5 @@
-//! `POST /api/v1/dns/create`, `/delete` and `/adopt`: validate, authorize, record, queue;
-//! answer 202 with the request.
+//! `POST /api/v1/dns/create`, `/delete`, `/replace` and `/adopt`: validate, authorize,
+//! record, queue; answer 202 with the request (or, with `?dry_run=true`, 200 with the plan).
 
 use axum::Json;
 use axum::extract::{Query, State};
@@ -75,10 +75,10 @@ pub async fn create(
 
 /// Submit a DNS record delete request.
 ///
-/// The same body as a create. With a `target`, that one record is removed; without one, the
-/// whole RRset (every record of `record_type` at `domain`). dnsorch deletes only records its
-/// ledger holds for the requesting account: a delete of anything else ends FAILED with the
-/// reason in its log.
+/// The same body as a create. With a `target` (or `targets`), those records are removed;
+/// without, the whole RRset (every record of `record_type` at `domain`). dnsorch deletes only
+/// records its ledger holds for the requesting account: a delete of anything else ends FAILED
+/// with the reason in its log.
 #[utoipa::path(
     post,
     path = "/api/v1/dns/delete",
@@ -114,6 +114,52 @@ pub async fn delete(
         return dry_run(&state, caller, &headers, body, Operation::Delete).await;
     }
     let (status, request) = submit(&state, caller, &headers, body, Operation::Delete).await?;
+    Ok(respond(status, request))
+}
+
+/// Replace an RRset.
+///
+/// Sets the RRset of `record_type` at `domain` to exactly `resource.targets` (or the one
+/// `target`) with `config.ttl`. The token needs both create and delete permission. As for a
+/// create, the RRset must be the account's or unowned (it becomes the account's), and records
+/// dnsorch does not manage in it make the request fail (adopt the RRset first). On rfc2136 it
+/// is one UPDATE under prerequisites (the RRset is still what the worker read), so the server
+/// applies all of it or none.
+#[utoipa::path(
+    post,
+    path = "/api/v1/dns/replace",
+    tag = "requests",
+    request_body = ChangeBody,
+    params(
+        ("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe; scoped to the account"),
+        Submission,
+    ),
+    security(("bearer" = [])),
+    responses(
+        (status = 202, description = "Accepted: PENDING", body = DnsRequest, headers(("Location" = String))),
+        (status = 200, description = "Idempotent replay of an earlier request (a `DnsRequest`), or with `dry_run=true` the plan (a `DryRun`): before, after and every conflict", body = DryRun),
+        (status = 400, description = "Malformed JSON", body = ErrorBody),
+        (status = 401, description = "No valid token (missing, unknown, revoked, expired, or used from outside its subnets)", body = ErrorBody),
+        (status = 403, description = "The token may not do this: `context.account_id` names an account it may not act for, no policy grants both create and delete for the name and type (the message names the permission missing), or the RRset belongs to another account", body = ErrorBody),
+        (status = 409, description = "Idempotency key reused with another body", body = ErrorBody),
+        (status = 413, description = "Body over MAX_BODY_BYTES (64 KiB by default)", body = ErrorBody),
+        (status = 415, description = "Not JSON", body = ErrorBody),
+        (status = 422, description = "Invalid fields (no records: a replace needs at least one; use a delete to remove the RRset)", body = ErrorBody),
+        (status = 429, description = "Over the token's rate limit, or the account has MAX_UNFINISHED_PER_NAME unfinished requests for the name; nothing was stored (see `Retry-After`)", body = ErrorBody, headers(("Retry-After" = u64, description = "Seconds to wait"))),
+        (status = 503, description = "Database unavailable", body = ErrorBody),
+    )
+)]
+pub async fn replace(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(submission): Query<Submission>,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody<ChangeBody>,
+) -> Result<Response, ApiError> {
+    if submission.dry_run == Some(true) {
+        return dry_run(&state, caller, &headers, body, Operation::Replace).await;
+    }
+    let (status, request) = submit(&state, caller, &headers, body, Operation::Replace).await?;
     Ok(respond(status, request))
 }
 

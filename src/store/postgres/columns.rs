@@ -31,4 +31,11 @@ impl Columns for PgRow {
     fn json<T: DeserializeOwned>(&self, column: &'static str) -> Result<T, StoreError> {
         decode::<_, Json<T>>(self, column).map(|Json(value)| value)
     }
+
+    fn json_or_null<T: DeserializeOwned>(
+        &self,
+        column: &'static str,
+    ) -> Result<Option<T>, StoreError> {
+        decode::<_, Option<Json<T>>>(self, column).map(|value| value.map(|Json(value)| value))
+    }
 }

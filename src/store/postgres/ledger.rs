@@ -87,7 +87,12 @@ impl Ledger for PgConnection {
         Ok(())
     }
 
-    async fn remove_records(&mut self, request: &DnsRequest) -> Result<(), StoreError> {
+    async fn remove_records(
+        &mut self,
+        request: &DnsRequest,
+        target: &str,
+        priority: Option<u16>,
+    ) -> Result<(), StoreError> {
         sqlx::query(
             "delete from dns_records where domain = $1 and record_type = $2 and account_id = $3 \
              and ($4 = '' or (target = $4 and priority is not distinct from $5))",
@@ -95,8 +100,8 @@ impl Ledger for PgConnection {
         .bind(&request.domain)
         .bind(request.record_type.as_str())
         .bind(&request.account_id)
-        .bind(&request.target)
-        .bind(request.config.priority.map(i32::from))
+        .bind(target)
+        .bind(priority.map(i32::from))
         .execute(self)
         .await?;
         Ok(())

@@ -27,6 +27,15 @@ impl Columns for SqliteRow {
         let text: String = decode(self, column)?;
         serde_json::from_str(&text).map_err(|e| corrupt(column, e))
     }
+
+    fn json_or_null<T: DeserializeOwned>(
+        &self,
+        column: &'static str,
+    ) -> Result<Option<T>, StoreError> {
+        let text: Option<String> = decode(self, column)?;
+        text.map(|text| serde_json::from_str(&text).map_err(|e| corrupt(column, e)))
+            .transpose()
+    }
 }
 
 #[cfg(test)]

@@ -92,7 +92,12 @@ impl Ledger for SqliteConnection {
         Ok(())
     }
 
-    async fn remove_records(&mut self, request: &DnsRequest) -> Result<(), StoreError> {
+    async fn remove_records(
+        &mut self,
+        request: &DnsRequest,
+        target: &str,
+        priority: Option<u16>,
+    ) -> Result<(), StoreError> {
         sqlx::query(
             "delete from dns_records where domain = ? and record_type = ? and account_id = ? \
              and (? = '' or (target = ? and coalesce(priority, -1) = coalesce(?, -1)))",
@@ -100,9 +105,9 @@ impl Ledger for SqliteConnection {
         .bind(&request.domain)
         .bind(request.record_type.as_str())
         .bind(&request.account_id)
-        .bind(&request.target)
-        .bind(&request.target)
-        .bind(request.config.priority.map(i64::from))
+        .bind(target)
+        .bind(target)
+        .bind(priority.map(i64::from))
         .execute(self)
         .await?;
         Ok(())

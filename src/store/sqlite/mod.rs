@@ -22,7 +22,8 @@ use super::ledger::{release_failed, settle};
 use super::rows::{self, Columns as _};
 use super::{
     Claim, DnsRecord, DnsRequest, Inserted, OpeningLog, Outcome, OutcomeColumns, REQUEST_COLUMNS,
-    RecordFilter, RequestFilter, RequestStore, SELECT_RECORDS, StoreError, page_query,
+    RecordFilter, RequestFilter, RequestStore, SELECT_RECORD_TYPES, SELECT_RECORDS, StoreError,
+    page_query,
 };
 use crate::domain::{ChangeRequest, LogEntry, Operation, RecordType, RequestId, RequestStatus};
 use writer::Writer;
@@ -40,7 +41,7 @@ macro_rules! insert_into {
         "insert into dns_requests (id, account_id, source, operation, record_type, domain, \
          target, comment, config, status, log_messages, idempotency_key, fingerprint, zone, \
          backend, principal_token_id, principal_name, principal_account, client_addr, \
-         next_attempt_at, enqueued_at, created_at, updated_at) "
+         next_attempt_at, enqueued_at, created_at, updated_at, targets) "
     };
 }
 
@@ -183,6 +184,14 @@ impl RequestStore for SqliteStore {
         ledger::rrset(&self.reader, domain, record_type).await
     }
 
+    async fn record_types(&self, domain: &str) -> Result<Vec<RecordType>, StoreError> {
+        let rows = sqlx::query(SELECT_RECORD_TYPES)
+            .bind(domain)
+            .fetch_all(&self.reader)
+            .await?;
+        rows.iter().map(|row| row.get("record_type")).collect()
+    }
+
     async fn claim(
         &self,
         id: Option<RequestId>,
@@ -291,7 +300,7 @@ async fn insert_request(
     // (So is a LIMIT: it is written into the text, a number from the settings.)
     let admission = match change.operation {
         Operation::Adopt => "?19 > 0".to_owned(),
-        Operation::Create | Operation::Delete => format!(
+        Operation::Create | Operation::Delete | Operation::Replace => format!(
             "not exists (select 1 from dns_rrsets where domain = ?6 and record_type = ?5 \
                and account_id <> ?2) \
              and (select count(*) from (select 1 from dns_requests where domain = ?6 \
@@ -311,7 +320,7 @@ async fn insert_request(
             now!(),
             ", ",
             now!(),
-            " where {} \
+            ", ?20 where {} \
              on conflict (account_id, idempotency_key) where idempotency_key is not null \
              do nothing returning {}, log_messages"
         ),
@@ -337,6 +346,7 @@ async fn insert_request(
         .bind(&change.submitter.account_id)
         .bind(&change.submitter.client_addr)
         .bind(i64::from(max_unfinished))
+        .bind(change.targets().map(|targets| to_json(&targets)))
         .fetch_optional(&mut *connection)
         .await?;
     if let Some(row) = row {
@@ -494,7 +504,9 @@ async fn finish(
         retry_in: delay,
         applied_at,
         verified_at,
+        rrsets,
     } = outcome.columns();
+    let (before, after) = rrsets.unzip();
     let sql = format!(
         concat!(
             "update dns_requests set status = ?, log_messages = {}, \
@@ -504,7 +516,8 @@ async fn finish(
              applied_at = coalesce(?, applied_at), verified_at = coalesce(?, verified_at), \
              finished_at = case when ? in ('COMPLETED', 'FAILED') then ",
             now!(),
-            " end, updated_at = ",
+            " end, rrset_before = coalesce(?, rrset_before), \
+             rrset_after = coalesce(?, rrset_after), updated_at = ",
             now!(),
             " where id = ? and lease_token = ?"
         ),
@@ -522,6 +535,8 @@ async fn finish(
         .bind(applied_at.map(rfc3339))
         .bind(verified_at.map(rfc3339))
         .bind(state)
+        .bind(before)
+        .bind(after)
         .bind(claim.request.id.to_string())
         .bind(claim.token.to_string())
         .execute(&mut *connection)
