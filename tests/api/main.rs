@@ -17,6 +17,7 @@ mod limits;
 mod limits_rate;
 mod lists;
 mod policies;
+mod replace;
 mod routing;
 #[path = "../support/settings.rs"]
 mod settings;

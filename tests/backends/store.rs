@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use dnsorch::domain::{
-    ChangeBody, ChangeRequest, LogEntry, Operation, RecordType, RequestId, RequestStatus,
-    Submitter, TokenId, validate,
+    BeforeAfter, ChangeBody, ChangeRequest, LiveRrset, LogEntry, Operation, RecordType, RequestId,
+    RequestStatus, Submitter, TokenId, validate,
 };
 use dnsorch::store::{
     AuditStore, Claim, Inserted, OpeningLog, Outcome, PostgresStore, RecordFilter, RequestFilter,
@@ -112,6 +112,7 @@ store_battery!(
     a_batch_is_recorded_in_one_go_and_answers_in_order,
     a_large_batch_records_every_change_with_its_first_log_line,
     the_submitter_is_recorded_by_single_and_batch_inserts,
+    a_replace_of_several_records_is_stored_claims_its_rrset_and_sets_the_ledger_to_its_records,
 );
 
 fn change_for(domain: &str, target: &str, key: Option<&str>) -> ChangeRequest {
@@ -831,4 +832,93 @@ async fn a_large_batch_records_every_change_with_its_first_log_line(t: TestStore
         .map(|(_, n)| n)
         .sum();
     assert_eq!(total, 1_200);
+}
+
+async fn a_replace_of_several_records_is_stored_claims_its_rrset_and_sets_the_ledger_to_its_records(
+    t: TestStore,
+) {
+    // Arrange: an applied A record, then a replace of its RRset by three others, given once
+    // alone and once in a batch (for another name).
+    let old = insert(&*t.store, "www.example.test").await;
+    let claimed = claim(&*t.store, Some(old)).await.unwrap();
+    assert!(t.store.finish(&claimed, &completed(), &[]).await.unwrap());
+    let replace = |domain: &str| {
+        let body: ChangeBody = serde_json::from_value(json!({
+            "context": {"account_id": "acct-1"},
+            "resource": {"record_type": "A", "domain": domain, "config": {"ttl": 900},
+                         "targets": ["192.0.2.7", "192.0.2.8", "192.0.2.9"]}
+        }))
+        .unwrap();
+        validate(body, Operation::Replace, None, 4096).unwrap()
+    };
+    let single = replace("www.example.test");
+
+    // Act
+    let Inserted::Created(stored) = t.store.insert(&single, UNFINISHED).await.unwrap() else {
+        panic!("not stored");
+    };
+    let batched = t
+        .store
+        .insert_many(&[replace("mail.example.test")], UNFINISHED)
+        .await
+        .unwrap();
+    let claimed = claim(&*t.store, Some(stored.id)).await.unwrap();
+    let rrsets = BeforeAfter {
+        before: LiveRrset {
+            ttl: 300,
+            records: vec![change_for("x.test", "192.0.2.1", None).records[0].clone()],
+        },
+        after: LiveRrset {
+            ttl: 900,
+            records: single.records.clone(),
+        },
+    };
+    let outcome = Outcome::Completed {
+        applied_at: chrono::Utc::now(),
+        verified_at: None,
+        rrsets: Some(rrsets.clone()),
+    };
+    assert!(t.store.finish(&claimed, &outcome, &[]).await.unwrap());
+
+    // Assert: the records and the RRsets read back typed, the ledger is exactly the set.
+    let read = t.store.get(stored.id).await.unwrap().unwrap();
+    assert_eq!(read.operation, Operation::Replace);
+    assert_eq!(read.records, single.records);
+    assert_eq!(read.before, Some(rrsets.before));
+    assert_eq!(read.after, Some(rrsets.after));
+    let Inserted::Created(batched) = &batched[0] else {
+        panic!("{batched:?}")
+    };
+    let batched = t.store.get(*batched).await.unwrap().unwrap();
+    assert_eq!(batched.records, single.records);
+    assert_eq!(batched.before, None);
+    let (owner, rows) = t
+        .store
+        .rrset("mail.example.test", RecordType::A)
+        .await
+        .unwrap();
+    assert_eq!(
+        owner.as_deref(),
+        Some("acct-1"),
+        "a replace claims its RRset"
+    );
+    assert!(rows.is_empty());
+    let (_, rows) = t
+        .store
+        .rrset("www.example.test", RecordType::A)
+        .await
+        .unwrap();
+    let held: Vec<(String, u32)> = rows.iter().map(|r| (r.target.clone(), r.ttl)).collect();
+    assert_eq!(
+        held,
+        [
+            ("192.0.2.7".to_owned(), 900),
+            ("192.0.2.8".to_owned(), 900),
+            ("192.0.2.9".to_owned(), 900)
+        ]
+    );
+    assert_eq!(
+        t.store.record_types("www.example.test").await.unwrap(),
+        [RecordType::A]
+    );
 }
