@@ -11,6 +11,12 @@
 //! this process does not have configured is FAILED, saying so. A change sent whose outcome is
 //! not known makes the request UNKNOWN; a claim of an UNKNOWN request (it stays UNKNOWN and
 //! counts no attempt) asks the server instead of applying anything.
+//!
+//! Before a change is applied it is planned with [`crate::domain::plan`], the rules a dry run
+//! reports by: the ledger's rows and owner, the live RRset as the backend reads it (the ledger
+//! where that is the live state), and for an addition the types the ledger holds at the name.
+//! A conflict fails the request with the planner's reason; the RRset read and the one planned
+//! are written with the outcome as the request's `before` and `after`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
