@@ -44,7 +44,8 @@ pub struct ResourceBody {
     /// The owner name, fully qualified; IDN names are converted to A-labels (required).
     #[schema(example = "www.example.test")]
     pub domain: Option<String>,
-    /// The record data in the type's text form (required): an address, a host name,
+    /// One record's data in the type's text form (this or `targets` is required, but for a
+    /// delete of the whole RRset): an address, a host name,
     /// `"<weight> <port> <host>"` for SRV, `<flags> <tag> "<value>"` for CAA, the text for TXT.
     #[schema(example = "192.0.2.10")]
     pub target: Option<String>,
@@ -52,7 +53,8 @@ pub struct ResourceBody {
     /// SRV priority included (`"10 mail.example.test"`, `"10 5 5060 sip.example.test"`).
     /// TXT text is literal unless it begins and ends with `"`, when it is zone-file
     /// presentation (one or more quoted strings, joined). Give `target` or `targets`, not
-    /// both; a request changes one record for now, so the list holds exactly one.
+    /// both. 1-100 records of the RRset, each once (a CNAME has one): added by a create,
+    /// removed by a delete, the whole new RRset for a replace.
     #[schema(example = json!(["10 mail.example.test"]))]
     pub targets: Option<Vec<String>>,
     /// Free text kept with the request and the record.

@@ -63,6 +63,7 @@ async fn the_openapi_document_and_the_docs_page_are_served() {
     // Assert
     for path in [
         "/api/v1/dns/create",
+        "/api/v1/dns/replace",
         "/api/v1/dns/requests",
         "/api/v1/dns/requests/{id}",
         "/api/v1/dns/records",
@@ -77,6 +78,41 @@ async fn the_openapi_document_and_the_docs_page_are_served() {
     }
     assert_eq!(docs.status(), StatusCode::OK);
     assert!(docs.text().await.unwrap().contains("swagger"));
+    // The record-set fields are described, and every schema referred to is there.
+    let schemas = &spec["components"]["schemas"];
+    for (schema, field) in [
+        ("DnsRequest", "targets"),
+        ("DnsRequest", "before"),
+        ("DnsRequest", "after"),
+        ("ResourceBody", "targets"),
+        ("RrsetView", "records"),
+        ("DryRun", "plan"),
+        ("PlannedRrset", "conflicts"),
+    ] {
+        assert!(
+            schemas[schema]["properties"].get(field).is_some(),
+            "{schema}.{field} missing: {}",
+            schemas[schema]
+        );
+    }
+    let text = spec.to_string();
+    for reference in text.split("\"#/components/schemas/").skip(1) {
+        let name = &reference[..reference.find('"').unwrap()];
+        assert!(
+            schemas.get(name).is_some(),
+            "{name} is referred to but missing"
+        );
+    }
+    let replace = &spec["paths"]["/api/v1/dns/replace"]["post"];
+    assert!(replace["responses"]["202"].is_object(), "{replace}");
+    assert!(
+        replace["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["name"] == "dry_run"),
+        "{replace}"
+    );
 }
 
 #[tokio::test]
@@ -131,6 +167,7 @@ async fn every_operation_that_answers_403_or_429_documents_it() {
     for expected in [
         "post /api/v1/dns/create",
         "post /api/v1/dns/delete",
+        "post /api/v1/dns/replace",
         "post /api/v1/dns/adopt",
         "post /api/v1/tokens",
         "get /api/v1/audit",
