@@ -161,7 +161,7 @@ pub fn decode(
         Some(Value::String(action)) => action.parse().map_err(|_| {
             DeadLetterReason::Invalid(ValidationError::field(
                 "action",
-                format!("'{action}' is not a supported action (create or delete)"),
+                format!("'{action}' is not a supported action (create, delete or replace)"),
             ))
         })?,
         Some(_) => {
@@ -270,10 +270,13 @@ mod tests {
     }
 
     #[test]
-    fn a_delete_action_decodes_to_a_delete() {
+    fn a_delete_action_decodes_to_a_delete_and_a_replace_to_a_replace() {
         let delete = VALID.replacen('{', r#"{"action": "delete", "#, 1);
         let decoded = decode(Some(delete.as_bytes()), None, None, &origin()).unwrap();
         assert_eq!(decoded.operation, Operation::Delete);
+        let replace = VALID.replacen('{', r#"{"action": "replace", "#, 1);
+        let decoded = decode(Some(replace.as_bytes()), None, None, &origin()).unwrap();
+        assert_eq!(decoded.operation, Operation::Replace);
     }
 
     #[test]
