@@ -179,7 +179,13 @@ impl Intake {
                 )
                 .into());
             };
-            if operation == Operation::Adopt
+            // An adoption reads the live RRset; the other operations can fall back on the
+            // ledger where there is no server to read.
+            let reads_live = match operation {
+                Operation::Adopt => true,
+                Operation::Create | Operation::Delete | Operation::Replace => false,
+            };
+            if reads_live
                 && let Backend::Ansible(config) = &zone.backend
                 && config.verify_server.is_none()
             {
