@@ -1,7 +1,7 @@
 //! Dry runs (`?dry_run=true`) against the real BIND: the plan reads the primary and reports
 //! every kind of conflict a server can show (records made outside dnsorch, another account's
-//! RRset, CNAME exclusivity, a delete of something absent), and neither BIND nor the database
-//! changes.
+//! RRset, CNAME exclusivity, a delete of something absent), for creates, deletes and replaces,
+//! and neither BIND nor the database changes.
 
 use super::*;
 
@@ -60,6 +60,12 @@ async fn a_plan_reports_each_conflict_from_the_primary_and_changes_nothing() {
     )
     .await;
     let stored_before = app.requests_stored().await;
+    let ledger_before = app.records(&name).await;
+    let set = |account: &str, domain: &str, targets: &[&str]| {
+        json!({"context": {"account_id": account},
+               "resource": {"record_type": "A", "domain": domain, "targets": targets,
+                            "config": {"ttl": 900}}})
+    };
 
     // Act
     let (status, clean) = app
@@ -97,6 +103,18 @@ async fn a_plan_reports_each_conflict_from_the_primary_and_changes_nothing() {
             "delete",
             &body("acct-p", "A", &name, Some("192.0.2.77"), None),
         )
+        .await;
+    let (_, replace_clean) = app
+        .plan(
+            "replace",
+            &set("acct-p", &fresh, &["192.0.2.8", "192.0.2.9"]),
+        )
+        .await;
+    let (_, replace_unmanaged) = app
+        .plan("replace", &set("acct-p", &name, &["192.0.2.8"]))
+        .await;
+    let (_, replace_theirs) = app
+        .plan("replace", &set("acct-q", &name, &["192.0.2.8"]))
         .await;
 
     // Assert: a clean plan, with nothing before and the record after, read from the primary.
@@ -138,6 +156,31 @@ async fn a_plan_reports_each_conflict_from_the_primary_and_changes_nothing() {
     assert_eq!(kinds(&at_alias), ["cname_exclusive"], "{at_alias}");
     assert_eq!(at_alias["plan"][0]["before"], Value::Null, "{at_alias}");
     assert_eq!(kinds(&absent), ["absent"], "{absent}");
+    // A replace: the whole new set after; the records made outside dnsorch, and another
+    // account's RRset, in the way.
+    assert_eq!(kinds(&replace_clean), Vec::<&str>::new(), "{replace_clean}");
+    assert_eq!(
+        replace_clean["plan"][0]["after"],
+        json!({"ttl": 900, "records": ["192.0.2.8", "192.0.2.9"]})
+    );
+    assert_eq!(
+        kinds(&replace_unmanaged),
+        ["unmanaged"],
+        "{replace_unmanaged}"
+    );
+    assert_eq!(
+        replace_unmanaged["plan"][0]["before"]["records"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2,
+        "{replace_unmanaged}"
+    );
+    assert_eq!(
+        kinds(&replace_theirs),
+        ["owned_by_another_account", "unmanaged"],
+        "{replace_theirs}"
+    );
     // Nothing changed: BIND holds what it held, and no request was stored.
     let mut live = dig(bind.port, &name, "A");
     live.sort_unstable();
@@ -146,4 +189,6 @@ async fn a_plan_reports_each_conflict_from_the_primary_and_changes_nothing() {
     assert!(dig(bind.port, &name, "CNAME").is_empty());
     assert_eq!(dig(bind.port, &alias, "TXT"), ["target.example.test."]);
     assert_eq!(app.requests_stored().await, stored_before);
+    assert_eq!(app.records(&name).await, ledger_before);
+    assert!(app.records(&fresh).await.is_empty());
 }
