@@ -18,6 +18,7 @@ pub mod health;
 pub mod json;
 pub mod query;
 pub mod records;
+pub mod rrsets;
 pub mod server;
 pub mod tls;
 pub mod tokens;
@@ -111,6 +112,7 @@ pub struct AppParts {
         changes::get::get_request,
         changes::get::list_requests,
         records::list_records,
+        rrsets::history,
         tokens::create_token,
         tokens::list_tokens,
         tokens::get_token,
@@ -177,6 +179,10 @@ pub fn router(state: AppState, admission: Admission) -> Router {
         .route("/api/v1/dns/requests", get(changes::get::list_requests))
         .route("/api/v1/dns/requests/{id}", get(changes::get::get_request))
         .route("/api/v1/dns/records", get(records::list_records))
+        .route(
+            "/api/v1/dns/rrsets/{name}/{type}/history",
+            get(rrsets::history),
+        )
         .merge(admin)
         .route_layer(middleware::from_fn_with_state(
             state.clone(),

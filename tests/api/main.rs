@@ -10,6 +10,7 @@ mod controls;
 mod dry_run;
 mod health;
 mod helpers;
+mod history;
 mod https;
 mod idempotency;
 mod lifecycle;
