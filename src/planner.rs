@@ -144,7 +144,8 @@ impl Planner {
                 managed: &managed,
             },
             &live,
-        );
+        )
+        .expecting(change.expect.as_ref());
         Ok(DryRun {
             dry_run: true,
             plan: vec![PlannedRrset {

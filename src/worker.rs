@@ -360,7 +360,8 @@ impl Worker {
                 managed: &change.managed,
             },
             &live,
-        );
+        )
+        .expecting(change.expect.as_ref());
         refuse_conflicts(change, intent, &planned)?;
         change.rrsets = Some(BeforeAfter {
             before: planned.before.unwrap_or_else(LiveRrset::absent),
@@ -583,6 +584,7 @@ fn planned_change(claim: &Claim, fence: Fence) -> PlannedChange {
         records: request.records.clone(),
         config: request.config.clone(),
         managed: Vec::new(),
+        expect: request.expect.clone(),
         rrsets: None,
         fence,
     }
@@ -650,7 +652,8 @@ fn refuse_conflicts(
             ConflictKind::Absent
             | ConflictKind::OwnedByAnotherAccount
             | ConflictKind::Unmanaged
-            | ConflictKind::Unreadable => only_cname = false,
+            | ConflictKind::Unreadable
+            | ConflictKind::Unexpected => only_cname = false,
         }
         messages.push(conflict.message.clone());
     }

@@ -111,6 +111,7 @@ pub struct AppParts {
         changes::post::adopt,
         changes::get::get_request,
         changes::get::list_requests,
+        changes::revert::revert,
         records::list_records,
         rrsets::history,
         tokens::create_token,
@@ -178,6 +179,10 @@ pub fn router(state: AppState, admission: Admission) -> Router {
         .route("/api/v1/dns/replace", post(changes::post::replace))
         .route("/api/v1/dns/requests", get(changes::get::list_requests))
         .route("/api/v1/dns/requests/{id}", get(changes::get::get_request))
+        .route(
+            "/api/v1/dns/requests/{id}/revert",
+            post(changes::revert::revert),
+        )
         .route("/api/v1/dns/records", get(records::list_records))
         .route(
             "/api/v1/dns/rrsets/{name}/{type}/history",

@@ -17,6 +17,35 @@ pub struct ChangeBody {
     pub context: Option<ContextBody>,
     /// What to change (required).
     pub resource: Option<ResourceBody>,
+    /// Optimistic concurrency: the RRset the client believes is current (`null`: absent). If
+    /// the live RRset differs when a worker plans the change, the request fails, with both in
+    /// its log, and nothing changes. For a replace and a delete of the whole RRset.
+    #[serde(
+        default,
+        deserialize_with = "given",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(value_type = Option<RrsetBody>)]
+    pub expect: Option<Option<RrsetBody>>,
+}
+
+/// `expect`: an RRset, its TTL and its records in zone-file form (as `resource.targets`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RrsetBody {
+    #[schema(example = 300)]
+    pub ttl: i64,
+    #[schema(example = json!(["192.0.2.10"]))]
+    pub records: Vec<String>,
+}
+
+/// A field that was given, as `Some` (its value may be `null`); absent stays `None`.
+pub(crate) fn given<'de, D, T>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(deserializer).map(Some)
 }
 
 /// `context`: the account the change is for. Kept for compatibility with the original body:

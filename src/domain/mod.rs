@@ -12,7 +12,7 @@ pub mod token;
 pub mod validation;
 pub mod zoneform;
 
-pub use body::{ChangeBody, ConfigBody, ContextBody, ResourceBody};
+pub use body::{ChangeBody, ConfigBody, ContextBody, ResourceBody, RrsetBody};
 pub use fqdn::{Fqdn, NameRules};
 pub use policy::{Denial, Sensitive, authorize, deciding};
 pub use principal::{Actor, Principal, Source, Submitter};

@@ -81,6 +81,8 @@ pub enum ConflictKind {
     Absent,
     /// The server could not be read.
     Unreadable,
+    /// The RRset is not the one the request expects (`expect`).
+    Unexpected,
 }
 
 /// One conflict, with a message for people.
@@ -106,6 +108,55 @@ impl Plan {
     pub fn is_clear(&self) -> bool {
         self.conflicts.is_empty()
     }
+
+    /// The plan with a conflict when `before` is not `expect` (the same records, in any order,
+    /// and the same TTL; two absent RRsets are the same). Nothing to compare when there is no
+    /// expectation or the RRset could not be read.
+    #[must_use]
+    pub fn expecting(mut self, expect: Option<&LiveRrset>) -> Self {
+        let unreadable = self
+            .conflicts
+            .iter()
+            .any(|c| c.kind == ConflictKind::Unreadable);
+        let Some(expect) = expect.filter(|_| !unreadable) else {
+            return self;
+        };
+        let absent = LiveRrset::absent();
+        let before = self.before.as_ref().unwrap_or(&absent);
+        if !same_rrset(expect, before) {
+            self.conflicts.push(Conflict {
+                kind: ConflictKind::Unexpected,
+                message: format!(
+                    "the RRset is not the one expected: expected {}, found {}",
+                    describe(expect),
+                    describe(before)
+                ),
+            });
+        }
+        self
+    }
+}
+
+/// Whether two RRsets hold the same records (in any order) with the same TTL.
+pub fn same_rrset(a: &LiveRrset, b: &LiveRrset) -> bool {
+    match (a.records.is_empty(), b.records.is_empty()) {
+        (true, true) => true,
+        (false, false) => {
+            a.ttl == b.ttl
+                && a.records.len() == b.records.len()
+                && a.records.iter().all(|r| b.records.contains(r))
+        }
+        (true, false) | (false, true) => false,
+    }
+}
+
+/// An RRset for a message: `ttl 300 [192.0.2.1, 192.0.2.2]`, or `nothing`.
+fn describe(rrset: &LiveRrset) -> String {
+    if rrset.records.is_empty() {
+        return "nothing".to_owned();
+    }
+    let records: Vec<String> = rrset.records.iter().map(super::zoneform::element).collect();
+    format!("ttl {} [{}]", rrset.ttl, records.join(", "))
 }
 
 /// Plans `intent` on the RRset `name`/`record_type` for `account`.
@@ -502,5 +553,42 @@ mod tests {
         assert_eq!(plan.before, None);
         assert_eq!(kinds(&plan), [ConflictKind::Unreadable]);
         assert_eq!(plan.after.unwrap().records, a(&["192.0.2.1", "192.0.2.2"]));
+    }
+
+    #[test]
+    fn an_expectation_holds_for_the_same_records_in_any_order_and_the_same_ttl() {
+        let held = a(&["192.0.2.1", "192.0.2.2"]);
+        let replace = a(&["192.0.2.3"]);
+        let planned = || {
+            plan(
+                "acct-1",
+                NAME,
+                RecordType::A,
+                Intent::Replace {
+                    records: &replace,
+                    ttl: 300,
+                },
+                ledger(Some("acct-1"), &held),
+                &read(300, held.clone(), vec![]),
+            )
+        };
+        let rrset = |ttl, records: &[&str]| LiveRrset {
+            ttl,
+            records: a(records),
+        };
+
+        let same = planned().expecting(Some(&rrset(300, &["192.0.2.2", "192.0.2.1"])));
+        let other_ttl = planned().expecting(Some(&rrset(600, &["192.0.2.1", "192.0.2.2"])));
+        let fewer = planned().expecting(Some(&rrset(300, &["192.0.2.1"])));
+        let absent = planned().expecting(Some(&LiveRrset::absent()));
+        let none = planned().expecting(None);
+
+        assert_eq!(kinds(&same), []);
+        assert_eq!(kinds(&other_ttl), [ConflictKind::Unexpected]);
+        assert_eq!(kinds(&fewer), [ConflictKind::Unexpected]);
+        assert_eq!(kinds(&absent), [ConflictKind::Unexpected]);
+        assert!(absent.conflicts[0].message.contains("expected nothing"));
+        assert_eq!(kinds(&none), []);
+        assert!(same_rrset(&LiveRrset::absent(), &rrset(300, &[])));
     }
 }

@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use super::fqdn::Fqdn;
 use super::principal::Submitter;
-use super::record::{RecordData, RecordType};
+use super::record::{LiveRrset, RecordData, RecordType};
 
 /// The default TTL when the body gives none, as in the original design.
 pub const DEFAULT_TTL: u32 = 300;
@@ -170,6 +170,9 @@ pub struct ChangeRequest {
     /// The records; empty only for a delete of the whole RRset or an adoption.
     pub records: Vec<RecordData>,
     pub ttl: u32,
+    /// The RRset the client expects to be current (no records: absent); the change fails if
+    /// the live RRset differs. `None`: no expectation.
+    pub expect: Option<LiveRrset>,
     pub comment: Option<String>,
     pub extra_config: serde_json::Map<String, serde_json::Value>,
     /// The client's `Idempotency-Key`, scoped to `account_id`.
@@ -223,6 +226,9 @@ impl ChangeRequest {
         // Only with several records, so the digest of a one-record change stays what it was.
         if let Some(targets) = self.targets() {
             canonical["targets"] = serde_json::json!(targets);
+        }
+        if let Some(expect) = &self.expect {
+            canonical["expect"] = serde_json::json!(super::zoneform::RrsetView::of(Some(expect)));
         }
         super::token::hex(&Sha256::digest(canonical.to_string().as_bytes()))
     }

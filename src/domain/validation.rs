@@ -2,10 +2,10 @@
 
 use serde::Serialize;
 
-use super::body::{ChangeBody, ConfigBody};
+use super::body::{ChangeBody, ConfigBody, RrsetBody};
 use super::fqdn::Fqdn;
 use super::principal::Submitter;
-use super::record::{DataError, RecordData, RecordType};
+use super::record::{DataError, LiveRrset, RecordData, RecordType};
 use super::request::{ChangeRequest, DEFAULT_TTL, Operation};
 use super::zoneform;
 
@@ -90,6 +90,9 @@ pub fn validate(
         &mut errors,
     );
     let ttl = check_ttl(&config, &mut errors);
+    let expect = body
+        .expect
+        .and_then(|expect| check_expect(operation, record_type, &records, expect, &mut errors));
     let comment = resource
         .comment
         .and_then(|c| without_controls(c, "resource.comment", &mut errors))
@@ -119,6 +122,7 @@ pub fn validate(
                 record_type,
                 records,
                 ttl,
+                expect,
                 comment,
                 extra_config,
                 idempotency_key,
@@ -398,6 +402,57 @@ fn check_data(
             }
         })
         .ok()
+}
+
+/// `expect`: an RRset of the request's type in zone-file form (`null`, or no records: absent),
+/// for a replace or a delete of the whole RRset, whose UPDATE prerequisites on rfc2136 hold
+/// the whole RRset.
+fn check_expect(
+    operation: Operation,
+    record_type: Option<RecordType>,
+    records: &Option<Vec<RecordData>>,
+    expect: Option<RrsetBody>,
+    errors: &mut ValidationError,
+) -> Option<LiveRrset> {
+    let whole_rrset = match operation {
+        Operation::Replace => true,
+        Operation::Delete => records.as_ref().is_some_and(Vec::is_empty),
+        Operation::Create | Operation::Adopt => false,
+    };
+    if !whole_rrset {
+        errors.push(
+            "expect",
+            "applies to a replace and to a delete of the whole RRset",
+        );
+        return None;
+    }
+    let Some(expect) = expect else {
+        return Some(LiveRrset::absent());
+    };
+    let before = errors.fields.len();
+    let ttl = match u32::try_from(expect.ttl) {
+        Ok(ttl) if ttl <= i32::MAX as u32 => ttl,
+        _ => {
+            errors.push(
+                "expect.ttl",
+                format!("{} is out of range 0-2147483647", expect.ttl),
+            );
+            0
+        }
+    };
+    let record_type = record_type?;
+    let mut held = Vec::with_capacity(expect.records.len());
+    for (i, element) in expect.records.into_iter().enumerate().take(MAX_TARGETS) {
+        let field = format!("expect.records[{i}]");
+        let Some(element) = without_controls(element, &field, errors) else {
+            continue;
+        };
+        match zoneform::parse(record_type, &element) {
+            Ok(record) => held.push(record),
+            Err(message) => errors.push(field, message),
+        }
+    }
+    (errors.fields.len() == before).then_some(LiveRrset { ttl, records: held })
 }
 
 fn check_ttl(config: &ConfigBody, errors: &mut ValidationError) -> u32 {

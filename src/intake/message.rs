@@ -18,7 +18,7 @@ use serde_json::Value;
 use crate::auth::{AuthFailure, bearer};
 use crate::domain::Secret;
 use crate::domain::body::{JsonError, from_json};
-use crate::domain::{ChangeBody, ContextBody, Operation, ResourceBody, ValidationError};
+use crate::domain::{ChangeBody, ContextBody, Operation, ResourceBody, RrsetBody, ValidationError};
 
 /// A message body: the HTTP body's fields plus `action`, parsed in one pass.
 #[derive(Deserialize)]
@@ -27,6 +27,8 @@ struct MessageBody {
     action: Option<Value>,
     context: Option<ContextBody>,
     resource: Option<ResourceBody>,
+    #[serde(default, deserialize_with = "crate::domain::body::given")]
+    expect: Option<Option<RrsetBody>>,
 }
 
 /// Where a message came from.
@@ -174,6 +176,7 @@ pub fn decode(
     let mut body = ChangeBody {
         context: message.context,
         resource: message.resource,
+        expect: message.expect,
     };
     body.context.get_or_insert_with(Default::default).source = Some("kafka".into());
     Ok(DecodedMessage {

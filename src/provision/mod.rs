@@ -42,6 +42,10 @@ pub struct PlannedChange {
     /// one owner, and the worker has checked it is the requesting account before a delete).
     /// A live record outside this set was made behind dnsorch's back.
     pub managed: Vec<RecordData>,
+    /// The RRset the request expects before it (`expect`; no records: absent). The worker
+    /// refuses the change when what it read differs; on rfc2136 the UPDATE's prerequisites
+    /// that the RRset is still what was read then hold the expectation at the server.
+    pub expect: Option<LiveRrset>,
     /// The RRset as the worker read it before applying (from the server, or the ledger where
     /// the ledger is the live state) and what the plan makes of it; set by the worker before
     /// [`Provisioner::apply`], `None` before that (and for an adoption).

@@ -40,7 +40,7 @@ const REQUEST_COLUMNS: &str = "seq, id, account_id, source, operation, record_ty
      target, comment, config, status, idempotency_key, fingerprint, attempts, last_error, zone, \
      backend, next_attempt_at, started_at, applied_at, verified_at, finished_at, \
      lease_expires_at, created_at, updated_at, principal_token_id, principal_name, \
-     principal_account, client_addr, targets, rrset_before, rrset_after";
+     principal_account, client_addr, targets, rrset_before, rrset_after, expect";
 
 /// The query that lists ledger rows, before its filters.
 const SELECT_RECORDS: &str = "select seq, id, request_id, account_id, record_type, domain, \
@@ -80,6 +80,11 @@ pub struct DnsRequest {
     pub records: Vec<RecordData>,
     pub comment: Option<String>,
     pub config: RecordConfig,
+    /// The RRset the request expects to be current (no records: absent); not shown when it
+    /// has no expectation.
+    #[serde(serialize_with = "rrset_form", skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<RrsetView>)]
+    pub expect: Option<LiveRrset>,
     /// The RRset before the change was applied; `null` until it is applied, and when a
     /// version of dnsorch that did not record it applied it. No records: it was absent.
     #[serde(serialize_with = "rrset_form")]

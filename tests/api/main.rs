@@ -19,6 +19,7 @@ mod limits_rate;
 mod lists;
 mod policies;
 mod replace;
+mod revert;
 mod routing;
 #[path = "../support/settings.rs"]
 mod settings;

@@ -1,7 +1,9 @@
-//! `/api/v1/dns/create`, `/api/v1/dns/delete` and `/api/v1/dns/requests`: submitting change requests and reading them.
+//! `/api/v1/dns/create`, `/delete`, `/replace`, `/adopt`, `/api/v1/dns/requests` and a
+//! request's `/revert`: submitting change requests, reading them and reverting them.
 
 pub mod get;
 pub mod post;
+pub mod revert;
 
 use axum::http::HeaderValue;
 

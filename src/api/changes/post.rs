@@ -215,7 +215,7 @@ pub async fn adopt(
     Ok(respond(status, request))
 }
 
-async fn submit(
+pub(super) async fn submit(
     state: &AppState,
     Caller(mut actor): Caller,
     headers: &HeaderMap,
@@ -244,7 +244,7 @@ async fn dry_run(
     Ok((StatusCode::OK, Json(plan)).into_response())
 }
 
-fn respond(status: StatusCode, request: DnsRequest) -> Response {
+pub(super) fn respond(status: StatusCode, request: DnsRequest) -> Response {
     let location = location_of(request.id);
     (status, [(header::LOCATION, location)], Json(request)).into_response()
 }

@@ -25,6 +25,7 @@ use super::{
     RecordFilter, RequestFilter, RequestStore, SELECT_RECORD_TYPES, SELECT_RECORDS, StoreError,
     page_query,
 };
+use crate::domain::zoneform::RrsetView;
 use crate::domain::{ChangeRequest, LogEntry, Operation, RecordType, RequestId, RequestStatus};
 use writer::Writer;
 
@@ -41,7 +42,7 @@ macro_rules! insert_into {
         "insert into dns_requests (id, account_id, source, operation, record_type, domain, \
          target, comment, config, status, log_messages, idempotency_key, fingerprint, zone, \
          backend, principal_token_id, principal_name, principal_account, client_addr, \
-         next_attempt_at, enqueued_at, created_at, updated_at, targets) "
+         next_attempt_at, enqueued_at, created_at, updated_at, targets, expect) "
     };
 }
 
@@ -320,7 +321,7 @@ async fn insert_request(
             now!(),
             ", ",
             now!(),
-            ", ?20 where {} \
+            ", ?20, ?21 where {} \
              on conflict (account_id, idempotency_key) where idempotency_key is not null \
              do nothing returning {}, log_messages"
         ),
@@ -347,6 +348,12 @@ async fn insert_request(
         .bind(&change.submitter.client_addr)
         .bind(i64::from(max_unfinished))
         .bind(change.targets().map(|targets| to_json(&targets)))
+        .bind(
+            change
+                .expect
+                .as_ref()
+                .map(|e| to_json(&RrsetView::of(Some(e)))),
+        )
         .fetch_optional(&mut *connection)
         .await?;
     if let Some(row) = row {
