@@ -33,8 +33,7 @@ use nix::unistd::Pid;
 use tokio::io::{AsyncRead, AsyncReadExt as _};
 
 use super::dns::{
-    Expect, absolute, change_rdata, dns_type, live_rrset, observe, query, refuse_unmanaged,
-    verify_at,
+    Expect, absolute, change_rdatas, dns_type, live_rrset, observe, query, verify_at,
 };
 use super::{Applied, Observed, PlannedChange, ProvisionError, Provisioner};
 use crate::domain::{LiveRrset, Operation, RecordType};
@@ -67,11 +66,8 @@ impl AnsibleProvisioner {
     }
 
     fn variables(&self, change: &PlannedChange) -> Result<serde_json::Value, ProvisionError> {
-        let rdata = if change.is_whole_rrset() {
-            String::new()
-        } else {
-            change.record()?.presentation()
-        };
+        let rdatas: Vec<String> = change.records.iter().map(|r| r.presentation()).collect();
+        let rdata = rdatas.first().cloned().unwrap_or_default();
         let mut vars = self.config.vars.clone();
         for (name, secret) in &self.config.secret_vars {
             vars.insert(name.clone(), secret.text.clone().into());
@@ -82,6 +78,7 @@ impl AnsibleProvisioner {
             "domain": change.domain,
             "record_type": change.record_type.as_str(),
             "rdata": rdata,
+            "rdatas": rdatas,
             "ttl": change.config.ttl,
             "request_id": change.request_id.to_string(),
             "account_id": change.account_id,
@@ -184,30 +181,25 @@ impl Provisioner for AnsibleProvisioner {
 
     async fn apply(&self, change: &PlannedChange) -> Result<Applied, ProvisionError> {
         let name = absolute(&change.domain).map_err(ProvisionError::Rejected)?;
-        let rdata = change_rdata(change)?;
-        let expect = match (change.operation, rdata) {
-            (Operation::Create, Some(rdata)) => Expect::Present {
-                rdata,
-                ttl: change.config.ttl,
-            },
-            (Operation::Create, None) => {
-                return Err(ProvisionError::Rejected(
-                    "a create needs record data".into(),
-                ));
+        let rdatas = change_rdatas(change)?;
+        let ttl = change.config.ttl;
+        // The worker's plan read the RRset (from the verify_server, else the ledger) and
+        // refused records dnsorch does not manage. A whole-RRset delete removes whatever the
+        // server holds, so it needs a server that was read.
+        let expect = match change.operation {
+            Operation::Create => Expect::Present { rdatas, ttl },
+            Operation::Delete if change.is_whole_rrset() => {
+                self.verify_server("a whole-RRset delete")?;
+                Expect::Absent { rdatas }
             }
-            (Operation::Delete, rdata) => Expect::Absent { rdata },
-            (Operation::Replace, _) => {
-                return Err(ProvisionError::Rejected(
-                    "replace is not supported by the ansible backend yet".into(),
-                ));
-            }
-            (Operation::Adopt, _) => {
+            Operation::Delete => Expect::Absent { rdatas },
+            Operation::Replace => Expect::Exactly { rdatas, ttl },
+            Operation::Adopt => {
                 return Err(ProvisionError::Rejected(
                     "an adoption reads the RRset; it runs no playbook".into(),
                 ));
             }
         };
-        self.check_live(change, &name, &expect).await?;
         let vars = unsafe_yaml(&self.variables(change)?);
         change.fence.check()?;
         let mut notes = vec![self.run(vars).await?];
@@ -268,26 +260,6 @@ impl AnsibleProvisioner {
                 self.zone
             ))
         })
-    }
-
-    /// Before the playbook runs: a create (where a `verify_server` can be read) and a
-    /// whole-RRset delete (which needs one) must find no records dnsorch does not manage.
-    async fn check_live(
-        &self,
-        change: &PlannedChange,
-        name: &hickory_proto::rr::Name,
-        expect: &Expect,
-    ) -> Result<(), ProvisionError> {
-        let (server, wanted) = match expect {
-            Expect::Present { rdata, .. } => match &self.config.verify_server {
-                Some(server) => (server.as_str(), Some(rdata)),
-                None => return Ok(()),
-            },
-            Expect::Absent { rdata: None } => (self.verify_server("a whole-RRset delete")?, None),
-            Expect::Absent { rdata: Some(_) } => return Ok(()),
-        };
-        let live = query(server, name, dns_type(change.record_type), QUERY_TIMEOUT).await?;
-        refuse_unmanaged(name, change, &live, wanted)
     }
 }
 

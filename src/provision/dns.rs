@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
-use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType as DnsType};
+use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType as DnsType, rdata};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpStream, UdpSocket};
 
@@ -27,28 +27,39 @@ const MAX_POLL: Duration = Duration::from_millis(500);
 
 /// What verification waits for.
 pub(super) enum Expect {
-    Present {
-        rdata: RData,
-        ttl: u32,
-    },
-    /// The record (or, with `None`, the whole RRset) is gone.
-    Absent {
-        rdata: Option<RData>,
-    },
+    /// Every one of these records, with the TTL.
+    Present { rdatas: Vec<RData>, ttl: u32 },
+    /// None of these records; with none listed, the whole RRset is gone.
+    Absent { rdatas: Vec<RData> },
+    /// Exactly these records, with the TTL (a replace).
+    Exactly { rdatas: Vec<RData>, ttl: u32 },
 }
 
 impl Expect {
     pub(super) fn holds(&self, records: &[Record]) -> bool {
-        match self {
-            Self::Present { rdata, ttl } => records
+        let held = |rdata: &RData, ttl: Option<u32>| {
+            records
                 .iter()
-                .any(|r| r.ttl == *ttl && same_data(&r.data, rdata)),
-            Self::Absent { rdata: None } => records.is_empty(),
-            Self::Absent { rdata: Some(rdata) } => {
-                !records.iter().any(|r| same_data(&r.data, rdata))
-            }
+                .any(|r| ttl.is_none_or(|ttl| r.ttl == ttl) && same_data(&r.data, rdata))
+        };
+        match self {
+            Self::Present { rdatas, ttl } => rdatas.iter().all(|d| held(d, Some(*ttl))),
+            Self::Absent { rdatas } if rdatas.is_empty() => records.is_empty(),
+            Self::Absent { rdatas } => !rdatas.iter().any(|d| held(d, None)),
+            Self::Exactly { rdatas, ttl } => exactly(records, rdatas, Some(*ttl)),
         }
     }
+}
+
+/// Whether `records` are exactly `rdatas` (and, given one, all with the TTL).
+fn exactly(records: &[Record], rdatas: &[RData], ttl: Option<u32>) -> bool {
+    records.len() == rdatas.len()
+        && records.iter().all(|r| {
+            ttl.is_none_or(|ttl| r.ttl == ttl) && rdatas.iter().any(|d| same_data(&r.data, d))
+        })
+        && rdatas
+            .iter()
+            .all(|d| records.iter().any(|r| same_data(&r.data, d)))
 }
 
 /// Polls `server` (the one that must show the change) until `expect` holds; the note for the
@@ -72,20 +83,17 @@ pub(super) async fn verify_at(
     }
 }
 
-/// The change's RDATA in hickory's form; `None` for a whole-RRset delete.
+/// The change's records in hickory's form (none for a whole-RRset delete).
 ///
 /// # Errors
-/// The stored record data is invalid.
-pub(super) fn change_rdata(change: &PlannedChange) -> Result<Option<RData>, ProvisionError> {
-    if change.is_whole_rrset() {
-        return Ok(None);
-    }
-    parse_rdata(change.record_type, &change.record()?.presentation()).map(Some)
+/// A record hickory cannot hold (see [`rdata`]).
+pub(super) fn change_rdatas(change: &PlannedChange) -> Result<Vec<RData>, ProvisionError> {
+    change.records.iter().map(rdata).collect()
 }
 
-/// Whether `change` is in place at `server`: one query. A create is in place when its record
-/// is there (at any TTL: the RRset's TTL is the last change's); a delete when its record (or
-/// RRset) is gone.
+/// Whether `change` is in place at `server`: one query. A create is in place when its records
+/// are there (at any TTL: the RRset's TTL is the last change's); a delete when its records (or
+/// RRset) are gone; a replace when the RRset is exactly its records.
 ///
 /// # Errors
 /// The server did not answer (transient), or the change's data is invalid.
@@ -96,18 +104,18 @@ pub(super) async fn observe(
 ) -> Result<Observed, ProvisionError> {
     let name = absolute(&change.domain).map_err(ProvisionError::Rejected)?;
     let dns_type = dns_type(change.record_type);
-    let rdata = change_rdata(change)?;
+    let rdatas = change_rdatas(change)?;
     let live = query(server, &name, dns_type, timeout).await?;
     let present = |rdata: &RData| live.iter().any(|r| same_data(&r.data, rdata));
-    let in_place = match (change.operation, &rdata) {
-        (Operation::Create, Some(rdata)) => present(rdata),
-        (Operation::Delete, Some(rdata)) => !present(rdata),
-        (Operation::Delete, None) => live.is_empty(),
-        (Operation::Create | Operation::Replace | Operation::Adopt, _) => {
-            return Err(ProvisionError::Rejected(format!(
-                "a {} has no change to look for",
-                change.operation.as_str()
-            )));
+    let in_place = match change.operation {
+        Operation::Create => rdatas.iter().all(present),
+        Operation::Delete if rdatas.is_empty() => live.is_empty(),
+        Operation::Delete => !rdatas.iter().any(present),
+        Operation::Replace => exactly(&live, &rdatas, None),
+        Operation::Adopt => {
+            return Err(ProvisionError::Rejected(
+                "an adoption has no change to look for".into(),
+            ));
         }
     };
     let held: Vec<String> = live.iter().map(|r| r.data.to_string()).collect();
@@ -431,33 +439,38 @@ pub(super) fn same_data(a: &RData, b: &RData) -> bool {
     }
 }
 
-/// Refuses a change into an RRset whose `live` records include some dnsorch does not manage:
-/// neither in the ledger (`change.managed`) nor the record being created (`wanted`, which may
-/// be there from an attempt that crashed before its outcome was written).
-pub(super) fn refuse_unmanaged(
-    name: &Name,
-    change: &PlannedChange,
-    live: &[Record],
-    wanted: Option<&RData>,
-) -> Result<(), ProvisionError> {
-    let managed = change
-        .managed
-        .iter()
-        .map(|data| parse_rdata(change.record_type, &data.presentation()))
-        .collect::<Result<Vec<_>, _>>()?;
-    let foreign: Vec<String> = live
-        .iter()
-        .filter(|r| !managed.iter().chain(wanted).any(|m| same_data(&r.data, m)))
-        .map(|r| r.data.to_string())
-        .collect();
-    if foreign.is_empty() {
-        return Ok(());
-    }
-    Err(ProvisionError::Rejected(format!(
-        "the {} RRset at {name} holds records dnsorch does not manage ({}); an admin can adopt it (POST /api/v1/dns/adopt) or they can be removed at the server",
-        change.record_type.as_str(),
-        foreign.join(", ")
-    )))
+/// A typed record in hickory's form, built from its fields (names absolute; TXT in strings of
+/// at most 255 octets). CAA alone goes through its presentation form: hickory models CAA
+/// values by tag (issuer names and parameters, URLs) and builds them only by parsing.
+///
+/// # Errors
+/// A name hickory refuses, or a CAA value it cannot hold.
+pub(super) fn rdata(record: &RecordData) -> Result<RData, ProvisionError> {
+    let name = |fqdn: &crate::domain::Fqdn| {
+        absolute(fqdn.as_str()).map_err(|e| ProvisionError::Rejected(format!("record data: {e}")))
+    };
+    Ok(match record {
+        RecordData::A(ip) => RData::A(rdata::A(*ip)),
+        RecordData::Aaaa(ip) => RData::AAAA(rdata::AAAA(*ip)),
+        RecordData::Cname(target) => RData::CNAME(rdata::CNAME(name(target)?)),
+        RecordData::Ns(target) => RData::NS(rdata::NS(name(target)?)),
+        RecordData::Ptr(target) => RData::PTR(rdata::PTR(name(target)?)),
+        RecordData::Mx {
+            preference,
+            exchange,
+        } => RData::MX(rdata::MX::new(*preference, name(exchange)?)),
+        RecordData::Srv {
+            priority,
+            weight,
+            port,
+            target,
+        } => RData::SRV(rdata::SRV::new(*priority, *weight, *port, name(target)?)),
+        RecordData::Txt(text) if text.is_empty() => RData::TXT(rdata::TXT::from_bytes(vec![&[]])),
+        RecordData::Txt(text) => RData::TXT(rdata::TXT::from_bytes(
+            text.as_bytes().chunks(255).collect(),
+        )),
+        RecordData::Caa { .. } => parse_rdata(RecordType::Caa, &record.presentation())?,
+    })
 }
 
 /// A live RRset as the ledger would hold it.
@@ -523,8 +536,11 @@ mod tests {
             (RecordType::Caa, "0 issue \"ca.example\"", None),
         ] {
             let data = RecordData::parse(record_type, target, priority).unwrap();
-            let rdata = parse_rdata(record_type, &data.presentation())
+            let parsed = parse_rdata(record_type, &data.presentation())
                 .unwrap_or_else(|e| panic!("{record_type:?} {target}: {e}"));
+            let rdata = super::rdata(&data).unwrap();
+            assert!(same_data(&rdata, &parsed), "{record_type:?} {target}");
+            assert_eq!(record_data_of(record_type, &rdata).unwrap(), data);
             assert_eq!(rdata.record_type(), dns_type(record_type));
             if let RData::TXT(txt) = &rdata {
                 let joined: Vec<u8> = txt.txt_data.iter().flatten().copied().collect();

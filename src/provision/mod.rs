@@ -60,22 +60,6 @@ impl PlannedChange {
         self.records.is_empty()
     }
 
-    /// The change's one record.
-    ///
-    /// # Errors
-    /// A change of the whole RRset has none; one of several records is not supported yet.
-    pub fn record(&self) -> Result<&RecordData, ProvisionError> {
-        match self.records.as_slice() {
-            [record] => Ok(record),
-            [] => Err(ProvisionError::Rejected(
-                "a change of the whole RRset has no single record".into(),
-            )),
-            [_, _, ..] => Err(ProvisionError::Rejected(
-                "a change of several records at once is not supported by this backend yet".into(),
-            )),
-        }
-    }
-
     /// The RRset before the change, as the worker's plan read it.
     ///
     /// # Errors

@@ -57,8 +57,8 @@ use tokio::net::TcpStream;
 use tokio::sync::{OnceCell, mpsc, oneshot};
 
 use super::dns::{
-    Expect, absolute, dns_type, exchange_on, live_rrset, mismatch, mnemonic, none_class, observe,
-    parse_rdata, permanent_rcode, poll, query, refuse_unmanaged, same_data, verify_at,
+    Expect, absolute, change_rdatas, dns_type, exchange_on, live_rrset, mismatch, mnemonic,
+    none_class, observe, permanent_rcode, poll, query, rdata, same_data, verify_at,
 };
 use super::{Applied, Fence, Observed, PlannedChange, ProvisionError, Provisioner};
 use crate::domain::{LiveRrset, Operation, RecordType};
@@ -116,23 +116,16 @@ impl Rfc2136Provisioner {
     }
 
     async fn create(&self, change: &PlannedChange) -> Result<Applied, ProvisionError> {
-        let (name, dns_type, rdata) = self.record_of(change)?;
+        let (name, dns_type, rdatas) = self.records_of(change)?;
         let ttl = change.config.ttl;
-        let record = Record::from_rdata(name.clone(), ttl, rdata.clone());
         let mut notes = Vec::new();
-        // Records made behind dnsorch's back stop a create until the RRset is adopted.
-        let live = self.query(&self.config.server, &name, dns_type).await?;
-        refuse_unmanaged(&name, change, &live, Some(&rdata))?;
+        // Records made behind dnsorch's back were refused by the worker's plan, which read
+        // the RRset from the primary.
         let mut update = Update::default();
         // CNAME exclusivity (RFC 2136 2.4.5 and 2.4.3): a CNAME needs an unused name; other
         // data needs a name without a CNAME.
-        let exclusive = if dns_type == DnsType::CNAME {
-            none_class(Record::update0(name.clone(), 0, DnsType::ANY))
-        } else {
-            none_class(Record::update0(name.clone(), 0, DnsType::CNAME))
-        };
-        update.prerequisites.push(exclusive);
-        update.updates.push(record.clone());
+        update.prerequisites.push(exclusive(&name, dns_type));
+        update.updates.extend(additions(&name, ttl, &rdatas));
         match self.send_update(update, &change.fence, &mut notes).await? {
             ResponseCode::NoError => {}
             ResponseCode::YXDomain if dns_type == DnsType::CNAME => {
@@ -140,14 +133,17 @@ impl Rfc2136Provisioner {
                 let live = self
                     .query(&self.config.server, &name, DnsType::CNAME)
                     .await?;
-                if !live.iter().any(|r| same_data(&r.data, &rdata)) {
+                if !live
+                    .iter()
+                    .any(|r| rdatas.iter().any(|d| same_data(&r.data, d)))
+                {
                     return Err(ProvisionError::PrerequisiteFailed(format!(
                         "{name} already has other records (or another CNAME); a CNAME must be the only record at its name"
                     )));
                 }
                 notes.push(format!("{name} CNAME already present; setting its TTL"));
                 let mut again = Update::default();
-                again.updates.push(record);
+                again.updates.extend(additions(&name, ttl, &rdatas));
                 self.expect_noerror(again, &change.fence, &mut notes)
                     .await?;
             }
@@ -158,50 +154,34 @@ impl Rfc2136Provisioner {
             }
             other => return Err(permanent_rcode(other, "update")),
         }
-        let applied_at = Utc::now();
-        let verified_at = self
-            .verify(&name, dns_type, &Expect::Present { rdata, ttl }, &mut notes)
-            .await?;
-        Ok(Applied {
-            applied_at,
-            verified_at: Some(verified_at),
-            notes,
-        })
+        self.verified(&name, dns_type, &Expect::Present { rdatas, ttl }, notes)
+            .await
     }
 
     async fn delete(&self, change: &PlannedChange) -> Result<Applied, ProvisionError> {
-        let name = absolute(&change.domain).map_err(ProvisionError::Rejected)?;
-        let dns_type = dns_type(change.record_type);
+        let (name, dns_type, rdatas) = self.records_of(change)?;
         let mut notes = Vec::new();
         let mut update = Update::default();
-        let expect = if change.is_whole_rrset() {
-            // The whole RRset: only if every record in it is the account's.
-            let live = self.query(&self.config.server, &name, dns_type).await?;
-            refuse_unmanaged(&name, change, &live, None)?;
-            if live.is_empty() {
+        if change.is_whole_rrset() {
+            // The whole RRset, as the worker read it (its plan refused records that are not
+            // the account's): RFC 2136 2.4.2, it must still be exactly that.
+            let before = change.before()?;
+            if before.records.is_empty() {
                 notes.push(format!(
                     "{name} {} is already absent",
                     change.record_type.as_str()
                 ));
             } else {
-                // RFC 2136 2.4.2: the RRset must still be exactly what we read.
-                for record in &live {
-                    let mut prerequisite = Record::from_rdata(name.clone(), 0, record.data.clone());
-                    prerequisite.dns_class = DNSClass::IN;
-                    update.prerequisites.push(prerequisite);
-                }
-                let mut rrset = Record::update0(name.clone(), 0, dns_type);
-                rrset.dns_class = DNSClass::ANY;
-                update.updates.push(rrset);
+                update.prerequisites.extend(exactly_as(&name, before)?);
+                update.updates.push(rrset_deletion(&name, dns_type));
             }
-            Expect::Absent { rdata: None }
         } else {
-            let (_, _, rdata) = self.record_of(change)?;
-            let mut record = Record::from_rdata(name.clone(), 0, rdata.clone());
-            record.dns_class = DNSClass::NONE;
-            update.updates.push(record);
-            Expect::Absent { rdata: Some(rdata) }
-        };
+            for rdata in &rdatas {
+                let mut record = Record::from_rdata(name.clone(), 0, rdata.clone());
+                record.dns_class = DNSClass::NONE;
+                update.updates.push(record);
+            }
+        }
         if !update.updates.is_empty() {
             match self.send_update(update, &change.fence, &mut notes).await? {
                 ResponseCode::NoError => {}
@@ -214,8 +194,67 @@ impl Rfc2136Provisioner {
                 other => return Err(permanent_rcode(other, "update")),
             }
         }
+        self.verified(&name, dns_type, &Expect::Absent { rdatas }, notes)
+            .await
+    }
+
+    /// One UPDATE: the RRset is still what the worker read (RFC 2136 2.4.2; absent: 2.4.3),
+    /// CNAME exclusivity, then the RRset deleted and every record added, so the server applies
+    /// all of it or nothing.
+    async fn replace(&self, change: &PlannedChange) -> Result<Applied, ProvisionError> {
+        let (name, dns_type, rdatas) = self.records_of(change)?;
+        let ttl = change.config.ttl;
+        let before = change.before()?;
+        let mut notes = Vec::new();
+        let mut update = Update::default();
+        if before.records.is_empty() {
+            update
+                .prerequisites
+                .push(none_class(Record::update0(name.clone(), 0, dns_type)));
+            update.prerequisites.push(exclusive(&name, dns_type));
+        } else {
+            // An RRset that exists cannot share its name with a CNAME (nor a CNAME with
+            // anything): the server keeps that, so holding the RRset is enough.
+            update.prerequisites.extend(exactly_as(&name, before)?);
+        }
+        update.updates.push(rrset_deletion(&name, dns_type));
+        update.updates.extend(additions(&name, ttl, &rdatas));
+        match self.send_update(update, &change.fence, &mut notes).await? {
+            ResponseCode::NoError => {}
+            ResponseCode::YXDomain => {
+                return Err(ProvisionError::PrerequisiteFailed(format!(
+                    "{name} already has other records; a CNAME must be the only record at its name"
+                )));
+            }
+            ResponseCode::YXRRSet => {
+                // The RRset appeared since it was read, or the name has a CNAME.
+                let cname = self
+                    .query(&self.config.server, &name, DnsType::CNAME)
+                    .await?;
+                if !cname.is_empty() && dns_type != DnsType::CNAME {
+                    return Err(ProvisionError::PrerequisiteFailed(format!(
+                        "{name} has a CNAME; no other record can be added at that name"
+                    )));
+                }
+                return Err(changed_since_read(&name, change));
+            }
+            ResponseCode::NXRRSet => return Err(changed_since_read(&name, change)),
+            other => return Err(permanent_rcode(other, "update")),
+        }
+        self.verified(&name, dns_type, &Expect::Exactly { rdatas, ttl }, notes)
+            .await
+    }
+
+    /// Verifies `expect` after an accepted update: the applied change's outcome.
+    async fn verified(
+        &self,
+        name: &Name,
+        dns_type: DnsType,
+        expect: &Expect,
+        mut notes: Vec<String>,
+    ) -> Result<Applied, ProvisionError> {
         let applied_at = Utc::now();
-        let verified_at = self.verify(&name, dns_type, &expect, &mut notes).await?;
+        let verified_at = self.verify(name, dns_type, expect, &mut notes).await?;
         Ok(Applied {
             applied_at,
             verified_at: Some(verified_at),
@@ -223,8 +262,11 @@ impl Rfc2136Provisioner {
         })
     }
 
-    /// The owner name, type and RDATA of the change.
-    fn record_of(&self, change: &PlannedChange) -> Result<(Name, DnsType, RData), ProvisionError> {
+    /// The owner name, type and records of the change.
+    fn records_of(
+        &self,
+        change: &PlannedChange,
+    ) -> Result<(Name, DnsType, Vec<RData>), ProvisionError> {
         let name = absolute(&change.domain).map_err(ProvisionError::Rejected)?;
         if !self.zone.zone_of(&name) {
             return Err(ProvisionError::Rejected(format!(
@@ -232,9 +274,7 @@ impl Rfc2136Provisioner {
                 self.zone
             )));
         }
-        let data = change.record()?;
-        let rdata = parse_rdata(change.record_type, &data.presentation())?;
-        Ok((name, dns_type(change.record_type), rdata))
+        Ok((name, dns_type(change.record_type), change_rdatas(change)?))
     }
 
     /// Sends an update that must succeed as it is.
@@ -661,6 +701,57 @@ fn sent_again(shared: &str, sent: Sent) -> Sent {
     }
 }
 
+/// CNAME exclusivity as a prerequisite (RFC 2136 2.4.5 and 2.4.3): a CNAME needs an unused
+/// name; other data needs a name without a CNAME.
+fn exclusive(name: &Name, dns_type: DnsType) -> Record {
+    let other = if dns_type == DnsType::CNAME {
+        DnsType::ANY
+    } else {
+        DnsType::CNAME
+    };
+    none_class(Record::update0(name.clone(), 0, other))
+}
+
+/// The prerequisites that the RRset is exactly `rrset` (RFC 2136 2.4.2: class IN, TTL 0).
+fn exactly_as(name: &Name, rrset: &LiveRrset) -> Result<Vec<Record>, ProvisionError> {
+    rrset
+        .records
+        .iter()
+        .map(|record| {
+            let mut prerequisite = Record::from_rdata(name.clone(), 0, rdata(record)?);
+            prerequisite.dns_class = DNSClass::IN;
+            Ok(prerequisite)
+        })
+        .collect()
+}
+
+/// The update that deletes the whole RRset (RFC 2136 2.5.2: class ANY).
+fn rrset_deletion(name: &Name, dns_type: DnsType) -> Record {
+    let mut rrset = Record::update0(name.clone(), 0, dns_type);
+    rrset.dns_class = DNSClass::ANY;
+    rrset
+}
+
+/// The updates that add `rdatas` with `ttl`.
+fn additions<'a>(
+    name: &'a Name,
+    ttl: u32,
+    rdatas: &'a [RData],
+) -> impl Iterator<Item = Record> + 'a {
+    rdatas
+        .iter()
+        .map(move |rdata| Record::from_rdata(name.clone(), ttl, rdata.clone()))
+}
+
+/// A replace whose prerequisites failed because the RRset is no longer what the worker read:
+/// the next attempt reads it again and plans anew.
+fn changed_since_read(name: &Name, change: &PlannedChange) -> ProvisionError {
+    ProvisionError::Transient(format!(
+        "the {} RRset at {name} changed since it was read; it is read and planned again",
+        change.record_type.as_str()
+    ))
+}
+
 /// How far an answer to a signed UPDATE is the server's (RFC 8945 5.3).
 enum Signed {
     /// Its TSIG verified against the update's MAC.
@@ -707,9 +798,7 @@ impl Provisioner for Rfc2136Provisioner {
         match change.operation {
             Operation::Create => self.create(change).await,
             Operation::Delete => self.delete(change).await,
-            Operation::Replace => Err(ProvisionError::Rejected(
-                "replace is not supported by the rfc2136 backend yet".into(),
-            )),
+            Operation::Replace => self.replace(change).await,
             Operation::Adopt => Err(ProvisionError::Rejected(
                 "an adoption reads the RRset; it applies nothing".into(),
             )),
