@@ -538,7 +538,7 @@ mod tests {
             let data = RecordData::parse(record_type, target, priority).unwrap();
             let parsed = parse_rdata(record_type, &data.presentation())
                 .unwrap_or_else(|e| panic!("{record_type:?} {target}: {e}"));
-            let rdata = super::rdata(&data).unwrap();
+            let rdata = rdata(&data).unwrap();
             assert!(same_data(&rdata, &parsed), "{record_type:?} {target}");
             assert_eq!(record_data_of(record_type, &rdata).unwrap(), data);
             assert_eq!(rdata.record_type(), dns_type(record_type));
