@@ -27,6 +27,7 @@ mod forged;
 mod ownership;
 mod plan;
 mod processes;
+mod replace;
 mod secrets;
 mod unknown;
 
