@@ -13,10 +13,6 @@ fn set(account: &str, record_type: &str, domain: &str, targets: &[&str], ttl: u3
                         "config": {"ttl": ttl}}})
 }
 
-fn rrset(ttl: u32, records: &[&str]) -> Value {
-    json!({"ttl": ttl, "records": records})
-}
-
 /// `dig`'s answer as sorted `ttl rdata` lines.
 fn answer(port: u16, name: &str, record_type: &str) -> Vec<String> {
     let mut lines = dig_ttl(port, name, record_type);
