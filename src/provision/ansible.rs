@@ -2,8 +2,10 @@
 //! change, with no shell in between.
 //!
 //! The variables are the zone's `vars` and `secret_vars` plus the request's fields:
-//! `operation` (create or delete), `zone`, `domain`, `record_type`, `rdata` (presentation
-//! form, empty for a whole-RRset delete), `ttl`, `request_id` and `account_id`;
+//! `operation` (create, delete or replace), `zone`, `domain`, `record_type`, `rdatas` (every
+//! record of the change in presentation form: the records a create adds or a delete removes,
+//! none for a whole-RRset delete, the whole new RRset of a replace), `rdata` (the first of
+//! them, empty when there is none), `ttl`, `request_id` and `account_id`;
 //! `playbooks/nsupdate.yml` shows a playbook that uses them. The variables are YAML with every
 //! string marked `!unsafe`, so Ansible never evaluates `{{ }}` in a client's data (a TXT
 //! record's text would otherwise be a template, able to run commands). They reach
@@ -16,7 +18,10 @@
 //! change later. Exit status 0 is success; the tail of the output goes into the request's
 //! log with every known secret redacted, as given or JSON-escaped, also where line breaks split
 //! it (redacted before the tail is cut). With a `verify_server`, the change is then verified
-//! by DNS query; without one it is logged as not verified.
+//! by DNS query (a replace: exactly its records with the TTL); without one it is logged as not
+//! verified. The worker read the RRset before (from the `verify_server`, else the ledger) and
+//! refused records dnsorch does not manage; a whole-RRset delete needs a `verify_server`, since
+//! the playbook removes whatever the server holds.
 
 use std::collections::HashSet;
 use std::fs::OpenOptions;

@@ -2,13 +2,20 @@
 //! then verified by querying the primary (and any `verify_servers`) until the answer shows
 //! the change or the bound passes.
 //!
-//! - Create adds the record to its RRset; the RRset's TTL becomes the request's (the server
-//!   sets it for the whole RRset). CNAME exclusivity is a prerequisite: a CNAME needs its
-//!   name unused, other data needs the name to have no CNAME. The exact record already being
-//!   there counts as applied, so a retry after a crash succeeds.
-//! - Delete removes one record (by RDATA) or the RRset. An RRset delete first reads the live
-//!   RRset and refuses if it holds records the requesting account does not own in the ledger;
-//!   it then deletes under a prerequisite that the RRset is still exactly what was read.
+//! The worker has planned each change before [`Provisioner::apply`] (it read the RRset from
+//! the primary and refused records dnsorch does not manage); this backend turns the plan into
+//! one UPDATE per change:
+//! - Create adds the records to their RRset; the RRset's TTL becomes the request's (the server
+//!   sets it for the whole RRset). CNAME exclusivity is a prerequisite: a CNAME needs its name
+//!   unused, other data needs the name to have no CNAME. Records already there count as
+//!   applied, so a retry after a crash succeeds.
+//! - Delete removes the records (by RDATA) or the RRset, the latter under the prerequisite that
+//!   the RRset is still exactly what the worker read (RFC 2136 2.4.2).
+//! - Replace deletes the RRset and adds the records in one UPDATE, under the prerequisite that
+//!   the RRset is still what the worker read (or still absent, 2.4.3) and CNAME exclusivity, so
+//!   the server applies all of it or nothing; a request's `expect`, checked by the worker
+//!   against what it read, is thereby held at the server too. A failed prerequisite because
+//!   the RRset changed meanwhile is transient (the next attempt reads and plans again).
 //! - Rcodes: SERVFAIL and refused connections are transient; NOTAUTH (with the TSIG error),
 //!   REFUSED, NOTZONE and failed prerequisites are permanent. No answer after the UPDATE was
 //!   written, an untrusted answer, or verification that does not see the change is
@@ -31,7 +38,8 @@
 //!     answer was lost), so a forged REFUSED cannot fail a request nor a forged NOERROR or
 //!     SERVFAIL pass for the server's.
 //! - Verification: queries with RD=0, names compared case-insensitively, TXT strings
-//!   concatenated, and the TTL must match for a create.
+//!   concatenated; a create's records must be there with the TTL, a replace's RRset must be
+//!   exactly its records with the TTL.
 //!
 //! Messages are built with hickory-proto and carried over plain sockets here: an update goes
 //! over TCP (one connection per server, reused), a verification query over UDP with EDNS,
