@@ -98,3 +98,43 @@ async fn a_dry_run_is_refused_as_the_submission_would_be() {
     assert_eq!(invalid.status(), StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(app.stored_requests().await, 0);
 }
+
+#[tokio::test]
+async fn a_server_that_cannot_be_read_gives_no_before_and_an_unreadable_conflict() {
+    // Arrange: example.test on rfc2136 at a loopback port nothing listens on.
+    let dir = tempfile::TempDir::new().unwrap();
+    let secret = dir.path().join("tsig.secret");
+    std::fs::write(&secret, "c2VjcmV0IG9mIHRoZSB0ZXN0\n").unwrap();
+    let zones = dir.path().join("zones.toml");
+    std::fs::write(
+        &zones,
+        format!(
+            "[zones.\"example.test\"]\nbackend = \"rfc2136\"\nserver = \"127.0.0.1:9\"\n\
+             key_name = \"k\"\nkey_secret_file = \"{}\"\ntimeout_seconds = 1\n",
+            secret.display()
+        ),
+    )
+    .unwrap();
+    let app = spawn_app_with(|settings| settings.dnsorch_config = Some(zones)).await;
+
+    // Act
+    let (status, planned) = plan(&app, "create", &a_record("www.example.test", "192.0.2.1")).await;
+    let submitted = app
+        .post_create(&a_record("www.example.test", "192.0.2.1"))
+        .await;
+
+    // Assert: the plan says it could not read, and is made against the (empty) ledger; an
+    // ordinary submission never queries DNS at intake, so it is accepted.
+    assert_eq!(status, StatusCode::OK, "{planned}");
+    let item = &planned["plan"][0];
+    assert_eq!(item["before"], Value::Null, "{planned}");
+    assert_eq!(item["read_from"], "server", "{planned}");
+    assert_eq!(item["conflicts"][0]["kind"], "unreadable", "{planned}");
+    assert_eq!(
+        item["after"],
+        json!({"ttl": 300, "records": ["192.0.2.1"]}),
+        "{planned}"
+    );
+    assert_eq!(submitted.status(), StatusCode::ACCEPTED);
+    assert_eq!(app.stored_requests().await, 1);
+}
