@@ -28,6 +28,7 @@ mod ownership;
 mod plan;
 mod processes;
 mod replace;
+mod revert;
 mod secrets;
 mod unknown;
 
