@@ -77,15 +77,53 @@ async fn bad_targets_are_refused_naming_the_field_or_the_element_and_nothing_is_
         json!(10),
     );
     #[rustfmt::skip]
-    let cases: [(Value, &'static [&'static str]); 9] = [
+    let many: Vec<String> = (0..101).map(|i| format!("10.0.{}.{}", i / 250, i % 250)).collect();
+    let cases: [(Value, &'static [&'static str]); 10] = [
         (both, &["resource.targets"]),
-        (listing("A", "www.example.test", json!([])), &["resource.targets"]),
-        (listing("A", "www.example.test", json!(["192.0.2.1", "192.0.2.2", "192.0.2.1"])), &["resource.targets[2]"]),
-        (listing("CNAME", "www.example.test", json!(["a.example.test", "b.example.test"])), &["resource.targets"]),
-        (listing("A", "www.example.test", json!(["not-an-address"])), &["resource.targets[0]"]),
-        (listing("MX", "example.test", json!(["mail.example.test"])), &["resource.targets[0]"]),
-        (listing("SRV", "_sip._tcp.example.test", json!(["10 5060 sip.example.test"])), &["resource.targets[0]"]),
-        (listing("TXT", "example.test", json!(["line\nbreak"])), &["resource.targets[0]"]),
+        (
+            listing("A", "www.example.test", json!([])),
+            &["resource.targets"],
+        ),
+        (
+            listing(
+                "A",
+                "www.example.test",
+                json!(["192.0.2.1", "192.0.2.2", "192.0.2.1"]),
+            ),
+            &["resource.targets[2]"],
+        ),
+        (
+            listing(
+                "CNAME",
+                "www.example.test",
+                json!(["a.example.test", "b.example.test"]),
+            ),
+            &["resource.targets"],
+        ),
+        (
+            listing("A", "www.example.test", json!(many)),
+            &["resource.targets"],
+        ),
+        (
+            listing("A", "www.example.test", json!(["not-an-address"])),
+            &["resource.targets[0]"],
+        ),
+        (
+            listing("MX", "example.test", json!(["mail.example.test"])),
+            &["resource.targets[0]"],
+        ),
+        (
+            listing(
+                "SRV",
+                "_sip._tcp.example.test",
+                json!(["10 5060 sip.example.test"]),
+            ),
+            &["resource.targets[0]"],
+        ),
+        (
+            listing("TXT", "example.test", json!(["line\nbreak"])),
+            &["resource.targets[0]"],
+        ),
         (with_priority, &["resource.config.priority"]),
     ];
 
