@@ -19,7 +19,7 @@ pub struct ChangeBody {
     pub resource: Option<ResourceBody>,
     /// Optimistic concurrency: the RRset the client believes is current (`null`: absent). If
     /// the live RRset differs when a worker plans the change, the request fails, with both in
-    /// its log, and nothing changes. For a replace and a delete of the whole RRset.
+    /// its log, and nothing changes. For a create, delete or replace (not an adoption).
     #[serde(
         default,
         deserialize_with = "given",

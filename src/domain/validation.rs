@@ -92,7 +92,7 @@ pub fn validate(
     let ttl = check_ttl(&config, &mut errors);
     let expect = body
         .expect
-        .and_then(|expect| check_expect(operation, record_type, &records, expect, &mut errors));
+        .and_then(|expect| check_expect(operation, record_type, expect, &mut errors));
     let comment = resource
         .comment
         .and_then(|c| without_controls(c, "resource.comment", &mut errors))
@@ -404,27 +404,23 @@ fn check_data(
         .ok()
 }
 
-/// `expect`: an RRset of the request's type in zone-file form (`null`, or no records: absent),
-/// for a replace or a delete of the whole RRset, whose UPDATE prerequisites on rfc2136 hold
-/// the whole RRset.
+/// `expect`: an RRset of the request's type in zone-file form (`null`, or no records:
+/// absent), for a create, delete or replace (an adoption takes the RRset as it is).
 fn check_expect(
     operation: Operation,
     record_type: Option<RecordType>,
-    records: &Option<Vec<RecordData>>,
     expect: Option<RrsetBody>,
     errors: &mut ValidationError,
 ) -> Option<LiveRrset> {
-    let whole_rrset = match operation {
-        Operation::Replace => true,
-        Operation::Delete => records.as_ref().is_some_and(Vec::is_empty),
-        Operation::Create | Operation::Adopt => false,
-    };
-    if !whole_rrset {
-        errors.push(
-            "expect",
-            "applies to a replace and to a delete of the whole RRset",
-        );
-        return None;
+    match operation {
+        Operation::Create | Operation::Delete | Operation::Replace => {}
+        Operation::Adopt => {
+            errors.push(
+                "expect",
+                "an adoption takes the RRset as the server holds it; give no expectation",
+            );
+            return None;
+        }
     }
     let Some(expect) = expect else {
         return Some(LiveRrset::absent());

@@ -14,7 +14,8 @@
 //! - Replace deletes the RRset and adds the records in one UPDATE, under the prerequisite that
 //!   the RRset is still what the worker read (or still absent, 2.4.3) and CNAME exclusivity, so
 //!   the server applies all of it or nothing; a request's `expect`, checked by the worker
-//!   against what it read, is thereby held at the server too. A failed prerequisite because
+//!   against what it read, is thereby held at the server too (a create or delete with an
+//!   `expect` carries the same prerequisite). A failed prerequisite because
 //!   the RRset changed meanwhile is transient (the next attempt reads and plans again).
 //! - Rcodes: SERVFAIL and refused connections are transient; NOTAUTH (with the TSIG error),
 //!   REFUSED, NOTZONE and failed prerequisites are permanent. No answer after the UPDATE was
@@ -133,9 +134,19 @@ impl Rfc2136Provisioner {
         // CNAME exclusivity (RFC 2136 2.4.5 and 2.4.3): a CNAME needs an unused name; other
         // data needs a name without a CNAME.
         update.prerequisites.push(exclusive(&name, dns_type));
+        if change.expect.is_some() {
+            // The worker found the RRset as expected: it must still be so at the server.
+            update
+                .prerequisites
+                .extend(as_read(&name, dns_type, change.before()?)?);
+        }
         update.updates.extend(additions(&name, ttl, &rdatas));
         match self.send_update(update, &change.fence, &mut notes).await? {
             ResponseCode::NoError => {}
+            ResponseCode::NXRRSet => return Err(changed_since_read(&name, change)),
+            ResponseCode::YXRRSet if change.expect.is_some() => {
+                return Err(self.yxrrset(&name, dns_type, change).await);
+            }
             ResponseCode::YXDomain if dns_type == DnsType::CNAME => {
                 // In use: by this very CNAME (a retry), or by other data.
                 let live = self
@@ -184,6 +195,11 @@ impl Rfc2136Provisioner {
                 update.updates.push(rrset_deletion(&name, dns_type));
             }
         } else {
+            if change.expect.is_some() {
+                update
+                    .prerequisites
+                    .extend(as_read(&name, dns_type, change.before()?)?);
+            }
             for rdata in &rdatas {
                 let mut record = Record::from_rdata(name.clone(), 0, rdata.clone());
                 record.dns_class = DNSClass::NONE;
@@ -193,11 +209,8 @@ impl Rfc2136Provisioner {
         if !update.updates.is_empty() {
             match self.send_update(update, &change.fence, &mut notes).await? {
                 ResponseCode::NoError => {}
-                ResponseCode::NXRRSet => {
-                    return Err(ProvisionError::Transient(format!(
-                        "the {} RRset at {name} changed while it was being deleted",
-                        change.record_type.as_str()
-                    )));
+                ResponseCode::NXRRSet | ResponseCode::YXRRSet => {
+                    return Err(changed_since_read(&name, change));
                 }
                 other => return Err(permanent_rcode(other, "update")),
             }
@@ -215,15 +228,13 @@ impl Rfc2136Provisioner {
         let before = change.before()?;
         let mut notes = Vec::new();
         let mut update = Update::default();
+        update
+            .prerequisites
+            .extend(as_read(&name, dns_type, before)?);
         if before.records.is_empty() {
-            update
-                .prerequisites
-                .push(none_class(Record::update0(name.clone(), 0, dns_type)));
-            update.prerequisites.push(exclusive(&name, dns_type));
-        } else {
             // An RRset that exists cannot share its name with a CNAME (nor a CNAME with
             // anything): the server keeps that, so holding the RRset is enough.
-            update.prerequisites.extend(exactly_as(&name, before)?);
+            update.prerequisites.push(exclusive(&name, dns_type));
         }
         update.updates.push(rrset_deletion(&name, dns_type));
         update.updates.extend(additions(&name, ttl, &rdatas));
@@ -234,23 +245,32 @@ impl Rfc2136Provisioner {
                     "{name} already has other records; a CNAME must be the only record at its name"
                 )));
             }
-            ResponseCode::YXRRSet => {
-                // The RRset appeared since it was read, or the name has a CNAME.
-                let cname = self
-                    .query(&self.config.server, &name, DnsType::CNAME)
-                    .await?;
-                if !cname.is_empty() && dns_type != DnsType::CNAME {
-                    return Err(ProvisionError::PrerequisiteFailed(format!(
-                        "{name} has a CNAME; no other record can be added at that name"
-                    )));
-                }
-                return Err(changed_since_read(&name, change));
-            }
+            ResponseCode::YXRRSet => return Err(self.yxrrset(&name, dns_type, change).await),
             ResponseCode::NXRRSet => return Err(changed_since_read(&name, change)),
             other => return Err(permanent_rcode(other, "update")),
         }
         self.verified(&name, dns_type, &Expect::Exactly { rdatas, ttl }, notes)
             .await
+    }
+
+    /// Why an UPDATE holding the RRset as read (absent) and CNAME exclusivity was answered
+    /// YXRRSET: the name has a CNAME (permanent), or the RRset appeared since it was read.
+    async fn yxrrset(
+        &self,
+        name: &Name,
+        dns_type: DnsType,
+        change: &PlannedChange,
+    ) -> ProvisionError {
+        let cname = match self.query(&self.config.server, name, DnsType::CNAME).await {
+            Ok(cname) => cname,
+            Err(e) => return e,
+        };
+        if !cname.is_empty() && dns_type != DnsType::CNAME {
+            return ProvisionError::PrerequisiteFailed(format!(
+                "{name} has a CNAME; no other record can be added at that name"
+            ));
+        }
+        changed_since_read(name, change)
     }
 
     /// Verifies `expect` after an accepted update: the applied change's outcome.
@@ -731,6 +751,19 @@ fn exactly_as(name: &Name, rrset: &LiveRrset) -> Result<Vec<Record>, ProvisionEr
             Ok(prerequisite)
         })
         .collect()
+}
+
+/// The prerequisites that the RRset is still `before` as the worker read it: exactly its
+/// records (RFC 2136 2.4.2), or with none, absent (2.4.3).
+fn as_read(
+    name: &Name,
+    dns_type: DnsType,
+    before: &LiveRrset,
+) -> Result<Vec<Record>, ProvisionError> {
+    if before.records.is_empty() {
+        return Ok(vec![none_class(Record::update0(name.clone(), 0, dns_type))]);
+    }
+    exactly_as(name, before)
 }
 
 /// The update that deletes the whole RRset (RFC 2136 2.5.2: class ANY).

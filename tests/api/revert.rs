@@ -101,12 +101,16 @@ async fn a_replace_whose_expectation_does_not_hold_fails_with_both_versions_and_
                                  "targets": ["192.0.2.3"]}, "expect": null}),
         )
         .await;
-    let (on_create, refused) = app
-        .send(
-            "/api/v1/dns/create",
-            Some(&expecting(json!({"ttl": 300, "records": []}))),
-        )
-        .await;
+    let mut stale_create = set(&["192.0.2.7"], 600);
+    stale_create["expect"] = json!(null);
+    let create = app.applied("create", &stale_create).await;
+    let mut adoption = set(&[], 300);
+    adoption["resource"]
+        .as_object_mut()
+        .unwrap()
+        .remove("targets");
+    adoption["expect"] = json!(null);
+    let (on_adopt, refused) = app.send("/api/v1/dns/adopt", Some(&adoption)).await;
 
     // Assert
     assert_eq!(stale["status"], "FAILED", "{stale}");
@@ -122,7 +126,16 @@ async fn a_replace_whose_expectation_does_not_hold_fails_with_both_versions_and_
     assert_eq!(app.held().await, [(600, "192.0.2.2".into())]);
     assert_eq!(absent["status"], "COMPLETED", "{absent}");
     assert_eq!(absent["expect"], json!({"ttl": 0, "records": []}));
-    assert_eq!(on_create, StatusCode::UNPROCESSABLE_ENTITY);
+    // A create may expect too: the RRset is not absent, so it fails and adds nothing.
+    assert_eq!(create["status"], "FAILED", "{create}");
+    assert!(
+        log_messages(&create)
+            .join("\n")
+            .contains("expected nothing"),
+        "{create}"
+    );
+    assert_eq!(app.held().await, [(600, "192.0.2.2".into())]);
+    assert_eq!(on_adopt, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(refused["fields"][0]["field"], "expect", "{refused}");
 }
 

@@ -292,3 +292,43 @@ async fn the_playbook_makes_and_replaces_a_txt_record_set() {
         (600, vec!["quotedparts".into(), "third".into()])
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn creates_and_deletes_that_expect_the_rrset_as_it_is_apply_under_its_prerequisites() {
+    // Arrange
+    let app = spawn_dns_app().await;
+    let port = shared_bind().port;
+    let name = format!("{}.example.test", unique("ex"));
+    let with_expect = |targets: &[&str], expect: Value| {
+        let mut body = set("acct-r", "A", &name, targets, 120);
+        body["expect"] = expect;
+        body
+    };
+
+    // Act: a create that expects nothing there, one that expects it, a delete that expects
+    // both records, and a create whose expectation is stale.
+    let first = app
+        .completed("create", &with_expect(&["192.0.2.1"], Value::Null))
+        .await;
+    let second = app
+        .completed(
+            "create",
+            &with_expect(&["192.0.2.2"], first["after"].clone()),
+        )
+        .await;
+    let stale = app
+        .apply(
+            "create",
+            &with_expect(&["192.0.2.3"], first["after"].clone()),
+        )
+        .await;
+    app.completed(
+        "delete",
+        &with_expect(&["192.0.2.1"], second["after"].clone()),
+    )
+    .await;
+
+    // Assert
+    assert_eq!(stale["status"], "FAILED", "{stale}");
+    assert_eq!(dig(port, &name, "A"), ["192.0.2.2"]);
+}
