@@ -160,6 +160,27 @@ impl TestApp {
             .expect("the request is sent")
     }
 
+    /// The ledger's records at `domain` as (TTL, target), sorted.
+    pub(crate) async fn ledger_at(&self, domain: &str) -> Vec<(u64, String)> {
+        let page: Value = self
+            .get(&format!("/api/v1/dns/records?domain={domain}&limit=500"))
+            .await
+            .json()
+            .await
+            .unwrap();
+        let mut rows: Vec<(u64, String)> = page["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                let target = r["target"].as_str().unwrap().to_owned();
+                (r["ttl"].as_u64().unwrap(), target)
+            })
+            .collect();
+        rows.sort();
+        rows
+    }
+
     /// How many requests exist, of every account (as the admin sees them).
     pub(crate) async fn stored_requests(&self) -> usize {
         let response = self.get("/api/v1/dns/requests?limit=500").await;

@@ -37,29 +37,6 @@ impl TestApp {
         assert_eq!(status, StatusCode::ACCEPTED, "{operation}: {answer}");
         answer["request_id"].as_str().unwrap().to_owned()
     }
-
-    /// The ledger's records at `NAME`, as (TTL, target), oldest first.
-    async fn ledger(&self) -> Vec<(u64, String)> {
-        let page: Value = self
-            .get(&format!("/api/v1/dns/records?domain={NAME}"))
-            .await
-            .json()
-            .await
-            .unwrap();
-        let mut rows: Vec<(u64, String)> = page["items"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|r| {
-                (
-                    r["ttl"].as_u64().unwrap(),
-                    r["target"].as_str().unwrap().to_owned(),
-                )
-            })
-            .collect();
-        rows.sort();
-        rows
-    }
 }
 
 #[tokio::test]
@@ -80,7 +57,7 @@ async fn a_replace_makes_the_rrset_exactly_its_records_and_every_request_records
         .submit("replace", &set(&["192.0.2.7", "192.0.2.8"], 600))
         .await;
     app.run_queued_tasks().await;
-    let after_replace = app.ledger().await;
+    let after_replace = app.ledger_at(NAME).await;
     let deleted = app.submit("delete", &set(&["192.0.2.8"], 600)).await;
     app.run_queued_tasks().await;
 
@@ -115,7 +92,7 @@ async fn a_replace_makes_the_rrset_exactly_its_records_and_every_request_records
     assert_eq!(deleted["status"], "COMPLETED", "{deleted}");
     assert_eq!(deleted["before"], replaced["after"], "{deleted}");
     assert_eq!(deleted["after"], rrset(600, &["192.0.2.7"]), "{deleted}");
-    assert_eq!(app.ledger().await, [(600, "192.0.2.7".into())]);
+    assert_eq!(app.ledger_at(NAME).await, [(600, "192.0.2.7".into())]);
 }
 
 #[tokio::test]
@@ -186,7 +163,7 @@ async fn a_replace_needs_create_and_delete_permission_an_rrset_of_its_own_and_re
         assert_eq!(error["fields"][0]["field"], "resource.targets", "{error}");
     }
     assert_eq!(app.stored_requests().await, stored);
-    assert_eq!(app.ledger().await, [(300, "192.0.2.1".into())]);
+    assert_eq!(app.ledger_at(NAME).await, [(300, "192.0.2.1".into())]);
 }
 
 #[tokio::test]
@@ -215,7 +192,7 @@ async fn a_replace_of_an_unowned_rrset_claims_it_for_the_account() {
     assert_eq!(replaced["status"], "COMPLETED", "{replaced}");
     assert_eq!(replaced["before"], rrset(0, &[]), "{replaced}");
     assert_eq!(intruder.status(), StatusCode::FORBIDDEN);
-    assert_eq!(app.ledger().await, [(300, "192.0.2.5".into())]);
+    assert_eq!(app.ledger_at(NAME).await, [(300, "192.0.2.5".into())]);
 }
 
 #[tokio::test]
@@ -293,5 +270,8 @@ async fn an_a_record_at_a_name_with_a_cname_fails_with_the_reason_on_the_simulat
         "{replaced}"
     );
     assert_eq!(replaced["before"], Value::Null, "{replaced}");
-    assert_eq!(app.ledger().await, [(300, "elsewhere.example.test".into())]);
+    assert_eq!(
+        app.ledger_at(NAME).await,
+        [(300, "elsewhere.example.test".into())]
+    );
 }

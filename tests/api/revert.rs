@@ -44,29 +44,6 @@ impl TestApp {
         self.send(&format!("/api/v1/dns/requests/{id}/revert"), body)
             .await
     }
-
-    /// The ledger at `NAME` as (TTL, target), sorted.
-    async fn held(&self) -> Vec<(u64, String)> {
-        let page: Value = self
-            .get(&format!("/api/v1/dns/records?domain={NAME}"))
-            .await
-            .json()
-            .await
-            .unwrap();
-        let mut rows: Vec<(u64, String)> = page["items"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|r| {
-                (
-                    r["ttl"].as_u64().unwrap(),
-                    r["target"].as_str().unwrap().into(),
-                )
-            })
-            .collect();
-        rows.sort();
-        rows
-    }
 }
 
 #[tokio::test]
@@ -87,7 +64,7 @@ async fn a_replace_whose_expectation_does_not_hold_fails_with_both_versions_and_
             &expecting(json!({"ttl": 300, "records": ["192.0.2.9"]})),
         )
         .await;
-    let after_stale = app.held().await;
+    let after_stale = app.ledger_at(NAME).await;
     let right = app
         .applied(
             "replace",
@@ -123,7 +100,7 @@ async fn a_replace_whose_expectation_does_not_hold_fails_with_both_versions_and_
     );
     assert_eq!(after_stale, [(300, "192.0.2.1".into())]);
     assert_eq!(right["status"], "COMPLETED", "{right}");
-    assert_eq!(app.held().await, [(600, "192.0.2.2".into())]);
+    assert_eq!(app.ledger_at(NAME).await, [(600, "192.0.2.2".into())]);
     assert_eq!(absent["status"], "COMPLETED", "{absent}");
     assert_eq!(absent["expect"], json!({"ttl": 0, "records": []}));
     // A create may expect too: the RRset is not absent, so it fails and adds nothing.
@@ -134,7 +111,7 @@ async fn a_replace_whose_expectation_does_not_hold_fails_with_both_versions_and_
             .contains("expected nothing"),
         "{create}"
     );
-    assert_eq!(app.held().await, [(600, "192.0.2.2".into())]);
+    assert_eq!(app.ledger_at(NAME).await, [(600, "192.0.2.2".into())]);
     assert_eq!(on_adopt, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(refused["fields"][0]["field"], "expect", "{refused}");
 }
@@ -160,7 +137,7 @@ async fn a_revert_puts_the_rrset_back_and_is_refused_once_it_changed_again() {
     assert_eq!(reverted["expect"], replaced["after"], "{reverted}");
     assert_eq!(reverted["after"], replaced["before"], "{reverted}");
     assert_eq!(
-        app.held().await,
+        app.ledger_at(NAME).await,
         [(300, "192.0.2.1".into()), (300, "192.0.2.2".into())]
     );
     assert_eq!(again, StatusCode::CONFLICT, "{refused}");
@@ -187,7 +164,7 @@ async fn a_revert_of_a_create_from_nothing_deletes_the_rrset() {
     assert_eq!(reverted["operation"], "delete", "{reverted}");
     assert_eq!(reverted["status"], "COMPLETED", "{reverted}");
     assert_eq!(reverted["targets"], json!([]));
-    assert!(app.held().await.is_empty());
+    assert!(app.ledger_at(NAME).await.is_empty());
 }
 
 #[tokio::test]
