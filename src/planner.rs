@@ -20,7 +20,7 @@ use crate::domain::{
 };
 use crate::intake::{Intake, IntakeError};
 use crate::provision::{ProvisionError, Provisioner, ZoneRouter};
-use crate::store::{RequestStore, StoreError};
+use crate::store::{RequestStore, StoreError, ledger_rrset};
 
 /// The answer to a dry run.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -112,12 +112,6 @@ impl Planner {
         let domain = change.domain.as_str();
         let (owner, ledger) = self.store.rrset(domain, change.record_type).await?;
         let managed: Vec<RecordData> = ledger.iter().map(|r| r.data.clone()).collect();
-        let ledger_rrset = || {
-            ledger.first().map(|first| LiveRrset {
-                ttl: first.ttl,
-                records: managed.clone(),
-            })
-        };
         let (live, read_from) = match self.backend(&change) {
             Ok(backend) => match read(backend.as_ref(), domain, change.record_type).await {
                 Ok(Some(rrset)) => {
@@ -128,7 +122,10 @@ impl Planner {
                 // to read).
                 Ok(None) => {
                     let others = self.ledger_types(&change).await?;
-                    (live_view(ledger_rrset(), Ok(others)), ReadFrom::Ledger)
+                    (
+                        live_view(ledger_rrset(&ledger), Ok(others)),
+                        ReadFrom::Ledger,
+                    )
                 }
                 Err(e) => (LiveView::Unreadable(e.to_string()), ReadFrom::Server),
             },
@@ -151,8 +148,8 @@ impl Planner {
             plan: vec![PlannedRrset {
                 domain: domain.to_owned(),
                 record_type: change.record_type,
-                before: planned.before.as_ref().map(view),
-                after: planned.after.as_ref().map(view),
+                before: planned.before.as_ref().map(RrsetView::of),
+                after: planned.after.as_ref().map(RrsetView::of),
                 conflicts: planned
                     .conflicts
                     .into_iter()
@@ -192,12 +189,7 @@ impl Planner {
     /// The other types with records at the name in the ledger.
     async fn ledger_types(&self, change: &ChangeRequest) -> Result<Vec<RecordType>, StoreError> {
         let held = self.store.record_types(change.domain.as_str()).await?;
-        Ok(change
-            .record_type
-            .exclusive_with()
-            .into_iter()
-            .filter(|t| held.contains(t))
-            .collect())
+        Ok(change.record_type.exclusive_among(&held))
     }
 }
 
@@ -217,8 +209,4 @@ fn live_view(rrset: Option<LiveRrset>, others: Result<Vec<RecordType>, String>) 
         Ok(other_types) => LiveView::Read { rrset, other_types },
         Err(why) => LiveView::Unreadable(why),
     }
-}
-
-fn view(rrset: &LiveRrset) -> RrsetView {
-    RrsetView::of(Some(rrset))
 }

@@ -32,7 +32,7 @@ use crate::domain::{
 use crate::provision::{Applied, Fence, PlannedChange, ProvisionError, Provisioner, ZoneRouter};
 use crate::queue::TaskChannel;
 use crate::queue::retry::RetryPolicy;
-use crate::store::{Claim, DnsRecord, OpeningLog, Outcome, RequestStore};
+use crate::store::{Claim, DnsRecord, OpeningLog, Outcome, RequestStore, ledger_rrset};
 use crate::telemetry::{ProvisioningAttempt, RequestFinished};
 
 /// The settings a worker needs.
@@ -340,8 +340,7 @@ impl Worker {
             .await
             .map_err(unreadable_ledger)?;
         change.managed = ledger.iter().map(|record| record.data.clone()).collect();
-        let records = change.records.clone();
-        let Some(intent) = Intent::of(change.operation, &records, change.config.ttl) else {
+        let Some(intent) = Intent::of(change.operation, &change.records, change.config.ttl) else {
             let live = backend
                 .read_rrset(&change.domain, change.record_type)
                 .await?;
@@ -381,14 +380,14 @@ impl Worker {
         intent: Intent<'_>,
     ) -> Result<LiveView, ProvisionError> {
         let other_types = match intent {
-            Intent::Add { .. } | Intent::Replace { .. } => self
-                .store
-                .record_types(&change.domain)
-                .await
-                .map_err(unreadable_ledger)?
-                .into_iter()
-                .filter(|t| change.record_type.exclusive_with().contains(t))
-                .collect(),
+            Intent::Add { .. } | Intent::Replace { .. } => {
+                let held = self
+                    .store
+                    .record_types(&change.domain)
+                    .await
+                    .map_err(unreadable_ledger)?;
+                change.record_type.exclusive_among(&held)
+            }
             Intent::Remove { .. } | Intent::RemoveAll => Vec::new(),
         };
         let rrset = match backend
@@ -396,10 +395,7 @@ impl Worker {
             .await?
         {
             Some(live) => Some(live),
-            None => ledger.first().map(|first| LiveRrset {
-                ttl: first.ttl,
-                records: change.managed.clone(),
-            }),
+            None => ledger_rrset(ledger),
         };
         Ok(LiveView::Read {
             rrset: rrset.filter(|r| !r.records.is_empty()),

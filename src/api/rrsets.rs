@@ -59,8 +59,8 @@ impl HistoryEntry {
                 .iter()
                 .map(crate::domain::zoneform::element)
                 .collect(),
-            before: request.before.as_ref().map(|r| RrsetView::of(Some(r))),
-            after: request.after.as_ref().map(|r| RrsetView::of(Some(r))),
+            before: request.before.as_ref().map(RrsetView::of),
+            after: request.after.as_ref().map(RrsetView::of),
             submitted_by: request.submitted_by.clone(),
             comment: request.comment.clone(),
             applied_at: request.applied_at,

@@ -128,8 +128,8 @@ impl Plan {
                 kind: ConflictKind::Unexpected,
                 message: format!(
                     "the RRset is not the one expected: expected {}, found {}",
-                    describe(expect),
-                    describe(before)
+                    describe_rrset(expect),
+                    describe_rrset(before)
                 ),
             });
         }
@@ -151,7 +151,7 @@ pub fn same_rrset(a: &LiveRrset, b: &LiveRrset) -> bool {
 }
 
 /// An RRset for a message: `ttl 300 [192.0.2.1, 192.0.2.2]`, or `nothing`.
-fn describe(rrset: &LiveRrset) -> String {
+pub fn describe_rrset(rrset: &LiveRrset) -> String {
     if rrset.records.is_empty() {
         return "nothing".to_owned();
     }

@@ -64,6 +64,14 @@ impl RecordType {
         matches!(self, Self::Mx | Self::Srv)
     }
 
+    /// Of the types `held` at a name, those whose data conflicts with data of this type.
+    pub fn exclusive_among(self, held: &[Self]) -> Vec<Self> {
+        self.exclusive_with()
+            .into_iter()
+            .filter(|t| held.contains(t))
+            .collect()
+    }
+
     /// The types whose data at the same name conflicts with data of this type (RFC 1034
     /// 3.6.2, RFC 2181 10.1): every other type for a CNAME, the CNAME for any other.
     pub fn exclusive_with(self) -> Vec<Self> {

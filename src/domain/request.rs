@@ -228,7 +228,7 @@ impl ChangeRequest {
             canonical["targets"] = serde_json::json!(targets);
         }
         if let Some(expect) = &self.expect {
-            canonical["expect"] = serde_json::json!(super::zoneform::RrsetView::of(Some(expect)));
+            canonical["expect"] = serde_json::json!(super::zoneform::RrsetView::of(expect));
         }
         super::token::hex(&Sha256::digest(canonical.to_string().as_bytes()))
     }

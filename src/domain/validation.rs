@@ -426,16 +426,7 @@ fn check_expect(
         return Some(LiveRrset::absent());
     };
     let before = errors.fields.len();
-    let ttl = match u32::try_from(expect.ttl) {
-        Ok(ttl) if ttl <= i32::MAX as u32 => ttl,
-        _ => {
-            errors.push(
-                "expect.ttl",
-                format!("{} is out of range 0-2147483647", expect.ttl),
-            );
-            0
-        }
-    };
+    let ttl = ttl_in_range(expect.ttl, "expect.ttl", errors).unwrap_or(0);
     let record_type = record_type?;
     let mut held = Vec::with_capacity(expect.records.len());
     for (i, element) in expect.records.into_iter().enumerate().take(MAX_TARGETS) {
@@ -452,18 +443,20 @@ fn check_expect(
 }
 
 fn check_ttl(config: &ConfigBody, errors: &mut ValidationError) -> u32 {
-    match config.ttl {
-        None => DEFAULT_TTL,
-        Some(ttl) => match u32::try_from(ttl) {
-            Ok(ttl) if ttl <= i32::MAX as u32 => ttl,
-            _ => {
-                errors.push(
-                    "resource.config.ttl",
-                    format!("{ttl} is out of range 0-2147483647"),
-                );
-                DEFAULT_TTL
-            }
-        },
+    config
+        .ttl
+        .and_then(|ttl| ttl_in_range(ttl, "resource.config.ttl", errors))
+        .unwrap_or(DEFAULT_TTL)
+}
+
+/// A TTL (RFC 2181 8: 0-2147483647); out of range, an error against `field`.
+fn ttl_in_range(ttl: i64, field: &str, errors: &mut ValidationError) -> Option<u32> {
+    match u32::try_from(ttl) {
+        Ok(ttl) if ttl <= i32::MAX as u32 => Some(ttl),
+        _ => {
+            errors.push(field, format!("{ttl} is out of range 0-2147483647"));
+            None
+        }
     }
 }
 

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use super::record::{DataError, LiveRrset, RecordData, RecordType};
 
 /// An RRset on the wire and in the database: its TTL and its records in zone-file form. An
-/// RRset that is absent has no records (and TTL 0).
+/// RRset that is absent has no records (and TTL 0, [`LiveRrset::absent`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RrsetView {
     pub ttl: u32,
@@ -23,17 +23,11 @@ pub struct RrsetView {
 }
 
 impl RrsetView {
-    /// The wire form of `rrset`; `None` is the absent RRset.
-    pub fn of(rrset: Option<&LiveRrset>) -> Self {
-        match rrset {
-            Some(rrset) => Self {
-                ttl: rrset.ttl,
-                records: rrset.records.iter().map(element).collect(),
-            },
-            None => Self {
-                ttl: 0,
-                records: Vec::new(),
-            },
+    /// The wire form of `rrset`.
+    pub fn of(rrset: &LiveRrset) -> Self {
+        Self {
+            ttl: rrset.ttl,
+            records: rrset.records.iter().map(element).collect(),
         }
     }
 

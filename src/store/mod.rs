@@ -138,9 +138,19 @@ fn rrset_form<S: serde::Serializer>(
     serializer: S,
 ) -> Result<S::Ok, S::Error> {
     match rrset {
-        Some(rrset) => serializer.serialize_some(&RrsetView::of(Some(rrset))),
+        Some(rrset) => serializer.serialize_some(&RrsetView::of(rrset)),
         None => serializer.serialize_none(),
     }
+}
+
+/// One RRset's ledger rows (as `RequestStore::rrset` gives them) as an RRset, with their TTL
+/// (the RRset's); `None` without rows.
+pub fn ledger_rrset(rows: &[DnsRecord]) -> Option<LiveRrset> {
+    let first = rows.first()?;
+    Some(LiveRrset {
+        ttl: first.ttl,
+        records: rows.iter().map(|row| row.data.clone()).collect(),
+    })
 }
 
 /// A row of the provisioned-record ledger.
@@ -300,7 +310,7 @@ pub enum Outcome {
 /// Both RRsets as the JSON the `rrset_before` and `rrset_after` columns hold.
 fn rrsets_json(rrsets: &BeforeAfter) -> (String, String) {
     let json = |rrset: &LiveRrset| {
-        serde_json::to_string(&RrsetView::of(Some(rrset))).expect("plain data serialises")
+        serde_json::to_string(&RrsetView::of(rrset)).expect("plain data serialises")
     };
     (json(&rrsets.before), json(&rrsets.after))
 }

@@ -236,6 +236,15 @@ pub(crate) fn a_record(domain: &str, ip: &str) -> Value {
     change("A", domain, ip)
 }
 
+/// A body for A records at `domain` with these `targets` and `ttl`, account `acct-1`.
+pub(crate) fn a_set(domain: &str, targets: &[&str], ttl: u32) -> Value {
+    json!({
+        "context": {"account_id": "acct-1"},
+        "resource": {"record_type": "A", "domain": domain, "targets": targets,
+                     "config": {"ttl": ttl}}
+    })
+}
+
 /// A create body for any record type, account `acct-1`.
 pub(crate) fn change(record_type: &str, domain: &str, target: &str) -> Value {
     json!({

@@ -11,11 +11,7 @@ const NAME: &str = "www.example.test";
 
 /// A body for A records at `NAME` with these `targets` and `ttl`.
 fn set(targets: &[&str], ttl: u32) -> Value {
-    json!({
-        "context": {"account_id": "acct-1"},
-        "resource": {"record_type": "A", "domain": NAME, "targets": targets,
-                     "config": {"ttl": ttl}}
-    })
+    a_set(NAME, targets, ttl)
 }
 
 fn rrset(ttl: u32, records: &[&str]) -> Value {

@@ -30,14 +30,23 @@ pub async fn get_request(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<DnsRequest>, ApiError> {
+    readable_request(&state, &caller, &id).await.map(Json)
+}
+
+/// The request `id` names, if the caller may read it. Another account's request is answered
+/// exactly as a missing one (404), as is an id that is not a UUID.
+pub(super) async fn readable_request(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+) -> Result<DnsRequest, ApiError> {
     let not_found = || ApiError::NotFound(format!("no request with id '{id}'"));
     let request_id: RequestId = id.parse().map_err(|_| not_found())?;
     let request = state.store.get(request_id).await?.ok_or_else(not_found)?;
-    // Another account's request is answered exactly as a missing one.
     if !caller.0.principal.may_read(&request.account_id) {
         return Err(not_found());
     }
-    Ok(Json(request))
+    Ok(request)
 }
 
 /// Query parameters of `GET /api/v1/dns/requests`.

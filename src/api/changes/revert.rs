@@ -7,17 +7,18 @@ use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
 
+use super::get::readable_request;
 use super::post::{respond, submit};
 use crate::api::AppState;
 use crate::api::auth::Caller;
 use crate::api::error::{ApiError, ErrorBody};
-use crate::domain::plan::same_rrset;
+use crate::domain::plan::{describe_rrset, same_rrset};
 use crate::domain::zoneform::{self, RrsetView};
 use crate::domain::{
-    ChangeBody, ConfigBody, ContextBody, LiveRrset, Operation, RequestId, RequestStatus,
-    ResourceBody, RrsetBody, ValidationError,
+    ChangeBody, ConfigBody, ContextBody, LiveRrset, Operation, RequestStatus, ResourceBody,
+    RrsetBody, ValidationError,
 };
-use crate::store::DnsRequest;
+use crate::store::{DnsRequest, ledger_rrset};
 
 /// Revert a completed request.
 ///
@@ -61,28 +62,20 @@ pub async fn revert(
     if !empty {
         return Err(ValidationError::field("body", "must be empty or {}").into());
     }
-    let not_found = || ApiError::NotFound(format!("no request with id '{id}'"));
-    let request_id: RequestId = id.parse().map_err(|_| not_found())?;
-    let request = state.store.get(request_id).await?.ok_or_else(not_found)?;
-    if !caller.0.principal.may_read(&request.account_id) {
-        return Err(not_found());
-    }
+    let request = readable_request(&state, &caller, &id).await?;
     let (before, after) = revertible(&request)?;
     let (_, rows) = state
         .store
         .rrset(&request.domain, request.record_type)
         .await?;
-    let now = LiveRrset {
-        ttl: rows.first().map_or(0, |row| row.ttl),
-        records: rows.into_iter().map(|row| row.data).collect(),
-    };
+    let now = ledger_rrset(&rows).unwrap_or_else(LiveRrset::absent);
     if !same_rrset(&now, after) {
         return Err(ApiError::Conflict(format!(
             "the {} {} RRset changed since request {id}: it was {} after it, the ledger now holds {}",
             request.domain,
             request.record_type,
-            shown(after),
-            shown(&now)
+            describe_rrset(after),
+            describe_rrset(&now)
         )));
     }
     let (operation, targets) = match before.records.is_empty() {
@@ -92,7 +85,7 @@ pub async fn revert(
             Some(before.records.iter().map(zoneform::element).collect()),
         ),
     };
-    let expected = RrsetView::of(Some(after));
+    let expected = RrsetView::of(after);
     let inverse = ChangeBody {
         context: Some(ContextBody {
             account_id: Some(request.account_id.clone()),
@@ -148,13 +141,4 @@ fn revertible(request: &DnsRequest) -> Result<(&LiveRrset, &LiveRrset), ApiError
             request.id
         )),
     }
-}
-
-/// An RRset for a message.
-fn shown(rrset: &LiveRrset) -> String {
-    if rrset.records.is_empty() {
-        return "absent".to_owned();
-    }
-    let records: Vec<String> = rrset.records.iter().map(zoneform::element).collect();
-    format!("ttl {} [{}]", rrset.ttl, records.join(", "))
 }

@@ -254,7 +254,7 @@ pub(super) async fn insert_rows(
                 .map(|c| {
                     c.expect
                         .as_ref()
-                        .map(|e| json(serde_json::to_string(&RrsetView::of(Some(e)))))
+                        .map(|e| json(serde_json::to_string(&RrsetView::of(e))))
                         .transpose()
                 })
                 .collect::<Result<Vec<_>, _>>()?,

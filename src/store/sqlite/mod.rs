@@ -348,12 +348,7 @@ async fn insert_request(
         .bind(&change.submitter.client_addr)
         .bind(i64::from(max_unfinished))
         .bind(change.targets().map(|targets| to_json(&targets)))
-        .bind(
-            change
-                .expect
-                .as_ref()
-                .map(|e| to_json(&RrsetView::of(Some(e)))),
-        )
+        .bind(change.expect.as_ref().map(|e| to_json(&RrsetView::of(e))))
         .fetch_optional(&mut *connection)
         .await?;
     if let Some(row) = row {
