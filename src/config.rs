@@ -102,6 +102,14 @@ pub struct Settings {
     #[arg(long, env = "MAX_BODY_BYTES", default_value = "65536", value_parser = clap::value_parser!(u32).range(1..), global = true)]
     pub max_body_bytes: u32,
 
+    /// The largest body of `POST /api/v1/dns/changes` (a change set), in bytes: larger is 413.
+    #[arg(long, env = "MAX_CHANGE_SET_BYTES", default_value = "1048576", value_parser = clap::value_parser!(u32).range(1..), global = true)]
+    pub max_change_set_bytes: u32,
+
+    /// The most changes in one change set: more is a 422 naming `changes`.
+    #[arg(long, env = "MAX_CHANGE_SET_ITEMS", default_value = "1000", value_parser = clap::value_parser!(u32).range(1..=100_000), global = true)]
+    pub max_change_set_items: u32,
+
     // 2,000 rather than 500: 15,088 against 13,009-13,767 msg/s into PostgreSQL in
     // scripts/bench.sh.
     /// The most messages in one Kafka batch (recorded in one transaction). The client also

@@ -21,7 +21,9 @@ use crate::provision::{Provisioner, SimulatedProvisioner, ZoneRouter};
 use crate::queue::retry::RetryPolicy;
 use crate::queue::{DatabaseOnly, LocalChannel, RedisChannel, RedisTls, TaskChannel};
 use crate::reconciler::Reconciler;
-use crate::store::{AuditStore, PostgresStore, RequestStore, Schema, SqliteStore, TokenStore};
+use crate::store::{
+    AuditStore, ChangeSetStore, PostgresStore, RequestStore, Schema, SqliteStore, TokenStore,
+};
 use crate::supervise::Supervisor;
 use crate::telemetry;
 use crate::worker::{Worker, WorkerConfig};
@@ -119,12 +121,13 @@ pub struct Stores {
     pub requests: Arc<dyn RequestStore>,
     pub tokens: Arc<dyn TokenStore>,
     pub audit: Arc<dyn AuditStore>,
+    pub sets: Arc<dyn ChangeSetStore>,
     /// SQLite: fires when the writer task panicked (the process must stop).
     pub writer_stopped: Option<CancellationToken>,
 }
 
 impl Stores {
-    fn of<S: RequestStore + TokenStore + AuditStore + 'static>(
+    fn of<S: RequestStore + TokenStore + AuditStore + ChangeSetStore + 'static>(
         store: S,
         writer_stopped: Option<CancellationToken>,
     ) -> Self {
@@ -132,7 +135,8 @@ impl Stores {
         Self {
             requests: store.clone(),
             tokens: store.clone(),
-            audit: store,
+            audit: store.clone(),
+            sets: store,
             writer_stopped,
         }
     }
@@ -315,10 +319,15 @@ impl Application {
             access,
             store,
             audit: stores.audit.clone(),
+            sets: stores.sets.clone(),
             channel,
             metrics: telemetry::metrics_handle(),
             status_counts: api::health::StatusCounts::new(settings.metrics_status_refresh_seconds),
             max_body_bytes: settings.max_body_bytes as usize,
+            change_sets: api::changes::sets::SetLimits {
+                max_bytes: settings.max_change_set_bytes as usize,
+                max_items: settings.max_change_set_items as usize,
+            },
             #[cfg(feature = "kafka")]
             kafka: kafka.as_ref().map(|k| k.health()),
             supervisor: supervisor.clone(),

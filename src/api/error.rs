@@ -11,7 +11,7 @@ use serde::Serialize;
 use crate::auth::AuthFailure;
 use crate::domain::{FieldError, RequestId, ValidationError};
 use crate::intake::IntakeError;
-use crate::store::StoreError;
+use crate::store::{ItemError, StoreError};
 
 /// An error answer of the API.
 #[derive(Debug, thiserror::Error)]
@@ -62,6 +62,15 @@ pub enum ApiError {
     /// included); nothing more of it is done.
     #[error("the request was not answered within {}s; retry later", .0.as_secs_f64())]
     Timeout(std::time::Duration),
+    /// 422: a change set of which nothing was stored (no change accepted, or an atomic set
+    /// that cannot be applied as one): `extra` fields (such as `atomic`) and each refused
+    /// change, answered in the body's `items`.
+    #[error("{message}")]
+    SetRefused {
+        message: String,
+        extra: Vec<FieldError>,
+        refused: Vec<crate::store::RefusedChange>,
+    },
     /// 500: a bug or an unexpected fault.
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
@@ -85,7 +94,9 @@ pub struct ErrorBody {
 impl ApiError {
     fn status_and_code(&self) -> (StatusCode, &'static str) {
         match self {
-            Self::Invalid(_) => (StatusCode::UNPROCESSABLE_ENTITY, "validation_failed"),
+            Self::Invalid(_) | Self::SetRefused { .. } => {
+                (StatusCode::UNPROCESSABLE_ENTITY, "validation_failed")
+            }
             Self::BadRequest { code, .. } => (StatusCode::BAD_REQUEST, code),
             Self::UnsupportedMediaType => {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
@@ -102,6 +113,41 @@ impl ApiError {
             Self::Overloaded(_) => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
             Self::Timeout(_) => (StatusCode::SERVICE_UNAVAILABLE, "timeout"),
             Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        }
+    }
+}
+
+impl ApiError {
+    /// The answer's body.
+    fn into_body(self, code: &'static str) -> ErrorBody {
+        ErrorBody {
+            error: code,
+            message: self.to_string(),
+            request_id: match &self {
+                Self::KeyReused(id) => Some(*id),
+                _ => None,
+            },
+            fields: match self {
+                Self::Invalid(e) => e.fields,
+                _ => Vec::new(),
+            },
+        }
+    }
+
+    /// The answer a change of a set gets in its item: the status and body it would have got
+    /// alone. (Causes of a 500 are logged, as for an answer.)
+    pub fn into_item(self) -> ItemError {
+        let (status, code) = self.status_and_code();
+        if let Self::Internal(e) = &self {
+            tracing::error!(error.message = %e, error.cause_chain = ?e, "internal error in a change set's item");
+        }
+        let body = self.into_body(code);
+        ItemError {
+            status: status.as_u16(),
+            error: body.error.to_owned(),
+            message: body.message,
+            fields: body.fields,
+            request_id: body.request_id,
         }
     }
 }
@@ -167,18 +213,16 @@ impl IntoResponse for ApiError {
             Self::Timeout(_) => tracing::warn!("request timed out; answered 503"),
             _ => {}
         }
-        let body = ErrorBody {
-            error: code,
-            message: self.to_string(),
-            request_id: match &self {
-                Self::KeyReused(id) => Some(*id),
-                _ => None,
-            },
-            fields: match self {
-                Self::Invalid(e) => e.fields,
-                _ => Vec::new(),
-            },
-        };
+        if let Self::SetRefused {
+            message,
+            extra,
+            refused,
+        } = self
+        {
+            let body = super::changes::sets::refused_body(message, extra, refused);
+            return (status, Json(body)).into_response();
+        }
+        let body = self.into_body(code);
         let mut response = (status, Json(body)).into_response();
         if let Some(challenge) = challenge {
             response.headers_mut().insert(

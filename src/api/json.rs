@@ -25,21 +25,47 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
-        if !is_json(req.headers().get(header::CONTENT_TYPE)) {
-            return Err(ApiError::UnsupportedMediaType);
-        }
-        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
-            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::PayloadTooLarge(state.max_body_bytes)
-            } else {
-                ApiError::BadRequest {
-                    code: "unreadable_body",
-                    message: rejection.body_text(),
-                }
-            }
-        })?;
-        parse(&bytes).map(JsonBody)
+        read(req, state, state.max_body_bytes).await.map(JsonBody)
     }
+}
+
+/// A change set's JSON body, within `MAX_CHANGE_SET_BYTES` (the route's own body limit).
+#[derive(Debug)]
+pub struct SetBody<T>(pub T);
+
+impl<T> FromRequest<AppState> for SetBody<T>
+where
+    T: DeserializeOwned,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        read(req, state, state.change_sets.max_bytes)
+            .await
+            .map(SetBody)
+    }
+}
+
+/// Reads a JSON body under the route's limit (`limit`, for the 413's message).
+async fn read<T: DeserializeOwned>(
+    req: Request,
+    state: &AppState,
+    limit: usize,
+) -> Result<T, ApiError> {
+    if !is_json(req.headers().get(header::CONTENT_TYPE)) {
+        return Err(ApiError::UnsupportedMediaType);
+    }
+    let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::PayloadTooLarge(limit)
+        } else {
+            ApiError::BadRequest {
+                code: "unreadable_body",
+                message: rejection.body_text(),
+            }
+        }
+    })?;
+    parse(&bytes)
 }
 
 fn is_json(content_type: Option<&axum::http::HeaderValue>) -> bool {

@@ -43,7 +43,7 @@ use crate::auth::Authenticator;
 use crate::domain::Subnet;
 use crate::intake::Intake;
 use crate::queue::TaskChannel;
-use crate::store::{AuditStore, RequestStore};
+use crate::store::{AuditStore, ChangeSetStore, RequestStore};
 use crate::telemetry::HttpRequestServed;
 use admission::Admission;
 use error::ApiError;
@@ -87,6 +87,8 @@ pub struct AppParts {
     pub store: Arc<dyn RequestStore>,
     /// The audit log of token changes and adoptions.
     pub audit: Arc<dyn AuditStore>,
+    /// Change sets (`/api/v1/dns/changes`).
+    pub sets: Arc<dyn ChangeSetStore>,
     pub channel: Arc<dyn TaskChannel>,
     /// The Kafka intake's health, in processes that consume.
     #[cfg(feature = "kafka")]
@@ -96,6 +98,8 @@ pub struct AppParts {
     pub status_counts: health::StatusCounts,
     /// The largest body read (`MAX_BODY_BYTES`).
     pub max_body_bytes: usize,
+    /// The limits of a change set (`MAX_CHANGE_SET_BYTES`, `MAX_CHANGE_SET_ITEMS`).
+    pub change_sets: changes::sets::SetLimits,
     /// The supervised loops, for `/healthz` and `/readyz`.
     pub supervisor: crate::supervise::Supervisor,
 }
@@ -112,6 +116,9 @@ pub struct AppParts {
         changes::get::get_request,
         changes::get::list_requests,
         changes::revert::revert,
+        changes::sets::submit,
+        changes::sets::get_set,
+        changes::sets::list_sets,
         records::list_records,
         rrsets::history,
         tokens::create_token,
@@ -177,6 +184,15 @@ pub fn router(state: AppState, admission: Admission) -> Router {
         .route("/api/v1/dns/create", post(changes::post::create))
         .route("/api/v1/dns/delete", post(changes::post::delete))
         .route("/api/v1/dns/replace", post(changes::post::replace))
+        // A change set's body may be larger than the others (MAX_CHANGE_SET_BYTES): the
+        // route's own limit, inside the router's.
+        .route(
+            "/api/v1/dns/changes",
+            post(changes::sets::submit)
+                .layer(DefaultBodyLimit::max(state.change_sets.max_bytes))
+                .get(changes::sets::list_sets),
+        )
+        .route("/api/v1/dns/changes/{id}", get(changes::sets::get_set))
         .route("/api/v1/dns/requests", get(changes::get::list_requests))
         .route("/api/v1/dns/requests/{id}", get(changes::get::get_request))
         .route(

@@ -2,6 +2,7 @@
 //! their validation. Input becomes these types at the edge and is trusted afterwards.
 
 pub mod body;
+pub mod changeset;
 pub mod fqdn;
 pub mod plan;
 pub mod policy;
@@ -13,6 +14,7 @@ pub mod validation;
 pub mod zoneform;
 
 pub use body::{ChangeBody, ConfigBody, ContextBody, ResourceBody, RrsetBody};
+pub use changeset::{ChangeSetBody, ChangeSetId, SetPlace, SetRole, SetStatus};
 pub use fqdn::{Fqdn, NameRules};
 pub use policy::{Denial, Sensitive, authorize, deciding};
 pub use principal::{Actor, Principal, Source, Submitter};

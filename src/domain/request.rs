@@ -183,6 +183,8 @@ pub struct ChangeRequest {
     pub backend: Option<String>,
     /// Who submitted it (set by intake from the principal).
     pub submitter: Submitter,
+    /// The change set it belongs to (set by intake for a change of a set).
+    pub change_set: Option<super::changeset::SetPlace>,
 }
 
 impl ChangeRequest {

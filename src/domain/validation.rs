@@ -18,7 +18,7 @@ const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
 const MAX_TARGETS: usize = 100;
 
 /// One bad field and why.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct FieldError {
     /// The field's path in the body, e.g. `resource.target`.
     pub field: String,
@@ -129,6 +129,7 @@ pub fn validate(
                 zone: None,
                 backend: None,
                 submitter: Submitter::default(),
+                change_set: None,
             })
         }
         _ => Err(errors),
@@ -457,6 +458,19 @@ fn ttl_in_range(ttl: i64, field: &str, errors: &mut ValidationError) -> Option<u
             errors.push(field, format!("{ttl} is out of range 0-2147483647"));
             None
         }
+    }
+}
+
+/// Checks an `Idempotency-Key` header on its own (a change set's, from which its changes' keys
+/// are derived).
+///
+/// # Errors
+/// Not 1-255 visible ASCII characters, naming the header.
+pub fn check_key(key: &str) -> Result<(), ValidationError> {
+    let mut errors = ValidationError::default();
+    match check_idempotency_key(key, &mut errors) {
+        Some(_) => Ok(()),
+        None => Err(errors),
     }
 }
 

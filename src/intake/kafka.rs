@@ -869,7 +869,8 @@ impl KafkaIntake {
                 },
                 body: message.body,
                 operation: message.operation,
-                idempotency_key: message.idempotency_key,
+                idempotency_key: Some(message.idempotency_key),
+                set: None,
             }),
             Err(failure) => Err(unauthorized(failure)),
         })

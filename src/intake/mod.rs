@@ -19,8 +19,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::domain::{
-    Actor, ChangeBody, ChangeRequest, Operation, Permission, Policy, Principal, RequestId, Source,
-    Submitter, ValidationError, authorize, validate,
+    Actor, ChangeBody, ChangeRequest, Operation, Permission, Policy, Principal, RequestId,
+    SetPlace, Source, Submitter, ValidationError, authorize, validate,
 };
 use crate::queue::TaskChannel;
 use crate::ratelimit::TokenBuckets;
@@ -64,7 +64,9 @@ pub struct Submission {
     pub actor: Actor,
     pub body: ChangeBody,
     pub operation: Operation,
-    pub idempotency_key: String,
+    pub idempotency_key: Option<String>,
+    /// The change set it is a change of.
+    pub set: Option<SetPlace>,
 }
 
 /// Records change requests and queues them.
@@ -311,10 +313,11 @@ impl Intake {
                 &item.actor,
                 item.body,
                 item.operation,
-                Some(&item.idempotency_key),
+                item.idempotency_key.as_deref(),
             );
             match checked {
-                Ok(change) => {
+                Ok(mut change) => {
+                    change.change_set = item.set;
                     valid.push(change);
                     answers.push(None);
                 }

@@ -14,6 +14,7 @@ pub mod audit;
 mod ledger;
 mod postgres;
 mod rows;
+pub mod sets;
 mod sqlite;
 pub mod tokens;
 
@@ -27,11 +28,12 @@ use uuid::Uuid;
 use crate::domain::zoneform::RrsetView;
 use crate::domain::{
     BeforeAfter, ChangeRequest, LiveRrset, LogEntry, Operation, RecordConfig, RecordData,
-    RecordType, RequestId, RequestStatus, Submitter,
+    RecordType, RequestId, RequestStatus, SetPlace, Submitter,
 };
 
 pub use audit::{AuditAction, AuditEntry, AuditFilter, AuditStore, NewAuditEntry};
 pub use postgres::{InsertBatching, PostgresStore, Schema};
+pub use sets::{ChangeSet, ChangeSetStore, ItemError, NewChangeSet, RefusedChange, SetFilter};
 pub use sqlite::SqliteStore;
 pub use tokens::{ApiToken, TokenChange, TokenFilter, TokenStore};
 
@@ -40,7 +42,8 @@ const REQUEST_COLUMNS: &str = "seq, id, account_id, source, operation, record_ty
      target, comment, config, status, idempotency_key, fingerprint, attempts, last_error, zone, \
      backend, next_attempt_at, started_at, applied_at, verified_at, finished_at, \
      lease_expires_at, created_at, updated_at, principal_token_id, principal_name, \
-     principal_account, client_addr, targets, rrset_before, rrset_after, expect";
+     principal_account, client_addr, targets, rrset_before, rrset_after, expect, \
+     change_set_id, change_set_index, set_role";
 
 /// The query that lists ledger rows, before its filters.
 const SELECT_RECORDS: &str = "select seq, id, request_id, account_id, record_type, domain, \
@@ -113,6 +116,9 @@ pub struct DnsRequest {
     pub lease_expires_at: Option<DateTime<Utc>>,
     /// Who submitted the request.
     pub submitted_by: Submitter,
+    /// The change set it was submitted in; not shown for a request submitted alone.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub change_set: Option<SetPlace>,
     /// The request's log; only in the single-request view.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub log_messages: Option<Vec<LogEntry>>,

@@ -26,6 +26,7 @@ mod audit;
 mod batch;
 mod columns;
 mod ledger;
+mod sets;
 mod tokens;
 
 pub use batch::InsertBatching;

@@ -17,7 +17,8 @@ use super::audit::AuditAction;
 use super::{DnsRecord, DnsRequest, StoreError};
 use crate::domain::zoneform::{self, RrsetView};
 use crate::domain::{
-    Operation, RecordConfig, RecordData, RecordType, RequestId, RequestStatus, Submitter, TokenId,
+    ChangeSetId, Operation, RecordConfig, RecordData, RecordType, RequestId, RequestStatus,
+    SetPlace, SetRole, Submitter, TokenId,
 };
 
 /// A type both stores hold the same way, decoded by sqlx as it is (text, flags, times).
@@ -232,12 +233,30 @@ pub(super) fn request<R: Columns>(row: &R, with_log: bool) -> Result<DnsRequest,
                 "client_addr",
             ],
         )?,
+        change_set: set_place(row)?,
         log_messages: if with_log {
             Some(row.json("log_messages")?)
         } else {
             None
         },
     })
+}
+
+/// A request's place in its change set: all three columns, or none.
+fn set_place<R: Columns>(row: &R) -> Result<Option<SetPlace>, StoreError> {
+    let Some(id) = row.uuid("change_set_id")? else {
+        return Ok(None);
+    };
+    let index = required("change_set_index", row.integer("change_set_index")?)?;
+    let role: Option<String> = row.get("set_role")?;
+    let role: SetRole = required("set_role", role)?
+        .parse()
+        .map_err(|why| corrupt("set_role", why))?;
+    Ok(Some(SetPlace {
+        id: ChangeSetId(id),
+        index: in_range("change_set_index", index)?,
+        role,
+    }))
 }
 
 /// Who submitted a request or made an audited change, from its columns of the token's id,

@@ -3,6 +3,7 @@ mod audit;
 mod auth;
 #[path = "../support/certs.rs"]
 mod certs;
+mod change_sets;
 mod changes;
 #[path = "../support/client.rs"]
 mod client;

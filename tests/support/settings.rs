@@ -23,6 +23,8 @@ pub(crate) fn test_settings(dir: &TempDir) -> Settings {
         api_ca_file: None,
         forward_retry_max_seconds: Duration::from_secs(5),
         max_body_bytes: 64 * 1024,
+        max_change_set_bytes: 1024 * 1024,
+        max_change_set_items: 1000,
         kafka_batch_max: 2000,
         kafka_batch_max_bytes: 4 * 1024 * 1024,
         kafka_prefetch_kbytes: 16 * 1024,

@@ -1,9 +1,11 @@
 //! `/api/v1/dns/create`, `/delete`, `/replace`, `/adopt`, `/api/v1/dns/requests` and a
-//! request's `/revert`: submitting change requests, reading them and reverting them.
+//! request's `/revert`: submitting change requests, reading them and reverting them;
+//! `/api/v1/dns/changes`: change sets.
 
 pub mod get;
 pub mod post;
 pub mod revert;
+pub mod sets;
 
 use axum::http::HeaderValue;
 

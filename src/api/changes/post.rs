@@ -249,7 +249,7 @@ pub(super) fn respond(status: StatusCode, request: DnsRequest) -> Response {
     (status, [(header::LOCATION, location)], Json(request)).into_response()
 }
 
-fn idempotency_key(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
+pub(super) fn idempotency_key(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
     headers
         .get(IDEMPOTENCY_KEY)
         .map(|value| {

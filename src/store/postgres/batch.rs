@@ -259,6 +259,21 @@ pub(super) async fn insert_rows(
                 })
                 .collect::<Result<Vec<_>, _>>()?,
         )
+        .bind(
+            changes()
+                .map(|c| c.change_set.map(|place| place.id.0))
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            changes()
+                .map(|c| c.change_set.map(|place| i64::from(place.index)))
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            changes()
+                .map(|c| c.change_set.map(|place| place.role.as_str()))
+                .collect::<Vec<_>>(),
+        )
         .fetch_all(connection)
         .await?;
     rows.iter().map(|row| rows::request(row, true)).collect()
@@ -270,18 +285,21 @@ static INSERT_ROWS: LazyLock<String> = LazyLock::new(|| {
         "insert into dns_requests (id, account_id, source, operation, record_type, domain, \
          target, comment, config, status, log_messages, idempotency_key, fingerprint, zone, \
          backend, principal_token_id, principal_name, principal_account, client_addr, \
-         next_attempt_at, enqueued_at, created_at, updated_at, targets, expect) \
+         next_attempt_at, enqueued_at, created_at, updated_at, targets, expect, \
+         change_set_id, change_set_index, set_role) \
          select b.id, b.account_id, b.source, b.operation, b.record_type, b.domain, b.target, \
          b.comment, b.config::jsonb, 'PENDING', b.log::jsonb, b.key, b.fingerprint, b.zone, \
          b.backend, b.token_id, b.token_name, b.principal_account, b.client_addr, \
-         now(), now(), now(), now(), b.targets::jsonb, b.expect::jsonb \
+         now(), now(), now(), now(), b.targets::jsonb, b.expect::jsonb, b.set_id, \
+         b.set_index::int4, b.set_role \
          from unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], \
            $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], \
            $13::text[], $14::text[], $15::uuid[], $16::text[], $17::text[], $18::text[], \
-           $19::int8[], $20::text[], $21::text[]) \
+           $19::int8[], $20::text[], $21::text[], $22::uuid[], $23::int8[], $24::text[]) \
            as b(id, account_id, source, operation, record_type, domain, target, comment, \
              config, log, key, fingerprint, zone, backend, token_id, token_name, \
-             principal_account, client_addr, max_unfinished, targets, expect) \
+             principal_account, client_addr, max_unfinished, targets, expect, set_id, \
+             set_index, set_role) \
          where case when b.key is not null and exists (select 1 from dns_requests k \
              where k.account_id = b.account_id and k.idempotency_key = b.key) then false \
            else dnsorch_admit(b.operation, b.domain, b.record_type, b.account_id, \

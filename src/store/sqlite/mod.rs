@@ -42,13 +42,15 @@ macro_rules! insert_into {
         "insert into dns_requests (id, account_id, source, operation, record_type, domain, \
          target, comment, config, status, log_messages, idempotency_key, fingerprint, zone, \
          backend, principal_token_id, principal_name, principal_account, client_addr, \
-         next_attempt_at, enqueued_at, created_at, updated_at, targets, expect) "
+         next_attempt_at, enqueued_at, created_at, updated_at, targets, expect, \
+         change_set_id, change_set_index, set_role) "
     };
 }
 
 mod audit;
 mod columns;
 mod ledger;
+mod sets;
 mod tokens;
 mod writer;
 
@@ -321,7 +323,7 @@ async fn insert_request(
             now!(),
             ", ",
             now!(),
-            ", ?20, ?21 where {} \
+            ", ?20, ?21, ?22, ?23, ?24 where {} \
              on conflict (account_id, idempotency_key) where idempotency_key is not null \
              do nothing returning {}, log_messages"
         ),
@@ -349,6 +351,9 @@ async fn insert_request(
         .bind(i64::from(max_unfinished))
         .bind(change.targets().map(|targets| to_json(&targets)))
         .bind(change.expect.as_ref().map(|e| to_json(&RrsetView::of(e))))
+        .bind(change.change_set.map(|place| place.id.to_string()))
+        .bind(change.change_set.map(|place| i64::from(place.index)))
+        .bind(change.change_set.map(|place| place.role.as_str()))
         .fetch_optional(&mut *connection)
         .await?;
     if let Some(row) = row {
