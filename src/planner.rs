@@ -100,6 +100,62 @@ impl Planner {
         body: ChangeBody,
         operation: Operation,
     ) -> Result<DryRun, PlanError> {
+        self.plan_in(actor, body, operation, None).await
+    }
+
+    /// Plans the changes of an atomic set as one: each against its name as the whole set
+    /// leaves it (the types the set changes there count as the set leaves them), as the worker
+    /// will plan them. The answers are in the order of `items`.
+    pub async fn plan_set(
+        &self,
+        actor: &Actor,
+        items: Vec<(Operation, ChangeBody)>,
+    ) -> Vec<Result<DryRun, PlanError>> {
+        let mut alone = Vec::with_capacity(items.len());
+        for (operation, body) in &items {
+            alone.push(self.plan_in(actor, body.clone(), *operation, None).await);
+        }
+        // What each planned change leaves at its name.
+        let left: Vec<(String, RecordType, bool)> = alone
+            .iter()
+            .filter_map(|planned| planned.as_ref().ok())
+            .flat_map(|dry| &dry.plan)
+            .map(|p| (p.domain.clone(), p.record_type, p.after.is_some()))
+            .collect();
+        let mut planned = Vec::with_capacity(items.len());
+        for ((operation, body), first) in items.into_iter().zip(alone) {
+            let Ok(first) = first else {
+                planned.push(first);
+                continue;
+            };
+            let Some(own) = first.plan.first() else {
+                planned.push(Ok(first));
+                continue;
+            };
+            let here = SetAdjust {
+                changed: left
+                    .iter()
+                    .filter(|(d, t, _)| *d == own.domain && *t != own.record_type)
+                    .map(|(_, t, _)| *t)
+                    .collect(),
+                left: left
+                    .iter()
+                    .filter(|(d, t, after)| *d == own.domain && *t != own.record_type && *after)
+                    .map(|(_, t, _)| *t)
+                    .collect(),
+            };
+            planned.push(self.plan_in(actor, body, operation, Some(&here)).await);
+        }
+        planned
+    }
+
+    async fn plan_in(
+        &self,
+        actor: &Actor,
+        body: ChangeBody,
+        operation: Operation,
+        set: Option<&SetAdjust>,
+    ) -> Result<DryRun, PlanError> {
         let change = self.intake.check(actor, body, operation, None)?;
         let Some(intent) = Intent::of(change.operation, &change.records, change.ttl) else {
             return Err(PlanError::Intake(IntakeError::Invalid(
@@ -116,12 +172,13 @@ impl Planner {
             Ok(backend) => match read(backend.as_ref(), domain, change.record_type).await {
                 Ok(Some(rrset)) => {
                     let others = self.other_types(backend.as_ref(), &change).await;
+                    let others = others.map(|o| adjusted(o, change.record_type, set));
                     (live_view(rrset, others), ReadFrom::Server)
                 }
                 // No live state apart from the ledger (simulated, ansible without a server
                 // to read).
                 Ok(None) => {
-                    let others = self.ledger_types(&change).await?;
+                    let others = adjusted(self.ledger_types(&change).await?, change.record_type, set);
                     (
                         live_view(ledger_rrset(&ledger), Ok(others)),
                         ReadFrom::Ledger,
@@ -191,6 +248,31 @@ impl Planner {
         let held = self.store.record_types(change.domain.as_str()).await?;
         Ok(change.record_type.exclusive_among(&held))
     }
+}
+
+/// The other changes of an atomic set at a change's name: the types they change, and those
+/// they leave with records.
+struct SetAdjust {
+    changed: Vec<RecordType>,
+    left: Vec<RecordType>,
+}
+
+/// The other types at the name once the set is applied: those found that the set does not
+/// change, and those it leaves with records.
+fn adjusted(
+    found: Vec<RecordType>,
+    own: RecordType,
+    set: Option<&SetAdjust>,
+) -> Vec<RecordType> {
+    let Some(set) = set else {
+        return found;
+    };
+    let mut others: Vec<RecordType> = found
+        .into_iter()
+        .filter(|t| !set.changed.contains(t))
+        .collect();
+    others.extend(own.exclusive_among(&set.left));
+    others
 }
 
 /// The server's RRset; `Ok(None)` when the backend has no live state apart from the ledger.

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::body::{ContextBody, ResourceBody, RrsetBody, given};
-use super::request::{Operation, RequestStatus};
+use super::request::{ChangeRequest, Operation, RequestStatus};
 
 /// The identity of a change set (`dns_change_sets.id`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
@@ -143,6 +143,24 @@ pub fn action(value: Option<&str>) -> Result<Operation, String> {
         Some(other) => Err(format!("'{other}' is not one of create, delete, replace")),
         None => Err("is required (create, delete or replace)".into()),
     }
+}
+
+/// About how many bytes an RFC 2136 UPDATE carrying `changes` takes: each record as an update
+/// and once more as a prerequisite (the RRset as read, estimated by the change's own records),
+/// a deletion and a prerequisite more per change, each owner name uncompressed, and the
+/// header, zone and TSIG. Enough to refuse at intake a set that cannot fit one message; the
+/// worker measures the message it builds.
+pub fn estimated_update_bytes<'a>(changes: impl Iterator<Item = &'a ChangeRequest>) -> usize {
+    const OVERHEAD: usize = 512;
+    changes.fold(OVERHEAD, |total, change| {
+        let name = change.domain.as_str().len() + 2;
+        let records: usize = change
+            .records
+            .iter()
+            .map(|r| 2 * (name + 10 + super::zoneform::element(r).len() + 4))
+            .sum();
+        total + records + 2 * (name + 10)
+    })
 }
 
 /// Where a change set is in its life, from its requests' statuses.

@@ -8,6 +8,7 @@
 //! before `submit` returns, so an accepted request is never lost; a failed enqueue only
 //! delays it (workers sweep the database).
 
+pub mod atomic;
 #[cfg(feature = "kafka")]
 pub mod forward;
 #[cfg(feature = "kafka")]

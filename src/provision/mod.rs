@@ -148,6 +148,21 @@ pub trait Provisioner: Send + Sync {
     /// A [`ProvisionError`] saying whether to retry.
     async fn apply(&self, change: &PlannedChange) -> Result<Applied, ProvisionError>;
 
+    /// Applies the changes of an atomic set as one unit: all of them or none. Each change
+    /// was planned by the worker (its `rrsets` set); nothing is written to DNS unless the
+    /// first change's [`Fence`] (the set's lead's) holds. Backends that apply one change at a
+    /// time refuse (intake does not accept atomic sets for their zones).
+    ///
+    /// # Errors
+    /// A [`ProvisionError`] saying whether to retry.
+    async fn apply_set(&self, changes: &[PlannedChange]) -> Result<Applied, ProvisionError> {
+        let _ = changes;
+        Err(ProvisionError::Rejected(format!(
+            "the {} backend applies one change at a time, not a set as one",
+            self.kind()
+        )))
+    }
+
     /// The RRset as the server holds it, for an adoption; `None` when the backend has no live
     /// state apart from dnsorch's ledger (simulated).
     ///

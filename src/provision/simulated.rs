@@ -68,6 +68,17 @@ impl Provisioner for SimulatedProvisioner {
         })
     }
 
+    /// One simulated job for the whole set: all of it, or (a simulated failure) none.
+    async fn apply_set(&self, changes: &[PlannedChange]) -> Result<Applied, ProvisionError> {
+        let panicking = changes
+            .iter()
+            .find(|c| self.panic_name.as_deref() == Some(c.domain.as_str()));
+        match panicking.or(changes.first()) {
+            Some(change) => self.apply(change).await,
+            None => Err(ProvisionError::Rejected("an empty change set".into())),
+        }
+    }
+
     /// The simulation's live state is the ledger itself.
     async fn read_rrset(
         &self,

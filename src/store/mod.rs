@@ -27,8 +27,8 @@ use uuid::Uuid;
 
 use crate::domain::zoneform::RrsetView;
 use crate::domain::{
-    BeforeAfter, ChangeRequest, LiveRrset, LogEntry, Operation, RecordConfig, RecordData,
-    RecordType, RequestId, RequestStatus, SetPlace, Submitter,
+    BeforeAfter, ChangeRequest, ChangeSetId, LiveRrset, LogEntry, Operation, RecordConfig,
+    RecordData, RecordType, RequestId, RequestStatus, SetPlace, Submitter,
 };
 
 pub use audit::{AuditAction, AuditEntry, AuditFilter, AuditStore, NewAuditEntry};
@@ -313,6 +313,56 @@ pub enum Outcome {
     },
 }
 
+/// A member of an atomic set as its lead finishes: the member's request and the RRset before
+/// and after its change, as the lead's attempt read and planned it.
+#[derive(Debug, Clone)]
+pub struct SetMember {
+    pub request: DnsRequest,
+    pub rrsets: Option<BeforeAfter>,
+}
+
+impl SetMember {
+    /// The member's share of its lead's outcome: the same outcome with the member's own RRsets,
+    /// and the lead's log lines after one that names the lead.
+    pub fn outcome(
+        &self,
+        lead: &DnsRequest,
+        outcome: &Outcome,
+        entries: &[LogEntry],
+    ) -> (Outcome, Vec<LogEntry>) {
+        let own = match outcome {
+            Outcome::Completed {
+                applied_at,
+                verified_at,
+                rrsets,
+            } => Outcome::Completed {
+                applied_at: *applied_at,
+                verified_at: *verified_at,
+                rrsets: rrsets.as_ref().and(self.rrsets.clone()),
+            },
+            Outcome::Unknown {
+                error,
+                retry_in,
+                rrsets,
+            } => Outcome::Unknown {
+                error: error.clone(),
+                retry_in: *retry_in,
+                rrsets: rrsets.as_ref().and(self.rrsets.clone()),
+            },
+            Outcome::Retry { .. } | Outcome::Failed { .. } | Outcome::Adopted { .. } => {
+                outcome.clone()
+            }
+        };
+        let mut log = Vec::with_capacity(entries.len() + 1);
+        log.push(LogEntry::info(format!(
+            "applied with its atomic change set by the set's lead request {}",
+            lead.id
+        )));
+        log.extend_from_slice(entries);
+        (own, log)
+    }
+}
+
 /// Both RRsets as the JSON the `rrset_before` and `rrset_after` columns hold.
 fn rrsets_json(rrsets: &BeforeAfter) -> (String, String) {
     let json = |rrset: &LiveRrset| {
@@ -569,6 +619,20 @@ pub trait RequestStore: Send + Sync {
         max_unfinished: u32,
     ) -> Result<Vec<Inserted<RequestId>>, StoreError>;
 
+    /// Records an atomic set's requests and then its row, in one transaction, only if every
+    /// request is new: when any is not (a key already used, or admission refused it),
+    /// nothing is stored. The answers are as `insert_many`'s.
+    async fn insert_atomic(
+        &self,
+        changes: &[ChangeRequest],
+        max_unfinished: u32,
+        set: &NewChangeSet,
+    ) -> Result<Vec<Inserted<RequestId>>, StoreError>;
+
+    /// The members of an atomic set (every request but its lead), in the order of the set's
+    /// changes, with their logs.
+    async fn set_members(&self, set: ChangeSetId) -> Result<Vec<DnsRequest>, StoreError>;
+
     /// One request with its log.
     async fn get(&self, id: RequestId) -> Result<Option<DnsRequest>, StoreError>;
 
@@ -613,8 +677,19 @@ pub trait RequestStore: Send + Sync {
         entries: &[LogEntry],
     ) -> Result<bool, StoreError>;
 
+    /// `finish` for the lead of an atomic set, and in the same transaction each member's share
+    /// of the outcome (see [`SetMember::outcome`]). `false`: the claim was lost and nothing was
+    /// written.
+    async fn finish_set(
+        &self,
+        claim: &Claim,
+        outcome: &Outcome,
+        entries: &[LogEntry],
+        members: &[SetMember],
+    ) -> Result<bool, StoreError>;
+
     /// Returns requests whose lease expired to PENDING (or FAILED once `max_attempts` claims
-    /// were made), and gives their ids.
+    /// were made, with the members of an atomic set whose lead it is), and gives their ids.
     async fn release_expired_leases(&self, max_attempts: u32)
     -> Result<Vec<RequestId>, StoreError>;
 

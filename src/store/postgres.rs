@@ -16,11 +16,11 @@ use uuid::Uuid;
 use super::ledger::{release_failed, settle};
 use super::rows::{self, Columns as _};
 use super::{
-    Claim, DnsRecord, DnsRequest, Inserted, OpeningLog, Outcome, OutcomeColumns, REQUEST_COLUMNS,
-    RecordFilter, RequestFilter, RequestStore, SELECT_RECORD_TYPES, SELECT_RECORDS, StoreError,
-    page_query,
+    Claim, DnsRecord, DnsRequest, Inserted, NewChangeSet, OpeningLog, Outcome, OutcomeColumns,
+    REQUEST_COLUMNS, RecordFilter, RequestFilter, RequestStore, SELECT_RECORD_TYPES,
+    SELECT_RECORDS, SetMember, StoreError, page_query,
 };
-use crate::domain::{ChangeRequest, LogEntry, RecordType, RequestId, RequestStatus};
+use crate::domain::{ChangeRequest, ChangeSetId, LogEntry, RecordType, RequestId, RequestStatus};
 
 mod audit;
 mod batch;
@@ -33,17 +33,28 @@ pub use batch::InsertBatching;
 
 /// A claimable request: PENDING, due, no older request for its owner name unfinished and none
 /// of the name's PROCESSING (the unique index `dns_requests_one_processing_per_name` holds that
-/// even for a claim that raced another).
+/// even for a claim that raced another). A member of an atomic set is never claimed by itself;
+/// its set's lead is claimable only when the same holds at each member's name, its own set
+/// aside (`SET_READY`).
 const CLAIMABLE: &str = "r.status = 'PENDING' and r.next_attempt_at <= now() \
+     and r.set_role is distinct from 'member' \
      and not exists (select 1 from dns_requests o where o.domain = r.domain \
      and o.seq < r.seq and o.status in ('PENDING', 'PROCESSING', 'UNKNOWN')) \
      and not exists (select 1 from dns_requests p where p.domain = r.domain \
-     and p.status = 'PROCESSING')";
+     and p.status = 'PROCESSING') \
+     and (r.set_role is distinct from 'lead' or not exists (select 1 from dns_requests m \
+       join dns_requests o on o.domain = m.domain \
+       where m.change_set_id = r.change_set_id and m.set_role = 'member' \
+       and o.change_set_id is distinct from r.change_set_id \
+       and (o.status = 'PROCESSING' \
+         or (o.seq < m.seq and o.status in ('PENDING', 'UNKNOWN')))))";
 
 /// A request whose outcome is UNKNOWN, due to be checked and not leased: a claim of it keeps it
 /// UNKNOWN and is no attempt (the worker only queries the server). Sweeps take only PENDING
-/// requests; UNKNOWN ones come by delivery (the reconciler queues them when due).
+/// requests; UNKNOWN ones come by delivery (the reconciler queues them when due). An atomic
+/// set's members are checked with their lead.
 const RESOLVABLE: &str = "r.status = 'UNKNOWN' and r.next_attempt_at <= now() \
+     and r.set_role is distinct from 'member' \
      and (r.lease_expires_at is null or r.lease_expires_at < now())";
 
 /// The index that keeps one request per owner name PROCESSING.
@@ -195,6 +206,41 @@ impl RequestStore for PostgresStore {
         Ok(answers)
     }
 
+    async fn insert_atomic(
+        &self,
+        changes: &[ChangeRequest],
+        max_unfinished: u32,
+        set: &NewChangeSet,
+    ) -> Result<Vec<Inserted<RequestId>>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let mut answers = Vec::with_capacity(changes.len());
+        for change in changes {
+            answers.push(
+                insert_request(&mut tx, change, max_unfinished)
+                    .await?
+                    .id_only(),
+            );
+        }
+        if answers.iter().all(|a| matches!(a, Inserted::Created(_))) {
+            sets::insert_set(&mut tx, set).await?;
+            tx.commit().await?;
+        }
+        // Otherwise the transaction is dropped: rolled back, nothing stored.
+        Ok(answers)
+    }
+
+    async fn set_members(&self, set: ChangeSetId) -> Result<Vec<DnsRequest>, StoreError> {
+        let sql = format!(
+            "select {REQUEST_COLUMNS}, log_messages from dns_requests \
+             where change_set_id = $1 and set_role = 'member' order by change_set_index"
+        );
+        let rows = sqlx::query(AssertSqlSafe(sql))
+            .bind(set.0)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(|r| rows::request(r, true)).collect()
+    }
+
     async fn get(&self, id: RequestId) -> Result<Option<DnsRequest>, StoreError> {
         let sql = format!("select {REQUEST_COLUMNS}, log_messages from dns_requests where id = $1");
         let row = sqlx::query(AssertSqlSafe(sql))
@@ -312,43 +358,28 @@ impl RequestStore for PostgresStore {
         outcome: &Outcome,
         entries: &[LogEntry],
     ) -> Result<bool, StoreError> {
-        let OutcomeColumns {
-            status: state,
-            last_error: error,
-            retry_in: delay,
-            applied_at,
-            verified_at,
-            rrsets,
-        } = outcome.columns();
-        let (before, after) = rrsets.unzip();
+        self.finish_set(claim, outcome, entries, &[]).await
+    }
+
+    async fn finish_set(
+        &self,
+        claim: &Claim,
+        outcome: &Outcome,
+        entries: &[LogEntry],
+        members: &[SetMember],
+    ) -> Result<bool, StoreError> {
         let mut tx = self.pool.begin().await?;
-        let done = sqlx::query(
-            "update dns_requests set status = $1, log_messages = log_messages || $2, \
-             last_error = coalesce($3, last_error), lease_token = null, lease_expires_at = null, \
-             next_attempt_at = coalesce(now() + make_interval(secs => $4), next_attempt_at), \
-             enqueued_at = case when $4::float8 is null then enqueued_at end, \
-             applied_at = coalesce($5, applied_at), verified_at = coalesce($6, verified_at), \
-             finished_at = case when $1 in ('COMPLETED', 'FAILED') then now() end, \
-             rrset_before = coalesce($9::jsonb, rrset_before), \
-             rrset_after = coalesce($10::jsonb, rrset_after), updated_at = now() \
-             where id = $7 and lease_token = $8",
-        )
-        .bind(state)
-        .bind(Json(entries))
-        .bind(error)
-        .bind(delay.map(|d| d.as_secs_f64()))
-        .bind(applied_at)
-        .bind(verified_at)
-        .bind(claim.request.id.0)
-        .bind(claim.token)
-        .bind(before)
-        .bind(after)
-        .execute(&mut *tx)
-        .await?;
-        if done.rows_affected() != 1 {
+        let lead = Finished::Leased(claim.token);
+        if !finish_on(&mut tx, &claim.request, lead, outcome, entries).await? {
             return Ok(false);
         }
         settle(&mut *tx, &claim.request, outcome).await?;
+        for member in members {
+            let (outcome, entries) = member.outcome(&claim.request, outcome, entries);
+            if finish_on(&mut tx, &member.request, Finished::Member, &outcome, &entries).await? {
+                settle(&mut *tx, &member.request, &outcome).await?;
+            }
+        }
         tx.commit().await?;
         Ok(true)
     }
@@ -379,7 +410,33 @@ impl RequestStore for PostgresStore {
         .bind(i32::try_from(max_attempts).unwrap_or(i32::MAX))
         .fetch_all(&mut *tx)
         .await?;
-        let released = release_failed(&mut *tx, &rows).await?;
+        let mut released = release_failed(&mut *tx, &rows).await?;
+        // The members of an atomic set whose lead FAILED fail with it.
+        let mut failed: Vec<Uuid> = Vec::new();
+        for row in &rows {
+            if row.get::<RequestStatus>("status")? == RequestStatus::Failed {
+                failed.push(row.get::<RequestId>("id")?.0);
+            }
+        }
+        if !failed.is_empty() {
+            let members = sqlx::query(
+                "update dns_requests m set status = 'FAILED', \
+                 last_error = 'its atomic change set failed: ' || l.last_error, \
+                 finished_at = now(), updated_at = now(), \
+                 log_messages = m.log_messages || jsonb_build_array(jsonb_build_object( \
+                   'at', now(), 'level', 'error', 'message', \
+                   'the lead request ' || l.id || ' of its atomic change set failed: ' \
+                   || l.last_error)) \
+                 from dns_requests l where l.id = any($1) and l.set_role = 'lead' \
+                 and m.change_set_id = l.change_set_id and m.set_role = 'member' \
+                 and m.status in ('PENDING', 'UNKNOWN') \
+                 returning m.id, m.status, m.domain, m.record_type, m.account_id",
+            )
+            .bind(failed)
+            .fetch_all(&mut *tx)
+            .await?;
+            released.extend(release_failed(&mut *tx, &members).await?);
+        }
         tx.commit().await?;
         Ok(released)
     }
@@ -392,7 +449,7 @@ impl RequestStore for PostgresStore {
         let rows = sqlx::query(
             "update dns_requests set enqueued_at = now() \
              where id in (select id from dns_requests where status in ('PENDING', 'UNKNOWN') \
-               and next_attempt_at <= now() \
+               and next_attempt_at <= now() and set_role is distinct from 'member' \
                and (enqueued_at is null or enqueued_at < now() - make_interval(secs => $1)) \
                order by seq limit $2 for update skip locked) \
              returning id",
@@ -410,6 +467,69 @@ impl RequestStore for PostgresStore {
             .await?;
         rows.iter().map(rows::status_count).collect()
     }
+}
+
+/// Whose finish a write is: the claimed request's (under its lease token), or a member's of
+/// the claimed lead's atomic set (in the lead's transaction, after the lead's write).
+#[derive(Debug, Clone, Copy)]
+enum Finished {
+    Leased(Uuid),
+    Member,
+}
+
+/// Writes `outcome` to `request`'s row; `false` when the row is not (or no longer) the one
+/// `finished` names.
+async fn finish_on(
+    connection: &mut PgConnection,
+    request: &DnsRequest,
+    finished: Finished,
+    outcome: &Outcome,
+    entries: &[LogEntry],
+) -> Result<bool, StoreError> {
+    let OutcomeColumns {
+        status: state,
+        last_error: error,
+        retry_in: delay,
+        applied_at,
+        verified_at,
+        rrsets,
+    } = outcome.columns();
+    let (before, after) = rrsets.unzip();
+    let whose = match finished {
+        Finished::Leased(_) => "lease_token = $8",
+        Finished::Member => {
+            "set_role = 'member' and status in ('PENDING', 'UNKNOWN') and $8::uuid is null"
+        }
+    };
+    let sql = format!(
+        "update dns_requests set status = $1, log_messages = log_messages || $2, \
+         last_error = coalesce($3, last_error), lease_token = null, lease_expires_at = null, \
+         next_attempt_at = coalesce(now() + make_interval(secs => $4), next_attempt_at), \
+         enqueued_at = case when $4::float8 is null then enqueued_at end, \
+         applied_at = coalesce($5, applied_at), verified_at = coalesce($6, verified_at), \
+         finished_at = case when $1 in ('COMPLETED', 'FAILED') then now() end, \
+         rrset_before = coalesce($9::jsonb, rrset_before), \
+         rrset_after = coalesce($10::jsonb, rrset_after), updated_at = now() \
+         where id = $7 and {whose}"
+    );
+    let token = match finished {
+        Finished::Leased(token) => Some(token),
+        Finished::Member => None,
+    };
+    let done = sqlx::query(AssertSqlSafe(sql))
+        .bind(state)
+        .bind(Json(entries))
+        .bind(error)
+        .bind(delay.map(|d| d.as_secs_f64()))
+        .bind(applied_at)
+        .bind(verified_at)
+        .bind(request.id.0)
+        .bind(token)
+        .bind(before)
+        .bind(after)
+        .execute(connection)
+        .await?;
+    Ok(done.rows_affected() == 1)
 }
 
 /// Inserts a PENDING request, or finds the one its idempotency key names: the batch statement

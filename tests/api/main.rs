@@ -1,5 +1,6 @@
 mod admission;
 mod audit;
+mod atomic_sets;
 mod auth;
 #[path = "../support/certs.rs"]
 mod certs;

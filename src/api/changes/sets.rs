@@ -497,11 +497,21 @@ async fn dry_run(
             error: Some(r.error),
         })
         .collect();
-    for item in parsed {
-        let planned = state.planner.plan(actor, item.body, item.operation).await;
+    let indexes: Vec<u32> = parsed.iter().map(|item| item.index).collect();
+    let plans = if atomic {
+        let items = parsed.into_iter().map(|i| (i.operation, i.body)).collect();
+        state.planner.plan_set(actor, items).await
+    } else {
+        let mut plans = Vec::with_capacity(parsed.len());
+        for item in parsed {
+            plans.push(state.planner.plan(actor, item.body, item.operation).await);
+        }
+        plans
+    };
+    for (index, planned) in indexes.into_iter().zip(plans) {
         items.push(match planned {
             Ok(plan) => PlannedItem {
-                index: item.index,
+                index,
                 plan: Some(plan),
                 error: None,
             },
@@ -509,7 +519,7 @@ async fn dry_run(
                 return Err(e.into());
             }
             Err(e) => PlannedItem {
-                index: item.index,
+                index,
                 plan: None,
                 error: Some(ApiError::from(e).into_item()),
             },

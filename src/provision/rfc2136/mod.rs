@@ -54,6 +54,7 @@
 //! dropped unsent.
 
 mod sender;
+mod set;
 
 use chrono::Utc;
 use hickory_proto::op::ResponseCode;
@@ -321,17 +322,7 @@ impl Rfc2136Provisioner {
         notes: &mut Vec<String>,
     ) -> Result<ResponseCode, ProvisionError> {
         fence.check()?;
-        let jobs = self
-            .sender
-            .get_or_init(|| async {
-                sender::spawn(
-                    self.zone.clone(),
-                    self.config.clone(),
-                    self.signer.clone(),
-                    self.batch_bytes,
-                )
-            })
-            .await;
+        let jobs = self.jobs().await;
         let (reply, answer) = oneshot::channel();
         jobs.send(Job::new(update, fence.clone(), reply))
             .await
@@ -341,6 +332,20 @@ impl Rfc2136Provisioner {
             .map_err(|_| ProvisionError::Transient("the update sender stopped".into()))??;
         notes.push(note);
         Ok(rcode)
+    }
+
+    /// The queue of this zone's sender task, started on first use.
+    async fn jobs(&self) -> &mpsc::Sender<Job> {
+        self.sender
+            .get_or_init(|| async {
+                sender::spawn(
+                    self.zone.clone(),
+                    self.config.clone(),
+                    self.signer.clone(),
+                    self.batch_bytes,
+                )
+            })
+            .await
     }
 
     /// The records of `name`/`dns_type` at `server` (empty for NXDOMAIN or no data).
@@ -459,6 +464,10 @@ impl Provisioner for Rfc2136Provisioner {
                 "an adoption reads the RRset; it applies nothing".into(),
             )),
         }
+    }
+
+    async fn apply_set(&self, changes: &[PlannedChange]) -> Result<Applied, ProvisionError> {
+        self.apply_atomic(changes).await
     }
 
     async fn read_rrset(

@@ -26,7 +26,7 @@ impl Update {
     /// The bytes its records take in a message, each encoded on its own (so without name
     /// compression between them: never less than they take in the message). A record that
     /// cannot be encoded counts as too large to share a message.
-    fn encoded_len(&self) -> usize {
+    pub(super) fn encoded_len(&self) -> usize {
         self.prerequisites
             .iter()
             .chain(&self.updates)
@@ -69,6 +69,9 @@ pub(super) struct Job {
     size: usize,
     /// The claim's fence, checked again when the job leaves the queue.
     fence: Fence,
+    /// Sent in a message of its own, never with other changes (an atomic set: the server's
+    /// answer is its own, and it is never sent again piecemeal).
+    alone: bool,
     reply: oneshot::Sender<Sent>,
 }
 
@@ -78,7 +81,16 @@ impl Job {
             size: update.encoded_len(),
             update,
             fence,
+            alone: false,
             reply,
+        }
+    }
+
+    /// A job sent in a message of its own.
+    pub(super) fn alone(update: Update, fence: Fence, reply: oneshot::Sender<Sent>) -> Self {
+        Self {
+            alone: true,
+            ..Self::new(update, fence, reply)
         }
     }
 
@@ -140,15 +152,16 @@ impl UpdateSender {
                 continue;
             };
             let mut bytes = first.size;
+            let alone = first.alone;
             let mut batch = vec![first];
-            while batch.len() < MAX_BATCH {
+            while !alone && batch.len() < MAX_BATCH {
                 let Ok(job) = queue.try_recv() else {
                     break;
                 };
                 let Some(job) = job.take_live() else {
                     continue;
                 };
-                if bytes.saturating_add(job.size) > self.batch_bytes {
+                if job.alone || bytes.saturating_add(job.size) > self.batch_bytes {
                     carried = Some(job);
                     break;
                 }

@@ -1,6 +1,6 @@
 //! [`ChangeSetStore`] on PostgreSQL.
 
-use sqlx::{AssertSqlSafe, Postgres};
+use sqlx::{AssertSqlSafe, PgConnection, Postgres};
 use uuid::Uuid;
 
 use super::PostgresStore;
@@ -15,34 +15,9 @@ use crate::store::{DnsRequest, REQUEST_COLUMNS, StoreError, page_query, rows};
 impl ChangeSetStore for PostgresStore {
     async fn record_change_set(&self, set: &NewChangeSet) -> Result<ChangeSet, StoreError> {
         let mut tx = self.pool.begin().await?;
-        sqlx::query(
-            "insert into dns_change_sets (id, account_id, atomic, item_count, refused, \
-             idempotency_key, fingerprint, source, principal_token_id, principal_name, \
-             principal_account, client_addr, created_at) \
-             values ($1, $2, $3, $4, $5::jsonb, $6, $7, $8, $9, $10, $11, $12, now()) \
-             on conflict do nothing",
-        )
-        .bind(set.id.0)
-        .bind(&set.account_id)
-        .bind(set.atomic)
-        .bind(i32::try_from(set.item_count).unwrap_or(i32::MAX))
-        .bind(refused_json(&set.refused))
-        .bind(&set.idempotency_key)
-        .bind(&set.fingerprint)
-        .bind(&set.source)
-        .bind(set.submitter.token_id.map(|t| t.0))
-        .bind(&set.submitter.token_name)
-        .bind(&set.submitter.account_id)
-        .bind(&set.submitter.client_addr)
-        .execute(&mut *tx)
-        .await?;
-        let sql = format!("select {SET_COLUMNS} from dns_change_sets where id = $1");
-        let row = sqlx::query(AssertSqlSafe(sql))
-            .bind(set.id.0)
-            .fetch_one(&mut *tx)
-            .await?;
+        let stored = insert_set(&mut tx, set).await?;
         tx.commit().await?;
-        set_from_row(&row)
+        Ok(stored)
     }
 
     async fn change_set(&self, id: ChangeSetId) -> Result<Option<ChangeSet>, StoreError> {
@@ -85,4 +60,38 @@ impl ChangeSetStore for PostgresStore {
         .await?;
         rows.iter().map(count_from_row).collect()
     }
+}
+
+/// Writes a set's row (a set with its id already there stays as it was) and reads it back.
+pub(super) async fn insert_set(
+    connection: &mut PgConnection,
+    set: &NewChangeSet,
+) -> Result<ChangeSet, StoreError> {
+    sqlx::query(
+        "insert into dns_change_sets (id, account_id, atomic, item_count, refused, \
+         idempotency_key, fingerprint, source, principal_token_id, principal_name, \
+         principal_account, client_addr, created_at) \
+         values ($1, $2, $3, $4, $5::jsonb, $6, $7, $8, $9, $10, $11, $12, now()) \
+         on conflict do nothing",
+    )
+    .bind(set.id.0)
+    .bind(&set.account_id)
+    .bind(set.atomic)
+    .bind(i32::try_from(set.item_count).unwrap_or(i32::MAX))
+    .bind(refused_json(&set.refused))
+    .bind(&set.idempotency_key)
+    .bind(&set.fingerprint)
+    .bind(&set.source)
+    .bind(set.submitter.token_id.map(|t| t.0))
+    .bind(&set.submitter.token_name)
+    .bind(&set.submitter.account_id)
+    .bind(&set.submitter.client_addr)
+    .execute(&mut *connection)
+    .await?;
+    let sql = format!("select {SET_COLUMNS} from dns_change_sets where id = $1");
+    let row = sqlx::query(AssertSqlSafe(sql))
+        .bind(set.id.0)
+        .fetch_one(&mut *connection)
+        .await?;
+    set_from_row(&row)
 }

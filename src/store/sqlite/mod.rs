@@ -21,12 +21,14 @@ use uuid::Uuid;
 use super::ledger::{release_failed, settle};
 use super::rows::{self, Columns as _};
 use super::{
-    Claim, DnsRecord, DnsRequest, Inserted, OpeningLog, Outcome, OutcomeColumns, REQUEST_COLUMNS,
-    RecordFilter, RequestFilter, RequestStore, SELECT_RECORD_TYPES, SELECT_RECORDS, StoreError,
-    page_query,
+    Claim, DnsRecord, DnsRequest, Inserted, NewChangeSet, OpeningLog, Outcome, OutcomeColumns,
+    REQUEST_COLUMNS, RecordFilter, RequestFilter, RequestStore, SELECT_RECORD_TYPES,
+    SELECT_RECORDS, SetMember, StoreError, page_query,
 };
 use crate::domain::zoneform::RrsetView;
-use crate::domain::{ChangeRequest, LogEntry, Operation, RecordType, RequestId, RequestStatus};
+use crate::domain::{
+    ChangeRequest, ChangeSetId, LogEntry, Operation, RecordType, RequestId, RequestStatus,
+};
 use writer::Writer;
 
 /// The database's clock, as RFC 3339 text with milliseconds.
@@ -151,6 +153,51 @@ impl RequestStore for SqliteStore {
             .await
     }
 
+    async fn insert_atomic(
+        &self,
+        changes: &[ChangeRequest],
+        max_unfinished: u32,
+        set: &NewChangeSet,
+    ) -> Result<Vec<Inserted<RequestId>>, StoreError> {
+        let (changes, set) = (changes.to_vec(), set.clone());
+        self.writer
+            .write(move |c| {
+                async move {
+                    // A savepoint of its own inside the writer's: undone unless all is new.
+                    sqlx::raw_sql("savepoint atomic_set").execute(&mut *c).await?;
+                    let mut inserted = Vec::with_capacity(changes.len());
+                    for change in &changes {
+                        inserted.push(insert_request(c, change, max_unfinished).await?.id_only());
+                    }
+                    if inserted.iter().all(|i| matches!(i, Inserted::Created(_))) {
+                        sets::insert_set(c, &set).await?;
+                        sqlx::raw_sql("release savepoint atomic_set")
+                            .execute(&mut *c)
+                            .await?;
+                    } else {
+                        sqlx::raw_sql("rollback to savepoint atomic_set; release savepoint atomic_set")
+                            .execute(&mut *c)
+                            .await?;
+                    }
+                    Ok(inserted)
+                }
+                .boxed()
+            })
+            .await
+    }
+
+    async fn set_members(&self, set: ChangeSetId) -> Result<Vec<DnsRequest>, StoreError> {
+        let sql = format!(
+            "select {REQUEST_COLUMNS}, log_messages from dns_requests \
+             where change_set_id = ? and set_role = 'member' order by change_set_index"
+        );
+        let rows = sqlx::query(AssertSqlSafe(sql))
+            .bind(set.to_string())
+            .fetch_all(&self.reader)
+            .await?;
+        rows.iter().map(|r| rows::request(r, true)).collect()
+    }
+
     async fn get(&self, id: RequestId) -> Result<Option<DnsRequest>, StoreError> {
         let sql = format!("select {REQUEST_COLUMNS}, log_messages from dns_requests where id = ?");
         let row = sqlx::query(AssertSqlSafe(sql))
@@ -235,9 +282,22 @@ impl RequestStore for SqliteStore {
         outcome: &Outcome,
         entries: &[LogEntry],
     ) -> Result<bool, StoreError> {
+        self.finish_set(claim, outcome, entries, &[]).await
+    }
+
+    async fn finish_set(
+        &self,
+        claim: &Claim,
+        outcome: &Outcome,
+        entries: &[LogEntry],
+        members: &[SetMember],
+    ) -> Result<bool, StoreError> {
         let (claim, outcome, entries) = (claim.clone(), outcome.clone(), entries.to_vec());
+        let members = members.to_vec();
         self.writer
-            .write(move |c| async move { finish(c, &claim, &outcome, &entries).await }.boxed())
+            .write(move |c| {
+                async move { finish(c, &claim, &outcome, &entries, &members).await }.boxed()
+            })
             .await
     }
 
@@ -264,7 +324,7 @@ impl RequestStore for SqliteStore {
                         " where id in (select id from dns_requests where status in ('PENDING', 'UNKNOWN') \
                          and next_attempt_at <= ",
                         now!(),
-                        " and (enqueued_at is null or enqueued_at < \
+                        " and set_role is not 'member' and (enqueued_at is null or enqueued_at < \
                          strftime('%Y-%m-%dT%H:%M:%fZ', 'now', ?)) order by seq limit ?) \
                          returning id"
                     ))
@@ -401,16 +461,24 @@ async fn claim_request(
     // owner name is unfinished; or UNKNOWN, due, and not leased (a claim of it keeps it
     // UNKNOWN and is no attempt: the worker only queries the server). A sweep takes only
     // PENDING requests; UNKNOWN ones come by delivery (the reconciler queues them when due).
+    // A member of an atomic set is never claimed by itself; its set's lead is claimable only
+    // when no older request is unfinished at any member's name either, its own set aside.
     const CLAIMABLE: &str = concat!(
         "r.status = 'PENDING' and r.next_attempt_at <= ",
         now!(),
-        " and not exists (select 1 from dns_requests o where o.domain = r.domain \
-         and o.seq < r.seq and o.status in ('PENDING', 'PROCESSING', 'UNKNOWN'))"
+        " and r.set_role is not 'member' \
+         and not exists (select 1 from dns_requests o where o.domain = r.domain \
+         and o.seq < r.seq and o.status in ('PENDING', 'PROCESSING', 'UNKNOWN')) \
+         and (r.set_role is not 'lead' or not exists (select 1 from dns_requests m \
+           join dns_requests o on o.domain = m.domain and o.seq < m.seq \
+           where m.change_set_id = r.change_set_id and m.set_role = 'member' \
+           and o.change_set_id is not r.change_set_id \
+           and o.status in ('PENDING', 'PROCESSING', 'UNKNOWN')))"
     );
     const RESOLVABLE: &str = concat!(
         "r.status = 'UNKNOWN' and r.next_attempt_at <= ",
         now!(),
-        " and (r.lease_expires_at is null or r.lease_expires_at < ",
+        " and r.set_role is not 'member' and (r.lease_expires_at is null or r.lease_expires_at < ",
         now!(),
         ")"
     );
@@ -496,11 +564,43 @@ async fn renew_lease(
     Ok(done.rows_affected() == 1)
 }
 
-/// Writes an attempt's outcome under the claim's token; the writer's savepoint makes the
-/// status change and the ledger row one unit.
+/// Whose finish a write is: the claimed request's (under its lease token), or a member's of
+/// the claimed lead's atomic set (in the lead's unit, after the lead's write).
+#[derive(Debug, Clone, Copy)]
+enum Finished {
+    Leased(Uuid),
+    Member,
+}
+
+/// Writes an attempt's outcome under the claim's token, then each member's share of it; the
+/// writer's savepoint makes the status changes and the ledger rows one unit.
 async fn finish(
     connection: &mut SqliteConnection,
     claim: &Claim,
+    outcome: &Outcome,
+    entries: &[LogEntry],
+    members: &[SetMember],
+) -> Result<bool, StoreError> {
+    let lead = Finished::Leased(claim.token);
+    if !finish_on(connection, &claim.request, lead, outcome, entries).await? {
+        return Ok(false);
+    }
+    settle(connection, &claim.request, outcome).await?;
+    for member in members {
+        let (outcome, entries) = member.outcome(&claim.request, outcome, entries);
+        if finish_on(connection, &member.request, Finished::Member, &outcome, &entries).await? {
+            settle(connection, &member.request, &outcome).await?;
+        }
+    }
+    Ok(true)
+}
+
+/// Writes `outcome` to `request`'s row; `false` when the row is not (or no longer) the one
+/// `finished` names.
+async fn finish_on(
+    connection: &mut SqliteConnection,
+    request: &DnsRequest,
+    finished: Finished,
     outcome: &Outcome,
     entries: &[LogEntry],
 ) -> Result<bool, StoreError> {
@@ -514,6 +614,10 @@ async fn finish(
         rrsets,
     } = outcome.columns();
     let (before, after) = rrsets.unzip();
+    let whose = match finished {
+        Finished::Leased(_) => "lease_token = ?",
+        Finished::Member => "set_role = 'member' and status in ('PENDING', 'UNKNOWN')",
+    };
     let sql = format!(
         concat!(
             "update dns_requests set status = ?, log_messages = {}, \
@@ -526,16 +630,16 @@ async fn finish(
             " end, rrset_before = coalesce(?, rrset_before), \
              rrset_after = coalesce(?, rrset_after), updated_at = ",
             now!(),
-            " where id = ? and lease_token = ?"
+            " where id = ? and {}"
         ),
-        log
+        log, whose
     );
     let mut query = sqlx::query(AssertSqlSafe(sql)).bind(state);
     for entry in entries {
         query = query.bind(to_json(entry));
     }
     let offset = delay.map(sqlite_offset);
-    let done = query
+    query = query
         .bind(error)
         .bind(offset.clone())
         .bind(offset)
@@ -544,15 +648,12 @@ async fn finish(
         .bind(state)
         .bind(before)
         .bind(after)
-        .bind(claim.request.id.to_string())
-        .bind(claim.token.to_string())
-        .execute(&mut *connection)
-        .await?;
-    if done.rows_affected() != 1 {
-        return Ok(false);
+        .bind(request.id.to_string());
+    if let Finished::Leased(token) = finished {
+        query = query.bind(token.to_string());
     }
-    settle(connection, &claim.request, outcome).await?;
-    Ok(true)
+    let done = query.execute(&mut *connection).await?;
+    Ok(done.rows_affected() == 1)
 }
 
 /// Returns expired leases to PENDING, or FAILED once the attempts are used up.
@@ -579,7 +680,32 @@ async fn release_expired_leases(
         .bind(i64::from(max_attempts))
         .fetch_all(&mut *connection)
         .await?;
-    release_failed(connection, &rows).await
+    let mut released = release_failed(&mut *connection, &rows).await?;
+    // The members of an atomic set whose lead FAILED fail with it.
+    for row in &rows {
+        if row.get::<RequestStatus>("status")? != RequestStatus::Failed {
+            continue;
+        }
+        let lead = row.get::<RequestId>("id")?.to_string();
+        let members = sqlx::query(concat!(
+            "update dns_requests set status = 'FAILED', \
+             last_error = 'its atomic change set failed: the lease of its lead request expired', \
+             finished_at = ", now!(), ", updated_at = ", now!(), ", \
+             log_messages = json_insert(log_messages, '$[#]', json_object('at', ", now!(), ", \
+               'level', 'error', 'message', 'the lead request ' || ? || \
+               ' of its atomic change set failed: its lease expired and its attempts are used up')) \
+             where set_role = 'member' and status in ('PENDING', 'UNKNOWN') \
+             and change_set_id = (select change_set_id from dns_requests \
+               where id = ? and set_role = 'lead') \
+             returning id, status, domain, record_type, account_id"
+        ))
+        .bind(&lead)
+        .bind(&lead)
+        .fetch_all(&mut *connection)
+        .await?;
+        released.extend(release_failed(&mut *connection, &members).await?);
+    }
+    Ok(released)
 }
 
 /// `json_insert(log_messages, '$[#]', json(?), ...)`: SQLite applies the edits left to right,

@@ -2,7 +2,7 @@
 //! reader pool.
 
 use futures::FutureExt as _;
-use sqlx::{AssertSqlSafe, Sqlite};
+use sqlx::{AssertSqlSafe, Sqlite, SqliteConnection};
 
 use super::SqliteStore;
 use crate::domain::ChangeSetId;
@@ -17,39 +17,7 @@ impl ChangeSetStore for SqliteStore {
     async fn record_change_set(&self, set: &NewChangeSet) -> Result<ChangeSet, StoreError> {
         let set = set.clone();
         self.writer
-            .write(move |c| {
-                async move {
-                    sqlx::query(concat!(
-                        "insert into dns_change_sets (id, account_id, atomic, item_count, \
-                         refused, idempotency_key, fingerprint, source, principal_token_id, \
-                         principal_name, principal_account, client_addr, created_at) \
-                         values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ",
-                        now!(),
-                        ") on conflict do nothing"
-                    ))
-                    .bind(set.id.to_string())
-                    .bind(&set.account_id)
-                    .bind(set.atomic)
-                    .bind(i64::from(set.item_count))
-                    .bind(refused_json(&set.refused))
-                    .bind(&set.idempotency_key)
-                    .bind(&set.fingerprint)
-                    .bind(&set.source)
-                    .bind(set.submitter.token_id.map(|t| t.to_string()))
-                    .bind(&set.submitter.token_name)
-                    .bind(&set.submitter.account_id)
-                    .bind(&set.submitter.client_addr)
-                    .execute(&mut *c)
-                    .await?;
-                    let sql = format!("select {SET_COLUMNS} from dns_change_sets where id = ?");
-                    let row = sqlx::query(AssertSqlSafe(sql))
-                        .bind(set.id.to_string())
-                        .fetch_one(&mut *c)
-                        .await?;
-                    set_from_row(&row)
-                }
-                .boxed()
-            })
+            .write(move |c| async move { insert_set(c, &set).await }.boxed())
             .await
     }
 
@@ -98,4 +66,39 @@ impl ChangeSetStore for SqliteStore {
         let rows = query.build().fetch_all(&self.reader).await?;
         rows.iter().map(count_from_row).collect()
     }
+}
+
+/// Writes a set's row (a set with its id already there stays as it was) and reads it back.
+pub(super) async fn insert_set(
+    connection: &mut SqliteConnection,
+    set: &NewChangeSet,
+) -> Result<ChangeSet, StoreError> {
+    sqlx::query(concat!(
+        "insert into dns_change_sets (id, account_id, atomic, item_count, refused, \
+         idempotency_key, fingerprint, source, principal_token_id, principal_name, \
+         principal_account, client_addr, created_at) \
+         values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ",
+        now!(),
+        ") on conflict do nothing"
+    ))
+    .bind(set.id.to_string())
+    .bind(&set.account_id)
+    .bind(set.atomic)
+    .bind(i64::from(set.item_count))
+    .bind(refused_json(&set.refused))
+    .bind(&set.idempotency_key)
+    .bind(&set.fingerprint)
+    .bind(&set.source)
+    .bind(set.submitter.token_id.map(|t| t.to_string()))
+    .bind(&set.submitter.token_name)
+    .bind(&set.submitter.account_id)
+    .bind(&set.submitter.client_addr)
+    .execute(&mut *connection)
+    .await?;
+    let sql = format!("select {SET_COLUMNS} from dns_change_sets where id = ?");
+    let row = sqlx::query(AssertSqlSafe(sql))
+        .bind(set.id.to_string())
+        .fetch_one(&mut *connection)
+        .await?;
+    set_from_row(&row)
 }

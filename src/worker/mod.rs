@@ -27,13 +27,20 @@ use tracing::Instrument as _;
 
 use crate::domain::plan::{self, ConflictKind, Intent, LedgerView, LiveView};
 use crate::domain::{
-    BeforeAfter, LiveRrset, LogEntry, Operation, RecordData, RequestId, RequestStatus,
+    BeforeAfter, LiveRrset, LogEntry, Operation, RecordData, RequestId, RequestStatus, SetPlace,
+    SetRole,
 };
-use crate::provision::{Applied, Fence, PlannedChange, ProvisionError, Provisioner, ZoneRouter};
+use crate::provision::{
+    Applied, Fence, Observed, PlannedChange, ProvisionError, Provisioner, ZoneRouter,
+};
 use crate::queue::TaskChannel;
 use crate::queue::retry::RetryPolicy;
-use crate::store::{Claim, DnsRecord, OpeningLog, Outcome, RequestStore, ledger_rrset};
+use crate::store::{
+    Claim, DnsRecord, DnsRequest, OpeningLog, Outcome, RequestStore, SetMember, ledger_rrset,
+};
 use crate::telemetry::{ProvisioningAttempt, RequestFinished};
+
+mod set;
 
 /// The settings a worker needs.
 #[derive(Debug, Clone)]
@@ -165,8 +172,11 @@ impl Worker {
         if request.status == RequestStatus::Unknown {
             return self.resolve(claim, fence, abort).await;
         }
+        if is_lead(request) {
+            return self.process_set(claim, fence, abort).await;
+        }
         tracing::info!(request_id = %id, attempt = request.attempts, "processing started");
-        let mut change = planned_change(&claim, fence.clone());
+        let mut change = planned_change(request, fence.clone());
         let backend = self
             .router
             .backend(request.zone.as_deref(), request.backend.as_deref());
@@ -199,19 +209,28 @@ impl Worker {
             duration: elapsed,
         }
         .emit();
-        self.settle(&claim, outcome, &entries).await
+        self.settle(&claim, outcome, &entries, &[]).await
     }
 
-    /// Writes an outcome under the claim; what the step did.
+    /// Writes an outcome under the claim (and, for an atomic set's lead, its members' shares
+    /// of it in the same transaction); what the step did.
     async fn settle(
         &self,
         claim: &Claim,
         outcome: Outcome,
         entries: &[LogEntry],
+        members: &[SetMember],
     ) -> anyhow::Result<ExecutionOutcome> {
         let request = &claim.request;
         let id = request.id;
-        if !self.store.finish(claim, &outcome, entries).await? {
+        let written = if members.is_empty() {
+            self.store.finish(claim, &outcome, entries).await?
+        } else {
+            self.store
+                .finish_set(claim, &outcome, entries, members)
+                .await?
+        };
+        if !written {
             return Ok(self.lost(id));
         }
         let status = match outcome {
@@ -221,12 +240,14 @@ impl Worker {
             Outcome::Unknown { .. } => RequestStatus::Unknown,
         };
         if status.is_terminal() {
-            RequestFinished {
-                record_type: request.record_type,
-                source: request.source.clone(),
-                completed: status == RequestStatus::Completed,
+            for finished in std::iter::once(request).chain(members.iter().map(|m| &m.request)) {
+                RequestFinished {
+                    record_type: finished.record_type,
+                    source: finished.source.clone(),
+                    completed: status == RequestStatus::Completed,
+                }
+                .emit();
             }
-            .emit();
         }
         tracing::info!(request_id = %id, status = status.as_str(), "attempt finished");
         Ok(ExecutionOutcome::Processed(id, status))
@@ -245,12 +266,33 @@ impl Worker {
         let request = &claim.request;
         let id = request.id;
         tracing::info!(request_id = %id, "checking an unknown outcome");
-        let change = planned_change(&claim, fence.clone());
+        // An atomic set's lead answers for the whole set: in place when every change is.
+        let members = if is_lead(request) {
+            self.members(request).await?
+        } else {
+            Vec::new()
+        };
+        let changes: Vec<PlannedChange> = std::iter::once(request)
+            .chain(&members)
+            .map(|r| planned_change(r, fence.clone()))
+            .collect();
         let observe = async {
             let backend = self
                 .router
                 .backend(request.zone.as_deref(), request.backend.as_deref())?;
-            backend.observe(&change).await
+            let mut all = Observed {
+                in_place: true,
+                note: String::new(),
+            };
+            for change in &changes {
+                let observed = backend.observe(change).await?;
+                all.in_place &= observed.in_place;
+                if !all.note.is_empty() {
+                    all.note.push_str("; ");
+                }
+                all.note.push_str(&observed.note);
+            }
+            Ok::<_, ProvisionError>(all)
         };
         let observed = match self.holding(&claim, &fence, abort, observe).await {
             Held::Done(observed) => Some(observed),
@@ -321,7 +363,14 @@ impl Worker {
                 (outcome, entries)
             }
         };
-        self.settle(&claim, outcome, &entries).await
+        let members: Vec<SetMember> = members
+            .into_iter()
+            .map(|request| SetMember {
+                request,
+                rrsets: None,
+            })
+            .collect();
+        self.settle(&claim, outcome, &entries, &members).await
     }
 
     /// With the request's recorded backend: reads the RRset's ledger rows and owner and the
@@ -569,8 +618,7 @@ enum Done {
     },
 }
 
-fn planned_change(claim: &Claim, fence: Fence) -> PlannedChange {
-    let request = &claim.request;
+fn planned_change(request: &DnsRequest, fence: Fence) -> PlannedChange {
     PlannedChange {
         request_id: request.id,
         account_id: request.account_id.clone(),
@@ -584,6 +632,17 @@ fn planned_change(claim: &Claim, fence: Fence) -> PlannedChange {
         rrsets: None,
         fence,
     }
+}
+
+/// Whether `request` is the lead of an atomic set (claimed and finished for the whole set).
+fn is_lead(request: &DnsRequest) -> bool {
+    matches!(
+        request.change_set,
+        Some(SetPlace {
+            role: SetRole::Lead,
+            ..
+        })
+    )
 }
 
 /// Intake refused changes in another account's RRset, and a create claimed its RRset there;
