@@ -178,7 +178,8 @@ impl Planner {
                 // No live state apart from the ledger (simulated, ansible without a server
                 // to read).
                 Ok(None) => {
-                    let others = adjusted(self.ledger_types(&change).await?, change.record_type, set);
+                    let others =
+                        adjusted(self.ledger_types(&change).await?, change.record_type, set);
                     (
                         live_view(ledger_rrset(&ledger), Ok(others)),
                         ReadFrom::Ledger,
@@ -259,11 +260,7 @@ struct SetAdjust {
 
 /// The other types at the name once the set is applied: those found that the set does not
 /// change, and those it leaves with records.
-fn adjusted(
-    found: Vec<RecordType>,
-    own: RecordType,
-    set: Option<&SetAdjust>,
-) -> Vec<RecordType> {
+fn adjusted(found: Vec<RecordType>, own: RecordType, set: Option<&SetAdjust>) -> Vec<RecordType> {
     let Some(set) = set else {
         return found;
     };

@@ -33,7 +33,9 @@ use crate::domain::{
 
 pub use audit::{AuditAction, AuditEntry, AuditFilter, AuditStore, NewAuditEntry};
 pub use postgres::{InsertBatching, PostgresStore, Schema};
-pub use sets::{ChangeSet, ChangeSetStore, ItemError, NewChangeSet, RefusedChange, SetFilter};
+pub use sets::{
+    ChangeSet, ChangeSetStore, ItemError, NewChangeSet, RefusedChange, SetCount, SetFilter,
+};
 pub use sqlite::SqliteStore;
 pub use tokens::{ApiToken, TokenChange, TokenFilter, TokenStore};
 

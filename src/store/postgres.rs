@@ -376,7 +376,15 @@ impl RequestStore for PostgresStore {
         settle(&mut *tx, &claim.request, outcome).await?;
         for member in members {
             let (outcome, entries) = member.outcome(&claim.request, outcome, entries);
-            if finish_on(&mut tx, &member.request, Finished::Member, &outcome, &entries).await? {
+            if finish_on(
+                &mut tx,
+                &member.request,
+                Finished::Member,
+                &outcome,
+                &entries,
+            )
+            .await?
+            {
                 settle(&mut *tx, &member.request, &outcome).await?;
             }
         }

@@ -91,6 +91,7 @@ impl SetFilter {
 /// How many of a set's requests are in a status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SetCount {
+    /// The set.
     pub set: ChangeSetId,
     pub status: RequestStatus,
     pub count: i64,

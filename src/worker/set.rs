@@ -60,7 +60,8 @@ impl Worker {
             Held::Done(result) => result,
             Held::Lost => return Ok(self.lost(id)),
             Held::Aborted => {
-                let released = "the worker stopped before the change set was provisioned; it will be retried";
+                let released =
+                    "the worker stopped before the change set was provisioned; it will be retried";
                 let outcome = Outcome::Retry {
                     error: released.into(),
                     retry_in: Duration::ZERO,

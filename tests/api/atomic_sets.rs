@@ -58,7 +58,11 @@ async fn an_atomic_set_with_one_bad_change_is_a_422_naming_atomic_and_stores_not
 
     // Assert
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{answer}");
-    assert_eq!(fields(&answer), ["atomic", "changes[1].resource.target"], "{answer}");
+    assert_eq!(
+        fields(&answer),
+        ["atomic", "changes[1].resource.target"],
+        "{answer}"
+    );
     assert_eq!(answer["items"][0]["index"], 1, "{answer}");
     assert_eq!(app.stored_requests().await, 0);
     assert!(app.ledger_at("a.example.test").await.is_empty());
@@ -88,7 +92,11 @@ async fn an_atomic_set_is_refused_whole_when_the_store_refuses_one_change_and_cl
     assert_eq!(fields(&answer)[0], "atomic", "{answer}");
     assert_eq!(answer["items"][0]["index"], 1, "{answer}");
     assert_eq!(answer["items"][0]["error"]["status"], 403, "{answer}");
-    assert_eq!(app.stored_requests().await, 2, "acct-2's request and acct-3's");
+    assert_eq!(
+        app.stored_requests().await,
+        2,
+        "acct-2's request and acct-3's"
+    );
     assert_eq!(claimable, StatusCode::ACCEPTED);
 }
 
@@ -127,7 +135,12 @@ async fn an_atomic_set_is_one_claim_and_one_outcome_and_may_turn_an_a_into_a_cna
     let body = atomic(vec![
         change("create", "A", "x.example.test", Some("192.0.2.5")),
         change("delete", "A", "www.example.test", None),
-        change("create", "CNAME", "www.example.test", Some("x.example.test")),
+        change(
+            "create",
+            "CNAME",
+            "www.example.test",
+            Some("x.example.test"),
+        ),
     ]);
 
     // Act
@@ -152,16 +165,28 @@ async fn an_atomic_set_is_one_claim_and_one_outcome_and_may_turn_an_a_into_a_cna
     let mut sorted = roles.clone();
     sorted.sort();
     assert_eq!(sorted, ["lead", "member", "member"], "{roles:?}");
-    assert_eq!(view["items"][1]["before"]["records"], json!(["192.0.2.1"]), "{view}");
+    assert_eq!(
+        view["items"][1]["before"]["records"],
+        json!(["192.0.2.1"]),
+        "{view}"
+    );
     assert_eq!(view["items"][1]["after"]["records"], json!([]), "{view}");
-    assert!(app.ledger_at("www.example.test").await.iter().any(|(_, t)| t == "x.example.test"));
+    assert!(
+        app.ledger_at("www.example.test")
+            .await
+            .iter()
+            .any(|(_, t)| t == "x.example.test")
+    );
     assert!(
         !app.ledger_at("www.example.test")
             .await
             .iter()
             .any(|(_, t)| t == "192.0.2.1")
     );
-    assert_eq!(app.ledger_at("x.example.test").await, [(300, "192.0.2.5".into())]);
+    assert_eq!(
+        app.ledger_at("x.example.test").await,
+        [(300, "192.0.2.5".into())]
+    );
 }
 
 /// Each item's request's role in the set, in item order.
@@ -182,7 +207,12 @@ async fn a_conflict_in_one_change_fails_the_whole_atomic_set_and_changes_nothing
     app.run_queued_tasks().await;
     let body = atomic(vec![
         change("create", "A", "x.example.test", Some("192.0.2.5")),
-        change("create", "CNAME", "www.example.test", Some("x.example.test")),
+        change(
+            "create",
+            "CNAME",
+            "www.example.test",
+            Some("x.example.test"),
+        ),
     ]);
 
     // Act
@@ -204,12 +234,18 @@ async fn a_conflict_in_one_change_fails_the_whole_atomic_set_and_changes_nothing
     for item in view["items"].as_array().unwrap() {
         assert_eq!(item["status"], "FAILED", "{view}");
         assert!(
-            item["last_error"].as_str().unwrap().contains("www.example.test CNAME"),
+            item["last_error"]
+                .as_str()
+                .unwrap()
+                .contains("www.example.test CNAME"),
             "{view}"
         );
     }
     assert!(app.ledger_at("x.example.test").await.is_empty());
-    assert_eq!(app.ledger_at("www.example.test").await, [(300, "192.0.2.1".into())]);
+    assert_eq!(
+        app.ledger_at("www.example.test").await,
+        [(300, "192.0.2.1".into())]
+    );
 }
 
 #[tokio::test]
@@ -261,7 +297,12 @@ async fn an_atomic_set_is_planned_as_one_in_a_dry_run() {
     app.run_queued_tasks().await;
     let body = atomic(vec![
         change("delete", "A", "www.example.test", None),
-        change("create", "CNAME", "www.example.test", Some("x.example.test")),
+        change(
+            "create",
+            "CNAME",
+            "www.example.test",
+            Some("x.example.test"),
+        ),
     ]);
 
     // Act
@@ -280,6 +321,10 @@ async fn an_atomic_set_is_planned_as_one_in_a_dry_run() {
     assert_eq!(plan["atomic"], true, "{plan}");
     let cname = &plan["items"][1]["plan"]["plan"][0];
     assert_eq!(cname["conflicts"], json!([]), "{plan}");
-    assert_eq!(cname["after"]["records"], json!(["x.example.test"]), "{plan}");
+    assert_eq!(
+        cname["after"]["records"],
+        json!(["x.example.test"]),
+        "{plan}"
+    );
     assert_eq!(app.stored_requests().await, 1);
 }

@@ -1,6 +1,6 @@
 mod admission;
-mod audit;
 mod atomic_sets;
+mod audit;
 mod auth;
 #[path = "../support/certs.rs"]
 mod certs;

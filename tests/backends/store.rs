@@ -10,8 +10,8 @@ use dnsorch::domain::{
     RequestStatus, Submitter, TokenId, validate,
 };
 use dnsorch::store::{
-    AuditStore, Claim, Inserted, OpeningLog, Outcome, PostgresStore, RecordFilter, RequestFilter,
-    RequestStore, Schema, SqliteStore, StoreError, TokenStore, no_opening_log,
+    AuditStore, ChangeSetStore, Claim, Inserted, OpeningLog, Outcome, PostgresStore, RecordFilter,
+    RequestFilter, RequestStore, Schema, SqliteStore, StoreError, TokenStore, no_opening_log,
 };
 use serde_json::json;
 use tempfile::TempDir;
@@ -25,6 +25,7 @@ pub(crate) struct TestStore {
     pub(crate) store: Arc<dyn RequestStore>,
     pub(crate) tokens: Arc<dyn TokenStore>,
     pub(crate) audit: Arc<dyn AuditStore>,
+    pub(crate) sets: Arc<dyn ChangeSetStore>,
     /// The database's URL, for edits behind the store's back.
     pub(crate) url: String,
     _dir: Option<TempDir>,
@@ -41,7 +42,8 @@ pub(crate) async fn sqlite_store() -> TestStore {
     TestStore {
         store: store.clone(),
         tokens: store.clone(),
-        audit: store,
+        audit: store.clone(),
+        sets: store,
         url,
         _dir: Some(dir),
     }
@@ -62,7 +64,8 @@ pub(crate) async fn postgres_store() -> TestStore {
     TestStore {
         store: store.clone(),
         tokens: store.clone(),
-        audit: store,
+        audit: store.clone(),
+        sets: store,
         url,
         _dir: None,
     }

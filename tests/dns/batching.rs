@@ -7,13 +7,13 @@ use super::*;
 
 /// A private BIND whose update-policy denies updates to names under `refused.example.test`
 /// (REFUSED for the whole message); stopped when dropped.
-struct PolicyBind {
-    bind: Bind,
+pub(super) struct PolicyBind {
+    pub(super) bind: Bind,
     dir: TempDir,
 }
 
 impl PolicyBind {
-    fn start() -> Self {
+    pub(super) fn start() -> Self {
         // This worktree's script: the update policy is one of its options.
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/bind-instance.sh");
         let dir = TempDir::new().unwrap();

@@ -22,6 +22,7 @@ mod client;
 mod support_settings;
 
 mod batching;
+mod change_sets;
 mod fencing;
 mod forged;
 mod ownership;

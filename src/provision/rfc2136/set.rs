@@ -213,11 +213,7 @@ fn exclusivity(changes: &[PlannedChange], parts: &[Part]) -> Vec<Record> {
                 }
             }
         } else if leaves_data && !changed.contains(&RecordType::Cname) {
-            prerequisites.push(none_class(Record::update0(
-                name.clone(),
-                0,
-                DnsType::CNAME,
-            )));
+            prerequisites.push(none_class(Record::update0(name.clone(), 0, DnsType::CNAME)));
         }
     }
     prerequisites

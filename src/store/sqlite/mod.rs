@@ -164,7 +164,9 @@ impl RequestStore for SqliteStore {
             .write(move |c| {
                 async move {
                     // A savepoint of its own inside the writer's: undone unless all is new.
-                    sqlx::raw_sql("savepoint atomic_set").execute(&mut *c).await?;
+                    sqlx::raw_sql("savepoint atomic_set")
+                        .execute(&mut *c)
+                        .await?;
                     let mut inserted = Vec::with_capacity(changes.len());
                     for change in &changes {
                         inserted.push(insert_request(c, change, max_unfinished).await?.id_only());
@@ -175,9 +177,11 @@ impl RequestStore for SqliteStore {
                             .execute(&mut *c)
                             .await?;
                     } else {
-                        sqlx::raw_sql("rollback to savepoint atomic_set; release savepoint atomic_set")
-                            .execute(&mut *c)
-                            .await?;
+                        sqlx::raw_sql(
+                            "rollback to savepoint atomic_set; release savepoint atomic_set",
+                        )
+                        .execute(&mut *c)
+                        .await?;
                     }
                     Ok(inserted)
                 }
@@ -588,7 +592,15 @@ async fn finish(
     settle(connection, &claim.request, outcome).await?;
     for member in members {
         let (outcome, entries) = member.outcome(&claim.request, outcome, entries);
-        if finish_on(connection, &member.request, Finished::Member, &outcome, &entries).await? {
+        if finish_on(
+            connection,
+            &member.request,
+            Finished::Member,
+            &outcome,
+            &entries,
+        )
+        .await?
+        {
             settle(connection, &member.request, &outcome).await?;
         }
     }

@@ -51,15 +51,10 @@ pub(super) async fn submit(
             show(state, &stored, StatusCode::ACCEPTED).await
         }
         Err(refusal) => {
-            refused.extend(
-                refusal
-                    .changes
-                    .into_iter()
-                    .map(|(index, e)| RefusedChange {
-                        index,
-                        error: ApiError::from(e).into_item(),
-                    }),
-            );
+            refused.extend(refusal.changes.into_iter().map(|(index, e)| RefusedChange {
+                index,
+                error: ApiError::from(e).into_item(),
+            }));
             Err(refuse(
                 refused,
                 refusal.whole,
@@ -78,7 +73,11 @@ fn refuse(refused: Vec<RefusedChange>, whole: Vec<FieldError>, message: &str) ->
             message: format!(
                 "every change of an atomic set must be accepted; {} {} not",
                 refused.len() + whole.len(),
-                if refused.len() + whole.len() == 1 { "is" } else { "are" }
+                if refused.len() + whole.len() == 1 {
+                    "is"
+                } else {
+                    "are"
+                }
             ),
         });
     }
