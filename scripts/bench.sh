@@ -98,8 +98,12 @@
 #      N / (last verified_at - first created_at). Its stderr breaks the latency into phases and
 #      prints the UPDATE and verification times from the request logs, and the FAILED requests'
 #      logs if any.
-#  11. Every name of 9 and 10 is queried at the BIND (`dig +norecurse`, one `dig -f` batch)
-#      and must hold its A record; the table counts the names that do not.
+#  10b. Change sets: BENCH_DNS_SET_RECORDS creates (default 10,000) at WORKER_CONCURRENCY,
+#      first as single requests (as in 10), then as change sets of BENCH_DNS_SET_SIZE (default
+#      1,000; POST /api/v1/dns/changes, not atomic, 10 sets, each request's id read from its
+#      set's items), each on a fresh BIND and database; the same waiting, latency and rate.
+#  11. Every name of 9, 10 and 10b is queried at the BIND (`dig +norecurse`, one `dig -f`
+#      batch) and must hold its A record; the table counts the names that do not.
 #
 # HTTPS (BENCH_TOPOLOGY=https, also part of "all"): the intake over HTTPS beside plain HTTP.
 # A CA and a certificate for 127.0.0.1 and localhost (openssl, EC P-256, under the temp dir);
@@ -146,6 +150,8 @@
 #   BENCH_KAFKA_RSS_BOUND_MIB the most peak RSS a consumer may reach (default 512)
 #   BENCH_KAFKA_RSS_HOLD      seconds recording is held back in the parsed run (default 20)
 #   BENCH_DNS_RECORDS     A records per DNS run (default 5000)
+#   BENCH_DNS_SET_RECORDS A records of the change-set comparison, 16b (default 10000)
+#   BENCH_DNS_SET_SIZE    changes per set in 16b (default 1000; at most MAX_CHANGE_SET_ITEMS)
 #   BENCH_DNS_CONCURRENCY WORKER_CONCURRENCY of each dnsorch DNS run, space-separated
 #                         (default "16 64": WORKER_CONCURRENCY, then 64)
 #   BENCH_DNS_NSUPDATE_BATCH  adds per UPDATE of each nsupdate run, space-separated
@@ -196,6 +202,8 @@ krss_bytes="${BENCH_KAFKA_RSS_BYTES:-1048576}"
 krss_bound="${BENCH_KAFKA_RSS_BOUND_MIB:-512}"
 krss_hold="${BENCH_KAFKA_RSS_HOLD:-20}"
 dns_records="${BENCH_DNS_RECORDS:-5000}"
+dns_set_records="${BENCH_DNS_SET_RECORDS:-10000}"
+dns_set_size="${BENCH_DNS_SET_SIZE:-1000}"
 dns_concurrency="${BENCH_DNS_CONCURRENCY:-$workers $([ "$workers" = 64 ] || echo 64)}"
 dns_batches="${BENCH_DNS_NSUPDATE_BATCH:-50 1}"
 baseline="${BENCH_BASELINE:-d3e4c2c}"
@@ -242,8 +250,8 @@ if [ "$want_krss" = 1 ]; then
   [ "$krss_bytes" -le 999000000 ] || { log "BENCH_KAFKA_RSS_BYTES must be at most 999000000"; exit 2; }
 fi
 if [ "$want_dns" = 1 ]; then
-  for v in "$dns_records" $dns_concurrency $dns_batches; do
-    [[ "$v" =~ ^[1-9][0-9]*$ ]] || { log "BENCH_DNS_RECORDS, BENCH_DNS_CONCURRENCY and BENCH_DNS_NSUPDATE_BATCH must be positive integers"; exit 2; }
+  for v in "$dns_records" $dns_concurrency $dns_batches "$dns_set_records" "$dns_set_size"; do
+    [[ "$v" =~ ^[1-9][0-9]*$ ]] || { log "BENCH_DNS_RECORDS, BENCH_DNS_CONCURRENCY, BENCH_DNS_NSUPDATE_BATCH, BENCH_DNS_SET_RECORDS and BENCH_DNS_SET_SIZE must be positive integers"; exit 2; }
   done
   [ -n "$dns_concurrency" ] && [ -n "$dns_batches" ] || { log "BENCH_DNS_CONCURRENCY and BENCH_DNS_NSUPDATE_BATCH must not be empty"; exit 2; }
 fi
@@ -1290,14 +1298,19 @@ dns_bind_errors() {
   bind_errors=$((bind_errors + ${n:-0}))
 }
 
-# dns_run LABEL RUN_ID: BENCH_DNS_RECORDS creates through $base into the BIND (scripts/bench/
-# dns.py, names b<i>-RUN_ID.example.test), then the check of every name at the BIND; sets row.
+# dns_run LABEL RUN_ID [RECORDS [SET_SIZE]]: RECORDS (BENCH_DNS_RECORDS) creates into the BIND
+# through $base (scripts/bench/dns.py, names b<i>-RUN_ID.example.test), one per request or as
+# change sets of SET_SIZE, then the check of every name at the BIND; sets row.
 dns_run() {
-  local label="$1" line dns_rc warnings=0 f
-  log "DNS: $dns_records A records through POST /api/v1/dns/create, 32 client threads, then until all are COMPLETED or FAILED"
+  local label="$1" line dns_rc warnings=0 f records="${3:-$dns_records}" set_size="${4:-0}"
+  if [ "$set_size" -gt 0 ]; then
+    log "DNS: $records A records as change sets of $set_size (POST /api/v1/dns/changes), then until all are COMPLETED or FAILED"
+  else
+    log "DNS: $records A records through POST /api/v1/dns/create, 32 client threads, then until all are COMPLETED or FAILED"
+  fi
   set +e
-  line="$(BENCH_TOKEN="$token" python3 "$dnspy" --port "$port" --requests "$dns_records" --threads 32 \
-    --timeout "$e2e_timeout" --run-id "$2" --dns-port "$BIND_PORT" | grep '^DNS ')"
+  line="$(BENCH_TOKEN="$token" python3 "$dnspy" --port "$port" --requests "$records" --threads 32 \
+    --timeout "$e2e_timeout" --run-id "$2" --dns-port "$BIND_PORT" --set-size "$set_size" | grep '^DNS ')"
   dns_rc=$?
   set -e
   if [ -z "$line" ]; then
@@ -1310,7 +1323,7 @@ dns_run() {
   for f in "${logs[@]}"; do
     [ ! -s "$f" ] || warnings=$((warnings + $(wc -l <"$f")))
   done
-  row="| $label | $(field completed "$line") COMPLETED of $dns_records | $(field span_s "$line") | $(field verified_per_s "$line") verified/s (submit $(field submit_rps "$line")/s) | $(field p50_ms "$line") | $(field p99_ms "$line") | $(field failed "$line") | $(field dig_missing "$line") | $warnings |"
+  row="| $label | $(field completed "$line") COMPLETED of $records | $(field span_s "$line") | $(field verified_per_s "$line") verified/s (submit $(field submit_rps "$line")/s) | $(field p50_ms "$line") | $(field p99_ms "$line") | $(field failed "$line") | $(field dig_missing "$line") | $warnings |"
   dns_line="$line" dns_warnings="$warnings"
 }
 
@@ -1379,6 +1392,42 @@ TOML
     out_json topology=dns scenario=dns "label=dnsorch run, rfc2136, WORKER_CONCURRENCY=$c" \
       "concurrency:=$c" "rps:=$(field verified_per_s "$dns_line")" "p50_ms:=$(field p50_ms "$dns_line")" \
       "p99_ms:=$(field p99_ms "$dns_line")" "records:=$dns_records" \
+      "completed:=$(field completed "$dns_line")" "failed:=$(field failed "$dns_line")" \
+      "span_s:=$(field span_s "$dns_line")" "submit_rps:=$(field submit_rps "$dns_line")" \
+      "missing:=$(field dig_missing "$dns_line")" "warning_lines:=$dns_warnings"
+    report_logs
+    stop_server
+    zones_file=""
+    dns_bind_errors
+  done
+
+  # --- 16b. the same creates as change sets, beside them as single requests -----------------
+  for set_size in 0 "$dns_set_size"; do
+    dns_bind_up "bind-sets-$set_size"
+    zones_file="$dir/zones-sets-$set_size.toml"
+    cat >"$zones_file" <<TOML
+[zones."example.test"]
+backend = "rfc2136"
+server = "127.0.0.1:$BIND_PORT"
+key_name = "$BIND_KEY_NAME"
+key_algorithm = "$BIND_KEY_ALGORITHM"
+key_secret_file = "$BIND_SECRET_FILE"
+timeout_seconds = 5
+verify_timeout_seconds = 10
+TOML
+    start_server "$workers"
+    if [ "$set_size" = 0 ]; then
+      label="dnsorch run, rfc2136, WORKER_CONCURRENCY=$workers, $dns_set_records single requests"
+      scenario=dns_singles
+    else
+      label="dnsorch run, rfc2136, WORKER_CONCURRENCY=$workers, $dns_set_records creates as change sets of $set_size"
+      scenario=dns_change_sets
+    fi
+    dns_run "$label" "$dns_id-s$set_size" "$dns_set_records" "$set_size"
+    d_rows+=("$row")
+    out_json topology=dns "scenario=$scenario" "label=$label" \
+      "concurrency:=$workers" "rps:=$(field verified_per_s "$dns_line")" "p50_ms:=$(field p50_ms "$dns_line")" \
+      "p99_ms:=$(field p99_ms "$dns_line")" "records:=$dns_set_records" "set_size:=$set_size" \
       "completed:=$(field completed "$dns_line")" "failed:=$(field failed "$dns_line")" \
       "span_s:=$(field span_s "$dns_line")" "submit_rps:=$(field submit_rps "$dns_line")" \
       "missing:=$(field dig_missing "$dns_line")" "warning_lines:=$dns_warnings"

@@ -4,7 +4,9 @@
 dnsorch_requests{status=..} gauges in /metrics), then read the requests back from the API and
 check the records at the server.
 
-Submission is e2e.py's (`submit`). Names are b<i>-<run id>.<zone>, so no two runs collide.
+Submission is e2e.py's (`submit`): one create per POST /api/v1/dns/create, or with
+--set-size K the same creates as change sets of K (POST /api/v1/dns/changes, not atomic), the
+requests' ids read from each set's items. Names are b<i>-<run id>.<zone>, so no two runs collide.
 
 Latency is the request's own timestamps: verified_at - created_at (accept to verified), read
 from GET /api/v1/dns/requests?status=..&limit=500&cursor=.. (newest first, cursor paging). The
@@ -166,18 +168,20 @@ def main() -> int:
     ap.add_argument("--run-id", required=True)
     ap.add_argument("--dns-server", default="127.0.0.1")
     ap.add_argument("--dns-port", type=int, required=True)
+    ap.add_argument("--set-size", type=int, default=0,
+                    help="submit the creates as change sets of this many (0: one per request)")
     args = ap.parse_args()
 
     names = [f"b{i}-{args.run_id}.{args.zone}" for i in range(args.requests)]
     targets = {names[i]: target(i) for i in range(args.requests)}
     ids = {}  # request id -> name, of every 202
 
+    def resource(i: int) -> dict:
+        return {"record_type": "A", "domain": names[i], "target": target(i)}
+
     def make_body(i: int) -> bytes:
         return json.dumps(
-            {
-                "context": {"account_id": "bench"},
-                "resource": {"record_type": "A", "domain": names[i], "target": target(i)},
-            },
+            {"context": {"account_id": "bench"}, "resource": resource(i)},
             separators=(",", ":"),
         ).encode()
 
@@ -185,7 +189,29 @@ def main() -> int:
         if status == 202:
             ids[json.loads(text)["request_id"]] = names[i]
 
-    stats = submit(args.host, args.port, args.requests, args.threads, make_body, on_answer)
+    size = args.set_size
+    if size > 0:
+        sets = (args.requests + size - 1) // size
+
+        def make_set(j: int) -> bytes:
+            changes = [{"action": "create", "resource": resource(i)}
+                       for i in range(j * size, min((j + 1) * size, args.requests))]
+            return json.dumps({"context": {"account_id": "bench"}, "changes": changes},
+                              separators=(",", ":")).encode()
+
+        def on_set(j: int, status: int, text: bytes) -> None:
+            if status != 202:
+                return
+            for item in json.loads(text)["items"]:
+                if "request_id" in item:
+                    ids[item["request_id"]] = names[j * size + item["index"]]
+                elif len(ids) < 3:
+                    print(f"a change was refused: {item}", file=sys.stderr)
+
+        stats = submit(args.host, args.port, sets, min(args.threads, sets), make_set, on_set,
+                       path="/api/v1/dns/changes")
+    else:
+        stats = submit(args.host, args.port, args.requests, args.threads, make_body, on_answer)
     first = stats["first"]
     submit_s = stats["submitted"] - first
 
@@ -264,7 +290,7 @@ def main() -> int:
     ok = (not timed_out and stats["non2xx"] == 0 and stats["errors"] == 0
           and len(completed) == args.requests and missing == 0)
     print(
-        f"DNS requests={args.requests} accepted={len(ids)} completed={len(completed)} "
+        f"DNS requests={args.requests} set_size={size} accepted={len(ids)} completed={len(completed)} "
         f"failed={len(failed)} submit_s={submit_s:.3f} "
         f"submit_rps={args.requests / submit_s if submit_s else 0:.1f} span_s={span:.3f} "
         f"verified_per_s={len(completed) / span if span else 0:.1f} "

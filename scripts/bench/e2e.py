@@ -69,8 +69,9 @@ def completed(host: str, port: int) -> int:
     return int(float(m.group(1))) if m else 0
 
 
-def submit(host: str, port: int, requests: int, threads: int, make_body, on_answer=None) -> dict:
-    """POSTs make_body(i) to /api/v1/dns/create for i in 0..requests from `threads` threads,
+def submit(host: str, port: int, requests: int, threads: int, make_body, on_answer=None,
+           path: str = "/api/v1/dns/create") -> dict:
+    """POSTs make_body(i) to `path` (/api/v1/dns/create) for i in 0..requests from `threads` threads,
     each over a keep-alive connection. Calls on_answer(i, status, body) for every answer (from
     the submitting thread). Returns the counts: non2xx, errors, statuses, and the monotonic
     times first (the first request) and submitted (the last answer)."""
@@ -96,7 +97,7 @@ def submit(host: str, port: int, requests: int, threads: int, make_body, on_answ
                                 stats["first"] = time.monotonic()
                     conn.request(
                         "POST",
-                        "/api/v1/dns/create",
+                        path,
                         body=payload,
                         headers=headers,
                     )

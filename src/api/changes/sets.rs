@@ -198,7 +198,7 @@ pub struct SetRefused {
     pub message: String,
     /// `atomic` (an atomic set), and each refused change's fields as `changes[i].<field>`.
     pub fields: Vec<FieldError>,
-    /// Every change: refused ones with their answer, the others as they would have been.
+    /// The refused changes, each with the answer it would have got alone.
     pub items: Vec<SetItem>,
 }
 
