@@ -1,4 +1,4 @@
-//! The command line: `dnsorch [run | serve | worker | consume | migrate | token …]`, settings
+//! The command line: `dnsorch [run | serve | worker | consume | webhook | migrate | token …]`, settings
 //! from flags or the environment.
 
 use clap::{Parser, Subcommand};
@@ -31,6 +31,9 @@ pub enum Command {
     },
     /// Kafka intake only (KAFKA_BROKER_URL), with /healthz, /readyz and /metrics on OPS_ADDR.
     Consume,
+    /// The external-dns webhook provider on WEBHOOK_ADDR (and /healthz, /readyz, /metrics
+    /// on WEBHOOK_OPS_ADDR), acting under WEBHOOK_TOKEN_FILE's token; runs no workers.
+    Webhook,
     /// Apply database migrations and exit.
     Migrate,
     /// Manage API tokens in the configured database.

@@ -161,6 +161,31 @@ pub struct Settings {
     #[arg(long, env = "OPS_ADDR", default_value = "127.0.0.1:0", global = true)]
     pub ops_addr: SocketAddr,
 
+    /// Where `dnsorch webhook` serves external-dns's provider API. external-dns's default; a
+    /// sidecar's loopback: never expose it beyond the pod or host.
+    #[arg(
+        long,
+        env = "WEBHOOK_ADDR",
+        default_value = "127.0.0.1:8888",
+        global = true
+    )]
+    pub webhook_addr: SocketAddr,
+
+    /// Where `dnsorch webhook` serves /healthz, /readyz and /metrics (where external-dns
+    /// deployments probe).
+    #[arg(
+        long,
+        env = "WEBHOOK_OPS_ADDR",
+        default_value = "0.0.0.0:8080",
+        global = true
+    )]
+    pub webhook_ops_addr: SocketAddr,
+
+    /// The file holding the token `dnsorch webhook` acts under (trimmed of surrounding
+    /// whitespace); without it, the `WEBHOOK_TOKEN` environment variable (never a flag).
+    #[arg(long, env = "WEBHOOK_TOKEN_FILE", global = true)]
+    pub webhook_token_file: Option<std::path::PathBuf>,
+
     /// HTTPS: the certificate chain (PEM, the server's certificate first) of the API on
     /// `BIND_ADDR`, and of `/healthz`, `/readyz` and `/metrics` on `OPS_ADDR`; with
     /// `TLS_KEY_FILE`. Unset: plain HTTP.

@@ -48,5 +48,6 @@ pub mod supervise;
 pub mod telemetry;
 pub mod tls;
 pub mod tokens;
+pub mod webhook;
 pub mod worker;
 pub mod zones;

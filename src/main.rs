@@ -71,6 +71,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Run => Role::Run,
         Command::Serve => Role::Serve,
         Command::Consume => Role::Consume,
+        Command::Webhook => Role::Webhook,
         Command::Worker { concurrency } => {
             Role::Worker(concurrency.unwrap_or(cli.settings.worker_concurrency))
         }

@@ -43,6 +43,8 @@ pub enum Role {
     Worker(u16),
     /// Kafka intake, with the operations endpoints.
     Consume,
+    /// The external-dns webhook provider, with the operations endpoints on `WEBHOOK_OPS_ADDR`.
+    Webhook,
 }
 
 impl Role {
@@ -55,7 +57,7 @@ impl Role {
     fn workers(self, settings: &Settings) -> u16 {
         match self {
             Self::Run => settings.worker_concurrency,
-            Self::Serve | Self::Consume => 0,
+            Self::Serve | Self::Consume | Self::Webhook => 0,
             Self::Worker(n) => n,
         }
     }
@@ -72,6 +74,7 @@ impl Role {
             Self::Serve => "dnsorch serve",
             Self::Worker(_) => "dnsorch worker",
             Self::Consume => "dnsorch consume",
+            Self::Webhook => "dnsorch webhook",
         }
     }
 
@@ -82,7 +85,7 @@ impl Role {
     fn fails_closed(self, settings: &Settings) -> bool {
         match self {
             Self::Run => false,
-            Self::Serve | Self::Worker(_) => true,
+            Self::Serve | Self::Worker(_) | Self::Webhook => true,
             Self::Consume => settings.api_url.is_none(),
         }
     }
@@ -195,7 +198,7 @@ pub fn open_channel(settings: &Settings, role: Role) -> anyhow::Result<Arc<dyn T
     }
     Ok(match role {
         Role::Run => Arc::new(LocalChannel::new()),
-        Role::Serve | Role::Worker(_) | Role::Consume => Arc::new(DatabaseOnly),
+        Role::Serve | Role::Worker(_) | Role::Consume | Role::Webhook => Arc::new(DatabaseOnly),
     })
 }
 
@@ -213,6 +216,8 @@ pub struct Application {
     supervisor: Supervisor,
     /// SQLite: fires when the writer task panicked.
     writer_stopped: Option<CancellationToken>,
+    /// `webhook`: the provider and its listener on `WEBHOOK_ADDR`.
+    webhook: Option<(TcpListener, Arc<crate::webhook::Webhook>)>,
     settings: Settings,
 }
 
@@ -237,7 +242,8 @@ impl Application {
         if role == Role::Consume && settings.kafka_broker_url.is_none() {
             anyhow::bail!("`dnsorch consume` needs KAFKA_BROKER_URL");
         }
-        if role != Role::Run && settings.uses_sqlite() {
+        // The webhook may record into the SQLite file of a `run` on the same host.
+        if !matches!(role, Role::Run | Role::Webhook) && settings.uses_sqlite() {
             anyhow::bail!(
                 "DATABASE_URL is SQLite, which only the all-in-one `dnsorch run` can use: \
                  separate serve and worker processes must share a PostgreSQL database"
@@ -282,10 +288,10 @@ impl Application {
         // Every role listens: `run` and `serve` for the API on BIND_ADDR, the others for
         // /healthz, /readyz and /metrics on OPS_ADDR (so that all of them start on one host
         // with one environment).
-        let (name, address) = if role.serves_api() {
-            ("BIND_ADDR", settings.bind_addr)
-        } else {
-            ("OPS_ADDR", settings.ops_addr)
+        let (name, address) = match role {
+            Role::Run | Role::Serve => ("BIND_ADDR", settings.bind_addr),
+            Role::Webhook => ("WEBHOOK_OPS_ADDR", settings.webhook_ops_addr),
+            Role::Worker(_) | Role::Consume => ("OPS_ADDR", settings.ops_addr),
         };
         let tls = crate::tls::ServerTls::from_settings(
             settings.tls_cert_file.as_deref(),
@@ -301,7 +307,7 @@ impl Application {
         let intake = Intake::new(
             store.clone(),
             channel.clone(),
-            zones,
+            zones.clone(),
             settings.trusted_accounts(),
             intake_limits(&settings),
         );
@@ -312,6 +318,10 @@ impl Application {
         };
         #[cfg(feature = "kafka")]
         let kafka = kafka_intake(&settings, role, &intake, &access)?;
+        let webhook = match role {
+            Role::Webhook => Some(webhook(&settings, &access, &intake, &store, &zones).await?),
+            Role::Run | Role::Serve | Role::Worker(_) | Role::Consume => None,
+        };
         let supervisor = Supervisor::new(settings.task_restart_delay_seconds);
         let state = AppState::new(AppParts {
             planner: crate::planner::Planner::new(intake.clone(), store.clone(), router),
@@ -343,8 +353,17 @@ impl Application {
             reconciler,
             supervisor,
             writer_stopped: stores.writer_stopped.clone(),
+            webhook,
             settings,
         })
+    }
+
+    /// `webhook`: the port of the provider API (useful with port 0).
+    pub fn webhook_port(&self) -> Option<u16> {
+        self.webhook
+            .as_ref()
+            .and_then(|(listener, _)| listener.local_addr().ok())
+            .map(|a| a.port())
     }
 
     /// The bound port (useful with port 0).
@@ -411,7 +430,7 @@ impl Application {
                 },
             ));
         }
-        if self.role != Role::Consume {
+        if !matches!(self.role, Role::Consume | Role::Webhook) {
             let (reconciler, run_stop) = (self.reconciler.clone(), stop.clone());
             tasks.spawn(supervisor.clone().restarting(
                 "reconciler".into(),
@@ -428,6 +447,22 @@ impl Application {
         }
         if let Some(tls) = self.tls.clone() {
             tasks.spawn(tls.watch(self.settings.tls_reload_interval_seconds, stop.clone()));
+        }
+        if let Some((listener, webhook)) = self.webhook {
+            let address = listener
+                .local_addr()
+                .map(|a| a.to_string())
+                .unwrap_or_default();
+            tracing::info!(address = %address, "external-dns webhook provider listening");
+            let router =
+                crate::webhook::router(webhook, self.settings.max_change_set_bytes as usize);
+            tasks.spawn(api::server::serve(
+                listener,
+                router,
+                None,
+                self.settings.header_read_timeout_seconds,
+                stop.clone(),
+            ));
         }
         tracing::info!(
             role = ?self.role,
@@ -545,6 +580,45 @@ fn kafka_intake(
         "could not set up the Kafka clients (KAFKA_BROKER_URL, KAFKA_PROPERTIES, KAFKA_PROPERTY_*)",
     )?;
     Ok(Some(kafka))
+}
+
+/// `webhook`: the provider under `WEBHOOK_TOKEN_FILE`'s (or `WEBHOOK_TOKEN`'s) token, checked
+/// now, and its listener on `WEBHOOK_ADDR`.
+///
+/// # Errors
+/// No token, a token that is not valid or may change nothing, or the address cannot be bound.
+async fn webhook(
+    settings: &Settings,
+    access: &Access,
+    intake: &Intake,
+    store: &Arc<dyn RequestStore>,
+    zones: &Zones,
+) -> anyhow::Result<(TcpListener, Arc<crate::webhook::Webhook>)> {
+    let text = match &settings.webhook_token_file {
+        Some(path) => std::fs::read_to_string(path)
+            .with_context(|| format!("WEBHOOK_TOKEN_FILE: cannot read {}", path.display()))?,
+        None => std::env::var("WEBHOOK_TOKEN").map_err(|_| {
+            anyhow::anyhow!(
+                "`dnsorch webhook` needs a token: WEBHOOK_TOKEN_FILE (or WEBHOOK_TOKEN)"
+            )
+        })?,
+    };
+    let text = text.trim();
+    if text.is_empty() {
+        anyhow::bail!("the webhook's token (WEBHOOK_TOKEN_FILE or WEBHOOK_TOKEN) is empty");
+    }
+    let provider = crate::webhook::Webhook::new(
+        Secret::presented(text),
+        access.auth.clone(),
+        intake.clone(),
+        store.clone(),
+        zones,
+    )
+    .await?;
+    let listener = TcpListener::bind(settings.webhook_addr)
+        .await
+        .with_context(|| format!("Failed to bind WEBHOOK_ADDR {}", settings.webhook_addr))?;
+    Ok((listener, Arc::new(provider)))
 }
 
 /// Forward mode's token file (`API_TOKEN_FILE`), checked once at start (it is read again for

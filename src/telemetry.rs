@@ -126,6 +126,7 @@ fn source_label(source: &str) -> &'static str {
     match source {
         "api" => "api",
         "kafka" => "kafka",
+        "webhook" => "webhook",
         _ => "other",
     }
 }
@@ -159,6 +160,18 @@ impl RequestAccepted {
         metrics::counter!("dnsorch_requests_accepted_total",
             "record_type" => self.record_type.as_str(), "source" => source_label(&self.source))
         .increment(1);
+    }
+}
+
+/// The external-dns webhook refused a change (answered 204 and stored once as FAILED).
+pub struct WebhookRefused {
+    /// `invalid`, `forbidden` or `unsupported_type`.
+    pub reason: &'static str,
+}
+
+impl WebhookRefused {
+    pub fn emit(self) {
+        metrics::counter!("dnsorch_webhook_refused_total", "reason" => self.reason).increment(1);
     }
 }
 

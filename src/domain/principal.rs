@@ -64,6 +64,8 @@ impl Principal {
 pub enum Source {
     Api,
     Kafka,
+    /// The external-dns webhook provider (`dnsorch webhook`).
+    Webhook,
 }
 
 impl Source {
@@ -72,6 +74,7 @@ impl Source {
         match self {
             Self::Api => "api",
             Self::Kafka => "kafka",
+            Self::Webhook => "webhook",
         }
     }
 }

@@ -267,6 +267,39 @@ impl Inserted {
     }
 }
 
+/// A change intake refused, to be recorded FAILED once under its key (the external-dns
+/// webhook's: external-dns sends a change again at every sync until it is applied, and finds
+/// this request instead of adding rows). The records are not kept (they may not parse): the
+/// reason names them.
+#[derive(Debug, Clone)]
+pub struct Refusal {
+    pub account_id: String,
+    pub source: String,
+    pub operation: Operation,
+    pub record_type: RecordType,
+    /// The name as given (at most 253 characters are kept).
+    pub domain: String,
+    pub reason: String,
+    pub idempotency_key: String,
+    pub submitter: Submitter,
+}
+
+impl Refusal {
+    /// The name as stored.
+    fn stored_domain(&self) -> String {
+        self.domain.chars().take(253).collect()
+    }
+
+    /// The first log line.
+    fn log(&self) -> String {
+        let entry = LogEntry::error(format!("refused at intake: {}", self.reason));
+        serde_json::to_string(&[entry]).expect("plain data serialises")
+    }
+}
+
+/// The `config` column of a refusal.
+const REFUSAL_CONFIG: &str = r#"{"ttl":300,"priority":null,"extra_config":{}}"#;
+
 /// A worker's hold on a request: the row as claimed and the fencing token.
 #[derive(Debug, Clone)]
 pub struct Claim {
@@ -634,6 +667,10 @@ pub trait RequestStore: Send + Sync {
     /// The members of an atomic set (every request but its lead), in the order of the set's
     /// changes, with their logs.
     async fn set_members(&self, set: ChangeSetId) -> Result<Vec<DnsRequest>, StoreError>;
+
+    /// Records a refused change as a FAILED request, once per (account, key): `true` when it
+    /// was new.
+    async fn record_refusal(&self, refusal: &Refusal) -> Result<bool, StoreError>;
 
     /// One request with its log.
     async fn get(&self, id: RequestId) -> Result<Option<DnsRequest>, StoreError>;

@@ -17,8 +17,8 @@ use super::ledger::{release_failed, settle};
 use super::rows::{self, Columns as _};
 use super::{
     Claim, DnsRecord, DnsRequest, Inserted, NewChangeSet, OpeningLog, Outcome, OutcomeColumns,
-    REQUEST_COLUMNS, RecordFilter, RequestFilter, RequestStore, SELECT_RECORD_TYPES,
-    SELECT_RECORDS, SetMember, StoreError, page_query,
+    REFUSAL_CONFIG, REQUEST_COLUMNS, RecordFilter, Refusal, RequestFilter, RequestStore,
+    SELECT_RECORD_TYPES, SELECT_RECORDS, SetMember, StoreError, page_query,
 };
 use crate::domain::{ChangeRequest, ChangeSetId, LogEntry, RecordType, RequestId, RequestStatus};
 
@@ -227,6 +227,36 @@ impl RequestStore for PostgresStore {
         }
         // Otherwise the transaction is dropped: rolled back, nothing stored.
         Ok(answers)
+    }
+
+    async fn record_refusal(&self, refusal: &Refusal) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "insert into dns_requests (id, account_id, source, operation, record_type, domain, \
+             target, comment, config, status, log_messages, idempotency_key, fingerprint, \
+             last_error, principal_token_id, principal_name, principal_account, client_addr, \
+             next_attempt_at, finished_at, created_at, updated_at) \
+             values ($1, $2, $3, $4, $5, $6, '', 'external-dns', $7::jsonb, 'FAILED', $8::jsonb, \
+             $9, $9, $10, $11, $12, $13, $14, now(), now(), now(), now()) \
+             on conflict (account_id, idempotency_key) where idempotency_key is not null \
+             do nothing",
+        )
+        .bind(RequestId::new().0)
+        .bind(&refusal.account_id)
+        .bind(&refusal.source)
+        .bind(refusal.operation.as_str())
+        .bind(refusal.record_type.as_str())
+        .bind(refusal.stored_domain())
+        .bind(REFUSAL_CONFIG)
+        .bind(refusal.log())
+        .bind(&refusal.idempotency_key)
+        .bind(&refusal.reason)
+        .bind(refusal.submitter.token_id.map(|t| t.0))
+        .bind(&refusal.submitter.token_name)
+        .bind(&refusal.submitter.account_id)
+        .bind(&refusal.submitter.client_addr)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
     }
 
     async fn set_members(&self, set: ChangeSetId) -> Result<Vec<DnsRequest>, StoreError> {

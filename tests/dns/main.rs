@@ -32,6 +32,7 @@ mod replace;
 mod revert;
 mod secrets;
 mod unknown;
+mod webhook;
 
 use client::{client_with, first_run_admin_token};
 
