@@ -810,3 +810,104 @@ async fn serve_and_worker_started_with_one_environment_on_one_host_both_start_an
         );
     }
 }
+
+/// `dnsorch webhook` as a process: external-dns's calls answer 503 while PostgreSQL is down
+/// (it retries them at its next sync), and 204 once it is back; the token file may carry
+/// surrounding whitespace; a token that may change nothing stops the process at start.
+#[tokio::test]
+async fn the_webhook_answers_503_while_postgresql_is_down_and_recovers() {
+    // Arrange: a token for example.test, in a file with a trailing newline.
+    let mut postgres = PrivatePostgres::start();
+    let topology = Topology::new(postgres.database().await, None).await;
+    let secret = Dnsorch::create_token(
+        topology.dir.path(),
+        &topology.env,
+        &[
+            "--account",
+            "k8s",
+            "--name",
+            "external-dns",
+            "--policy",
+            "example.test=read,create,delete",
+        ],
+    );
+    let idle = Dnsorch::create_token(
+        topology.dir.path(),
+        &topology.env,
+        &[
+            "--account",
+            "k8s",
+            "--name",
+            "reader",
+            "--policy",
+            "example.test=read",
+        ],
+    );
+    let token_file = topology.dir.path().join("webhook.token");
+    std::fs::write(&token_file, format!("  {secret}\n")).unwrap();
+    let idle_file = topology.dir.path().join("idle.token");
+    std::fs::write(&idle_file, &idle).unwrap();
+    let port = free_port();
+    let mut env = topology.with("WEBHOOK_TOKEN_FILE", token_file.to_str().unwrap());
+    env.push(("WEBHOOK_ADDR", format!("127.0.0.1:{port}")));
+    env.push(("WEBHOOK_OPS_ADDR", format!("127.0.0.1:{}", free_port())));
+    let _webhook = Dnsorch::spawn(topology.dir.path(), &["webhook"], &env);
+    let mut refused_env = topology.with("WEBHOOK_TOKEN_FILE", idle_file.to_str().unwrap());
+    refused_env.push(("WEBHOOK_ADDR", format!("127.0.0.1:{}", free_port())));
+    refused_env.push(("WEBHOOK_OPS_ADDR", format!("127.0.0.1:{}", free_port())));
+    let refused_start = Dnsorch::output(topology.dir.path(), &["webhook"], &refused_env);
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while client.get(format!("{base}/")).send().await.is_err() {
+        assert!(Instant::now() < deadline, "the webhook did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let changes = |name: &str| {
+        json!({"create": [{"dnsName": name, "recordType": "A", "targets": ["192.0.2.1"]}]})
+            .to_string()
+    };
+    let post = |body: String| {
+        client
+            .post(format!("{base}/records"))
+            .header(
+                "Content-Type",
+                "application/external.dns.webhook+json;version=1",
+            )
+            .body(body)
+            .send()
+    };
+
+    // Act
+    let before = post(changes("before.example.test")).await.unwrap().status();
+    topology.db.close().await;
+    postgres.stop();
+    let during = post(changes("during.example.test")).await.unwrap().status();
+    postgres.start_again();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let after = loop {
+        let status = post(changes("after.example.test")).await.unwrap().status();
+        if status == StatusCode::NO_CONTENT || Instant::now() > deadline {
+            break status;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+
+    // Assert
+    assert!(!refused_start.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused_start.stdout).contains("may change no name"),
+        "{}",
+        String::from_utf8_lossy(&refused_start.stdout)
+    );
+    assert_eq!(before, StatusCode::NO_CONTENT);
+    assert!(during.is_server_error(), "{during}");
+    assert_eq!(after, StatusCode::NO_CONTENT);
+    let db = PgPool::connect(&topology.env[0].1).await.unwrap();
+    let names: Vec<String> =
+        sqlx::query_scalar("select domain from dns_requests where source = 'webhook' order by seq")
+            .fetch_all(&db)
+            .await
+            .unwrap();
+    assert_eq!(names, ["before.example.test", "after.example.test"]);
+}
