@@ -9,10 +9,12 @@ use dnsorch::webhook::endpoint::MEDIA_TYPE;
 
 use super::*;
 
-/// external-dns's side: the provider's address and a plain client.
+/// external-dns's side: the provider's address and a plain client; and the webhook's
+/// operations address.
 struct ExternalDns {
     base: String,
     client: reqwest::Client,
+    ops: String,
 }
 
 impl ExternalDns {
@@ -95,11 +97,13 @@ async fn webhook_on_bind() -> (App, ExternalDns, CancellationToken, TempDir) {
         .await
         .expect("the webhook starts");
     let base = format!("http://127.0.0.1:{}", webhook.webhook_port().unwrap());
+    let ops = format!("http://127.0.0.1:{}", webhook.port());
     let shutdown = CancellationToken::new();
     tokio::spawn(webhook.run_until_stopped(shutdown.clone()));
     let external_dns = ExternalDns {
         base,
         client: reqwest::Client::new(),
+        ops,
     };
     (app, external_dns, shutdown, dir)
 }
