@@ -1298,6 +1298,20 @@ dns_bind_errors() {
   bind_errors=$((bind_errors + ${n:-0}))
 }
 
+# dns_zones_file PATH: a zones file routing example.test to the current BIND (rfc2136).
+dns_zones_file() {
+  cat >"$1" <<TOML
+[zones."example.test"]
+backend = "rfc2136"
+server = "127.0.0.1:$BIND_PORT"
+key_name = "$BIND_KEY_NAME"
+key_algorithm = "$BIND_KEY_ALGORITHM"
+key_secret_file = "$BIND_SECRET_FILE"
+timeout_seconds = 5
+verify_timeout_seconds = 10
+TOML
+}
+
 # dns_run LABEL RUN_ID [RECORDS [SET_SIZE]]: RECORDS (BENCH_DNS_RECORDS) creates into the BIND
 # through $base (scripts/bench/dns.py, names b<i>-RUN_ID.example.test), one per request or as
 # change sets of SET_SIZE, then the check of every name at the BIND; sets row.
@@ -1376,16 +1390,7 @@ if [ "$want_dns" = 1 ]; then
   for c in $dns_concurrency; do
     dns_bind_up "bind-c$c"
     zones_file="$dir/zones-c$c.toml"
-    cat >"$zones_file" <<TOML
-[zones."example.test"]
-backend = "rfc2136"
-server = "127.0.0.1:$BIND_PORT"
-key_name = "$BIND_KEY_NAME"
-key_algorithm = "$BIND_KEY_ALGORITHM"
-key_secret_file = "$BIND_SECRET_FILE"
-timeout_seconds = 5
-verify_timeout_seconds = 10
-TOML
+    dns_zones_file "$zones_file"
     start_server "$c"
     dns_run "dnsorch run, rfc2136, WORKER_CONCURRENCY=$c" "$dns_id-c$c"
     d_rows+=("$row")
@@ -1405,16 +1410,7 @@ TOML
   for set_size in 0 "$dns_set_size"; do
     dns_bind_up "bind-sets-$set_size"
     zones_file="$dir/zones-sets-$set_size.toml"
-    cat >"$zones_file" <<TOML
-[zones."example.test"]
-backend = "rfc2136"
-server = "127.0.0.1:$BIND_PORT"
-key_name = "$BIND_KEY_NAME"
-key_algorithm = "$BIND_KEY_ALGORITHM"
-key_secret_file = "$BIND_SECRET_FILE"
-timeout_seconds = 5
-verify_timeout_seconds = 10
-TOML
+    dns_zones_file "$zones_file"
     start_server "$workers"
     if [ "$set_size" = 0 ]; then
       label="dnsorch run, rfc2136, WORKER_CONCURRENCY=$workers, $dns_set_records single requests"

@@ -186,19 +186,14 @@ impl Worker {
             Held::Done(result) => result,
             Held::Lost => return Ok(self.lost(id)),
             Held::Aborted => {
-                // An apply cut short may have sent its change: retried, its pre-read and
+                // An apply cut short may have sent its change: retried, its read, plan and
                 // idempotent apply settle that.
-                let released =
-                    "the worker stopped before provisioning finished; the request will be retried";
-                let outcome = Outcome::Retry {
-                    error: released.into(),
-                    retry_in: Duration::ZERO,
-                };
-                self.store
-                    .finish(&claim, &outcome, &[LogEntry::warning(released)])
-                    .await?;
-                tracing::warn!(request_id = %id, "released an unfinished request at shutdown");
-                return Ok(ExecutionOutcome::Processed(id, RequestStatus::Pending));
+                return self
+                    .release(
+                        &claim,
+                        "the worker stopped before provisioning finished; the request will be retried",
+                    )
+                    .await;
             }
         };
         let elapsed = started.elapsed();
@@ -590,6 +585,20 @@ impl Worker {
                 }
             }
         }
+    }
+
+    /// Puts a claimed request back to PENDING, due now, at shutdown past the grace period.
+    async fn release(&self, claim: &Claim, why: &str) -> anyhow::Result<ExecutionOutcome> {
+        let id = claim.request.id;
+        let outcome = Outcome::Retry {
+            error: why.into(),
+            retry_in: Duration::ZERO,
+        };
+        self.store
+            .finish(claim, &outcome, &[LogEntry::warning(why)])
+            .await?;
+        tracing::warn!(request_id = %id, "released an unfinished request at shutdown");
+        Ok(ExecutionOutcome::Processed(id, RequestStatus::Pending))
     }
 
     fn lost(&self, id: RequestId) -> ExecutionOutcome {

@@ -8,16 +8,16 @@
 //! set does not change, and the types the set leaves with records), so a set may delete a
 //! name's A and create a CNAME there.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use super::{
     Done, Held, Worker, check_owner, check_rows, outcome_label, planned_change, refuse_conflicts,
     unreadable_ledger,
 };
 use crate::domain::plan::{self, Intent, LedgerView, LiveView};
-use crate::domain::{BeforeAfter, LiveRrset, LogEntry, RecordType, RequestStatus};
+use crate::domain::{BeforeAfter, LiveRrset, RecordType};
 use crate::provision::{Fence, PlannedChange, ProvisionError, Provisioner};
-use crate::store::{Claim, DnsRequest, Outcome, SetMember, ledger_rrset};
+use crate::store::{Claim, DnsRequest, SetMember, ledger_rrset};
 use crate::telemetry::ProvisioningAttempt;
 use crate::worker::ExecutionOutcome;
 
@@ -60,16 +60,12 @@ impl Worker {
             Held::Done(result) => result,
             Held::Lost => return Ok(self.lost(id)),
             Held::Aborted => {
-                let released =
-                    "the worker stopped before the change set was provisioned; it will be retried";
-                let outcome = Outcome::Retry {
-                    error: released.into(),
-                    retry_in: Duration::ZERO,
-                };
-                self.store
-                    .finish(&claim, &outcome, &[LogEntry::warning(released)])
-                    .await?;
-                return Ok(ExecutionOutcome::Processed(id, RequestStatus::Pending));
+                return self
+                    .release(
+                        &claim,
+                        "the worker stopped before the change set was provisioned; it will be retried",
+                    )
+                    .await;
             }
         };
         let elapsed = started.elapsed();

@@ -254,5 +254,18 @@ async fn a_refused_change_is_answered_204_and_stored_once_however_often_it_is_se
             .contains("create"),
         "{outside_request}"
     );
+    let metrics = app
+        .client
+        .get(format!("{}/metrics", external_dns.ops))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for reason in ["forbidden", "invalid"] {
+        let line = format!("dnsorch_webhook_refused_total{{reason=\"{reason}\"}}");
+        assert!(metrics.contains(&line), "no {line} in:\n{metrics}");
+    }
     shutdown.cancel();
 }
