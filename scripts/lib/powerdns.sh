@@ -26,6 +26,9 @@
 # PowerDNS does not share ports: a second instance on a port in use exits at once, which the
 # readiness loop reports with the end of the log.
 
+# shellcheck source=scripts/lib/pids.sh
+. "$(dirname "${BASH_SOURCE[0]}")/pids.sh"
+
 # Not inherited from the environment: powerdns_stop only stops a pdns_server started here.
 POWERDNS_PID=""
 POWERDNS_ZONES=(example.test)
@@ -76,28 +79,6 @@ powerdns_install() {
     fi
 }
 
-# True while PID exists and is not a zombie (kill -0 succeeds on zombies).
-_powerdns_alive() {
-    local state
-    kill -0 "$1" 2>/dev/null || return 1
-    state="$(sed -n 's/^State:[[:space:]]*\([A-Z]\).*/\1/p' "/proc/$1/status" 2>/dev/null)"
-    [ -n "$state" ] && [ "$state" != Z ]
-}
-
-# SIGTERM to PID, SIGKILL after 5 s; reaps it when it is our child.
-_powerdns_stop_pid() {
-    local pid="$1"
-    kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 1 100); do
-        _powerdns_alive "$pid" || break
-        sleep 0.05
-    done
-    if _powerdns_alive "$pid"; then
-        echo "pdns_server (pid $pid) still running 5 s after SIGTERM: SIGKILL" >&2
-        kill -KILL "$pid" 2>/dev/null || true
-    fi
-    wait "$pid" 2>/dev/null || true
-}
 
 # curl against the API with the key from the key file (read by curl, never on a command line).
 _powerdns_api() {
@@ -164,7 +145,7 @@ CONF
     local fail="" deadline
     deadline=$(( ${EPOCHREALTIME//[!0-9]/} + ${POWERDNS_START_TIMEOUT:-10} * 1000000 ))
     until _powerdns_api "$dir" -f -o /dev/null "$api" 2>/dev/null; do
-        if ! _powerdns_alive "$pid"; then
+        if ! pid_alive "$pid"; then
             fail="pdns_server exited during start"; break
         fi
         if [ "${EPOCHREALTIME//[!0-9]/}" -gt "$deadline" ]; then
@@ -191,7 +172,7 @@ CONF
     if [ -n "$fail" ]; then
         echo "powerdns_start: $fail; end of $dir/pdns.log:" >&2
         tail -n 40 "$dir/pdns.log" >&2
-        _powerdns_stop_pid "$pid"
+        pid_stop pdns_server "$pid"
         rm -f "$dir/pdns.pid"
         return 1
     fi
@@ -202,7 +183,7 @@ CONF
 
 powerdns_stop() {
     [ -n "${POWERDNS_PID:-}" ] || return 0
-    _powerdns_stop_pid "$POWERDNS_PID"
+    pid_stop pdns_server "$POWERDNS_PID"
     if [ -n "${POWERDNS_DIR:-}" ]; then rm -f "$POWERDNS_DIR/pdns.pid"; fi
     POWERDNS_PID=""
 }
@@ -213,8 +194,8 @@ powerdns_stop_dir() {
     local dir="$1" pid
     pid="$(cat "$dir/pdns.pid" 2>/dev/null)" || { echo "no $dir/pdns.pid: nothing to stop" >&2; return 0; }
     dir="$(cd "$dir" && pwd)"
-    if _powerdns_alive "$pid" && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "--config-dir=$dir"; then
-        _powerdns_stop_pid "$pid"
+    if pid_alive "$pid" && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "--config-dir=$dir"; then
+        pid_stop pdns_server "$pid"
     else
         echo "pdns_server (pid $pid) from $dir is not running" >&2
     fi
