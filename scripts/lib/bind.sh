@@ -204,13 +204,7 @@ bind_stop() {
 # Stops the named started by bind_start DIR in another shell (scripts/bind-instance.sh stop),
 # after checking that the PID in DIR/bind.pid is still that named (not a reused PID).
 bind_stop_dir() {
-    local dir="$1" pid
-    pid="$(cat "$dir/bind.pid" 2>/dev/null)" || { echo "no $dir/bind.pid: nothing to stop" >&2; return 0; }
-    dir="$(cd "$dir" && pwd)"
-    if pid_alive "$pid" && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "-c $dir/named.conf"; then
-        pid_stop named "$pid"
-    else
-        echo "named (pid $pid) from $dir is not running" >&2
-    fi
-    rm -f "$dir/bind.pid"
+    local dir="$1"
+    if [ -d "$dir" ]; then dir="$(cd "$dir" && pwd)"; fi
+    pid_stop_file named "$dir/bind.pid" "-c $dir/named.conf"
 }

@@ -3,6 +3,10 @@
 #   pid_alive PID          true while PID exists and is not a zombie (kill -0 succeeds on zombies)
 #   pid_stop NAME PID      SIGTERM to PID, SIGKILL after 5 s (saying so, with NAME, on stderr);
 #                          reaps it when it is the caller's child
+#   pid_stop_file NAME FILE MARK
+#                          the same for the PID in FILE (a server another shell started), if that
+#                          process is still alive and its command line holds MARK (not a reused
+#                          PID); FILE is removed
 
 pid_alive() {
     local state
@@ -22,4 +26,15 @@ pid_stop() {
         kill -KILL "$pid" 2>/dev/null || true
     fi
     wait "$pid" 2>/dev/null || true
+}
+
+pid_stop_file() {
+    local name="$1" file="$2" mark="$3" pid
+    pid="$(cat "$file" 2>/dev/null)" || { echo "no $file: nothing to stop" >&2; return 0; }
+    if pid_alive "$pid" && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "$mark"; then
+        pid_stop "$name" "$pid"
+    else
+        echo "$name (pid $pid) from $file is not running" >&2
+    fi
+    rm -f "$file"
 }

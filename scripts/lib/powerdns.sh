@@ -191,13 +191,7 @@ powerdns_stop() {
 # Stops the pdns_server started by powerdns_start DIR in another shell
 # (scripts/powerdns-instance.sh stop), after checking that the PID in DIR/pdns.pid is still it.
 powerdns_stop_dir() {
-    local dir="$1" pid
-    pid="$(cat "$dir/pdns.pid" 2>/dev/null)" || { echo "no $dir/pdns.pid: nothing to stop" >&2; return 0; }
-    dir="$(cd "$dir" && pwd)"
-    if pid_alive "$pid" && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "--config-dir=$dir"; then
-        pid_stop pdns_server "$pid"
-    else
-        echo "pdns_server (pid $pid) from $dir is not running" >&2
-    fi
-    rm -f "$dir/pdns.pid"
+    local dir="$1"
+    if [ -d "$dir" ]; then dir="$(cd "$dir" && pwd)"; fi
+    pid_stop_file pdns_server "$dir/pdns.pid" "--config-dir=$dir"
 }
