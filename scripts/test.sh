@@ -4,10 +4,12 @@
 # then the shipping checks (scripts/check-shipping.sh, scripts/compose-smoke.sh).
 #
 # It starts a throwaway PostgreSQL, Redis, Kafka-protocol broker (tansu) and authoritative DNS
-# server (BIND, zones example.test. and other.test. taking TSIG-signed updates) on 127.0.0.1 (free
-# ports; each test makes its own database, stream, topic and names in them) and stops them by PID
-# when the script ends, also when the tests fail; tests that stop or restart a server start
-# private instances of their own (for BIND: scripts/bind-instance.sh, passed as TEST_BIND_INSTANCE).
+# servers (BIND, zones example.test. and other.test. taking TSIG-signed updates; PowerDNS, zone
+# example.test. behind its HTTP API) on 127.0.0.1 (free ports; each test makes its own database,
+# stream, topic and names in them) and stops them by PID when the script ends, also when the tests
+# fail; tests that stop or restart a server start private instances of their own (for BIND:
+# scripts/bind-instance.sh, passed as TEST_BIND_INSTANCE; for PowerDNS:
+# scripts/powerdns-instance.sh, passed as TEST_POWERDNS_INSTANCE).
 # Playbook tests run the pinned ansible-core from TOOLS_DIR (TEST_ANSIBLE_PLAYBOOK) with the
 # ANSIBLE_* environment of scripts/lib/ansible.sh, inside the run's temporary directory. Tests
 # of the app use a temporary SQLite file each. Extra arguments go to the test runner, e.g.
@@ -27,6 +29,8 @@ log() { printf '\n==> %s\n' "$*"; }
 . scripts/lib/bind.sh
 # shellcheck source=scripts/lib/ansible.sh
 . scripts/lib/ansible.sh
+# shellcheck source=scripts/lib/powerdns.sh
+. scripts/lib/powerdns.sh
 
 install_missing() {
     # A C compiler for the bundled SQLite; cargo and rustup components come with the toolchain.
@@ -60,10 +64,12 @@ tansu_install
 # --- DNS provisioning: BIND (named, nsupdate, dig) and a venv with the pinned ansible-core ---
 bind_install
 ansible_install
+powerdns_install
 # --- end DNS provisioning ---
 
 work="$(mktemp -d -t dnsorch-test.XXXXXX)"
 cleanup() {
+    powerdns_stop
     bind_stop
     tansu_stop
     redis_stop
@@ -110,6 +116,13 @@ export TEST_BIND_PORT="$BIND_PORT" TEST_BIND_DIR="$BIND_DIR" \
     TEST_ANSIBLE_PLAYBOOK="$ANSIBLE_PLAYBOOK"
 ansible_env "$work/ansible"
 echo "BIND (pid $BIND_PID) at 127.0.0.1:$TEST_BIND_PORT, zones example.test. and other.test., key $TEST_BIND_KEY_NAME in $TEST_BIND_KEY_FILE"
+
+log "starting PowerDNS (pdns_server)"
+powerdns_start "$work/powerdns" "$(free_port)" "$(free_port)"
+export TEST_POWERDNS_PORT="$POWERDNS_PORT" TEST_POWERDNS_API_URL="$POWERDNS_API_URL" \
+    TEST_POWERDNS_API_KEY_FILE="$POWERDNS_API_KEY_FILE" \
+    TEST_POWERDNS_INSTANCE="$PWD/scripts/powerdns-instance.sh"
+echo "PowerDNS (pid $POWERDNS_PID) at 127.0.0.1:$TEST_POWERDNS_PORT, API $TEST_POWERDNS_API_URL, zone example.test., key in $TEST_POWERDNS_API_KEY_FILE"
 # --- end DNS provisioning ---
 
 log "tests"

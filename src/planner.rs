@@ -3,8 +3,8 @@
 //! [`crate::domain::plan`], with nothing stored, queued or written to any server.
 //!
 //! The live RRset is read by the zone's backend, from the process that answers the dry run
-//! (so `serve` queries primaries): rfc2136 from the primary, ansible from the zone's
-//! `verify_server`. The simulated backend has no live state apart from the ledger, and an
+//! (so `serve` queries primaries): rfc2136 from the primary, powerdns over its HTTP API,
+//! ansible from the zone's `verify_server`. The simulated backend has no live state apart from the ledger, and an
 //! ansible zone without a `verify_server` cannot be read: both are planned against the
 //! ledger, and the answer says so (`read_from: "ledger"`). A server that does not answer gives
 //! `before: null` and an `unreadable` conflict.

@@ -10,7 +10,7 @@
 //! refused at intake.
 //!
 //! Unknown keys and missing secrets stop the process at start, naming the key. Secrets (TSIG
-//! keys, `secret_vars`) are read from environment variables or files named in the file, are
+//! keys, `secret_vars`, PowerDNS API keys) are read from environment variables or files named in the file, are
 //! never part of it, and never appear in `Debug` output.
 
 use std::collections::BTreeMap;
@@ -45,6 +45,7 @@ pub enum Backend {
     Simulated,
     Rfc2136(Rfc2136Zone),
     Ansible(AnsibleZone),
+    PowerDns(PowerDnsZone),
 }
 
 impl Backend {
@@ -54,6 +55,7 @@ impl Backend {
             Self::Simulated => "simulated",
             Self::Rfc2136(_) => "rfc2136",
             Self::Ansible(_) => "ansible",
+            Self::PowerDns(_) => "powerdns",
         }
     }
 }
@@ -69,6 +71,25 @@ pub struct Rfc2136Zone {
     /// The bound on one exchange with a server.
     pub timeout: Duration,
     /// The bound on seeing a change at a server.
+    pub verify_timeout: Duration,
+}
+
+/// Settings of a `powerdns` zone: changes go through the PowerDNS Authoritative HTTP API.
+#[derive(Debug, Clone)]
+pub struct PowerDnsZone {
+    /// The API's base URL, `http://host:port` (no trailing slash, no path).
+    pub api_url: String,
+    /// The server id in the API's paths (`localhost` for PowerDNS Authoritative).
+    pub server_id: String,
+    /// The `X-API-Key`; `Debug` does not print it.
+    pub api_key: Secret,
+    /// The DNS server, `host:port`, where changes are verified by query.
+    pub server: String,
+    /// Other servers to query after a change; their results are logged, never fatal.
+    pub verify_servers: Vec<String>,
+    /// The bound on one API call or DNS query.
+    pub timeout: Duration,
+    /// The bound on seeing a change at `server`.
     pub verify_timeout: Duration,
 }
 
@@ -207,6 +228,7 @@ impl Zones {
             match &zone.backend {
                 Backend::Simulated => {}
                 Backend::Rfc2136(z) => secrets.push(z.key.secret.text.clone()),
+                Backend::PowerDns(z) => secrets.push(z.api_key.text.clone()),
                 Backend::Ansible(z) => {
                     secrets.extend(z.secret_vars.values().map(|s| s.text.clone()));
                 }
@@ -229,6 +251,7 @@ enum ZoneEntry {
     Simulated(SimulatedEntry),
     Rfc2136(Rfc2136Entry),
     Ansible(AnsibleEntry),
+    PowerDns(PowerDnsEntry),
 }
 
 #[derive(Debug, Deserialize)]
@@ -270,6 +293,26 @@ struct AnsibleEntry {
     verify_timeout_seconds: f64,
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PowerDnsEntry {
+    api_url: String,
+    #[serde(default = "default_server_id")]
+    server_id: String,
+    api_key_env: Option<String>,
+    api_key_file: Option<PathBuf>,
+    server: String,
+    #[serde(default)]
+    verify_servers: Vec<String>,
+    #[serde(default = "default_timeout")]
+    timeout_seconds: f64,
+    #[serde(default = "default_verify_timeout")]
+    verify_timeout_seconds: f64,
+}
+
+fn default_server_id() -> String {
+    "localhost".into()
+}
 fn default_algorithm() -> TsigAlgorithm {
     TsigAlgorithm::HmacSha256
 }
@@ -291,14 +334,10 @@ impl ZoneEntry {
         Ok(match self {
             Self::Simulated(SimulatedEntry {}) => Backend::Simulated,
             Self::Rfc2136(e) => {
-                let secret = match (&e.key_secret_env, &e.key_secret_file) {
-                    (Some(var), None) => {
-                        read_secret(&format!("env:{var}")).context("key_secret_env")?
-                    }
-                    (None, Some(path)) => read_secret(&format!("file:{}", path.display()))
-                        .context("key_secret_file")?,
-                    _ => bail!("set exactly one of key_secret_env and key_secret_file"),
-                };
+                let secret = env_or_file(
+                    ("key_secret_env", e.key_secret_env.as_deref()),
+                    ("key_secret_file", e.key_secret_file.as_deref()),
+                )?;
                 let bytes = base64::engine::general_purpose::STANDARD
                     .decode(secret.text.as_bytes())
                     .map_err(|_| {
@@ -316,17 +355,29 @@ impl ZoneEntry {
                             text: secret.text,
                         },
                     },
-                    verify_servers: e
-                        .verify_servers
-                        .iter()
-                        .map(|s| with_port(s))
-                        .collect::<anyhow::Result<_>>()
-                        .context("verify_servers")?,
+                    verify_servers: verify_servers(&e.verify_servers)?,
                     timeout: seconds(e.timeout_seconds).context("timeout_seconds")?,
                     verify_timeout: seconds(e.verify_timeout_seconds)
                         .context("verify_timeout_seconds")?,
                 })
             }
+            Self::PowerDns(e) => Backend::PowerDns(PowerDnsZone {
+                api_url: api_url(&e.api_url).context("api_url")?,
+                server_id: match e.server_id.as_str() {
+                    "" => bail!("server_id: must not be empty"),
+                    id if id.contains('/') => bail!("server_id: '{id}' has a '/'"),
+                    id => id.to_owned(),
+                },
+                api_key: env_or_file(
+                    ("api_key_env", e.api_key_env.as_deref()),
+                    ("api_key_file", e.api_key_file.as_deref()),
+                )?,
+                server: with_port(&e.server).context("server")?,
+                verify_servers: verify_servers(&e.verify_servers)?,
+                timeout: seconds(e.timeout_seconds).context("timeout_seconds")?,
+                verify_timeout: seconds(e.verify_timeout_seconds)
+                    .context("verify_timeout_seconds")?,
+            }),
             Self::Ansible(e) => Backend::Ansible(AnsibleZone {
                 playbook: e.playbook,
                 program: e.ansible_playbook,
@@ -355,6 +406,48 @@ impl ZoneEntry {
             }),
         })
     }
+}
+
+/// The secret from exactly one of an environment variable and a file, each given as (its key in
+/// the file, its value).
+fn env_or_file(
+    (env_key, env): (&str, Option<&str>),
+    (file_key, file): (&str, Option<&Path>),
+) -> anyhow::Result<Secret> {
+    match (env, file) {
+        (Some(var), None) => read_secret(&format!("env:{var}")).context(env_key.to_owned()),
+        (None, Some(path)) => {
+            read_secret(&format!("file:{}", path.display())).context(file_key.to_owned())
+        }
+        _ => bail!("set exactly one of {env_key} and {file_key}"),
+    }
+}
+
+/// Each of `verify_servers` as `host:port`.
+fn verify_servers(servers: &[String]) -> anyhow::Result<Vec<String>> {
+    servers
+        .iter()
+        .map(|s| with_port(s))
+        .collect::<anyhow::Result<_>>()
+        .context("verify_servers")
+}
+
+/// An HTTP API's base URL: `http://` or `https://`, a host, no path, query or credentials; the
+/// trailing slash dropped.
+fn api_url(url: &str) -> anyhow::Result<String> {
+    let parsed = reqwest::Url::parse(url).map_err(|e| anyhow::anyhow!("'{url}': {e}"))?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        bail!("'{url}' is not an http:// or https:// URL");
+    }
+    if parsed.host().is_none()
+        || parsed.path() != "/"
+        || parsed.query().is_some()
+        || !parsed.username().is_empty()
+        || parsed.password().is_some()
+    {
+        bail!("'{url}' must be scheme://host[:port] alone (the API's paths are added)");
+    }
+    Ok(url.trim_end_matches('/').to_owned())
 }
 
 /// Reads a secret from `env:NAME` or `file:PATH`; the value is trimmed.
@@ -458,15 +551,24 @@ mod tests {
         let secret =
             std::env::temp_dir().join(format!("dnsorch-example-{}.secret", uuid::Uuid::new_v4()));
         std::fs::write(&secret, "c2VjcmV0IG9mIHRoZSBleGFtcGxl\n").unwrap();
-        let text = include_str!("../dnsorch.example.toml").replace(
-            "key_secret_env = \"DNSORCH_TSIG_EXAMPLE_COM\"",
-            &format!("key_secret_file = \"{}\"", secret.display()),
-        );
+        let text = include_str!("../dnsorch.example.toml")
+            .replace(
+                "key_secret_env = \"DNSORCH_TSIG_EXAMPLE_COM\"",
+                &format!("key_secret_file = \"{}\"", secret.display()),
+            )
+            .replace(
+                "api_key_env = \"DNSORCH_PDNS_API_KEY\"",
+                &format!("api_key_file = \"{}\"", secret.display()),
+            );
         let zones = Zones::parse(&text);
         std::fs::remove_file(&secret).unwrap();
         let zones = zones.unwrap();
         let kinds: Vec<&str> = zones.iter().map(|z| z.backend.kind()).collect();
-        assert_eq!(kinds.len(), 3);
+        assert_eq!(kinds.len(), 4);
+        assert_eq!(
+            zones.route("www.example.info").unwrap().backend.kind(),
+            "powerdns"
+        );
         assert_eq!(
             zones.route("www.example.com").unwrap().backend.kind(),
             "rfc2136"
@@ -483,6 +585,40 @@ mod tests {
             !format!("{zones:?}").contains("c2VjcmV0"),
             "Debug shows no secret"
         );
+    }
+
+    #[test]
+    fn a_powerdns_zone_reads_its_key_from_a_file_and_never_prints_it() {
+        let key = std::env::temp_dir().join(format!("dnsorch-pdns-{}.key", uuid::Uuid::new_v4()));
+        std::fs::write(&key, " pdns-key-of-the-test\n").unwrap();
+        let zones = Zones::parse(&format!(
+            "[zones.\"example.test\"]\nbackend = \"powerdns\"\napi_url = \"http://127.0.0.1:8081/\"\napi_key_file = \"{}\"\nserver = \"127.0.0.1:5300\"\n",
+            key.display()
+        ));
+        std::fs::remove_file(&key).unwrap();
+        let zones = zones.unwrap();
+        let Backend::PowerDns(zone) = &zones.iter().next().unwrap().backend else {
+            panic!("not a powerdns zone");
+        };
+        assert_eq!(zone.api_url, "http://127.0.0.1:8081");
+        assert_eq!(zone.server_id, "localhost");
+        assert_eq!(zone.api_key.text, "pdns-key-of-the-test");
+        assert_eq!(zones.secrets(), ["pdns-key-of-the-test"]);
+        assert!(!format!("{zones:?}").contains("pdns-key-of"), "{zones:?}");
+
+        let both = Zones::parse(
+            "[zones.\"example.test\"]\nbackend = \"powerdns\"\napi_url = \"http://127.0.0.1:8081\"\napi_key_env = \"X\"\napi_key_file = \"/k\"\nserver = \"127.0.0.1\"\n",
+        )
+        .unwrap_err();
+        assert!(
+            format!("{both:#}").contains("api_key_env and api_key_file"),
+            "{both:#}"
+        );
+        let path = Zones::parse(
+            "[zones.\"example.test\"]\nbackend = \"powerdns\"\napi_url = \"http://127.0.0.1:8081/api/v1\"\napi_key_file = \"/k\"\nserver = \"127.0.0.1\"\n",
+        )
+        .unwrap_err();
+        assert!(format!("{path:#}").contains("api_url"), "{path:#}");
     }
 
     #[test]

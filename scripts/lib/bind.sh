@@ -22,6 +22,9 @@
 # BIND does not fail when its port is taken (SO_REUSEPORT, or UDP still bound with
 # `reuseport no;`), so readiness is this instance's own nonce, and the log and `ss` are checked.
 
+# shellcheck source=scripts/lib/pids.sh
+. "$(dirname "${BASH_SOURCE[0]}")/pids.sh"
+
 # Not inherited from the environment: bind_stop only stops a named that bind_start started here.
 BIND_PID=""
 BIND_KEY_NAME=dnsorch-test
@@ -65,27 +68,6 @@ bind_install() {
     fi
 }
 
-# True while PID exists and is not a zombie (kill -0 succeeds on zombies).
-_bind_alive() {
-    local state
-    state="$(sed -n 's/^State:[[:space:]]*\([A-Z]\).*/\1/p' "/proc/$1/status" 2>/dev/null)"
-    [ -n "$state" ] && [ "$state" != Z ]
-}
-
-# SIGTERM to PID, SIGKILL after 5 s; reaps it when it is our child.
-_bind_stop_pid() {
-    local pid="$1"
-    kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 1 100); do
-        _bind_alive "$pid" || break
-        sleep 0.05
-    done
-    if _bind_alive "$pid"; then
-        echo "named (pid $pid) still running 5 s after SIGTERM: SIGKILL" >&2
-        kill -KILL "$pid" 2>/dev/null || true
-    fi
-    wait "$pid" 2>/dev/null || true
-}
 
 bind_start() {
     local dir="$1" port="$2"
@@ -177,7 +159,7 @@ ZONE
         while :; do
             answer="$(dig @127.0.0.1 -p "$port" "_ready.$zone" TXT +norecurse +short +time=1 +tries=1 2>/dev/null)" || true
             [ "$answer" = "\"$nonce\"" ] && break
-            if ! _bind_alive "$pid"; then
+            if ! pid_alive "$pid"; then
                 fail="named exited during start"; break 2
             fi
             if [ "${EPOCHREALTIME//[!0-9]/}" -gt "$deadline" ]; then
@@ -202,7 +184,7 @@ ZONE
     if [ -n "$fail" ]; then
         echo "bind_start: $fail; end of $dir/named.log:" >&2
         tail -n 40 "$dir/named.log" >&2
-        _bind_stop_pid "$pid"
+        pid_stop named "$pid"
         rm -f "$dir/bind.pid"
         return 1
     fi
@@ -214,7 +196,7 @@ ZONE
 
 bind_stop() {
     [ -n "${BIND_PID:-}" ] || return 0
-    _bind_stop_pid "$BIND_PID"
+    pid_stop named "$BIND_PID"
     if [ -n "${BIND_DIR:-}" ]; then rm -f "$BIND_DIR/bind.pid"; fi
     BIND_PID=""
 }
@@ -222,13 +204,7 @@ bind_stop() {
 # Stops the named started by bind_start DIR in another shell (scripts/bind-instance.sh stop),
 # after checking that the PID in DIR/bind.pid is still that named (not a reused PID).
 bind_stop_dir() {
-    local dir="$1" pid
-    pid="$(cat "$dir/bind.pid" 2>/dev/null)" || { echo "no $dir/bind.pid: nothing to stop" >&2; return 0; }
-    dir="$(cd "$dir" && pwd)"
-    if _bind_alive "$pid" && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "-c $dir/named.conf"; then
-        _bind_stop_pid "$pid"
-    else
-        echo "named (pid $pid) from $dir is not running" >&2
-    fi
-    rm -f "$dir/bind.pid"
+    local dir="$1"
+    if [ -d "$dir" ]; then dir="$(cd "$dir" && pwd)"; fi
+    pid_stop_file named "$dir/bind.pid" "-c $dir/named.conf"
 }

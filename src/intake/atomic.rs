@@ -122,12 +122,13 @@ impl Intake {
         let rfc2136 = match zone.map(|z| &z.backend) {
             None | Some(Backend::Simulated) => false,
             Some(Backend::Rfc2136(_)) => true,
-            Some(Backend::Ansible(_)) => {
+            Some(backend @ (Backend::Ansible(_) | Backend::PowerDns(_))) => {
                 problems.push(FieldError {
                     field: "atomic".into(),
                     message: format!(
-                        "zone {} is applied by ansible, which applies one change at a time; send the set with \"atomic\": false",
-                        zones[0]
+                        "zone {} is applied by {}, which applies one change at a time; send the set with \"atomic\": false",
+                        zones[0],
+                        backend.kind()
                     ),
                 });
                 return problems;

@@ -83,6 +83,45 @@ pub(super) async fn verify_at(
     }
 }
 
+/// Where and how long a backend verifies a change by query.
+pub(super) struct Verification<'a> {
+    /// The server that must show the change.
+    pub(super) primary: &'a str,
+    /// Other servers, whose results are only logged.
+    pub(super) others: &'a [String],
+    /// How long a server may take to show the change.
+    pub(super) bound: Duration,
+    /// The bound on one query.
+    pub(super) timeout: Duration,
+}
+
+impl Verification<'_> {
+    /// Polls the primary until it shows `expect` (the verification time; see [`verify_at`]),
+    /// then the other servers; a note for each in `notes`.
+    pub(super) async fn run(
+        &self,
+        name: &Name,
+        dns_type: DnsType,
+        expect: &Expect,
+        notes: &mut Vec<String>,
+    ) -> Result<chrono::DateTime<chrono::Utc>, ProvisionError> {
+        let (bound, timeout) = (self.bound, self.timeout);
+        let primary = verify_at(self.primary, name, dns_type, expect, bound, timeout).await?;
+        notes.push(format!("{primary} (primary)"));
+        let verified_at = chrono::Utc::now();
+        let others = self.others.iter().map(|server| async move {
+            (
+                server,
+                poll(server, name, dns_type, expect, bound, timeout).await,
+            )
+        });
+        for (server, result) in futures::future::join_all(others).await {
+            notes.push(result.note(server, bound));
+        }
+        Ok(verified_at)
+    }
+}
+
 /// The change's records in hickory's form (none for a whole-RRset delete).
 ///
 /// # Errors
@@ -103,15 +142,28 @@ pub(super) async fn observe(
     timeout: Duration,
 ) -> Result<Observed, ProvisionError> {
     let name = absolute(&change.domain).map_err(ProvisionError::Rejected)?;
-    let dns_type = dns_type(change.record_type);
+    let live = query(server, &name, dns_type(change.record_type), timeout).await?;
+    observed(server, change, &name, &live)
+}
+
+/// Whether `change` is in place, given the records `source` holds at its name and type (see
+/// [`observe`]).
+///
+/// # Errors
+/// The change's data is invalid, or it is an adoption.
+pub(super) fn observed(
+    source: &str,
+    change: &PlannedChange,
+    name: &Name,
+    live: &[Record],
+) -> Result<Observed, ProvisionError> {
     let rdatas = change_rdatas(change)?;
-    let live = query(server, &name, dns_type, timeout).await?;
     let present = |rdata: &RData| live.iter().any(|r| same_data(&r.data, rdata));
     let in_place = match change.operation {
         Operation::Create => rdatas.iter().all(present),
         Operation::Delete if rdatas.is_empty() => live.is_empty(),
         Operation::Delete => !rdatas.iter().any(present),
-        Operation::Replace => exactly(&live, &rdatas, None),
+        Operation::Replace => exactly(live, &rdatas, None),
         Operation::Adopt => {
             return Err(ProvisionError::Rejected(
                 "an adoption has no change to look for".into(),
@@ -120,7 +172,7 @@ pub(super) async fn observe(
     };
     let held: Vec<String> = live.iter().map(|r| r.data.to_string()).collect();
     let note = format!(
-        "{server} holds {name} {}: {}",
+        "{source} holds {name} {}: {}",
         change.record_type.as_str(),
         if held.is_empty() {
             "nothing".to_owned()

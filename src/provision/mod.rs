@@ -3,12 +3,14 @@
 //! The worker sees only the [`Provisioner`] trait. Each backend lives whole in its own file and
 //! reports errors as [`ProvisionError`], whose variant says what a retry can do. `simulated`
 //! is the original design's stand-in for Ansible and the default; `rfc2136` sends TSIG-signed
-//! DNS UPDATEs and verifies them by query; `ansible` runs a playbook. [`ZoneRouter`] picks
+//! DNS UPDATEs and verifies them by query; `ansible` runs a playbook; `powerdns` writes RRsets
+//! through the PowerDNS Authoritative HTTP API and verifies them by query. [`ZoneRouter`] picks
 //! each request's backend by the zone and backend recorded with it at intake.
 
 mod ansible;
 mod dns;
 mod fence;
+mod powerdns;
 mod rfc2136;
 mod router;
 mod simulated;
@@ -21,6 +23,7 @@ use crate::domain::{
 
 pub use ansible::AnsibleProvisioner;
 pub use fence::Fence;
+pub use powerdns::PowerDnsProvisioner;
 pub use rfc2136::Rfc2136Provisioner;
 pub use router::ZoneRouter;
 pub use simulated::SimulatedProvisioner;

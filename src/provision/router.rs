@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use super::{ProvisionError, Provisioner, Rfc2136Provisioner};
+use super::{PowerDnsProvisioner, ProvisionError, Provisioner, Rfc2136Provisioner};
 use crate::zones::{Backend, Zones};
 
 /// One backend per configured zone, or the simulated backend for requests recorded without a
@@ -26,7 +26,8 @@ impl ZoneRouter {
     /// at most `rfc2136_batch_bytes` bytes of records into one UPDATE message.
     ///
     /// # Errors
-    /// A zone's settings cannot make a backend (a bad key name, say).
+    /// A zone's settings cannot make a backend (a bad key name, an API key that cannot be an
+    /// HTTP header, say).
     pub fn new(
         zones: &Zones,
         simulated: Arc<dyn Provisioner>,
@@ -47,6 +48,9 @@ impl ZoneRouter {
                     config.clone(),
                     secrets.clone(),
                 )),
+                Backend::PowerDns(config) => {
+                    Arc::new(PowerDnsProvisioner::new(&zone.name, config.clone())?)
+                }
             };
             configured.insert(zone.name.clone(), (zone.backend.kind(), backend));
         }

@@ -17,11 +17,7 @@ impl PolicyBind {
         // This worktree's script: the update policy is one of its options.
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/bind-instance.sh");
         let dir = TempDir::new().unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = free_port();
         let started = Command::new(&script)
             .args(["start", dir.path().to_str().unwrap(), &port.to_string()])
             .env(

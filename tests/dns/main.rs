@@ -27,6 +27,7 @@ mod fencing;
 mod forged;
 mod ownership;
 mod plan;
+mod powerdns;
 mod processes;
 mod replace;
 mod revert;
@@ -324,6 +325,15 @@ impl Drop for KilledOnDrop {
             let _ = child.wait();
         }
     }
+}
+
+/// A loopback TCP port free at the time of asking, for a server a test starts.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn unique(prefix: &str) -> String {
@@ -785,11 +795,7 @@ async fn bind_stopped_means_retries_then_failed() {
     // A private BIND, stopped before the request.
     let instance = env("TEST_BIND_INSTANCE");
     let bind_dir = TempDir::new().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let started = Command::new(&instance)
         .args([
             "start",

@@ -168,7 +168,7 @@ pub async fn replace(
 /// Takes the RRset at `resource.domain` of `resource.record_type` as the zone's server holds
 /// it into dnsorch's ledger, for `context.account_id` (default: the token's account), and
 /// gives the account the RRset, whoever owned it. A worker reads the RRset: rfc2136 from the
-/// zone's primary, ansible from the zone's `verify_server` (a zone without one is a 422);
+/// zone's primary, powerdns over its HTTP API, ansible from the zone's `verify_server` (a zone without one is a 422);
 /// on the simulated backend the ledger is the live state, so adoption transfers ownership.
 /// Records made outside dnsorch stop creates into their RRset until it is adopted.
 #[utoipa::path(

@@ -64,8 +64,8 @@ use tokio::sync::{OnceCell, mpsc, oneshot};
 
 use self::sender::{Job, Update};
 use super::dns::{
-    Expect, absolute, change_rdatas, dns_type, live_rrset, none_class, observe, permanent_rcode,
-    poll, query, rdata, same_data, verify_at,
+    Expect, Verification, absolute, change_rdatas, dns_type, live_rrset, none_class, observe,
+    permanent_rcode, query, rdata, same_data,
 };
 use super::{Applied, Fence, Observed, PlannedChange, ProvisionError, Provisioner};
 use crate::domain::{LiveRrset, Operation, RecordType};
@@ -367,21 +367,14 @@ impl Rfc2136Provisioner {
         expect: &Expect,
         notes: &mut Vec<String>,
     ) -> Result<chrono::DateTime<Utc>, ProvisionError> {
-        let (bound, timeout) = (self.config.verify_timeout, self.config.timeout);
-        let primary =
-            verify_at(&self.config.server, name, dns_type, expect, bound, timeout).await?;
-        notes.push(format!("{primary} (primary)"));
-        let verified_at = Utc::now();
-        let others = self.config.verify_servers.iter().map(|server| async move {
-            (
-                server,
-                poll(server, name, dns_type, expect, bound, timeout).await,
-            )
-        });
-        for (server, result) in futures::future::join_all(others).await {
-            notes.push(result.note(server, bound));
+        Verification {
+            primary: &self.config.server,
+            others: &self.config.verify_servers,
+            bound: self.config.verify_timeout,
+            timeout: self.config.timeout,
         }
-        Ok(verified_at)
+        .run(name, dns_type, expect, notes)
+        .await
     }
 }
 
