@@ -3,14 +3,15 @@
 # runs `cargo fmt --check`, `cargo clippy --all-targets -D warnings` and the whole test suite,
 # then the shipping checks (scripts/check-shipping.sh, scripts/compose-smoke.sh).
 #
-# It starts a throwaway PostgreSQL, Redis, Kafka-protocol broker (tansu) and authoritative DNS
-# server (BIND, zones example.test. and other.test. taking TSIG-signed updates) on 127.0.0.1 (free
-# ports; each test makes its own database, stream, topic and names in them) and stops them by PID
-# when the script ends, also when the tests fail; tests that stop or restart a server start
-# private instances of their own (for BIND: scripts/bind-instance.sh, passed as TEST_BIND_INSTANCE).
-# Playbook tests run the pinned ansible-core from TOOLS_DIR (TEST_ANSIBLE_PLAYBOOK) with the
-# ANSIBLE_* environment of scripts/lib/ansible.sh, inside the run's temporary directory. Tests
-# of the app use a temporary SQLite file each. Extra arguments go to the test runner, e.g.
+# It starts a throwaway PostgreSQL, Redis, Kafka-protocol broker (tansu) and two authoritative DNS
+# servers (BIND and Knot DNS, zones example.test. and other.test. taking TSIG-signed updates; the
+# rfc2136 battery runs against both) on 127.0.0.1 (free ports; each test makes its own database,
+# stream, topic and names in them) and stops them by PID when the script ends, also when the
+# tests fail; tests that stop or restart a server start private instances of their own (for
+# BIND: scripts/bind-instance.sh, passed as TEST_BIND_INSTANCE). Playbook tests run the pinned
+# ansible-core from TOOLS_DIR (TEST_ANSIBLE_PLAYBOOK) with the ANSIBLE_* environment of
+# scripts/lib/ansible.sh, inside the run's temporary directory. Tests of the app use a temporary
+# SQLite file each. Extra arguments go to the test runner, e.g.
 # `scripts/test.sh lifecycle` runs only the tests whose names contain "lifecycle".
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,6 +26,8 @@ log() { printf '\n==> %s\n' "$*"; }
 . scripts/lib/tansu.sh
 # shellcheck source=scripts/lib/bind.sh
 . scripts/lib/bind.sh
+# shellcheck source=scripts/lib/knot.sh
+. scripts/lib/knot.sh
 # shellcheck source=scripts/lib/ansible.sh
 . scripts/lib/ansible.sh
 
@@ -57,13 +60,16 @@ redis_install
 # The Kafka-protocol broker for the Kafka tests: built once into TOOLS_DIR (about 17 minutes on
 # 2 cores), before anything else builds, so the two builds do not share the cores.
 tansu_install
-# --- DNS provisioning: BIND (named, nsupdate, dig) and a venv with the pinned ansible-core ---
+# --- DNS provisioning: BIND (named, nsupdate, dig), Knot DNS (knotd, knotc) and a venv with the
+# pinned ansible-core ---
 bind_install
+knot_install
 ansible_install
 # --- end DNS provisioning ---
 
 work="$(mktemp -d -t dnsorch-test.XXXXXX)"
 cleanup() {
+    knot_stop
     bind_stop
     tansu_stop
     redis_stop
@@ -110,6 +116,14 @@ export TEST_BIND_PORT="$BIND_PORT" TEST_BIND_DIR="$BIND_DIR" \
     TEST_ANSIBLE_PLAYBOOK="$ANSIBLE_PLAYBOOK"
 ansible_env "$work/ansible"
 echo "BIND (pid $BIND_PID) at 127.0.0.1:$TEST_BIND_PORT, zones example.test. and other.test., key $TEST_BIND_KEY_NAME in $TEST_BIND_KEY_FILE"
+
+# The rfc2136 battery again, against a second implementation (tests/dns/knot.rs).
+log "starting Knot DNS (knotd)"
+knot_start "$work/knot" "$(free_port)"
+export TEST_KNOT_PORT="$KNOT_PORT" TEST_KNOT_DIR="$KNOT_DIR" \
+    TEST_KNOT_KEY_NAME="$KNOT_KEY_NAME" TEST_KNOT_KEY_ALGORITHM="$KNOT_KEY_ALGORITHM" \
+    TEST_KNOT_SECRET_FILE="$KNOT_SECRET_FILE" TEST_KNOT_KEY_FILE="$KNOT_KEY_FILE"
+echo "Knot DNS (pid $KNOT_PID) at 127.0.0.1:$TEST_KNOT_PORT, zones example.test., other.test. and readonly.test. (no updates), key $TEST_KNOT_KEY_NAME in $TEST_KNOT_KEY_FILE"
 # --- end DNS provisioning ---
 
 log "tests"
