@@ -4,15 +4,16 @@
 # then the shipping checks (scripts/check-shipping.sh, scripts/compose-smoke.sh).
 #
 # It starts a throwaway PostgreSQL, Redis, Kafka-protocol broker (tansu) and authoritative DNS
-# servers (BIND, zones example.test. and other.test. taking TSIG-signed updates; PowerDNS, zone
-# example.test. behind its HTTP API) on 127.0.0.1 (free ports; each test makes its own database,
-# stream, topic and names in them) and stops them by PID when the script ends, also when the tests
-# fail; tests that stop or restart a server start private instances of their own (for BIND:
-# scripts/bind-instance.sh, passed as TEST_BIND_INSTANCE; for PowerDNS:
-# scripts/powerdns-instance.sh, passed as TEST_POWERDNS_INSTANCE).
-# Playbook tests run the pinned ansible-core from TOOLS_DIR (TEST_ANSIBLE_PLAYBOOK) with the
-# ANSIBLE_* environment of scripts/lib/ansible.sh, inside the run's temporary directory. Tests
-# of the app use a temporary SQLite file each. Extra arguments go to the test runner, e.g.
+# servers (BIND and Knot DNS, zones example.test. and other.test. taking TSIG-signed updates, the
+# rfc2136 battery running against both; PowerDNS, zone example.test. behind its HTTP API) on
+# 127.0.0.1 (free ports; each test makes its own database, stream, topic and names in them) and
+# stops them by PID when the script ends, also when the tests fail; tests that stop or restart a
+# server start private instances of their own (for BIND: scripts/bind-instance.sh, passed as
+# TEST_BIND_INSTANCE; for PowerDNS: scripts/powerdns-instance.sh, passed as
+# TEST_POWERDNS_INSTANCE). Playbook tests run the pinned ansible-core from TOOLS_DIR
+# (TEST_ANSIBLE_PLAYBOOK) with the ANSIBLE_* environment of scripts/lib/ansible.sh, inside the
+# run's temporary directory. Tests of the app use a temporary SQLite file each. Extra arguments
+# go to the test runner, e.g.
 # `scripts/test.sh lifecycle` runs only the tests whose names contain "lifecycle".
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,6 +28,8 @@ log() { printf '\n==> %s\n' "$*"; }
 . scripts/lib/tansu.sh
 # shellcheck source=scripts/lib/bind.sh
 . scripts/lib/bind.sh
+# shellcheck source=scripts/lib/knot.sh
+. scripts/lib/knot.sh
 # shellcheck source=scripts/lib/ansible.sh
 . scripts/lib/ansible.sh
 # shellcheck source=scripts/lib/powerdns.sh
@@ -61,8 +64,10 @@ redis_install
 # The Kafka-protocol broker for the Kafka tests: built once into TOOLS_DIR (about 17 minutes on
 # 2 cores), before anything else builds, so the two builds do not share the cores.
 tansu_install
-# --- DNS provisioning: BIND (named, nsupdate, dig) and a venv with the pinned ansible-core ---
+# --- DNS provisioning: BIND (named, nsupdate, dig), Knot DNS (knotd, knotc) and a venv with the
+# pinned ansible-core ---
 bind_install
+knot_install
 ansible_install
 powerdns_install
 # --- end DNS provisioning ---
@@ -70,6 +75,7 @@ powerdns_install
 work="$(mktemp -d -t dnsorch-test.XXXXXX)"
 cleanup() {
     powerdns_stop
+    knot_stop
     bind_stop
     tansu_stop
     redis_stop
@@ -123,6 +129,13 @@ export TEST_POWERDNS_PORT="$POWERDNS_PORT" TEST_POWERDNS_API_URL="$POWERDNS_API_
     TEST_POWERDNS_API_KEY_FILE="$POWERDNS_API_KEY_FILE" \
     TEST_POWERDNS_INSTANCE="$PWD/scripts/powerdns-instance.sh"
 echo "PowerDNS (pid $POWERDNS_PID) at 127.0.0.1:$TEST_POWERDNS_PORT, API $TEST_POWERDNS_API_URL, zone example.test., key in $TEST_POWERDNS_API_KEY_FILE"
+# The rfc2136 battery again, against a second implementation (tests/dns/knot.rs).
+log "starting Knot DNS (knotd)"
+knot_start "$work/knot" "$(free_port)"
+export TEST_KNOT_PORT="$KNOT_PORT" TEST_KNOT_DIR="$KNOT_DIR" \
+    TEST_KNOT_KEY_NAME="$KNOT_KEY_NAME" TEST_KNOT_KEY_ALGORITHM="$KNOT_KEY_ALGORITHM" \
+    TEST_KNOT_SECRET_FILE="$KNOT_SECRET_FILE" TEST_KNOT_KEY_FILE="$KNOT_KEY_FILE"
+echo "Knot DNS (pid $KNOT_PID) at 127.0.0.1:$TEST_KNOT_PORT, zones example.test., other.test. and readonly.test. (no updates), key $TEST_KNOT_KEY_NAME in $TEST_KNOT_KEY_FILE"
 # --- end DNS provisioning ---
 
 log "tests"

@@ -22,8 +22,8 @@
 # BIND does not fail when its port is taken (SO_REUSEPORT, or UDP still bound with
 # `reuseport no;`), so readiness is this instance's own nonce, and the log and `ss` are checked.
 
-# shellcheck source=scripts/lib/pids.sh
-. "$(dirname "${BASH_SOURCE[0]}")/pids.sh"
+# shellcheck source=scripts/lib/daemon.sh
+. "$(dirname "${BASH_SOURCE[0]}")/daemon.sh"
 
 # Not inherited from the environment: bind_stop only stops a named that bind_start started here.
 BIND_PID=""
@@ -32,18 +32,10 @@ BIND_KEY_ALGORITHM=hmac-sha256
 BIND_ZONES=(example.test other.test)
 
 # named, named-checkconf and tsig-keygen live in /usr/sbin, which a non-root PATH may lack.
-_bind_bin() {
-    command -v "$1" 2>/dev/null || { [ -x "/usr/sbin/$1" ] && echo "/usr/sbin/$1"; }
-}
+_bind_bin() { _daemon_bin "$1"; }
 
 # PID of the Debian system named service (its pid file), if one runs.
-_bind_service_pid() {
-    local pid
-    pid="$(cat /run/named/named.pid 2>/dev/null)" || return 0
-    if [ -n "$pid" ] && [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = named ]; then
-        echo "$pid"
-    fi
-}
+_bind_service_pid() { _daemon_service_pid /run/named/named.pid named; }
 
 bind_install() {
     if _bind_bin named >/dev/null && _bind_bin named-checkconf >/dev/null && _bind_bin tsig-keygen >/dev/null \
@@ -54,18 +46,8 @@ bind_install() {
     local before after
     before="$(_bind_service_pid)"
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bind9 bind9-dnsutils >/dev/null
-    # The package's postinst starts the named service unless a policy-rc.d denies it (as in
-    # containers) or there is no init system. Tests use their own named on free ports; a system
-    # one would only hold ports 53 and 953, so stop it if the install is what started it.
     after="$(_bind_service_pid)"
-    if [ -n "$after" ] && [ "$after" != "$before" ]; then
-        echo "==> the bind9 package started the system named service (pid $after); stopping it" >&2
-        if [ -d /run/systemd/system ]; then
-            systemctl stop named.service
-        else
-            service named stop
-        fi
-    fi
+    _daemon_stop_new_service bind9 named "$before" "$after"
 }
 
 

@@ -309,16 +309,28 @@ pub(super) async fn query(
         }
     };
     match answer.metadata.response_code {
-        ResponseCode::NoError | ResponseCode::NXDomain => Ok(answer
-            .answers
-            .into_iter()
-            .filter(|r| r.record_type() == dns_type && r.name == *name)
-            .collect()),
+        ResponseCode::NoError | ResponseCode::NXDomain => Ok(records_of(answer, name, dns_type)),
         ResponseCode::ServFail => Err(ProvisionError::Transient(format!(
             "{server} answered SERVFAIL for {name} {dns_type}"
         ))),
         other => Err(permanent_rcode(other, "query")),
     }
+}
+
+/// The `dns_type` records at `name` in an answer: its answer section's, or, for NS at a name
+/// the zone delegates, the referral's (RFC 1034 4.3.2: the authoritative server answers the
+/// delegation's NS in the authority section, not authoritatively, as BIND and Knot both do).
+fn records_of(answer: Message, name: &Name, dns_type: DnsType) -> Vec<Record> {
+    let at_name = |r: &Record| r.record_type() == dns_type && r.name == *name;
+    let answers: Vec<Record> = answer.answers.into_iter().filter(at_name).collect();
+    let referral = dns_type == DnsType::NS
+        && answers.is_empty()
+        && !answer.metadata.authoritative
+        && answer.metadata.response_code == ResponseCode::NoError;
+    if referral {
+        return answer.authorities.into_iter().filter(at_name).collect();
+    }
+    answers
 }
 
 /// `bytes` as the answer to `query`. Over TCP there is one answer to read, so one that does
@@ -600,6 +612,39 @@ mod tests {
                 assert!(txt.txt_data.iter().all(|s| s.len() <= 255));
             }
         }
+    }
+
+    #[test]
+    fn the_ns_of_a_delegated_name_are_read_from_the_referral() {
+        let name = absolute("Sub.Example.Test").unwrap();
+        let ns = |owner: &str, host: &str| {
+            let host = absolute(host).unwrap();
+            Record::from_rdata(absolute(owner).unwrap(), 60, RData::NS(rdata::NS(host)))
+        };
+        let soa = Record::update0(absolute("example.test").unwrap(), 300, DnsType::SOA);
+        let answer = |authoritative: bool, answers: Vec<Record>, authorities: Vec<Record>| {
+            let mut message = Message::new(1, MessageType::Response, OpCode::Query);
+            message.metadata.authoritative = authoritative;
+            message.answers = answers;
+            message.authorities = authorities;
+            message
+        };
+        let delegation = vec![ns("sub.example.test", "ns1.elsewhere.example")];
+
+        // A referral: the delegation's NS in the authority section, not authoritative.
+        let referral = answer(false, vec![], delegation.clone());
+        assert_eq!(records_of(referral.clone(), &name, DnsType::NS), delegation);
+        // Only for NS, and only the NS owned by the name asked.
+        assert!(records_of(referral, &name, DnsType::A).is_empty());
+        let below = absolute("x.sub.example.test").unwrap();
+        let deeper = answer(false, vec![], delegation.clone());
+        assert!(records_of(deeper, &below, DnsType::NS).is_empty());
+        // An authoritative answer's NS are in the answer section; its authority is not read.
+        let apex = vec![ns("sub.example.test", "ns1.example.test")];
+        let authoritative = answer(true, apex.clone(), delegation.clone());
+        assert_eq!(records_of(authoritative, &name, DnsType::NS), apex);
+        let nodata = answer(true, vec![], vec![soa]);
+        assert!(records_of(nodata, &name, DnsType::NS).is_empty());
     }
 
     /// A server on 127.0.0.1 that answers every UDP query truncated, and its TCP query with

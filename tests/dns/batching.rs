@@ -8,7 +8,7 @@ use super::*;
 /// A private BIND whose update-policy denies updates to names under `refused.example.test`
 /// (REFUSED for the whole message); stopped when dropped.
 pub(super) struct PolicyBind {
-    pub(super) bind: Bind,
+    pub(super) bind: Server,
     dir: TempDir,
 }
 
@@ -34,7 +34,7 @@ impl PolicyBind {
             .filter_map(|l| l.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())))
             .collect();
         Self {
-            bind: Bind {
+            bind: Server {
                 port,
                 secret_file: vars["BIND_SECRET_FILE"].clone(),
                 key_file: vars["BIND_KEY_FILE"].clone(),

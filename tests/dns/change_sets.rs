@@ -176,9 +176,17 @@ async fn an_atomic_set_the_server_refuses_halfway_changes_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_atomic_set_deletes_a_names_a_and_creates_its_cname_in_one_update() {
+    an_atomic_set_deletes_a_names_a_and_creates_its_cname_in_one_update_at(&shared_bind()).await;
+}
+
+/// An atomic set at `server`: an A created, another name's A deleted and a CNAME created in
+/// its place, all in one UPDATE.
+pub(super) async fn an_atomic_set_deletes_a_names_a_and_creates_its_cname_in_one_update_at(
+    server: &Server,
+) {
     // Arrange: an A at www-<run> made by dnsorch.
-    let app = spawn_dns_app().await;
-    let port = shared_bind().port;
+    let app = spawn_dns_app_at(server).await;
+    let port = server.port;
     let run = unique("cn");
     let name = format!("www-{run}.example.test");
     let target = format!("web-{run}.example.test");

@@ -114,7 +114,7 @@ impl SlowServer {
 async fn app_on(server: &SlowServer) -> (App, String) {
     let database_url = postgres::shared_postgres_database().await;
     let bind = shared_bind();
-    let peer = Bind {
+    let peer = Server {
         port: server.port,
         secret_file: bind.secret_file.clone(),
         key_file: bind.key_file.clone(),

@@ -70,7 +70,7 @@ struct Forger {
 
 impl Peer {
     /// A peer in front of the BIND at `bind` (key `dnsorch-test`, `secret_file`).
-    async fn start(bind: &Bind, updates: HashMap<String, Forgery>, forge_queries: bool) -> Self {
+    async fn start(bind: &Server, updates: HashMap<String, Forgery>, forge_queries: bool) -> Self {
         let secret = std::fs::read_to_string(&bind.secret_file).unwrap();
         let secret = base64::engine::general_purpose::STANDARD
             .decode(secret.trim())
@@ -117,10 +117,10 @@ impl Peer {
         peer
     }
 
-    /// A [`Bind`] whose port is the peer's, with the real key files: a zones file made from
+    /// A [`Server`] whose port is the peer's, with the real key files: a zones file made from
     /// it sends the zone's updates and queries (also `verify_servers`) to the peer.
-    fn as_bind(&self, real: &Bind) -> Bind {
-        Bind {
+    fn as_bind(&self, real: &Server) -> Server {
+        Server {
             port: self.address.port(),
             secret_file: real.secret_file.clone(),
             key_file: real.key_file.clone(),
@@ -282,7 +282,7 @@ async fn write_frame(stream: &mut TcpStream, message: &[u8]) -> std::io::Result<
 }
 
 /// The app with the zone `example.test` served by `peer`.
-async fn app_behind(peer: &Peer, bind: &Bind) -> App {
+async fn app_behind(peer: &Peer, bind: &Server) -> App {
     let bind = peer.as_bind(bind);
     spawn_app(|dir, settings| {
         settings.dnsorch_config = Some(zones_file(

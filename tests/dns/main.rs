@@ -2,7 +2,9 @@
 //! `example.test` and `other.test` and a TSIG key) and a real `ansible-playbook`: every change
 //! is checked with `dig` at the server, independently of dnsorch's own verification. Each test
 //! uses owner names of its own, so the tests share the server safely; the test that stops the
-//! server starts a private one.
+//! server starts a private one. The rfc2136 battery (every record type, delete, CNAME
+//! conflicts, a wrong key, the TTL) is written once against a [`Server`] and run against BIND
+//! here and against Knot DNS in [`knot`].
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -25,6 +27,7 @@ mod batching;
 mod change_sets;
 mod fencing;
 mod forged;
+mod knot;
 mod ownership;
 mod plan;
 mod powerdns;
@@ -42,8 +45,9 @@ fn env(name: &str) -> String {
         .unwrap_or_else(|_| panic!("{name} is not set: run the tests with scripts/test.sh"))
 }
 
-/// The shared BIND: port and key files.
-struct Bind {
+/// A DNS server taking TSIG-signed updates for `example.test` and `other.test` with the key
+/// `dnsorch-test`: its port and key files (the shared BIND or Knot, or a private instance).
+struct Server {
     port: u16,
     secret_file: String,
     key_file: String,
@@ -64,11 +68,21 @@ async fn dns_sockets() -> (tokio::net::UdpSocket, tokio::net::TcpListener) {
     panic!("no loopback port free for both UDP and TCP after 100 tries")
 }
 
-fn shared_bind() -> Bind {
-    Bind {
+/// The shared BIND (scripts/lib/bind.sh).
+fn shared_bind() -> Server {
+    Server {
         port: env("TEST_BIND_PORT").parse().unwrap(),
         secret_file: env("TEST_BIND_SECRET_FILE"),
         key_file: env("TEST_BIND_KEY_FILE"),
+    }
+}
+
+/// The shared Knot DNS (scripts/lib/knot.sh).
+fn shared_knot() -> Server {
+    Server {
+        port: env("TEST_KNOT_PORT").parse().unwrap(),
+        secret_file: env("TEST_KNOT_SECRET_FILE"),
+        key_file: env("TEST_KNOT_KEY_FILE"),
     }
 }
 
@@ -80,20 +94,10 @@ fn playbook(name: &str) -> PathBuf {
 
 /// A zones file: `example.test` by rfc2136 with the secret in `secret_file`, `other.test` by
 /// the ansible playbook `playbook`.
-fn zones_file(dir: &TempDir, bind: &Bind, secret_file: &str, playbook: &Path) -> PathBuf {
+fn zones_file(dir: &TempDir, bind: &Server, secret_file: &str, playbook: &Path) -> PathBuf {
     let port = bind.port;
     let text = format!(
-        r#"
-[zones."example.test"]
-backend = "rfc2136"
-server = "127.0.0.1:{port}"
-key_name = "dnsorch-test"
-key_algorithm = "hmac-sha256"
-key_secret_file = "{secret_file}"
-timeout_seconds = 2
-verify_timeout_seconds = 5
-verify_servers = ["127.0.0.1:{port}"]
-
+        r#"{rfc2136}
 [zones."other.test"]
 backend = "ansible"
 playbook = "{playbook}"
@@ -103,6 +107,7 @@ verify_server = "127.0.0.1:{port}"
 verify_timeout_seconds = 5
 vars = {{ dns_server = "127.0.0.1", dns_port = {port}, tsig_key_file = "{key_file}" }}
 "#,
+        rfc2136 = rfc2136_zone("example.test", port, secret_file),
         playbook = playbook.display(),
         program = env("TEST_ANSIBLE_PLAYBOOK"),
         key_file = bind.key_file,
@@ -110,6 +115,24 @@ vars = {{ dns_server = "127.0.0.1", dns_port = {port}, tsig_key_file = "{key_fil
     let path = dir.path().join("dnsorch.toml");
     std::fs::write(&path, text).unwrap();
     path
+}
+
+/// A zones file's table for `zone` by rfc2136 at 127.0.0.1:`port` (verified there too, as a
+/// `verify_servers` entry) with the key `dnsorch-test` and its secret in `secret_file`.
+fn rfc2136_zone(zone: &str, port: u16, secret_file: &str) -> String {
+    format!(
+        r#"
+[zones."{zone}"]
+backend = "rfc2136"
+server = "127.0.0.1:{port}"
+key_name = "dnsorch-test"
+key_algorithm = "hmac-sha256"
+key_secret_file = "{secret_file}"
+timeout_seconds = 2
+verify_timeout_seconds = 5
+verify_servers = ["127.0.0.1:{port}"]
+"#
+    )
 }
 
 /// The all-in-one app over the zones file, with background workers.
@@ -162,12 +185,16 @@ fn admin_token(dir: &TempDir) -> String {
 
 /// The app over the shared BIND, with its real key.
 async fn spawn_dns_app() -> App {
-    let bind = shared_bind();
+    spawn_dns_app_at(&shared_bind()).await
+}
+
+/// The app over `server`, with its real key.
+async fn spawn_dns_app_at(server: &Server) -> App {
     spawn_app(|dir, settings| {
         settings.dnsorch_config = Some(zones_file(
             dir,
-            &bind,
-            &bind.secret_file,
+            server,
+            &server.secret_file,
             &playbook("nsupdate.yml"),
         ));
     })
@@ -293,6 +320,11 @@ fn dig(port: u16, name: &str, record_type: &str) -> Vec<String> {
 
 /// `dig` with the TTL: the answer lines as `ttl rdata`.
 fn dig_ttl(port: u16, name: &str, record_type: &str) -> Vec<String> {
+    dig_section(port, name, record_type, "+answer")
+}
+
+/// The lines of one section of `dig`'s answer (`+answer`, `+authority`) as `ttl rdata`.
+fn dig_section(port: u16, name: &str, record_type: &str, section: &str) -> Vec<String> {
     let output = Command::new("dig")
         .args([
             "@127.0.0.1",
@@ -300,7 +332,7 @@ fn dig_ttl(port: u16, name: &str, record_type: &str) -> Vec<String> {
             &port.to_string(),
             "+norecurse",
             "+noall",
-            "+answer",
+            section,
         ])
         .args([name, record_type])
         .output()
@@ -355,9 +387,9 @@ fn zone_policies() -> Value {
     ])
 }
 
-/// Sends `updates` (nsupdate lines, e.g. `update add …`) to the BIND `bind` for `zone`,
+/// Sends `updates` (nsupdate lines, e.g. `update add …`) to the server `bind` for `zone`,
 /// signed with its key: a change made behind dnsorch's back.
-fn nsupdate(bind: &Bind, zone: &str, updates: &[String]) {
+fn nsupdate(bind: &Server, zone: &str, updates: &[String]) {
     use std::io::Write as _;
     let mut child = Command::new("nsupdate")
         .args(["-k", &bind.key_file])
@@ -428,8 +460,15 @@ impl App {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_record_type_is_created_in_bind_and_seen_by_a_query() {
-    let app = spawn_dns_app().await;
-    let port = shared_bind().port;
+    every_record_type_is_created_and_seen_by_a_query_at(&shared_bind()).await;
+}
+
+/// Each record type created at `server` by the rfc2136 backend, verified there (the primary
+/// and `verify_servers`), seen by `dig` and held by the ledger. The NS records delegate a
+/// name, so the server answers them as a referral (in the authority section).
+async fn every_record_type_is_created_and_seen_by_a_query_at(server: &Server) {
+    let app = spawn_dns_app_at(server).await;
+    let port = server.port;
     let host = unique("t");
     let long_text = "v".repeat(300);
     let cases = [
@@ -482,6 +521,20 @@ async fn every_record_type_is_created_in_bind_and_seen_by_a_query() {
             None,
             vec!["0 issue \"ca.example\"".to_owned()],
         ),
+        (
+            "PTR",
+            format!("{host}.example.test"),
+            "Host.Example.Test",
+            None,
+            vec!["host.example.test.".to_owned()],
+        ),
+        (
+            "NS",
+            format!("deleg-{host}.example.test"),
+            "ns1.elsewhere.example",
+            None,
+            vec!["120 ns1.elsewhere.example.".to_owned()],
+        ),
     ];
     for (record_type, domain, target, priority, expected) in cases {
         let request = app
@@ -505,10 +558,11 @@ async fn every_record_type_is_created_in_bind_and_seen_by_a_query() {
             2,
             "{log}"
         );
-        let mut seen = dig(port, &domain, record_type);
-        if record_type == "CNAME" {
-            seen = seen.into_iter().map(|s| s.to_lowercase()).collect();
-        }
+        let seen = match record_type {
+            "NS" => dig_section(port, &domain, record_type, "+authority"),
+            _ => dig(port, &domain, record_type),
+        };
+        let seen: Vec<String> = seen.into_iter().map(|s| s.to_lowercase()).collect();
         assert_eq!(seen, expected, "{record_type} {domain}");
     }
     // The ledger holds each of them.
@@ -536,20 +590,26 @@ async fn every_record_type_is_created_in_bind_and_seen_by_a_query() {
         .json()
         .await
         .unwrap();
-    assert!(zoned["items"].as_array().unwrap().len() >= 7, "{zoned}");
+    assert!(zoned["items"].as_array().unwrap().len() >= 9, "{zoned}");
     let mine = records["items"]
         .as_array()
         .unwrap()
         .iter()
         .filter(|r| r["domain"].as_str().unwrap().contains(&host))
         .count();
-    assert_eq!(mine, 7, "{records}");
+    assert_eq!(mine, 9, "{records}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_record_and_a_whole_rrset_are_deleted_from_bind_and_the_ledger() {
-    let app = spawn_dns_app().await;
-    let port = shared_bind().port;
+    a_record_and_a_whole_rrset_are_deleted_at(&shared_bind()).await;
+}
+
+/// One record of three deleted at `server`, then the whole RRset: `dig` sees each state and
+/// the ledger ends empty.
+async fn a_record_and_a_whole_rrset_are_deleted_at(server: &Server) {
+    let app = spawn_dns_app_at(server).await;
+    let port = server.port;
     let domain = format!("{}.example.test", unique("del"));
     for ip in ["192.0.2.1", "192.0.2.2", "192.0.2.3"] {
         app.completed("create", &body("acct-del", "A", &domain, Some(ip), None))
@@ -591,37 +651,56 @@ async fn a_record_and_a_whole_rrset_are_deleted_from_bind_and_the_ledger() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrong_tsig_key_fails_with_notauth_and_is_not_retried() {
-    let bind = shared_bind();
+    a_wrong_tsig_key_fails_with_notauth_and_is_not_retried_at(&shared_bind()).await;
+}
+
+/// An update signed with a wrong secret for the key `server` knows: NOTAUTH (BADSIG), failed
+/// at the first attempt, nothing at the server.
+async fn a_wrong_tsig_key_fails_with_notauth_and_is_not_retried_at(bind: &Server) {
     let app = spawn_app(|dir, settings| {
         let wrong = dir.path().join("wrong.secret");
         std::fs::write(&wrong, "c29tZSBvdGhlciBzZWNyZXQgb2YgMzIgYnl0ZXMhIQ==\n").unwrap();
         settings.dnsorch_config = Some(zones_file(
             dir,
-            &bind,
+            bind,
             wrong.to_str().unwrap(),
             &playbook("nsupdate.yml"),
         ));
     })
     .await;
     let domain = format!("{}.example.test", unique("badkey"));
+    refused_for_the_key(&app, bind.port, &domain, "BADSIG").await;
+}
+
+/// Creates an A at `domain`, which the server at `port` refuses for the key: FAILED at the
+/// first attempt with NOTAUTH and the TSIG error `tsig_error` in the log, and nothing at the
+/// server. Returns the log.
+async fn refused_for_the_key(app: &App, port: u16, domain: &str, tsig_error: &str) -> String {
     let request = app
         .apply(
             "create",
-            &body("acct-k", "A", &domain, Some("192.0.2.9"), None),
+            &body("acct-k", "A", domain, Some("192.0.2.9"), None),
         )
         .await;
     assert_eq!(request["status"], "FAILED", "{request}");
     assert_eq!(request["attempts"], 1, "{request}");
     let log = log_of(&request);
     assert!(log.contains("NOTAUTH"), "{log}");
-    assert!(log.contains("BadSig") || log.contains("BADSIG"), "{log}");
-    assert!(dig(bind.port, &domain, "A").is_empty());
+    assert!(log.to_uppercase().contains(tsig_error), "{log}");
+    assert!(dig(port, domain, "A").is_empty());
+    log
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cname_conflict_fails_with_a_clear_message() {
-    let app = spawn_dns_app().await;
-    let port = shared_bind().port;
+    a_cname_conflict_fails_with_a_clear_message_at(&shared_bind()).await;
+}
+
+/// A CNAME where an A is, and a TXT where a CNAME is, each fail at `server` with a message
+/// that says why, and neither is there.
+async fn a_cname_conflict_fails_with_a_clear_message_at(server: &Server) {
+    let app = spawn_dns_app_at(server).await;
+    let port = server.port;
     let domain = format!("{}.example.test", unique("cn"));
     app.completed(
         "create",
@@ -728,8 +807,13 @@ async fn deleting_another_accounts_record_is_refused_at_intake_and_leaves_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_rrset_delete_refuses_records_dnsorch_does_not_own() {
-    let app = spawn_dns_app().await;
-    let bind = shared_bind();
+    an_rrset_delete_refuses_records_dnsorch_does_not_own_at(&shared_bind()).await;
+}
+
+/// A record added at `server` by nsupdate beside dnsorch's: the RRset delete fails naming it
+/// (the plan read the RRset at the server) and both records stay.
+async fn an_rrset_delete_refuses_records_dnsorch_does_not_own_at(bind: &Server) {
+    let app = spawn_dns_app_at(bind).await;
     let domain = format!("{}.example.test", unique("foreign"));
     app.completed(
         "create",
@@ -738,7 +822,7 @@ async fn an_rrset_delete_refuses_records_dnsorch_does_not_own() {
     .await;
     // A record added behind dnsorch's back.
     nsupdate(
-        &bind,
+        bind,
         "example.test",
         &[format!("update add {domain}. 120 IN A 192.0.2.61")],
     );
@@ -753,8 +837,13 @@ async fn an_rrset_delete_refuses_records_dnsorch_does_not_own() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_rrset_ttl_follows_the_latest_change() {
-    let app = spawn_dns_app().await;
-    let port = shared_bind().port;
+    the_rrset_ttl_follows_the_latest_change_at(&shared_bind()).await;
+}
+
+/// A second record with another TTL retimes the whole RRset at `server`.
+async fn the_rrset_ttl_follows_the_latest_change_at(server: &Server) {
+    let app = spawn_dns_app_at(server).await;
+    let port = server.port;
     let domain = format!("{}.example.test", unique("ttl"));
     app.completed(
         "create",
@@ -767,6 +856,43 @@ async fn the_rrset_ttl_follows_the_latest_change() {
     let mut seen = dig_ttl(port, &domain, "A");
     seen.sort();
     assert_eq!(seen, ["600 192.0.2.1", "600 192.0.2.2"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_created_again_with_another_ttl_retime_their_rrset_in_bind() {
+    records_created_again_with_another_ttl_retime_their_rrset_at(&shared_bind()).await;
+}
+
+/// A record already there created again with another TTL, in an RRset of two and as a CNAME:
+/// the request completes and the server holds the RRset with the new TTL. (An added record
+/// that is already there is ignored, TTL and all, by Knot, RFC 2136 3.4.2.2, where BIND
+/// retimes the RRset: the update deletes and adds it again.)
+async fn records_created_again_with_another_ttl_retime_their_rrset_at(server: &Server) {
+    let app = spawn_dns_app_at(server).await;
+    let port = server.port;
+    let domain = format!("{}.example.test", unique("again"));
+    for ip in ["192.0.2.1", "192.0.2.2"] {
+        app.completed("create", &body("acct-t", "A", &domain, Some(ip), None))
+            .await;
+    }
+    let mut again = body("acct-t", "A", &domain, Some("192.0.2.2"), None);
+    again["resource"]["config"]["ttl"] = json!(600);
+    app.completed("create", &again).await;
+    let mut seen = dig_ttl(port, &domain, "A");
+    seen.sort();
+    assert_eq!(seen, ["600 192.0.2.1", "600 192.0.2.2"]);
+
+    let alias = format!("{}.example.test", unique("again"));
+    let target = Some("target.example.test");
+    app.completed("create", &body("acct-t", "CNAME", &alias, target, None))
+        .await;
+    let mut again = body("acct-t", "CNAME", &alias, target, None);
+    again["resource"]["config"]["ttl"] = json!(900);
+    app.completed("create", &again).await;
+    assert_eq!(dig_ttl(port, &alias, "CNAME"), ["900 target.example.test."]);
+    let ledger = app.records(&alias).await;
+    assert_eq!(ledger.len(), 1, "{ledger:?}");
+    assert_eq!(ledger[0]["ttl"], 900);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -810,7 +936,7 @@ async fn bind_stopped_means_retries_then_failed() {
         .lines()
         .filter_map(|l| l.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())))
         .collect();
-    let bind = Bind {
+    let bind = Server {
         port,
         secret_file: vars["BIND_SECRET_FILE"].clone(),
         key_file: vars["BIND_KEY_FILE"].clone(),

@@ -278,7 +278,7 @@ async fn a_record_made_behind_dnsorchs_back_blocks_creates_until_an_admin_adopts
 }
 
 /// A zones file with only `other.test`, by the ansible playbook, without a verify_server.
-fn ansible_zone_without_verify_server(dir: &TempDir, bind: &Bind) -> PathBuf {
+fn ansible_zone_without_verify_server(dir: &TempDir, bind: &Server) -> PathBuf {
     let text = format!(
         r#"
 [zones."other.test"]

@@ -35,9 +35,16 @@ fn held(rrset: &Value) -> (u64, Vec<String>) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replace_of_three_records_is_exactly_the_new_set_with_the_new_ttl_and_records_before_and_after()
  {
+    a_replace_of_three_records_is_exactly_the_new_set_at(&shared_bind()).await;
+}
+
+/// Three records replaced at `server` by three others with a new TTL in one UPDATE, then two
+/// of those deleted: `dig` sees exactly each set, and each request records the RRset before
+/// and after it.
+pub(super) async fn a_replace_of_three_records_is_exactly_the_new_set_at(server: &Server) {
     // Arrange: three A records in one create.
-    let app = spawn_dns_app().await;
-    let port = shared_bind().port;
+    let app = spawn_dns_app_at(server).await;
+    let port = server.port;
     let name = format!("{}.example.test", unique("rs"));
     let old = ["192.0.2.1", "192.0.2.2", "192.0.2.3"];
     let created = app

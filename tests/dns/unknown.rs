@@ -110,7 +110,7 @@ impl Relay {
 /// The app with `example.test` served through `relay` (UPDATE timeout 2 s).
 async fn app_behind(relay: &Relay, max_attempts: u32) -> App {
     let bind = shared_bind();
-    let through = Bind {
+    let through = Server {
         port: relay.port,
         secret_file: bind.secret_file.clone(),
         key_file: bind.key_file.clone(),

@@ -8,7 +8,9 @@
 //! - Create adds the records to their RRset; the RRset's TTL becomes the request's (the server
 //!   sets it for the whole RRset). CNAME exclusivity is a prerequisite: a CNAME needs its name
 //!   unused, other data needs the name to have no CNAME. Records already there count as
-//!   applied, so a retry after a crash succeeds.
+//!   applied, so a retry after a crash succeeds. A record already there at another TTL is
+//!   deleted and added again in the same UPDATE: adding it alone is a duplicate, which the
+//!   server ignores, TTL and all (RFC 2136 3.4.2.2; Knot does, BIND retimes the RRset anyway).
 //! - Delete removes the records (by RDATA) or the RRset, the latter under the prerequisite that
 //!   the RRset is still exactly what the worker read (RFC 2136 2.4.2).
 //! - Replace deletes the RRset and adds the records in one UPDATE, under the prerequisite that
@@ -134,6 +136,9 @@ impl Rfc2136Provisioner {
                 .prerequisites
                 .extend(as_read(&name, dns_type, change.before()?)?);
         }
+        update
+            .updates
+            .extend(retimed(&name, ttl, &rdatas, change.before()?)?);
         update.updates.extend(additions(&name, ttl, &rdatas));
         match self.send_update(update, &change.fence, &mut notes).await? {
             ResponseCode::NoError => {}
@@ -155,7 +160,9 @@ impl Rfc2136Provisioner {
                     )));
                 }
                 notes.push(format!("{name} CNAME already present; setting its TTL"));
+                // Deleted and added again: added alone, it is a duplicate, ignored TTL and all.
                 let mut again = Update::default();
+                again.updates.extend(deletions(&name, &rdatas));
                 again.updates.extend(additions(&name, ttl, &rdatas));
                 self.expect_noerror(again, &change.fence, &mut notes)
                     .await?;
@@ -194,11 +201,7 @@ impl Rfc2136Provisioner {
                     .prerequisites
                     .extend(as_read(&name, dns_type, change.before()?)?);
             }
-            for rdata in &rdatas {
-                let mut record = Record::from_rdata(name.clone(), 0, rdata.clone());
-                record.dns_class = DNSClass::NONE;
-                update.updates.push(record);
-            }
+            update.updates.extend(deletions(&name, &rdatas));
         }
         if !update.updates.is_empty() {
             match self.send_update(update, &change.fence, &mut notes).await? {
@@ -433,6 +436,40 @@ fn additions<'a>(
         .map(move |rdata| Record::from_rdata(name.clone(), ttl, rdata.clone()))
 }
 
+/// The updates that delete `rdatas` (RFC 2136 2.5.4: class NONE, TTL 0).
+fn deletions<'a>(name: &'a Name, rdatas: &'a [RData]) -> impl Iterator<Item = Record> + 'a {
+    rdatas
+        .iter()
+        .map(move |rdata| none_class(Record::from_rdata(name.clone(), 0, rdata.clone())))
+}
+
+/// The deletions of those of `rdatas` that `before` (the RRset as the worker read it) holds
+/// at a TTL other than `ttl`, to precede their additions. Added alone, such a record is a
+/// duplicate, which RFC 2136 3.4.2.2 has the server ignore: Knot keeps the RRset's TTL then
+/// (BIND sets it anyway); deleted and added again in one UPDATE, it takes the new TTL, and with
+/// it the whole RRset.
+fn retimed(
+    name: &Name,
+    ttl: u32,
+    rdatas: &[RData],
+    before: &LiveRrset,
+) -> Result<Vec<Record>, ProvisionError> {
+    if before.ttl == ttl || before.records.is_empty() {
+        return Ok(Vec::new());
+    }
+    let held = before
+        .records
+        .iter()
+        .map(rdata)
+        .collect::<Result<Vec<_>, _>>()?;
+    let again: Vec<RData> = rdatas
+        .iter()
+        .filter(|d| held.iter().any(|h| same_data(h, d)))
+        .cloned()
+        .collect();
+    Ok(deletions(name, &again).collect())
+}
+
 /// A replace whose prerequisites failed because the RRset is no longer what the worker read:
 /// the next attempt reads it again and plans anew.
 fn changed_since_read(name: &Name, change: &PlannedChange) -> ProvisionError {
@@ -477,5 +514,46 @@ impl Provisioner for Rfc2136Provisioner {
 
     async fn observe(&self, change: &PlannedChange) -> Result<Observed, ProvisionError> {
         observe(&self.config.server, change, self.config.timeout).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::RecordData;
+
+    fn a(ip: &str) -> RData {
+        RData::A(hickory_proto::rr::rdata::A(ip.parse().unwrap()))
+    }
+
+    fn rrset(ttl: u32, ips: &[&str]) -> LiveRrset {
+        LiveRrset {
+            ttl,
+            records: ips
+                .iter()
+                .map(|ip| RecordData::A(ip.parse().unwrap()))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn records_already_held_at_another_ttl_are_deleted_before_they_are_added_again() {
+        let name = absolute("www.example.test").unwrap();
+        let adding = [a("192.0.2.2"), a("192.0.2.3")];
+        let held = rrset(120, &["192.0.2.1", "192.0.2.2"]);
+
+        // Another TTL: the one already held is deleted (class NONE), the new one is not.
+        let deleted = retimed(&name, 600, &adding, &held).unwrap();
+        assert_eq!(deleted.len(), 1, "{deleted:?}");
+        assert_eq!(deleted[0].dns_class, DNSClass::NONE);
+        assert_eq!((deleted[0].ttl, &deleted[0].data), (0, &a("192.0.2.2")));
+
+        // The same TTL, or an RRset that was absent: nothing to delete.
+        assert!(retimed(&name, 120, &adding, &held).unwrap().is_empty());
+        assert!(
+            retimed(&name, 600, &adding, &LiveRrset::absent())
+                .unwrap()
+                .is_empty()
+        );
     }
 }

@@ -11,11 +11,11 @@
 
 use chrono::Utc;
 use hickory_proto::op::ResponseCode;
-use hickory_proto::rr::{DNSClass, Name, Record, RecordType as DnsType};
+use hickory_proto::rr::{Name, Record, RecordType as DnsType};
 use tokio::sync::oneshot;
 
 use super::sender::{Job, Update};
-use super::{Rfc2136Provisioner, additions, as_read, rrset_deletion};
+use super::{Rfc2136Provisioner, additions, as_read, deletions, retimed, rrset_deletion};
 use crate::domain::{Operation, RecordType};
 use crate::provision::dns::{Expect, dns_type, live_rrset, none_class, permanent_rcode};
 use crate::provision::{Applied, PlannedChange, ProvisionError};
@@ -54,6 +54,7 @@ impl Rfc2136Provisioner {
                 .extend(as_read(&name, dns_type, before)?);
             let expect = match change.operation {
                 Operation::Create => {
+                    deletions.extend(retimed(&name, ttl, &rdatas, before)?);
                     added.extend(additions(&name, ttl, &rdatas));
                     Expect::Present { rdatas, ttl }
                 }
@@ -64,11 +65,7 @@ impl Rfc2136Provisioner {
                     Expect::Absent { rdatas }
                 }
                 Operation::Delete => {
-                    for rdata in &rdatas {
-                        let mut record = Record::from_rdata(name.clone(), 0, rdata.clone());
-                        record.dns_class = DNSClass::NONE;
-                        deletions.push(record);
-                    }
+                    deletions.extend(self::deletions(&name, &rdatas));
                     Expect::Absent { rdatas }
                 }
                 Operation::Replace => {
