@@ -109,6 +109,12 @@ pub fn router(webhook: Arc<Webhook>, max_body_bytes: usize) -> Router {
         .route("/records", get(records).post(apply))
         .route("/adjustendpoints", post(adjust_endpoints))
         .fallback(|| async { answer(StatusCode::NOT_FOUND, &error_body("no such endpoint")) })
+        .method_not_allowed_fallback(|| async {
+            answer(
+                StatusCode::METHOD_NOT_ALLOWED,
+                &error_body("method not allowed"),
+            )
+        })
         .layer(axum::extract::DefaultBodyLimit::max(max_body_bytes))
         .with_state(webhook)
 }
