@@ -186,6 +186,11 @@ pub struct Settings {
     #[arg(long, env = "WEBHOOK_TOKEN_FILE", global = true)]
     pub webhook_token_file: Option<std::path::PathBuf>,
 
+    /// The token `dnsorch webhook` acts under, when there is no WEBHOOK_TOKEN_FILE: from the
+    /// environment only (a flag, readable by every user of the host, is refused).
+    #[arg(long, env = "WEBHOOK_TOKEN", hide_env_values = true, value_parser = secret, global = true)]
+    pub webhook_token: Option<crate::domain::Secret>,
+
     /// HTTPS: the certificate chain (PEM, the server's certificate first) of the API on
     /// `BIND_ADDR`, and of `/healthz`, `/readyz` and `/metrics` on `OPS_ADDR`; with
     /// `TLS_KEY_FILE`. Unset: plain HTTP.
@@ -434,6 +439,12 @@ const URL_SETTINGS: [(&str, &str); 4] = [
 /// # Errors
 /// Such a flag was given.
 pub fn refuse_secrets_on_command_line(matches: &clap::ArgMatches) -> anyhow::Result<()> {
+    if matches.value_source("webhook_token") == Some(clap::parser::ValueSource::CommandLine) {
+        anyhow::bail!(
+            "--webhook-token is a secret, which any user of this host can read on a command line: \
+             set WEBHOOK_TOKEN in the environment or use WEBHOOK_TOKEN_FILE"
+        );
+    }
     for (id, variable) in URL_SETTINGS {
         let from_command_line =
             matches.value_source(id) == Some(clap::parser::ValueSource::CommandLine);
@@ -447,6 +458,14 @@ pub fn refuse_secrets_on_command_line(matches: &clap::ArgMatches) -> anyhow::Res
         }
     }
     Ok(())
+}
+
+/// A secret setting's value, trimmed of surrounding whitespace.
+fn secret(text: &str) -> Result<crate::domain::Secret, String> {
+    match text.trim() {
+        "" => Err("is empty".into()),
+        text => Ok(crate::domain::Secret::presented(text)),
+    }
 }
 
 /// Whether `url` carries a password (`scheme://user:password@host`).

@@ -594,21 +594,22 @@ async fn webhook(
     store: &Arc<dyn RequestStore>,
     zones: &Zones,
 ) -> anyhow::Result<(TcpListener, Arc<crate::webhook::Webhook>)> {
-    let text = match &settings.webhook_token_file {
-        Some(path) => std::fs::read_to_string(path)
-            .with_context(|| format!("WEBHOOK_TOKEN_FILE: cannot read {}", path.display()))?,
-        None => std::env::var("WEBHOOK_TOKEN").map_err(|_| {
-            anyhow::anyhow!(
-                "`dnsorch webhook` needs a token: WEBHOOK_TOKEN_FILE (or WEBHOOK_TOKEN)"
-            )
-        })?,
+    let secret = match (&settings.webhook_token_file, &settings.webhook_token) {
+        (Some(path), _) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("WEBHOOK_TOKEN_FILE: cannot read {}", path.display()))?;
+            match text.trim() {
+                "" => anyhow::bail!("WEBHOOK_TOKEN_FILE {} is empty", path.display()),
+                text => Secret::presented(text),
+            }
+        }
+        (None, Some(secret)) => secret.clone(),
+        (None, None) => {
+            anyhow::bail!("`dnsorch webhook` needs a token: WEBHOOK_TOKEN_FILE (or WEBHOOK_TOKEN)")
+        }
     };
-    let text = text.trim();
-    if text.is_empty() {
-        anyhow::bail!("the webhook's token (WEBHOOK_TOKEN_FILE or WEBHOOK_TOKEN) is empty");
-    }
     let provider = crate::webhook::Webhook::new(
-        Secret::presented(text),
+        secret,
         access.auth.clone(),
         intake.clone(),
         store.clone(),

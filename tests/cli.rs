@@ -645,6 +645,11 @@ fn a_url_with_a_password_on_the_command_line_is_refused_without_echoing_it() {
             "--api-url".to_owned(),
             format!("https://u:{secret}@127.0.0.1:1/api/v1/dns/create"),
         ],
+        vec![
+            "webhook".to_owned(),
+            "--webhook-token".to_owned(),
+            secret.to_owned(),
+        ],
     ]
     .iter()
     .map(|args| {
@@ -664,6 +669,7 @@ fn a_url_with_a_password_on_the_command_line_is_refused_without_echoing_it() {
         ("--database-url", "DATABASE_URL"),
         ("--celery-broker-url", "CELERY_BROKER_URL"),
         ("--api-url", "API_URL"),
+        ("--webhook-token", "WEBHOOK_TOKEN"),
     ]) {
         let said = format!("{}{}", stdout_of(output), stderr_of(output));
         assert_eq!(output.status.code(), Some(2), "{said}");

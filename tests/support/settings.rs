@@ -36,6 +36,7 @@ pub(crate) fn test_settings(dir: &TempDir) -> Settings {
         webhook_addr: "127.0.0.1:0".parse().unwrap(),
         webhook_ops_addr: "127.0.0.1:0".parse().unwrap(),
         webhook_token_file: None,
+        webhook_token: None,
         tls_cert_file: None,
         tls_key_file: None,
         tls_client_ca_file: None,
