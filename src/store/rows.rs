@@ -224,15 +224,7 @@ pub(super) fn request<R: Columns>(row: &R, with_log: bool) -> Result<DnsRequest,
         verified_at: row.get("verified_at")?,
         finished_at: row.get("finished_at")?,
         lease_expires_at: row.get("lease_expires_at")?,
-        submitted_by: submitter(
-            row,
-            [
-                "principal_token_id",
-                "principal_name",
-                "principal_account",
-                "client_addr",
-            ],
-        )?,
+        submitted_by: submitter(row, PRINCIPAL_COLUMNS)?,
         change_set: set_place(row)?,
         log_messages: if with_log {
             Some(row.json("log_messages")?)
@@ -258,6 +250,14 @@ fn set_place<R: Columns>(row: &R) -> Result<Option<SetPlace>, StoreError> {
         role,
     }))
 }
+
+/// The columns a request or a change set records its submitter in.
+pub(super) const PRINCIPAL_COLUMNS: [&str; 4] = [
+    "principal_token_id",
+    "principal_name",
+    "principal_account",
+    "client_addr",
+];
 
 /// Who submitted a request or made an audited change, from its columns of the token's id,
 /// the token's name and account, and the client's address.

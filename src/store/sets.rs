@@ -8,7 +8,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::rows::{Columns, submitter};
+use super::rows::{Columns, PRINCIPAL_COLUMNS, submitter};
 use super::{DnsRequest, StoreError};
 use crate::domain::{ChangeSetId, FieldError, RequestId, RequestStatus, Submitter};
 
@@ -129,15 +129,7 @@ pub(super) fn set_from_row<R: Columns>(row: &R) -> Result<ChangeSet, StoreError>
         idempotency_key: row.get("idempotency_key")?,
         fingerprint: row.get("fingerprint")?,
         source: row.get("source")?,
-        submitted_by: submitter(
-            row,
-            [
-                "principal_token_id",
-                "principal_name",
-                "principal_account",
-                "client_addr",
-            ],
-        )?,
+        submitted_by: submitter(row, PRINCIPAL_COLUMNS)?,
         created_at: row.get("created_at")?,
     })
 }
